@@ -1,0 +1,162 @@
+//! The command line: clap derive definitions only. Subcommands are verbs; global options are
+//! also readable from `SPUTNIK_*` environment variables. What each command does lives in
+//! `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// An internal failure: the data directory, a disk, a bug.
+    pub const FAILURE: i32 = 1;
+    /// A mistake in what was asked: bad flags, bad config, unknown document.
+    pub const USAGE: i32 = 2;
+    /// The command ran, but some inputs failed (for example files an import could not read).
+    pub const PARTIAL: i32 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sputnik",
+    version,
+    about = "On-prem employee companion: a knowledge base of company documents, searchable in Russian and English",
+    after_help = "Exit codes: 0 success, 1 internal failure, 2 usage or configuration error, \
+                  3 finished but some inputs failed.\n\
+                  Configuration: defaults < config file < SPUTNIK_* environment < flags."
+)]
+pub struct Cli {
+    /// Configuration file (default: /etc/sputnik/sputnik.toml when it exists).
+    #[arg(long, global = true, env = "SPUTNIK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the store and indexes [config: data_dir].
+    #[arg(long, global = true, env = "SPUTNIK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import documents (Markdown, text, HTML, PDF, DOCX, ODT) from files and directories.
+    Import(ImportArgs),
+    /// Search the knowledge base.
+    Search(SearchArgs),
+    /// List, show and remove imported documents.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+    /// Rebuild the search index from the store.
+    Reindex(JsonFlag),
+    /// Show document, chunk and index counts and sizes.
+    Stats(JsonFlag),
+    /// Measure retrieval quality on a question set (JSON lines).
+    Eval(EvalArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files or directories (searched recursively; hidden files are skipped).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Restrict the imported documents to an access group (repeatable). Without it, every
+    /// employee may see them.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Remove documents previously imported from these directories whose files are gone.
+    #[arg(long)]
+    pub sync: bool,
+    /// Show what would change without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only import files matching this glob, relative to the directory (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip files matching this glob, relative to the directory (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The question or keywords.
+    #[arg(required = true, value_name = "QUERY")]
+    pub query: Vec<String>,
+    /// Number of results [config: search.default_k].
+    #[arg(long, short = 'k', value_name = "N")]
+    pub k: Option<usize>,
+    /// Search as a member of this access group (repeatable); public documents are always searched.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocsCommand {
+    /// List imported documents.
+    List(JsonFlag),
+    /// Show one document (by id or source path) and its chunks.
+    Show {
+        #[arg(value_name = "DOC")]
+        document: String,
+        /// Print every chunk's full text.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Remove documents (by id or source path) from the store and the index.
+    Remove {
+        #[arg(required = true, value_name = "DOC")]
+        documents: Vec<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// JSON lines: {"id": "q1", "query": "...", "lang": "ru", "expected": ["path.md"]}.
+    #[arg(value_name = "QUESTIONS.jsonl")]
+    pub questions: PathBuf,
+    /// Rank depth.
+    #[arg(long, short = 'k', default_value_t = 10, value_name = "N")]
+    pub k: usize,
+    /// Evaluate as a member of this access group (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values (secrets masked).
+    Check(JsonFlag),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

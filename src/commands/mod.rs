@@ -1,0 +1,102 @@
+//! CLI glue: each subcommand loads settings, opens the [`App`](crate::App), calls one method
+//! and renders the result as text for people or JSON for scripts. No domain rules live here.
+
+mod docs;
+mod import;
+mod search;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, ConfigCommand, exit};
+use crate::config::{FlagOverrides, LoadedSettings, Settings};
+use crate::search::OpenOutcome;
+use crate::{App, Stats};
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let flags = FlagOverrides { data_dir: cli.data_dir.clone() };
+    let loaded = Settings::load(cli.config.as_deref(), &flags).map_err(crate::Error::from)?;
+    tracing::debug!(file = ?loaded.file, "configuration loaded");
+    let settings = loaded.settings.clone();
+    match cli.command {
+        Command::Config(ConfigCommand::Check(output)) => config_check(&loaded, output.json),
+        Command::Import(args) => import::run(settings, args),
+        Command::Search(args) => search::run(settings, args),
+        Command::Eval(args) => search::eval(settings, args),
+        Command::Docs(command) => docs::run(settings, command),
+        Command::Reindex(output) => {
+            let mut app = open_existing(settings)?;
+            let chunks = app.reindex().context("while rebuilding the index")?;
+            if output.json {
+                print_json(&serde_json::json!({ "indexed_chunks": chunks }))?;
+            } else {
+                println!("Rebuilt the full-text index: {chunks} chunks.");
+            }
+            Ok(exit::OK)
+        }
+        Command::Stats(output) => {
+            let app = open_existing(settings)?;
+            let stats = app.stats()?;
+            if output.json {
+                print_json(&stats)?;
+            } else {
+                print_stats(&stats);
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn config_check(loaded: &LoadedSettings, json: bool) -> anyhow::Result<i32> {
+    let source = loaded.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
+    if json {
+        let masked: toml::Value = toml::from_str(&loaded.settings.to_masked_toml())?;
+        print_json(&serde_json::json!({ "file": loaded.file, "valid": true, "settings": masked }))?;
+    } else {
+        println!("# Configuration is valid. Read from: {source} (+ SPUTNIK_* environment, flags)");
+        print!("{}", loaded.settings.to_masked_toml());
+    }
+    Ok(exit::OK)
+}
+
+fn print_stats(stats: &Stats) {
+    let size = |b: u64| bytesize::ByteSize(b).to_string();
+    println!("Data directory   {}", stats.data_dir);
+    println!("Documents        {}", stats.documents);
+    println!("Chunks           {}", stats.chunks);
+    println!("Indexed chunks   {}", stats.indexed_chunks);
+    println!("Store            {}", size(stats.store_bytes));
+    println!("Full-text index  {}", size(stats.index_bytes));
+    println!("Store revision   {}", stats.store_revision);
+}
+
+/// Opens the app for a command that reads or changes an existing knowledge base.
+fn open_existing(settings: Settings) -> anyhow::Result<App> {
+    let app = App::open_existing(settings)?;
+    report_repair(&app);
+    Ok(app)
+}
+
+fn report_repair(app: &App) {
+    if let OpenOutcome::Rebuilt { reason, chunks } = app.open_outcome()
+        && app.store().revision().unwrap_or(0) > 0
+    {
+        tracing::info!(%reason, chunks, "full-text index rebuilt from the store");
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    use std::io::Write;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Bold on a terminal, plain markers otherwise (pipes, files).
+fn highlight_marks() -> (&'static str, &'static str) {
+    if std::io::stdout().is_terminal() { ("\x1b[1m", "\x1b[0m") } else { ("**", "**") }
+}

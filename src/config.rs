@@ -1,0 +1,318 @@
+//! Configuration: raw layers (built-in defaults < TOML file < `SPUTNIK_*` environment < command
+//! line flags) merged by figment into one [`Settings`] value, then validated. Anything that
+//! leaves this module is known to be consistent: unknown keys, impossible chunk sizes and the
+//! like are rejected here with the key's name, never discovered halfway through an import.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Where the packaged service keeps its configuration; used when no file is named explicitly.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/sputnik/sputnik.toml";
+
+/// Environment variables that carry command-line options rather than config keys.
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid configuration: `{key}` {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+/// A value that must never reach a log line or a terminal: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The validated configuration every part of Sputnik is built from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory holding the store (`sputnik.redb`) and the derived indexes.
+    pub data_dir: PathBuf,
+    pub ingest: IngestSettings,
+    pub search: SearchSettings,
+    pub telegram: TelegramSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Files larger than this are refused before they are read.
+    pub max_file_size: ByteSize,
+    /// Most bytes one DOCX/ODT part may expand to; protects against zip bombs.
+    pub max_unpacked_size: ByteSize,
+    /// Largest expansion ratio (uncompressed / compressed) accepted for an archive member.
+    pub max_compression_ratio: u32,
+    /// PDFs with more pages than this are refused.
+    pub max_pdf_pages: u32,
+    /// Chunks aim for this many tokens (estimated) ...
+    pub chunk_target_tokens: usize,
+    /// ... and never exceed this many.
+    pub chunk_max_tokens: usize,
+    /// Tokens of trailing context repeated at the start of the next chunk of the same section.
+    pub chunk_overlap_tokens: usize,
+    /// Glob patterns (relative to the imported directory); when set, only matching files import.
+    pub include: Vec<String>,
+    /// Glob patterns of files to leave out.
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// Number of results `sputnik search` shows when `--k` is not given.
+    pub default_k: usize,
+    /// Longest snippet shown per hit, in characters.
+    pub snippet_chars: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramSettings {
+    /// Bot API token from @BotFather, used by the Telegram bot.
+    pub bot_token: Secret,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./data"),
+            ingest: IngestSettings::default(),
+            search: SearchSettings::default(),
+            telegram: TelegramSettings::default(),
+        }
+    }
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_file_size: ByteSize::mib(20),
+            max_unpacked_size: ByteSize::mib(64),
+            max_compression_ratio: 100,
+            max_pdf_pages: 2000,
+            chunk_target_tokens: 300,
+            chunk_max_tokens: 400,
+            chunk_overlap_tokens: 40,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings { default_k: 5, snippet_chars: 220 }
+    }
+}
+
+impl Default for TelegramSettings {
+    fn default() -> Self {
+        TelegramSettings { bot_token: Secret::default() }
+    }
+}
+
+/// Overrides that come from command-line flags, the top layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Settings together with where they came from, for `config check` and the service's log.
+#[derive(Debug, Clone)]
+pub struct LoadedSettings {
+    pub settings: Settings,
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads the layered configuration. `explicit_file` is `--config` / `SPUTNIK_CONFIG`; without
+    /// it the system file is read when present, and defaults apply otherwise.
+    pub fn load(
+        explicit_file: Option<&Path>,
+        flags: &FlagOverrides,
+    ) -> Result<LoadedSettings, ConfigError> {
+        let file = match explicit_file {
+            Some(path) if !path.is_file() => return Err(ConfigError::Missing(path.to_owned())),
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(SYSTEM_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("SPUTNIK_").ignore(NON_CONFIG_ENV).split("__"))
+            .merge(Serialized::defaults(flags));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(LoadedSettings { settings, file })
+    }
+
+    /// Builds settings for a data directory with every other value at its default (tests, benches).
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Settings {
+        Settings { data_dir: data_dir.into(), ..Settings::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ingest = &self.ingest;
+        let fail = |key, reason: String| Err(ConfigError::Value { key, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty".into());
+        }
+        if ingest.max_file_size.as_u64() == 0 {
+            return fail("ingest.max_file_size", "must be greater than zero".into());
+        }
+        if ingest.max_compression_ratio < 2 {
+            return fail("ingest.max_compression_ratio", "must be at least 2".into());
+        }
+        if ingest.chunk_max_tokens < 32 {
+            return fail("ingest.chunk_max_tokens", "must be at least 32".into());
+        }
+        if ingest.chunk_target_tokens == 0 || ingest.chunk_target_tokens > ingest.chunk_max_tokens {
+            return fail(
+                "ingest.chunk_target_tokens",
+                format!("must be between 1 and chunk_max_tokens ({})", ingest.chunk_max_tokens),
+            );
+        }
+        if ingest.chunk_overlap_tokens * 2 > ingest.chunk_target_tokens {
+            return fail(
+                "ingest.chunk_overlap_tokens",
+                format!(
+                    "must be at most half of chunk_target_tokens ({})",
+                    ingest.chunk_target_tokens
+                ),
+            );
+        }
+        for (key, patterns) in [("ingest.include", &ingest.include), ("ingest.exclude", &ingest.exclude)]
+        {
+            for pattern in patterns {
+                if let Err(e) = globset::Glob::new(pattern) {
+                    return fail(key, format!("has an invalid glob {pattern:?}: {e}"));
+                }
+            }
+        }
+        if self.search.default_k == 0 || self.search.default_k > 100 {
+            return fail("search.default_k", "must be between 1 and 100".into());
+        }
+        if self.search.snippet_chars < 40 {
+            return fail("search.snippet_chars", "must be at least 40".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked, for `sputnik config check`.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.telegram.bot_token.is_empty() {
+            shown.telegram.bot_token = Secret::new("***");
+        }
+        toml::to_string_pretty(&shown).expect("settings always serialise to TOML")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("sputnik.redb")
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
+    }
+}
+
+/// figment's messages name the key and the source; flatten its error list into one line each.
+fn describe_figment_error(error: figment::Error) -> String {
+    error.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_from(toml: &str) -> Result<LoadedSettings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sputnik.toml");
+        std::fs::write(&path, toml).unwrap();
+        Settings::load(Some(&path), &FlagOverrides::default())
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = load_from("[ingest]\nmax_file_sise = \"1 MiB\"\n").unwrap_err().to_string();
+        assert!(err.contains("max_file_sise"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_flags_override_the_file() {
+        let loaded = load_from("data_dir = \"/srv/kb\"\n[ingest]\nmax_file_size = \"3 MiB\"\n").unwrap();
+        assert_eq!(loaded.settings.data_dir, PathBuf::from("/srv/kb"));
+        assert_eq!(loaded.settings.ingest.max_file_size, ByteSize::mib(3));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sputnik.toml");
+        std::fs::write(&path, "data_dir = \"/srv/kb\"\n").unwrap();
+        let flags = FlagOverrides { data_dir: Some("/tmp/flag".into()) };
+        let loaded = Settings::load(Some(&path), &flags).unwrap();
+        assert_eq!(loaded.settings.data_dir, PathBuf::from("/tmp/flag"));
+    }
+
+    #[test]
+    fn impossible_chunk_sizes_are_rejected_with_the_key() {
+        let err = load_from("[ingest]\nchunk_target_tokens = 500\nchunk_max_tokens = 400\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.chunk_target_tokens"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut settings = Settings::default();
+        settings.telegram.bot_token = Secret::new("123:very-secret");
+        assert!(!format!("{settings:?}").contains("very-secret"));
+        assert!(!settings.to_masked_toml().contains("very-secret"));
+    }
+
+    #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let example = include_str!("../assets/sputnik.example.toml");
+        let loaded = load_from(example).unwrap();
+        assert_eq!(loaded.settings, Settings::default());
+    }
+}

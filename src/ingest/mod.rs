@@ -1,0 +1,474 @@
+//! Import: files and directories → parsed documents → chunks → store → full-text index.
+//!
+//! Invariants:
+//! - each file is decided on its own: one bad file is reported and skipped, the rest imports,
+//!   and nothing already stored for that file is touched;
+//! - an unchanged file (same content hash, same pipeline, same groups) writes nothing at all;
+//! - a changed file replaces its document and all of its chunks in one store transaction, and
+//!   the index follows at the next commit (a crash in between is repaired when the index opens);
+//! - `sync` removes documents of an imported directory whose files are gone, but never for a
+//!   directory that could not be read, so a missing mount does not wipe the knowledge base.
+
+pub mod chunk;
+pub mod lang;
+pub mod parse;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::config::IngestSettings;
+use crate::search::LexicalIndex;
+use crate::search::lexical::IndexState;
+use crate::store::{DocumentId, Format, NewDocument, SourceKey, Store};
+use chunk::ChunkSizes;
+use parse::{ParseError, ParseLimits};
+
+/// Bump when parsing or chunking changes what a file turns into: every file re-imports.
+const PIPELINE_VERSION: u32 = 1;
+/// Index commits during a long import, so progress survives an interruption.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("the file is {size}, over the {limit} limit (ingest.max_file_size)")]
+    TooLarge { size: bytesize::ByteSize, limit: bytesize::ByteSize },
+    #[error("unsupported file type (Sputnik reads .md, .txt, .html, .pdf, .docx, .odt)")]
+    Unsupported,
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("the file name is not valid UTF-8")]
+    NonUtf8Name,
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid glob {pattern:?}: {reason}")]
+    BadGlob { pattern: String, reason: String },
+}
+
+/// What to import and how.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    pub paths: Vec<PathBuf>,
+    /// Access groups given to every imported document; empty means visible to everyone.
+    pub groups: Vec<String>,
+    pub sync: bool,
+    pub dry_run: bool,
+    /// Extra include/exclude globs on top of the configured ones.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+/// The fate of one file (or one removed document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Outcome {
+    Added { chunks: usize },
+    Updated { chunks: usize },
+    Unchanged,
+    Removed,
+    Failed { reason: String },
+}
+
+/// Receives progress while an import runs; the CLI draws a bar or logs lines from it.
+pub trait ImportObserver {
+    fn started(&mut self, _files: usize) {}
+    fn file_done(&mut self, _path: &str, _outcome: &Outcome) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl ImportObserver for Quiet {}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub failed: usize,
+    /// Files in imported directories that are not a supported type, or were excluded.
+    pub skipped: usize,
+    pub chunks_written: usize,
+    pub failures: Vec<FailedFile>,
+    pub removed_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedFile {
+    pub path: String,
+    pub reason: String,
+}
+
+impl ImportReport {
+    pub fn has_failures(&self) -> bool {
+        self.failed > 0
+    }
+
+    fn record(&mut self, path: &str, outcome: &Outcome) {
+        match outcome {
+            Outcome::Added { chunks } => {
+                self.added += 1;
+                self.chunks_written += chunks;
+            }
+            Outcome::Updated { chunks } => {
+                self.updated += 1;
+                self.chunks_written += chunks;
+            }
+            Outcome::Unchanged => self.unchanged += 1,
+            Outcome::Removed => {
+                self.removed += 1;
+                self.removed_sources.push(path.to_owned());
+            }
+            Outcome::Failed { reason } => {
+                self.failed += 1;
+                self.failures.push(FailedFile { path: path.to_owned(), reason: reason.clone() });
+            }
+        }
+    }
+}
+
+/// A file found for import.
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// Where to read it.
+    path: PathBuf,
+    /// Directory it is imported relative to (absolute, canonical).
+    root: String,
+    /// Path inside `root` with `/` separators: what people see and cite.
+    source: String,
+    /// How it is shown in progress and errors.
+    display: String,
+}
+
+/// Everything found under the requested paths.
+#[derive(Debug, Default)]
+struct Discovery {
+    candidates: Vec<Candidate>,
+    /// Paths that could not be examined at all, with the reason.
+    unreadable: Vec<(String, IngestError)>,
+    /// Directory roots whose walk completed, eligible for `sync`.
+    synced_roots: Vec<String>,
+    skipped: usize,
+}
+
+/// Runs an import against an open store and index.
+pub fn import(
+    store: &Store,
+    index: &mut LexicalIndex,
+    settings: &IngestSettings,
+    request: &ImportRequest,
+    observer: &mut dyn ImportObserver,
+) -> Result<ImportReport, crate::Error> {
+    let filter = PathFilter::new(settings, request)?;
+    let discovery = discover(&request.paths, &filter);
+    let mut report = ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+
+    let removals = if request.sync { stale_documents(store, &discovery)? } else { Vec::new() };
+    observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
+
+    for (path, error) in &discovery.unreadable {
+        let outcome = Outcome::Failed { reason: error.to_string() };
+        report.record(path, &outcome);
+        observer.file_done(path, &outcome);
+    }
+
+    let pipeline = pipeline_fingerprint(settings);
+    let limits = ParseLimits {
+        max_unpacked_bytes: settings.max_unpacked_size.as_u64(),
+        max_compression_ratio: settings.max_compression_ratio,
+        max_pdf_pages: settings.max_pdf_pages,
+    };
+    let sizes = ChunkSizes {
+        target_tokens: settings.chunk_target_tokens,
+        max_tokens: settings.chunk_max_tokens,
+        overlap_tokens: settings.chunk_overlap_tokens,
+    };
+    let mut writer = IndexFollower { store, index, dirty: false, last_commit: Instant::now() };
+
+    for candidate in &discovery.candidates {
+        let outcome = match import_file(store, candidate, request, settings, &pipeline, &limits, sizes) {
+            Ok(Decision::Unchanged) => Outcome::Unchanged,
+            Ok(Decision::Write { document, existed }) => {
+                let chunks = document.chunks.len();
+                if !request.dry_run {
+                    let (record, _) = store.put_document(document.clone())?;
+                    writer.index.replace_document(&record, &document.chunks)?;
+                    writer.changed()?;
+                }
+                if existed { Outcome::Updated { chunks } } else { Outcome::Added { chunks } }
+            }
+            Ok(Decision::Regroup { id, groups }) => {
+                if !request.dry_run {
+                    let (record, _) = store.set_groups(id, groups)?;
+                    let chunks = store.chunks(id)?;
+                    writer.index.replace_document(&record, &chunks)?;
+                    writer.changed()?;
+                }
+                Outcome::Updated { chunks: 0 }
+            }
+            Err(error) => Outcome::Failed { reason: error.to_string() },
+        };
+        report.record(&candidate.display, &outcome);
+        observer.file_done(&candidate.display, &outcome);
+    }
+
+    for (id, source) in removals {
+        if !request.dry_run {
+            store.remove_document(id)?;
+            writer.index.remove_document(id)?;
+            writer.changed()?;
+        }
+        report.record(&source, &Outcome::Removed);
+        observer.file_done(&source, &Outcome::Removed);
+    }
+    writer.finish()?;
+    Ok(report)
+}
+
+/// Keeps the index in step with store writes, committing now and then and at the end.
+struct IndexFollower<'a> {
+    store: &'a Store,
+    index: &'a mut LexicalIndex,
+    dirty: bool,
+    last_commit: Instant,
+}
+
+impl IndexFollower<'_> {
+    fn changed(&mut self) -> Result<(), crate::Error> {
+        self.dirty = true;
+        if self.last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), crate::Error> {
+        self.index.commit(IndexState::of(self.store)?)?;
+        self.dirty = false;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), crate::Error> {
+        if self.dirty {
+            self.commit()?;
+        }
+        self.index.close_writer()?;
+        Ok(())
+    }
+}
+
+enum Decision {
+    Unchanged,
+    Regroup { id: DocumentId, groups: Vec<String> },
+    Write { document: NewDocument, existed: bool },
+}
+
+fn import_file(
+    store: &Store,
+    candidate: &Candidate,
+    request: &ImportRequest,
+    settings: &IngestSettings,
+    pipeline: &str,
+    limits: &ParseLimits,
+    sizes: ChunkSizes,
+) -> Result<Decision, crate::Error> {
+    let format = Format::from_path(&candidate.path).ok_or(IngestError::Unsupported)?;
+    let size = std::fs::metadata(&candidate.path).map_err(IngestError::Io)?.len();
+    if size > settings.max_file_size.as_u64() {
+        return Err(IngestError::TooLarge { size: bytesize::ByteSize(size), limit: settings.max_file_size }.into());
+    }
+    let bytes = std::fs::read(&candidate.path).map_err(IngestError::Io)?;
+    let content_hash = blake3::hash(&bytes).to_hex().to_string();
+    let existing = store.find_by_source(&SourceKey { root: &candidate.root, source: &candidate.source })?;
+    if let Some(existing) = &existing
+        && existing.content_hash == content_hash
+        && existing.pipeline == pipeline
+    {
+        if existing.groups == request.groups {
+            return Ok(Decision::Unchanged);
+        }
+        return Ok(Decision::Regroup { id: existing.id, groups: request.groups.clone() });
+    }
+    let parsed = parse::parse(format, &bytes, limits).map_err(IngestError::Parse)?;
+    let chunks = chunk::chunk_document(&parsed, sizes);
+    if chunks.is_empty() {
+        return Err(IngestError::Parse(ParseError::NoText).into());
+    }
+    let sample: String = chunks.iter().take(4).map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+    let title = parsed.title.clone().unwrap_or_else(|| title_from_file_name(&candidate.path));
+    let document = NewDocument {
+        root: candidate.root.clone(),
+        source: candidate.source.clone(),
+        title,
+        language: lang::detect(&sample),
+        groups: request.groups.clone(),
+        content_hash,
+        pipeline: pipeline.to_owned(),
+        format,
+        size,
+        updated_at: jiff::Timestamp::now().as_second(),
+        chunks,
+    };
+    Ok(Decision::Write { document, existed: existing.is_some() })
+}
+
+/// "vacation-policy_2024.md" → "vacation policy 2024".
+fn title_from_file_name(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("untitled");
+    parse::collapse_whitespace(&stem.replace(['-', '_'], " "))
+}
+
+fn pipeline_fingerprint(settings: &IngestSettings) -> String {
+    format!(
+        "v{PIPELINE_VERSION}/t{}/m{}/o{}",
+        settings.chunk_target_tokens, settings.chunk_max_tokens, settings.chunk_overlap_tokens
+    )
+}
+
+/// Documents previously imported from a fully walked directory whose files are gone.
+fn stale_documents(store: &Store, discovery: &Discovery) -> Result<Vec<(DocumentId, String)>, crate::Error> {
+    let present: HashSet<(&str, &str)> =
+        discovery.candidates.iter().map(|c| (c.root.as_str(), c.source.as_str())).collect();
+    let roots: HashSet<&str> = discovery.synced_roots.iter().map(String::as_str).collect();
+    Ok(store
+        .documents()?
+        .into_iter()
+        .filter(|d| roots.contains(d.root.as_str()) && !present.contains(&(d.root.as_str(), d.source.as_str())))
+        .map(|d| {
+            let shown = Path::new(&d.root).join(&d.source).display().to_string();
+            (d.id, shown)
+        })
+        .collect())
+}
+
+struct PathFilter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl PathFilter {
+    fn new(settings: &IngestSettings, request: &ImportRequest) -> Result<PathFilter, IngestError> {
+        let build = |patterns: &mut dyn Iterator<Item = &String>| -> Result<Option<GlobSet>, IngestError> {
+            let mut builder = GlobSetBuilder::new();
+            let mut any = false;
+            for pattern in patterns {
+                let glob = Glob::new(pattern)
+                    .map_err(|e| IngestError::BadGlob { pattern: pattern.clone(), reason: e.to_string() })?;
+                builder.add(glob);
+                any = true;
+            }
+            let set = builder.build().map_err(|e| IngestError::BadGlob { pattern: String::new(), reason: e.to_string() })?;
+            Ok(any.then_some(set))
+        };
+        let include = build(&mut settings.include.iter().chain(&request.include))?;
+        let exclude = build(&mut settings.exclude.iter().chain(&request.exclude))?.unwrap_or_else(GlobSet::empty);
+        Ok(PathFilter { include, exclude })
+    }
+
+    fn admits(&self, relative: &str) -> bool {
+        self.include.as_ref().is_none_or(|set| set.is_match(relative)) && !self.exclude.is_match(relative)
+    }
+}
+
+fn discover(paths: &[PathBuf], filter: &PathFilter) -> Discovery {
+    let mut discovery = Discovery::default();
+    let mut seen = HashSet::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let canonical = match path.canonicalize() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                discovery.unreadable.push((shown, IngestError::NotFound));
+                continue;
+            }
+            Err(e) => {
+                discovery.unreadable.push((shown, IngestError::Io(e)));
+                continue;
+            }
+        };
+        if canonical.is_dir() {
+            walk_directory(path, &canonical, filter, &mut seen, &mut discovery);
+        } else {
+            let root = canonical.parent().unwrap_or(Path::new("/"));
+            let (Some(root), Some(name)) = (root.to_str(), canonical.file_name().and_then(|n| n.to_str())) else {
+                discovery.unreadable.push((shown, IngestError::NonUtf8Name));
+                continue;
+            };
+            // A file named explicitly is imported even if its type is unknown, so the person
+            // who named it hears why it was refused.
+            if seen.insert(canonical.clone()) {
+                discovery.candidates.push(Candidate {
+                    path: canonical.clone(),
+                    root: root.to_owned(),
+                    source: name.to_owned(),
+                    display: shown,
+                });
+            }
+        }
+    }
+    discovery
+}
+
+fn walk_directory(
+    given: &Path,
+    root: &Path,
+    filter: &PathFilter,
+    seen: &mut HashSet<PathBuf>,
+    discovery: &mut Discovery,
+) {
+    let Some(root_str) = root.to_str() else {
+        discovery.unreadable.push((given.display().to_string(), IngestError::NonUtf8Name));
+        return;
+    };
+    let mut complete = true;
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(|n| n.starts_with('.')));
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                complete = false;
+                let shown = e.path().map_or_else(|| given.display().to_string(), |p| p.display().to_string());
+                let error = e.into_io_error().map_or(IngestError::NotFound, IngestError::Io);
+                discovery.unreadable.push((shown, error));
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let shown = given.join(relative).display().to_string();
+        let Some(relative) = relative.to_str() else {
+            discovery.unreadable.push((shown, IngestError::NonUtf8Name));
+            continue;
+        };
+        let relative = relative.replace(std::path::MAIN_SEPARATOR, "/");
+        if Format::from_path(entry.path()).is_none() || !filter.admits(&relative) {
+            discovery.skipped += 1;
+            continue;
+        }
+        if seen.insert(entry.path().to_owned()) {
+            discovery.candidates.push(Candidate {
+                path: entry.path().to_owned(),
+                root: root_str.to_owned(),
+                source: relative,
+                display: shown,
+            });
+        }
+    }
+    if complete {
+        discovery.synced_roots.push(root_str.to_owned());
+    }
+}

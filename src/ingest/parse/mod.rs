@@ -1,0 +1,220 @@
+//! Parsers turn a file's bytes into a [`ParsedDocument`]: a title and a list of sections, each
+//! with its heading path and plain-text paragraphs. Every parser is bounded by [`ParseLimits`]
+//! and reports a [`ParseError`] whose message is meant for the person who supplied the file.
+
+mod docx;
+mod html;
+mod markdown;
+mod odt;
+mod pdf;
+mod text;
+mod zipped;
+
+use crate::store::Format;
+
+/// What a parser produces: no formatting, only structure that matters for citations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedDocument {
+    /// The document's own title (metadata or first top-level heading), if it has one.
+    pub title: Option<String>,
+    pub sections: Vec<Section>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Section {
+    /// Headings above this section's text, outermost first, not including the title.
+    pub heading_path: Vec<String>,
+    pub paragraphs: Vec<String>,
+}
+
+impl ParsedDocument {
+    pub fn is_empty(&self) -> bool {
+        self.sections.iter().all(|s| s.paragraphs.iter().all(|p| p.trim().is_empty()))
+    }
+}
+
+/// Resource bounds a parser must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_unpacked_bytes: u64,
+    pub max_compression_ratio: u32,
+    pub max_pdf_pages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("no text found in the document")]
+    NoText,
+    #[error("this looks like binary data, not {expected} text")]
+    Binary { expected: &'static str },
+    #[error("not valid UTF-8 (first bad byte at offset {offset}); save it as UTF-8 and import again")]
+    InvalidUtf8 { offset: usize },
+    #[error("the PDF is password-protected; import an unprotected copy")]
+    Encrypted,
+    #[error("the PDF has {pages} pages, more than the limit of {limit} (ingest.max_pdf_pages)")]
+    TooManyPages { pages: usize, limit: u32 },
+    #[error("not a readable {format} file: {reason}")]
+    Corrupt { format: &'static str, reason: String },
+    #[error(
+        "{member} would expand beyond the safe limit ({detail}); refusing a possible zip bomb"
+    )]
+    ArchiveBomb { member: String, detail: String },
+}
+
+impl ParseError {
+    pub(crate) fn corrupt(format: &'static str, reason: impl std::fmt::Display) -> Self {
+        ParseError::Corrupt { format, reason: reason.to_string() }
+    }
+}
+
+/// Parses `bytes` as `format`.
+pub fn parse(format: Format, bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
+    if bytes.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let parsed = match format {
+        Format::Markdown => markdown::parse(text::decode(bytes, "Markdown")?),
+        Format::Text => text::parse(text::decode(bytes, "plain")?),
+        Format::Html => html::parse(text::decode(bytes, "HTML")?),
+        Format::Pdf => pdf::parse(bytes, limits)?,
+        Format::Docx => docx::parse(bytes, limits)?,
+        Format::Odt => odt::parse(bytes, limits)?,
+    };
+    if parsed.is_empty() {
+        return Err(ParseError::NoText);
+    }
+    Ok(parsed)
+}
+
+/// Accumulates sections while a parser walks a document in reading order.
+#[derive(Debug, Default)]
+pub(crate) struct SectionBuilder {
+    title: Option<String>,
+    headings: Vec<(u8, String)>,
+    sections: Vec<Section>,
+    paragraph: String,
+}
+
+impl SectionBuilder {
+    /// A heading of `level` (1 = top). The first level-1 heading before any text becomes the
+    /// title when the document has none from metadata.
+    pub fn heading(&mut self, level: u8, text: &str) {
+        self.end_paragraph();
+        let text = collapse_whitespace(text);
+        if text.is_empty() {
+            return;
+        }
+        if level == 1 && self.title.is_none() && self.sections.is_empty() && self.headings.is_empty() {
+            self.title = Some(text);
+            return;
+        }
+        while self.headings.last().is_some_and(|(l, _)| *l >= level) {
+            self.headings.pop();
+        }
+        self.headings.push((level, text));
+    }
+
+    pub fn set_title_if_missing(&mut self, title: &str) {
+        let title = collapse_whitespace(title);
+        if self.title.is_none() && !title.is_empty() {
+            self.title = Some(title);
+        }
+    }
+
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    pub fn text(&mut self, text: &str) {
+        self.paragraph.push_str(text);
+    }
+
+    /// Closes the current paragraph; whitespace is collapsed and empty paragraphs dropped.
+    pub fn end_paragraph(&mut self) {
+        let mut paragraph = collapse_whitespace(&std::mem::take(&mut self.paragraph));
+        // Table rows end with a cell separator, and list items can be empty bullets.
+        let kept = paragraph.trim_end_matches(['|', ' ']).len();
+        paragraph.truncate(kept);
+        if paragraph.is_empty() || paragraph == "•" {
+            return;
+        }
+        let path: Vec<String> = self.headings.iter().map(|(_, h)| h.clone()).collect();
+        match self.sections.last_mut() {
+            Some(section) if section.heading_path == path => section.paragraphs.push(paragraph),
+            _ => self.sections.push(Section { heading_path: path, paragraphs: vec![paragraph] }),
+        }
+    }
+
+    /// Adds a paragraph whose line breaks matter (code, preformatted text).
+    pub fn preformatted(&mut self, text: &str) {
+        self.end_paragraph();
+        let text = text.trim_matches('\n').trim_end();
+        if text.trim().is_empty() {
+            return;
+        }
+        let path: Vec<String> = self.headings.iter().map(|(_, h)| h.clone()).collect();
+        match self.sections.last_mut() {
+            Some(section) if section.heading_path == path => section.paragraphs.push(text.to_owned()),
+            _ => self.sections.push(Section { heading_path: path, paragraphs: vec![text.to_owned()] }),
+        }
+    }
+
+    pub fn finish(mut self) -> ParsedDocument {
+        self.end_paragraph();
+        ParsedDocument { title: self.title, sections: self.sections }
+    }
+}
+
+/// Collapses runs of whitespace (including non-breaking spaces) to one space and trims.
+pub(crate) fn collapse_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split(|c: char| c.is_whitespace() || c == '\u{a0}') {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ParseLimits =
+        ParseLimits { max_unpacked_bytes: 1 << 20, max_compression_ratio: 100, max_pdf_pages: 10 };
+
+    #[test]
+    fn builder_tracks_nested_headings_and_takes_first_h1_as_title() {
+        let mut b = SectionBuilder::default();
+        b.heading(1, "Handbook");
+        b.heading(2, "Leave");
+        b.text("Annual leave is 28 days.");
+        b.end_paragraph();
+        b.heading(3, "Sick leave");
+        b.text("Tell your manager.");
+        b.heading(2, "Equipment");
+        b.text("IT issues laptops.");
+        let doc = b.finish();
+        assert_eq!(doc.title.as_deref(), Some("Handbook"));
+        let paths: Vec<_> = doc.sections.iter().map(|s| s.heading_path.join(" > ")).collect();
+        assert_eq!(paths, ["Leave", "Leave > Sick leave", "Equipment"]);
+    }
+
+    #[test]
+    fn empty_input_is_refused_for_every_format() {
+        for format in [Format::Markdown, Format::Text, Format::Html, Format::Pdf, Format::Docx, Format::Odt] {
+            assert_eq!(parse(format, b"", &LIMITS), Err(ParseError::Empty), "{format}");
+        }
+    }
+
+    #[test]
+    fn whitespace_only_text_has_no_text() {
+        assert_eq!(parse(Format::Markdown, b"  \n\n\t\n", &LIMITS), Err(ParseError::NoText));
+    }
+}

@@ -1,0 +1,38 @@
+//! The `sputnik` binary: parse the command line, start logging, run the command, print the
+//! error chain and exit with a code that says what kind of failure it was.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sputnik::cli::{Cli, exit};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match sputnik::commands::run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(error) => {
+            eprintln!("error: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            let code = match error.downcast_ref::<sputnik::Error>() {
+                Some(e) if e.is_user_error() => exit::USAGE,
+                _ => exit::FAILURE,
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+/// Plain lines on stderr (journald adds its own timestamps); `RUST_LOG` overrides the level.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sputnik=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,79 @@
+//! Table definitions, in one place, and the numbered migrations that create and upgrade them.
+//! Each migration runs inside the same write transaction that records its version, so a crash
+//! mid-migration leaves the file at the previous version.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{StoreError, StoreResult};
+
+/// Small counters and identities, keyed by name (see [`meta_keys`]).
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Document id → JSON `DocumentRecord`.
+pub(super) const DOCUMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("documents");
+/// Encoded `SourceKey` (import root + relative path) → document id.
+pub(super) const SOURCES: TableDefinition<&str, u64> = TableDefinition::new("sources");
+/// (document id, ordinal) → JSON `ChunkRecord`.
+pub(super) const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");
+
+pub(super) mod meta_keys {
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    pub const REVISION: &str = "revision";
+    pub const NEXT_DOCUMENT_ID: &str = "next_document_id";
+    pub const INSTANCE_ID: &str = "instance_id";
+}
+
+/// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+type Migration = fn(&WriteTransaction) -> StoreResult<()>;
+
+/// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1];
+
+fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(DOCUMENTS)?;
+    txn.open_table(SOURCES)?;
+    txn.open_table(CHUNKS)?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(meta_keys::REVISION, 0)?;
+    meta.insert(meta_keys::NEXT_DOCUMENT_ID, 1)?;
+    meta.insert(meta_keys::INSTANCE_ID, random_instance_id())?;
+    Ok(())
+}
+
+/// Brings the file up to [`SCHEMA_VERSION`], refusing files from a newer binary.
+pub(super) fn migrate(db: &Database, path: &Path) -> StoreResult<()> {
+    loop {
+        let txn = db.begin_write()?;
+        let found = {
+            let meta = txn.open_table(META)?;
+            meta.get(meta_keys::SCHEMA_VERSION)?.map(|v| v.value()).unwrap_or(0)
+        };
+        if found == SCHEMA_VERSION {
+            txn.abort()?;
+            return Ok(());
+        }
+        if found > SCHEMA_VERSION {
+            txn.abort()?;
+            return Err(StoreError::TooNew { path: path.to_owned(), found, known: SCHEMA_VERSION });
+        }
+        MIGRATIONS[found as usize](&txn)?;
+        txn.open_table(META)?.insert(meta_keys::SCHEMA_VERSION, found + 1)?;
+        txn.commit()?;
+        tracing::info!(from = found, to = found + 1, "migrated store schema");
+    }
+}
+
+/// Not security-sensitive: it only has to differ between two stores.
+fn random_instance_id() -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let digest = hasher.finalize();
+    u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+}
