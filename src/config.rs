@@ -101,7 +101,7 @@ pub struct SearchSettings {
     pub snippet_chars: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelegramSettings {
     /// Bot API token from @BotFather, used by the Telegram bot.
@@ -141,12 +141,6 @@ impl Default for SearchSettings {
     }
 }
 
-impl Default for TelegramSettings {
-    fn default() -> Self {
-        TelegramSettings { bot_token: Secret::default() }
-    }
-}
-
 /// Overrides that come from command-line flags, the top layer.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct FlagOverrides {
@@ -164,10 +158,7 @@ pub struct LoadedSettings {
 impl Settings {
     /// Loads the layered configuration. `explicit_file` is `--config` / `SPUTNIK_CONFIG`; without
     /// it the system file is read when present, and defaults apply otherwise.
-    pub fn load(
-        explicit_file: Option<&Path>,
-        flags: &FlagOverrides,
-    ) -> Result<LoadedSettings, ConfigError> {
+    pub fn load(explicit_file: Option<&Path>, flags: &FlagOverrides) -> Result<LoadedSettings, ConfigError> {
         let file = match explicit_file {
             Some(path) if !path.is_file() => return Err(ConfigError::Missing(path.to_owned())),
             Some(path) => Some(path.to_owned()),
@@ -180,9 +171,8 @@ impl Settings {
         figment = figment
             .merge(Env::prefixed("SPUTNIK_").ignore(NON_CONFIG_ENV).split("__"))
             .merge(Serialized::defaults(flags));
-        let settings: Settings = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        let settings: Settings =
+            figment.extract().map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
         settings.validate()?;
         Ok(LoadedSettings { settings, file })
     }
@@ -216,14 +206,10 @@ impl Settings {
         if ingest.chunk_overlap_tokens * 2 > ingest.chunk_target_tokens {
             return fail(
                 "ingest.chunk_overlap_tokens",
-                format!(
-                    "must be at most half of chunk_target_tokens ({})",
-                    ingest.chunk_target_tokens
-                ),
+                format!("must be at most half of chunk_target_tokens ({})", ingest.chunk_target_tokens),
             );
         }
-        for (key, patterns) in [("ingest.include", &ingest.include), ("ingest.exclude", &ingest.exclude)]
-        {
+        for (key, patterns) in [("ingest.include", &ingest.include), ("ingest.exclude", &ingest.exclude)] {
             for pattern in patterns {
                 if let Err(e) = globset::Glob::new(pattern) {
                     return fail(key, format!("has an invalid glob {pattern:?}: {e}"));

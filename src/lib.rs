@@ -85,7 +85,11 @@ impl App {
         &self.opened
     }
 
-    pub fn import(&mut self, request: &ImportRequest, observer: &mut dyn ImportObserver) -> Result<ImportReport> {
+    pub fn import(
+        &mut self,
+        request: &ImportRequest,
+        observer: &mut dyn ImportObserver,
+    ) -> Result<ImportReport> {
         let mut request = request.clone();
         request.groups = normalize_groups(&request.groups)?;
         ingest::import(&self.store, &mut self.index, &self.settings.ingest, &request, observer)

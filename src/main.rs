@@ -30,9 +30,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Plain lines on stderr (journald adds its own timestamps); `RUST_LOG` overrides the level.
+/// Plain lines on stderr without timestamps (journald adds its own); `RUST_LOG` overrides the
+/// level. The PDF libraries' own log lines are silenced: their failures reach the user once,
+/// as the import's per-file error.
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sputnik=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,sputnik=info,lopdf=off,pdf_extract=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .init();
 }

@@ -45,14 +45,30 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
             }
             println!("{} (id {})", record.title, record.id);
             println!("  source     {}", std::path::Path::new(&record.root).join(&record.source).display());
-            println!("  language   {}   format {}   size {}", record.language, record.format, bytesize::ByteSize(record.size));
+            println!(
+                "  language   {}   format {}   size {}",
+                record.language,
+                record.format,
+                bytesize::ByteSize(record.size)
+            );
             println!("  groups     {}", groups(&record));
-            println!("  imported   {}   updated {}", timestamp(record.imported_at), timestamp(record.updated_at));
+            println!(
+                "  imported   {}   updated {}",
+                timestamp(record.imported_at),
+                timestamp(record.updated_at)
+            );
             println!("  hash       {}", record.content_hash);
             println!("  chunks     {}", chunks.len());
             for chunk in &chunks {
-                let path = if chunk.heading_path.is_empty() { "—".to_owned() } else { chunk.heading_path.join(" › ") };
-                println!("\n  #{} {path} (~{} tokens, bytes {}..{})", chunk.ordinal, chunk.tokens, chunk.start, chunk.end);
+                let path = if chunk.heading_path.is_empty() {
+                    "—".to_owned()
+                } else {
+                    chunk.heading_path.join(" › ")
+                };
+                println!(
+                    "\n  #{} {path} (~{} tokens, bytes {}..{})",
+                    chunk.ordinal, chunk.tokens, chunk.start, chunk.end
+                );
                 let text = if full { chunk.text.clone() } else { preview(&chunk.text, 160) };
                 for line in text.lines() {
                     println!("     {line}");

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::print_json;
+use crate::App;
 use crate::cli::{ImportArgs, exit};
 use crate::config::Settings;
 use crate::ingest::{ImportObserver, ImportReport, ImportRequest, Outcome};
-use crate::App;
 
 pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
     let mut app = App::open(settings)?;
@@ -49,7 +49,11 @@ fn print_summary(report: &ImportReport) {
         report.removed,
         report.failed,
         report.chunks_written,
-        if report.skipped > 0 { format!(", {} files skipped: unsupported type or excluded", report.skipped) } else { String::new() },
+        if report.skipped > 0 {
+            format!(", {} files skipped: unsupported type or excluded", report.skipped)
+        } else {
+            String::new()
+        },
     );
     for removed in &report.removed_sources {
         println!("  removed: {removed}");

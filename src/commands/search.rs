@@ -71,7 +71,11 @@ pub(super) fn eval(settings: Settings, args: EvalArgs) -> anyhow::Result<i32> {
     println!("{table}");
     let misses: Vec<_> = report.queries.iter().filter(|q| q.first_hit.is_none()).collect();
     if !misses.is_empty() {
-        println!("Not found in the top {}: {}", args.k, misses.iter().map(|q| q.id.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "Not found in the top {}: {}",
+            args.k,
+            misses.iter().map(|q| q.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(exit::OK)
 }

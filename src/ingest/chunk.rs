@@ -42,7 +42,12 @@ pub fn chunk_document(doc: &ParsedDocument, sizes: ChunkSizes) -> Vec<ChunkRecor
     chunks
 }
 
-fn pack_section(units: &[(String, usize)], heading_path: &[String], sizes: ChunkSizes, out: &mut Vec<ChunkRecord>) {
+fn pack_section(
+    units: &[(String, usize)],
+    heading_path: &[String],
+    sizes: ChunkSizes,
+    out: &mut Vec<ChunkRecord>,
+) {
     let mut current: Vec<&(String, usize)> = Vec::new();
     let mut tokens = 0usize;
     let mut fresh = 0usize; // units in `current` that are not overlap from the previous chunk
@@ -136,7 +141,8 @@ fn split_to_fit(paragraph: &str, offset: usize, max_tokens: usize, out: &mut Vec
 
 fn split_words(sentence: &str, offset: usize, limit_tokens: usize, out: &mut Vec<(String, usize)>) {
     let words_per_piece = (limit_tokens * 3 / 4).max(1);
-    let words: Vec<(usize, &str)> = sentence.split_word_bound_indices().filter(|(_, w)| !w.trim().is_empty()).collect();
+    let words: Vec<(usize, &str)> =
+        sentence.split_word_bound_indices().filter(|(_, w)| !w.trim().is_empty()).collect();
     for group in words.chunks(words_per_piece) {
         let (first_at, _) = group[0];
         let (last_at, last) = group[group.len() - 1];
@@ -205,7 +211,12 @@ mod tests {
         assert!(chunks.len() > 2);
         for pair in chunks.windows(2) {
             let last_of_first = pair[0].text.split("\n\n").last().unwrap();
-            assert!(pair[1].text.starts_with(last_of_first), "no overlap between {:?} and {:?}", pair[0].text, pair[1].text);
+            assert!(
+                pair[1].text.starts_with(last_of_first),
+                "no overlap between {:?} and {:?}",
+                pair[0].text,
+                pair[1].text
+            );
         }
         for c in &chunks {
             let span = &text[c.start as usize..c.end as usize];

@@ -31,7 +31,10 @@ mod tests {
     fn russian_english_and_mixed() {
         assert_eq!(detect("Как оформить отпуск и когда подавать заявление?"), Language::Ru);
         assert_eq!(detect("How do I request a new laptop from IT?"), Language::En);
-        assert_eq!(detect("Настройка VPN: установите клиент Cisco AnyConnect и войдите через SSO."), Language::Ru);
+        assert_eq!(
+            detect("Настройка VPN: установите клиент Cisco AnyConnect и войдите через SSO."),
+            Language::Ru
+        );
         assert_eq!(detect("12345 -- 678"), Language::En);
     }
 }

@@ -168,7 +168,8 @@ pub fn import(
 ) -> Result<ImportReport, crate::Error> {
     let filter = PathFilter::new(settings, request)?;
     let discovery = discover(&request.paths, &filter);
-    let mut report = ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+    let mut report =
+        ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
 
     let removals = if request.sync { stale_documents(store, &discovery)? } else { Vec::new() };
     observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
@@ -283,7 +284,9 @@ fn import_file(
     let format = Format::from_path(&candidate.path).ok_or(IngestError::Unsupported)?;
     let size = std::fs::metadata(&candidate.path).map_err(IngestError::Io)?.len();
     if size > settings.max_file_size.as_u64() {
-        return Err(IngestError::TooLarge { size: bytesize::ByteSize(size), limit: settings.max_file_size }.into());
+        return Err(
+            IngestError::TooLarge { size: bytesize::ByteSize(size), limit: settings.max_file_size }.into()
+        );
     }
     let bytes = std::fs::read(&candidate.path).map_err(IngestError::Io)?;
     let content_hash = blake3::hash(&bytes).to_hex().to_string();
@@ -341,7 +344,9 @@ fn stale_documents(store: &Store, discovery: &Discovery) -> Result<Vec<(Document
     Ok(store
         .documents()?
         .into_iter()
-        .filter(|d| roots.contains(d.root.as_str()) && !present.contains(&(d.root.as_str(), d.source.as_str())))
+        .filter(|d| {
+            roots.contains(d.root.as_str()) && !present.contains(&(d.root.as_str(), d.source.as_str()))
+        })
         .map(|d| {
             let shown = Path::new(&d.root).join(&d.source).display().to_string();
             (d.id, shown)
@@ -365,11 +370,14 @@ impl PathFilter {
                 builder.add(glob);
                 any = true;
             }
-            let set = builder.build().map_err(|e| IngestError::BadGlob { pattern: String::new(), reason: e.to_string() })?;
+            let set = builder
+                .build()
+                .map_err(|e| IngestError::BadGlob { pattern: String::new(), reason: e.to_string() })?;
             Ok(any.then_some(set))
         };
         let include = build(&mut settings.include.iter().chain(&request.include))?;
-        let exclude = build(&mut settings.exclude.iter().chain(&request.exclude))?.unwrap_or_else(GlobSet::empty);
+        let exclude =
+            build(&mut settings.exclude.iter().chain(&request.exclude))?.unwrap_or_else(GlobSet::empty);
         Ok(PathFilter { include, exclude })
     }
 
@@ -398,7 +406,8 @@ fn discover(paths: &[PathBuf], filter: &PathFilter) -> Discovery {
             walk_directory(path, &canonical, filter, &mut seen, &mut discovery);
         } else {
             let root = canonical.parent().unwrap_or(Path::new("/"));
-            let (Some(root), Some(name)) = (root.to_str(), canonical.file_name().and_then(|n| n.to_str())) else {
+            let (Some(root), Some(name)) = (root.to_str(), canonical.file_name().and_then(|n| n.to_str()))
+            else {
                 discovery.unreadable.push((shown, IngestError::NonUtf8Name));
                 continue;
             };

@@ -19,11 +19,11 @@ pub const EXACT: &str = "sputnik_exact";
 /// of ("how do I ..."), which carry no topic. (Tantivy's Russian list already has them.)
 const ENGLISH_STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no",
-    "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this",
-    "to", "was", "will", "with", "i", "me", "my", "we", "our", "us", "you", "your", "he", "she", "his",
-    "her", "its", "them", "how", "what", "when", "where", "which", "who", "whom", "why", "do", "does",
-    "did", "can", "could", "should", "would", "am", "been", "being", "have", "has", "had", "so", "than",
-    "too", "very", "just", "about", "any", "some", "from", "up", "out", "there's", "i'm",
+    "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to",
+    "was", "will", "with", "i", "me", "my", "we", "our", "us", "you", "your", "he", "she", "his", "her",
+    "its", "them", "how", "what", "when", "where", "which", "who", "whom", "why", "do", "does", "did", "can",
+    "could", "should", "would", "am", "been", "being", "have", "has", "had", "so", "than", "too", "very",
+    "just", "about", "any", "some", "from", "up", "out", "there's", "i'm",
 ];
 
 /// Words and number-letter codes joined by `-`, `_`, `.` or `/`.
@@ -148,6 +148,9 @@ mod tests {
     #[test]
     fn exact_field_keeps_codes_whole() {
         let mut a = exact_analyzer();
-        assert_eq!(terms(&mut a, "Form SEC-101, v2.3 and ИТ-отдел."), ["form", "sec-101", "v2.3", "and", "ит-отдел"]);
+        assert_eq!(
+            terms(&mut a, "Form SEC-101, v2.3 and ИТ-отдел."),
+            ["form", "sec-101", "v2.3", "and", "ит-отдел"]
+        );
     }
 }

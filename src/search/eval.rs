@@ -147,7 +147,11 @@ fn ranked_documents(
     Ok(ranked)
 }
 
-fn metrics(questions: &[EvalQuestion], results: &[QueryResult], keep: impl Fn(&EvalQuestion) -> bool) -> Metrics {
+fn metrics(
+    questions: &[EvalQuestion],
+    results: &[QueryResult],
+    keep: impl Fn(&EvalQuestion) -> bool,
+) -> Metrics {
     let mut m = Metrics::default();
     let mut recall = [0.0f64; CUTOFFS.len()];
     for (question, result) in questions.iter().zip(results) {

@@ -36,7 +36,11 @@ pub struct IndexState {
 
 impl IndexState {
     pub fn of(store: &Store) -> Result<IndexState, crate::Error> {
-        Ok(IndexState { format: INDEX_FORMAT, store_instance: store.instance_id()?, store_revision: store.revision()? })
+        Ok(IndexState {
+            format: INDEX_FORMAT,
+            store_instance: store.instance_id()?,
+            store_revision: store.revision()?,
+        })
     }
 }
 
@@ -82,8 +86,9 @@ impl std::fmt::Debug for LexicalIndex {
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let text = |tokenizer: &str, record: IndexRecordOption| {
-        TextOptions::default()
-            .set_indexing_options(TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(record))
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(record),
+        )
     };
     let fields = Fields {
         chunk_key: builder.add_u64_field("chunk_key", INDEXED | STORED | FAST),
@@ -164,7 +169,11 @@ impl LexicalIndex {
             chunks += 1;
             Ok(())
         })?;
-        building.commit(IndexState { format: INDEX_FORMAT, store_instance: instance, store_revision: revision })?;
+        building.commit(IndexState {
+            format: INDEX_FORMAT,
+            store_instance: instance,
+            store_revision: revision,
+        })?;
         drop(building);
         remove_dir_if_present(dir)?;
         std::fs::rename(&staging, dir).map_err(|e| SearchError::io(dir, e))?;
@@ -210,7 +219,11 @@ impl LexicalIndex {
     }
 
     /// Stages the replacement of every chunk of `document`; visible after [`Self::commit`].
-    pub fn replace_document(&mut self, document: &DocumentRecord, chunks: &[ChunkRecord]) -> Result<(), SearchError> {
+    pub fn replace_document(
+        &mut self,
+        document: &DocumentRecord,
+        chunks: &[ChunkRecord],
+    ) -> Result<(), SearchError> {
         self.remove_document(document.id)?;
         for chunk in chunks {
             self.add_chunk(document, chunk)?;
@@ -245,7 +258,12 @@ impl LexicalIndex {
     }
 
     /// Top `limit` chunks for `text`, among documents visible to `groups` (plus public ones).
-    pub fn search(&self, text: &str, groups: &[String], limit: usize) -> Result<Vec<LexicalHit>, SearchError> {
+    pub fn search(
+        &self,
+        text: &str,
+        groups: &[String],
+        limit: usize,
+    ) -> Result<Vec<LexicalHit>, SearchError> {
         let Some(query) = self.query(text, groups) else {
             return Ok(Vec::new());
         };
@@ -267,7 +285,9 @@ impl LexicalIndex {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         // The heading (title and section names) says what a chunk is about; the exact field
         // lets codes and names match even when stemming would blur them.
-        for (field, analyzer, boost) in [(f.body, STEMMED, 1.0), (f.heading, STEMMED, 0.6), (f.exact, EXACT, 0.3)] {
+        for (field, analyzer, boost) in
+            [(f.body, STEMMED, 1.0), (f.heading, STEMMED, 0.6), (f.exact, EXACT, 0.3)]
+        {
             let Some(mut analyzer) = self.index.tokenizers().get(analyzer) else { continue };
             for term in analysis::terms(&mut analyzer, text) {
                 let query = TermQuery::new(Term::from_field_text(field, &term), IndexRecordOption::WithFreqs);

@@ -9,6 +9,7 @@ mod records;
 mod schema;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -54,12 +55,7 @@ macro_rules! redb_errors {
         }
     )*};
 }
-redb_errors!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -76,6 +72,8 @@ pub struct StoreCounts {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Write transactions committed through this handle (exposed for metrics and tests).
+    commits: AtomicU64,
 }
 
 impl Store {
@@ -85,13 +83,24 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_owned() },
             source => StoreError::Open { path: path.to_owned(), source },
         })?;
-        let store = Store { db, path: path.to_owned() };
+        let store = Store { db, path: path.to_owned(), commits: AtomicU64::new(0) };
         schema::migrate(&store.db, path)?;
         Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this handle has committed since it was opened.
+    pub fn committed_writes(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction) -> StoreResult<()> {
+        txn.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A random identity chosen when the store was created; lets an index tell one store from
@@ -243,7 +252,7 @@ impl Store {
             let revision = bump_revision(&mut meta)?;
             (record.0, revision)
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(result)
     }
 
@@ -258,7 +267,7 @@ impl Store {
             documents.insert(id.0, encode(&record).as_slice())?;
             (record, bump_revision(&mut meta)?)
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(result)
     }
 
@@ -276,7 +285,7 @@ impl Store {
             remove_chunks(&mut chunks, id.0)?;
             (record, bump_revision(&mut meta)?)
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(result)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{StoreError, StoreResult};
 
@@ -45,6 +45,15 @@ fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
 
 /// Brings the file up to [`SCHEMA_VERSION`], refusing files from a newer binary.
 pub(super) fn migrate(db: &Database, path: &Path) -> StoreResult<()> {
+    // The common case, a current file, needs no write transaction at all.
+    {
+        let txn = db.begin_read()?;
+        if let Ok(meta) = txn.open_table(META)
+            && meta.get(meta_keys::SCHEMA_VERSION)?.map(|v| v.value()) == Some(SCHEMA_VERSION)
+        {
+            return Ok(());
+        }
+    }
     loop {
         let txn = db.begin_write()?;
         let found = {
@@ -62,16 +71,14 @@ pub(super) fn migrate(db: &Database, path: &Path) -> StoreResult<()> {
         MIGRATIONS[found as usize](&txn)?;
         txn.open_table(META)?.insert(meta_keys::SCHEMA_VERSION, found + 1)?;
         txn.commit()?;
-        tracing::info!(from = found, to = found + 1, "migrated store schema");
+        tracing::debug!(from = found, to = found + 1, "migrated store schema");
     }
 }
 
 /// Not security-sensitive: it only has to differ between two stores.
 fn random_instance_id() -> u64 {
     let mut hasher = blake3::Hasher::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     hasher.update(&now.as_nanos().to_le_bytes());
     hasher.update(&std::process::id().to_le_bytes());
     let digest = hasher.finalize();

@@ -26,7 +26,9 @@ pub(super) fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument
         None => HashMap::new(),
     };
     let mut builder = SectionBuilder::default();
-    if let Some(title) = archive.text("docProps/core.xml")?.and_then(|xml| first_element_text(&xml, FORMAT, "title")) {
+    if let Some(title) =
+        archive.text("docProps/core.xml")?.and_then(|xml| first_element_text(&xml, FORMAT, "title"))
+    {
         builder.set_title_if_missing(&title);
     }
 
@@ -85,7 +87,9 @@ fn style_roles(xml: &str) -> Result<HashMap<String, StyleRole>, ParseError> {
                     let name = attribute(e, "val").unwrap_or_default().to_lowercase();
                     if name == "title" {
                         roles.insert(id, StyleRole::Title);
-                    } else if let Some(level) = name.strip_prefix("heading ").and_then(|n| n.trim().parse::<u8>().ok()) {
+                    } else if let Some(level) =
+                        name.strip_prefix("heading ").and_then(|n| n.trim().parse::<u8>().ok())
+                    {
                         roles.insert(id, StyleRole::Heading(level));
                     }
                 }

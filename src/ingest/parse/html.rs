@@ -6,11 +6,35 @@ use scraper::{Html, Node, Selector};
 
 use super::{ParsedDocument, SectionBuilder, collapse_whitespace};
 
-const SKIPPED: &[&str] = &["script", "style", "noscript", "template", "head", "nav", "svg", "iframe", "button", "form"];
+const SKIPPED: &[&str] =
+    &["script", "style", "noscript", "template", "head", "nav", "svg", "iframe", "button", "form"];
 const BLOCKS: &[&str] = &[
-    "p", "div", "section", "article", "main", "header", "footer", "aside", "ul", "ol", "li", "dl", "dt",
-    "dd", "table", "thead", "tbody", "tr", "blockquote", "figure", "figcaption", "address", "hr", "br",
-    "details", "summary",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "blockquote",
+    "figure",
+    "figcaption",
+    "address",
+    "hr",
+    "br",
+    "details",
+    "summary",
 ];
 
 pub(super) fn parse(text: &str) -> ParsedDocument {
@@ -91,10 +115,7 @@ fn heading_level(name: &str) -> Option<u8> {
 }
 
 fn text_of(node: NodeRef<'_, Node>) -> String {
-    node.descendants()
-        .filter_map(|n| n.value().as_text().map(|t| t.to_string()))
-        .collect::<Vec<_>>()
-        .join("")
+    node.descendants().filter_map(|n| n.value().as_text().map(|t| t.to_string())).collect::<Vec<_>>().join("")
 }
 
 #[cfg(test)]

@@ -54,9 +54,13 @@ pub(super) fn parse(text: &str) -> ParsedDocument {
                 builder.end_paragraph();
                 builder.text("• ");
             }
-            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::TableRow | TagEnd::TableHead | TagEnd::BlockQuote(_)) => {
-                builder.end_paragraph()
-            }
+            Event::End(
+                TagEnd::Paragraph
+                | TagEnd::Item
+                | TagEnd::TableRow
+                | TagEnd::TableHead
+                | TagEnd::BlockQuote(_),
+            ) => builder.end_paragraph(),
             Event::Start(Tag::Paragraph | Tag::Table(_) | Tag::BlockQuote(_)) => {}
             Event::End(TagEnd::TableCell) => builder.text(" | "),
             Event::TaskListMarker(done) => builder.text(if done { "[x] " } else { "[ ] " }),

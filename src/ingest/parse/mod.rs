@@ -57,9 +57,7 @@ pub enum ParseError {
     TooManyPages { pages: usize, limit: u32 },
     #[error("not a readable {format} file: {reason}")]
     Corrupt { format: &'static str, reason: String },
-    #[error(
-        "{member} would expand beyond the safe limit ({detail}); refusing a possible zip bomb"
-    )]
+    #[error("{member} would expand beyond the safe limit ({detail}); refusing a possible zip bomb")]
     ArchiveBomb { member: String, detail: String },
 }
 

@@ -8,9 +8,8 @@ const FORMAT: &str = "ODT";
 
 pub(super) fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     let mut archive = Archive::open(bytes, FORMAT, limits)?;
-    let content = archive
-        .text("content.xml")?
-        .ok_or_else(|| ParseError::corrupt(FORMAT, "content.xml is missing"))?;
+    let content =
+        archive.text("content.xml")?.ok_or_else(|| ParseError::corrupt(FORMAT, "content.xml is missing"))?;
     let mut builder = SectionBuilder::default();
     if let Some(title) = archive.text("meta.xml")?.and_then(|xml| first_element_text(&xml, FORMAT, "title")) {
         builder.set_title_if_missing(&title);

@@ -17,10 +17,7 @@ fn looks_binary(bytes: &[u8]) -> bool {
     if head.contains(&0) {
         return true;
     }
-    let controls = head
-        .iter()
-        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c))
-        .count();
+    let controls = head.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c)).count();
     controls * 20 > head.len()
 }
 
@@ -77,14 +74,23 @@ mod tests {
     fn title_and_paragraphs() {
         let doc = parse("Office hours\n\nThe office opens at 9.\nIt closes at 19.\n\n\nParking is free.\n");
         assert_eq!(doc.title.as_deref(), Some("Office hours"));
-        assert_eq!(doc.sections[0].paragraphs, ["The office opens at 9. It closes at 19.", "Parking is free."]);
+        assert_eq!(
+            doc.sections[0].paragraphs,
+            ["The office opens at 9. It closes at 19.", "Parking is free."]
+        );
     }
 
     #[test]
     fn binary_and_bad_encoding_are_told_apart() {
-        assert_eq!(decode(b"PK\x03\x04\x00\x00binary", "Markdown"), Err(ParseError::Binary { expected: "Markdown" }));
+        assert_eq!(
+            decode(b"PK\x03\x04\x00\x00binary", "Markdown"),
+            Err(ParseError::Binary { expected: "Markdown" })
+        );
         // "Привет" in Windows-1251.
-        assert_eq!(decode(b"ok \xcf\xf0\xe8\xe2\xe5\xf2", "plain"), Err(ParseError::InvalidUtf8 { offset: 3 }));
+        assert_eq!(
+            decode(b"ok \xcf\xf0\xe8\xe2\xe5\xf2", "plain"),
+            Err(ParseError::InvalidUtf8 { offset: 3 })
+        );
         assert_eq!(decode("\u{feff}да".as_bytes(), "plain"), Ok("да"));
     }
 }

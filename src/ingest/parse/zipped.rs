@@ -34,10 +34,18 @@ impl<'a> Archive<'a> {
         let bomb = |detail: String| ParseError::ArchiveBomb { member: name.to_owned(), detail };
         let ratio_ok = |size: u64| size / compressed <= u64::from(limits.max_compression_ratio);
         if member.size() > limits.max_unpacked_bytes {
-            return Err(bomb(format!("declares {} bytes, limit {}", member.size(), limits.max_unpacked_bytes)));
+            return Err(bomb(format!(
+                "declares {} bytes, limit {}",
+                member.size(),
+                limits.max_unpacked_bytes
+            )));
         }
         if !ratio_ok(member.size()) {
-            return Err(bomb(format!("ratio {}:1, limit {}:1", member.size() / compressed, limits.max_compression_ratio)));
+            return Err(bomb(format!(
+                "ratio {}:1, limit {}:1",
+                member.size() / compressed,
+                limits.max_compression_ratio
+            )));
         }
         let mut bytes = Vec::new();
         (&mut member)
@@ -70,9 +78,9 @@ pub(super) fn walk_xml(
 ) -> Result<(), ParseError> {
     let mut reader = quick_xml::Reader::from_str(xml);
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| ParseError::corrupt(format, format!("malformed XML at byte {} ({e})", reader.buffer_position())))?;
+        let event = reader.read_event().map_err(|e| {
+            ParseError::corrupt(format, format!("malformed XML at byte {} ({e})", reader.buffer_position()))
+        })?;
         match event {
             Event::Start(e) => visit(XmlEvent::Start(&e)),
             Event::Empty(e) => visit(XmlEvent::Empty(&e)),
@@ -97,9 +105,10 @@ pub(super) fn local_name<'a>(e: &'a BytesStart<'_>) -> &'a str {
 
 /// The value of the attribute with this local name, whatever its namespace prefix.
 pub(super) fn attribute(e: &BytesStart<'_>, local: &str) -> Option<String> {
-    e.attributes().flatten().find(|a| a.key.local_name().into_inner() == local).and_then(|a| {
-        a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned())
-    })
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().into_inner() == local)
+        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
 }
 
 /// The text of the first element with this local name (dc:title in document metadata).

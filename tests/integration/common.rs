@@ -1,0 +1,81 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sputnik::ingest::{ImportReport, ImportRequest, Quiet};
+use sputnik::search::{SearchHit, SearchRequest};
+use sputnik::{App, Settings};
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A copy of the sample handbook in `dir`, so tests can edit and delete files.
+pub fn copy_handbook(dir: &Path) -> PathBuf {
+    let target = dir.join("handbook");
+    copy_dir(&repo_path("assets/handbook"), &target);
+    target
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub fn open_app(data_dir: &Path) -> App {
+    App::open(Settings::for_data_dir(data_dir)).unwrap()
+}
+
+pub fn import(app: &mut App, paths: &[&Path], request: ImportRequest) -> ImportReport {
+    let request = ImportRequest { paths: paths.iter().map(|p| p.to_path_buf()).collect(), ..request };
+    app.import(&request, &mut Quiet).unwrap()
+}
+
+pub fn search(app: &App, query: &str, k: usize, groups: &[&str]) -> Vec<SearchHit> {
+    let request =
+        SearchRequest { query: query.into(), k, groups: groups.iter().map(|g| g.to_string()).collect() };
+    app.search(&request).unwrap()
+}
+
+pub fn sources(hits: &[SearchHit]) -> Vec<String> {
+    hits.iter().map(|h| h.source.clone()).collect()
+}
+
+/// `sputnik` with a clean environment (no SPUTNIK_* from the developer's shell).
+pub fn sputnik(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sputnik"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SPUTNIK_") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("RUST_LOG").arg("--data-dir").arg(data_dir);
+    command
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("the sputnik binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(output), stderr(output))
+    })
+}

@@ -1,0 +1,140 @@
+//! Incremental import: unchanged files cost nothing, edits replace exactly their chunks, and
+//! `--sync` makes deleted content unfindable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sputnik::ingest::ImportRequest;
+use sputnik::store::ChunkRecord;
+
+use crate::common::*;
+
+fn file_digest(path: &Path) -> blake3::Hash {
+    blake3::hash(&std::fs::read(path).unwrap())
+}
+
+fn all_chunks(app: &sputnik::App) -> BTreeMap<String, Vec<ChunkRecord>> {
+    app.documents().unwrap().into_iter().map(|d| (d.source.clone(), app.chunks(d.id).unwrap())).collect()
+}
+
+#[test]
+fn reimporting_unchanged_files_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let handbook = copy_handbook(tmp.path());
+    let first = {
+        let mut app = open_app(&data);
+        import(&mut app, &[&handbook], Default::default())
+    };
+    assert_eq!(first.added, 20);
+    let meta_before = file_digest(&data.join("index/meta.json"));
+
+    let mut app = open_app(&data);
+    let revision = app.store().revision().unwrap();
+    let second = import(&mut app, &[&handbook], Default::default());
+    assert_eq!((second.added, second.updated, second.unchanged, second.removed), (0, 0, 20, 0));
+    assert_eq!(second.chunks_written, 0);
+    assert_eq!(app.store().revision().unwrap(), revision);
+    assert_eq!(app.store().committed_writes(), 0, "a write transaction was committed");
+    drop(app);
+    assert_eq!(file_digest(&data.join("index/meta.json")), meta_before, "the index committed");
+}
+
+#[test]
+fn editing_a_file_replaces_exactly_its_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let handbook = copy_handbook(tmp.path());
+    let mut app = open_app(&tmp.path().join("data"));
+    import(&mut app, &[&handbook], Default::default());
+    let before = all_chunks(&app);
+    assert!(!search(&app, "spare pool", 3, &[]).is_empty());
+
+    let edited = handbook.join("en/it-equipment.md");
+    let text = std::fs::read_to_string(&edited).unwrap();
+    let text = text.replace("from the spare pool", "from the quarantine cabinet");
+    std::fs::write(&edited, text).unwrap();
+
+    let report = import(&mut app, &[&handbook], Default::default());
+    assert_eq!((report.added, report.updated, report.unchanged), (0, 1, 19), "{report:?}");
+    let after = all_chunks(&app);
+    for (source, chunks) in &before {
+        if source == "en/it-equipment.md" {
+            assert_ne!(&after[source], chunks);
+            assert_eq!(after[source].len(), chunks.len());
+        } else {
+            assert_eq!(&after[source], chunks, "{source} changed");
+        }
+    }
+    assert!(search(&app, "spare pool", 5, &[]).iter().all(|h| h.source != "en/it-equipment.md"));
+    let hits = search(&app, "quarantine cabinet", 3, &[]);
+    assert_eq!(sources(&hits)[0], "en/it-equipment.md");
+    let stats = app.stats().unwrap();
+    assert_eq!(stats.chunks, stats.indexed_chunks);
+}
+
+#[test]
+fn sync_after_deleting_a_file_makes_its_content_unfindable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let handbook = copy_handbook(tmp.path());
+    let mut app = open_app(&tmp.path().join("data"));
+    import(&mut app, &[&handbook], Default::default());
+    assert_eq!(search(&app, "суточные авансовый отчёт", 1, &[])[0].source, "ru/komandirovki.pdf");
+
+    std::fs::remove_file(handbook.join("ru/komandirovki.pdf")).unwrap();
+    // Without --sync the document stays: importing never deletes on its own.
+    let report = import(&mut app, &[&handbook], Default::default());
+    assert_eq!(report.removed, 0);
+    assert!(sources(&search(&app, "авансовый отчёт", 10, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
+
+    let dry =
+        import(&mut app, &[&handbook], ImportRequest { sync: true, dry_run: true, ..Default::default() });
+    assert_eq!(dry.removed, 1);
+    assert!(sources(&search(&app, "авансовый отчёт", 10, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
+
+    let report = import(&mut app, &[&handbook], ImportRequest { sync: true, ..Default::default() });
+    assert_eq!((report.removed, report.unchanged), (1, 19), "{report:?}");
+    assert!(
+        !sources(&search(&app, "авансовый отчёт суточные командировки", 20, &[]))
+            .contains(&"ru/komandirovki.pdf".to_owned())
+    );
+    assert!(app.documents().unwrap().iter().all(|d| d.source != "ru/komandirovki.pdf"));
+    let stats = app.stats().unwrap();
+    assert_eq!((stats.documents, stats.chunks), (19, stats.indexed_chunks));
+
+    // Reopening (a later process) still cannot find it.
+    drop(app);
+    let app = open_app(&tmp.path().join("data"));
+    assert!(!sources(&search(&app, "авансовый отчёт", 20, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
+}
+
+#[test]
+fn a_dry_run_reports_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut app = open_app(&tmp.path().join("data"));
+    let report = import(
+        &mut app,
+        &[&repo_path("assets/handbook")],
+        ImportRequest { dry_run: true, ..Default::default() },
+    );
+    assert_eq!(report.added, 20);
+    assert!(report.chunks_written > 20);
+    assert_eq!(app.stats().unwrap().documents, 0);
+    assert!(search(&app, "laptop", 5, &[]).is_empty());
+}
+
+#[test]
+fn include_and_exclude_globs_select_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut app = open_app(&tmp.path().join("data"));
+    let request = ImportRequest {
+        include: vec!["ru/**".into()],
+        exclude: vec!["**/*.pdf".into()],
+        ..Default::default()
+    };
+    let report = import(&mut app, &[&repo_path("assets/handbook")], request);
+    assert_eq!(report.added, 9, "{report:?}");
+    assert_eq!(report.skipped, 11);
+    assert!(
+        app.documents().unwrap().iter().all(|d| d.source.starts_with("ru/") && !d.source.ends_with(".pdf"))
+    );
+}

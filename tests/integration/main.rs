@@ -1,0 +1,10 @@
+//! Integration tests: the real store, the real index and the real binary on temporary data
+//! directories. In-process tests build an `App`; `cli` tests spawn `sputnik` itself.
+
+mod access;
+mod bad_input;
+mod cli;
+mod common;
+mod crash;
+mod handbook;
+mod incremental;
