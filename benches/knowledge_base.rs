@@ -1,1 +1,175 @@
-fn main() {}
+//! Import throughput and full-text search latency on a generated 10k-chunk corpus.
+//!
+//! The corpus is deterministic: Markdown documents in Russian and English whose words are drawn
+//! from the sample handbook's own vocabulary, four sections each, every section about one chunk
+//! (~290 estimated tokens). Queries are 2–5 handbook words. Besides criterion's own estimates the
+//! bench prints p50/p95/p99 over a fixed query set, which docs/benchmarks.md records.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sputnik::ingest::{ImportRequest, Quiet};
+use sputnik::search::SearchRequest;
+use sputnik::{App, Settings};
+
+const SECTIONS_PER_DOC: usize = 4;
+const WORDS_PER_PARAGRAPH: usize = 105;
+
+/// A small deterministic generator (SplitMix64), so every run sees the same corpus.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn pick<'a>(&mut self, words: &'a [String]) -> &'a str {
+        &words[(self.next() % words.len() as u64) as usize]
+    }
+}
+
+/// Words of the sample handbook's Markdown, HTML and text files, split by script.
+fn vocabulary() -> (Vec<String>, Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/handbook");
+    let (mut en, mut ru) = (Vec::new(), Vec::new());
+    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for word in text.split(|c: char| !c.is_alphabetic()) {
+            if word.chars().count() < 3 {
+                continue;
+            }
+            let word = word.to_lowercase();
+            if word.chars().any(|c| ('а'..='я').contains(&c)) {
+                ru.push(word);
+            } else if word.is_ascii() {
+                en.push(word);
+            }
+        }
+    }
+    (en, ru)
+}
+
+fn write_corpus(dir: &Path, documents: usize) {
+    let (en, ru) = vocabulary();
+    let mut rng = Rng(42);
+    std::fs::create_dir_all(dir).unwrap();
+    for d in 0..documents {
+        let words = if d % 2 == 0 { &en } else { &ru };
+        let mut text = format!("# {} {} {}\n\n", rng.pick(words), rng.pick(words), d);
+        for s in 0..SECTIONS_PER_DOC {
+            text.push_str(&format!("## {} {} {s}\n\n", rng.pick(words), rng.pick(words)));
+            for _ in 0..2 {
+                let paragraph: Vec<&str> = (0..WORDS_PER_PARAGRAPH).map(|_| rng.pick(words)).collect();
+                text.push_str(&paragraph.join(" "));
+                text.push_str(".\n\n");
+            }
+        }
+        std::fs::write(dir.join(format!("doc-{d:05}.md")), text).unwrap();
+    }
+}
+
+fn queries(count: usize) -> Vec<String> {
+    let (en, ru) = vocabulary();
+    let mut rng = Rng(7);
+    (0..count)
+        .map(|i| {
+            let words = if i % 2 == 0 { &en } else { &ru };
+            let n = 2 + (rng.next() % 4) as usize;
+            (0..n).map(|_| rng.pick(words)).collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+fn import(data: &Path, corpus: &Path) -> (App, usize) {
+    let mut app = App::open(Settings::for_data_dir(data)).unwrap();
+    let request = ImportRequest { paths: vec![corpus.to_path_buf()], ..Default::default() };
+    let report = app.import(&request, &mut Quiet).unwrap();
+    assert_eq!(report.failed, 0);
+    (app, report.chunks_written)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bench(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus_10k: PathBuf = tmp.path().join("corpus-10k");
+    write_corpus(&corpus_10k, 2500);
+    let corpus_1k: PathBuf = tmp.path().join("corpus-1k");
+    write_corpus(&corpus_1k, 250);
+
+    // Import throughput: a fresh data directory per iteration.
+    let mut group = c.benchmark_group("import");
+    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group.bench_function("1k_chunks_fresh", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for i in 0..iterations {
+                let data = tmp.path().join(format!("import-{i}"));
+                let started = Instant::now();
+                let (app, _) = import(&data, &corpus_1k);
+                total += started.elapsed();
+                drop(app);
+                std::fs::remove_dir_all(&data).unwrap();
+            }
+            total
+        })
+    });
+    group.finish();
+
+    let started = Instant::now();
+    let (app, chunks) = import(&tmp.path().join("data-10k"), &corpus_10k);
+    let elapsed = started.elapsed();
+    println!(
+        "import 10k corpus: {chunks} chunks in {:.2} s = {:.0} chunks/s",
+        elapsed.as_secs_f64(),
+        chunks as f64 / elapsed.as_secs_f64()
+    );
+    let started = Instant::now();
+    let (app, _) = {
+        let mut app = app;
+        let reindexed = app.reindex().unwrap();
+        (app, reindexed)
+    };
+    println!("reindex 10k corpus: {:.2} s", started.elapsed().as_secs_f64());
+
+    let queries = queries(400);
+    let mut latencies = Vec::with_capacity(queries.len() * 3);
+    for _ in 0..3 {
+        for query in &queries {
+            let request = SearchRequest { query: query.clone(), k: 5, groups: vec![] };
+            let started = Instant::now();
+            let hits = app.search(&request).unwrap();
+            latencies.push(started.elapsed());
+            std::hint::black_box(hits);
+        }
+    }
+    latencies.sort();
+    println!(
+        "search k=5 over {chunks} chunks, {} queries: p50 {:?} p95 {:?} p99 {:?}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99)
+    );
+
+    let mut group = c.benchmark_group("search_10k_chunks");
+    let mut next = 0usize;
+    group.bench_function("k5_with_snippets", |b| {
+        b.iter(|| {
+            next = (next + 1) % queries.len();
+            let request = SearchRequest { query: queries[next].clone(), k: 5, groups: vec![] };
+            app.search(&request).unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -10,6 +10,7 @@ use sputnik::cli::{Cli, exit};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     init_logging();
     match sputnik::commands::run(cli) {
@@ -45,4 +46,15 @@ fn init_logging() {
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// Output piped into `head` or `less` should end the program quietly, as for any Unix tool,
+/// instead of failing with "Broken pipe" (Rust ignores SIGPIPE by default).
+#[allow(unsafe_code)]
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; restoring the default
+    // disposition of SIGPIPE has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

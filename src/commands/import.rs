@@ -72,6 +72,7 @@ fn failure_line(path: &str, outcome: &Outcome) -> Option<String> {
 struct BarProgress {
     bar: Option<ProgressBar>,
     chunks: usize,
+    started: Option<Instant>,
 }
 
 impl ImportObserver for BarProgress {
@@ -79,25 +80,32 @@ impl ImportObserver for BarProgress {
         let bar = ProgressBar::new(files as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files · {msg} · {per_sec} · ETA {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files · {msg} · ETA {eta}",
             )
             .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
         bar.set_message("0 chunks");
         self.bar = Some(bar);
+        self.started = Some(Instant::now());
     }
 
     fn file_done(&mut self, path: &str, outcome: &Outcome) {
         let Some(bar) = &self.bar else { return };
         if let Outcome::Added { chunks } | Outcome::Updated { chunks } = outcome {
             self.chunks += chunks;
-            bar.set_message(format!("{} chunks", self.chunks));
         }
         if let Some(line) = failure_line(path, outcome) {
             bar.println(line);
         }
         bar.inc(1);
+        let seconds = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()).max(1e-3);
+        bar.set_message(format!(
+            "{} chunks · {:.0} files/s · {:.0} chunks/s",
+            self.chunks,
+            bar.position() as f64 / seconds,
+            self.chunks as f64 / seconds
+        ));
     }
 }
 

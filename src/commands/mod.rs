@@ -8,6 +8,7 @@ mod search;
 use std::io::IsTerminal;
 
 use anyhow::Context;
+use clap::CommandFactory;
 use serde::Serialize;
 
 use crate::cli::{Cli, Command, ConfigCommand, exit};
@@ -17,6 +18,19 @@ use crate::{App, Stats};
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    // These describe the program itself and must work even with a broken configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "sputnik", &mut std::io::stdout());
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let flags = FlagOverrides { data_dir: cli.data_dir.clone() };
     let loaded = Settings::load(cli.config.as_deref(), &flags).map_err(crate::Error::from)?;
     tracing::debug!(file = ?loaded.file, "configuration loaded");
@@ -37,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Completions { .. } | Command::Man => unreachable!("handled before loading settings"),
         Command::Stats(output) => {
             let app = open_existing(settings)?;
             let stats = app.stats()?;

@@ -310,19 +310,34 @@ impl LexicalIndex {
         Some(Box::new(BooleanQuery::new(vec![(Occur::Must, scored), (Occur::Must, Box::new(filter))])))
     }
 
-    /// A snippet of `text` around the words `query_text` matches, with highlight ranges.
-    pub fn snippet(&self, query_text: &str, text: &str, max_chars: usize) -> Result<Snippet, SearchError> {
+    /// For each of `texts`, a snippet around the words `query_text` matches, with highlight
+    /// ranges. The snippet generator is built once per query, not once per hit.
+    pub fn snippets(
+        &self,
+        query_text: &str,
+        texts: &[&str],
+        max_chars: usize,
+    ) -> Result<Vec<Snippet>, SearchError> {
         let Some(query) = self.text_query(query_text) else {
-            return Ok(Snippet::plain(text, max_chars));
+            return Ok(texts.iter().map(|t| Snippet::plain(t, max_chars)).collect());
         };
         let searcher = self.reader.searcher();
         let mut generator = tantivy::snippet::SnippetGenerator::create(&searcher, &*query, self.fields.body)?;
         generator.set_max_num_chars(max_chars);
-        let snippet = generator.snippet(text);
-        if snippet.fragment().is_empty() {
-            return Ok(Snippet::plain(text, max_chars));
-        }
-        Ok(Snippet { text: snippet.fragment().to_owned(), highlights: snippet.highlighted().to_vec() })
+        Ok(texts
+            .iter()
+            .map(|text| {
+                let snippet = generator.snippet(text);
+                if snippet.fragment().is_empty() {
+                    Snippet::plain(text, max_chars)
+                } else {
+                    Snippet {
+                        text: snippet.fragment().to_owned(),
+                        highlights: snippet.highlighted().to_vec(),
+                    }
+                }
+            })
+            .collect())
     }
 
     /// Number of indexed chunks.

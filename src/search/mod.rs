@@ -93,14 +93,17 @@ pub fn search(
     let raw = index.search(&request.query, &request.groups, request.k)?;
     let keys: Vec<_> = raw.iter().map(|h| (h.document, h.ordinal)).collect();
     let resolved = store.chunks_with_documents(&keys)?;
-    let mut hits = Vec::with_capacity(raw.len());
-    for (hit, found) in raw.iter().zip(resolved) {
-        // The index is committed after the store, so a chunk can only be missing here if the
-        // store changed underneath a long-lived reader; skip it rather than cite nothing.
-        let Some((document, chunk)) = found else { continue };
-        let snippet = index.snippet(&request.query, &chunk.text, snippet_chars)?;
-        hits.push(SearchHit {
-            rank: hits.len() + 1,
+    // The index is committed after the store, so a chunk can only be missing here if the store
+    // changed underneath a long-lived reader; skip it rather than cite nothing.
+    let found: Vec<_> = raw.iter().zip(resolved).filter_map(|(hit, found)| found.map(|f| (hit, f))).collect();
+    let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
+    let snippets = index.snippets(&request.query, &texts, snippet_chars)?;
+    let hits = found
+        .into_iter()
+        .zip(snippets)
+        .enumerate()
+        .map(|(i, ((hit, (document, chunk)), snippet))| SearchHit {
+            rank: i + 1,
             score: hit.score,
             document_id: document.id,
             title: document.title,
@@ -109,7 +112,7 @@ pub fn search(
             language: document.language,
             chunk: chunk.ordinal,
             snippet,
-        });
-    }
+        })
+        .collect();
     Ok(hits)
 }

@@ -114,3 +114,17 @@ fn bad_requests_exit_with_usage_errors() {
     let output = run(sputnik(&data).arg("frobnicate"));
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn man_page_and_completions_come_from_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    // They work even when the configuration is broken.
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "nonsense = 1\n").unwrap();
+    let man = run(sputnik(tmp.path()).arg("--config").arg(&config).arg("man"));
+    assert!(man.status.success());
+    let page = stdout(&man);
+    assert!(page.contains(".TH sputnik 1") && page.contains("import"), "{page}");
+    let completions = run(sputnik(tmp.path()).args(["completions", "bash"]));
+    assert!(stdout(&completions).contains("complete -F _sputnik"), "{}", stdout(&completions));
+}
