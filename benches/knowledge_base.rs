@@ -143,7 +143,7 @@ fn bench(c: &mut Criterion) {
     let mut latencies = Vec::with_capacity(queries.len() * 3);
     for _ in 0..3 {
         for query in &queries {
-            let request = SearchRequest { query: query.clone(), k: 5, groups: vec![] };
+            let request = SearchRequest { query: query.clone(), k: 5, groups: vec![], mode: None };
             let started = Instant::now();
             let hits = app.search(&request).unwrap();
             latencies.push(started.elapsed());
@@ -164,7 +164,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("k5_with_snippets", |b| {
         b.iter(|| {
             next = (next + 1) % queries.len();
-            let request = SearchRequest { query: queries[next].clone(), k: 5, groups: vec![] };
+            let request = SearchRequest { query: queries[next].clone(), k: 5, groups: vec![], mode: None };
             app.search(&request).unwrap()
         })
     });

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::SearchMode;
+
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
     pub const OK: i32 = 0;
@@ -48,8 +50,8 @@ pub enum Command {
     /// List, show and remove imported documents.
     #[command(subcommand)]
     Docs(DocsCommand),
-    /// Rebuild the search index from the store.
-    Reindex(JsonFlag),
+    /// Rebuild the search indexes from the store.
+    Reindex(ReindexArgs),
     /// Show document, chunk and index counts and sizes.
     Stats(JsonFlag),
     /// Measure retrieval quality on a question set (JSON lines).
@@ -71,6 +73,16 @@ pub struct JsonFlag {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// Also re-embed every chunk with the configured embedding model (needed after changing
+    /// embed.model); with embed.model = "none", drop all embeddings.
+    #[arg(long)]
+    pub reembed: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +121,9 @@ pub struct SearchArgs {
     /// Search as a member of this access group (repeatable); public documents are always searched.
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
+    /// Retrieval: full text, semantic, or both fused [config: search.mode].
+    #[arg(long, value_enum)]
+    pub mode: Option<SearchMode>,
     #[command(flatten)]
     pub output: JsonFlag,
 }
@@ -147,6 +162,9 @@ pub struct EvalArgs {
     /// Evaluate as a member of this access group (repeatable).
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
+    /// Retrieval to evaluate [config: search.mode].
+    #[arg(long, value_enum)]
+    pub mode: Option<SearchMode>,
     #[command(flatten)]
     pub output: JsonFlag,
 }

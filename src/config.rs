@@ -65,6 +65,7 @@ pub struct Settings {
     /// Directory holding the store (`sputnik.redb`) and the derived indexes.
     pub data_dir: PathBuf,
     pub ingest: IngestSettings,
+    pub embed: EmbedSettings,
     pub search: SearchSettings,
     pub telegram: TelegramSettings,
 }
@@ -94,11 +95,53 @@ pub struct IngestSettings {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct EmbedSettings {
+    /// Embedding model name from models/manifest.toml, or "none" for full-text search only.
+    pub model: String,
+    /// Directory holding installed models (one subdirectory per model).
+    pub models_dir: PathBuf,
+    /// "cpu", or "cuda" in a build with the `cuda` feature.
+    pub device: String,
+    /// How many recent query embeddings to keep.
+    pub query_cache: usize,
+}
+
+/// How the lexical and dense result lists are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank fusion: Σ 1 / (rrf_k + rank).
+    Rrf,
+    /// Weighted sum of min-max normalised scores.
+    Weighted,
+}
+
+/// Which retrieval legs a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Lexical,
+    Dense,
+    Hybrid,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SearchSettings {
     /// Number of results `sputnik search` shows when `--k` is not given.
     pub default_k: usize,
     /// Longest snippet shown per hit, in characters.
     pub snippet_chars: usize,
+    /// Default retrieval: "hybrid", "lexical" or "dense".
+    pub mode: SearchMode,
+    /// "rrf" (reciprocal rank fusion) or "weighted".
+    pub fusion: Fusion,
+    /// The k of reciprocal rank fusion.
+    pub rrf_k: f32,
+    /// Share of the dense leg in weighted fusion (0..1).
+    pub dense_weight: f32,
+    /// Up to this many vectors the dense leg scans exactly; above it, an HNSW graph is used.
+    pub exact_scan_limit: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -113,6 +156,7 @@ impl Default for Settings {
         Settings {
             data_dir: PathBuf::from("./data"),
             ingest: IngestSettings::default(),
+            embed: EmbedSettings::default(),
             search: SearchSettings::default(),
             telegram: TelegramSettings::default(),
         }
@@ -135,9 +179,28 @@ impl Default for IngestSettings {
     }
 }
 
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        EmbedSettings {
+            model: "all-minilm-l6-v2".into(),
+            models_dir: PathBuf::from("./models"),
+            device: "cpu".into(),
+            query_cache: 1024,
+        }
+    }
+}
+
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { default_k: 5, snippet_chars: 220 }
+        SearchSettings {
+            default_k: 5,
+            snippet_chars: 220,
+            mode: SearchMode::Hybrid,
+            fusion: Fusion::Rrf,
+            rrf_k: 60.0,
+            dense_weight: 0.5,
+            exact_scan_limit: 50_000,
+        }
     }
 }
 
@@ -182,6 +245,14 @@ impl Settings {
         Settings { data_dir: data_dir.into(), ..Settings::default() }
     }
 
+    /// Like [`Settings::for_data_dir`], with embeddings turned off: full-text search only.
+    pub fn lexical_only(data_dir: impl Into<PathBuf>) -> Settings {
+        let mut settings = Settings::for_data_dir(data_dir);
+        settings.embed.model = "none".into();
+        settings.search.mode = SearchMode::Lexical;
+        settings
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ingest = &self.ingest;
         let fail = |key, reason: String| Err(ConfigError::Value { key, reason });
@@ -221,6 +292,25 @@ impl Settings {
         }
         if self.search.snippet_chars < 40 {
             return fail("search.snippet_chars", "must be at least 40".into());
+        }
+        if self.search.rrf_k.is_nan() || self.search.rrf_k <= 0.0 {
+            return fail("search.rrf_k", "must be greater than zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.search.dense_weight) {
+            return fail("search.dense_weight", "must be between 0 and 1".into());
+        }
+        if self.embed.model != "none" && crate::embed::ModelProfile::named(&self.embed.model).is_none() {
+            let known = crate::embed::ModelProfile::known_names().join(", ");
+            return fail(
+                "embed.model",
+                format!("{:?} is not a known model ({known}, or \"none\")", self.embed.model),
+            );
+        }
+        if !matches!(self.embed.device.as_str(), "cpu" | "cuda") {
+            return fail("embed.device", "must be \"cpu\" or \"cuda\"".into());
+        }
+        if self.embed.query_cache == 0 {
+            return fail("embed.query_cache", "must be at least 1".into());
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! store file) stay distinguishable so the CLI can pick an exit code and wording for each.
 
 use crate::config::ConfigError;
+use crate::embed::EmbedError;
 use crate::ingest::IngestError;
 use crate::search::SearchError;
 use crate::store::StoreError;
@@ -19,6 +20,8 @@ pub enum Error {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Search(#[from] SearchError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
     /// The request itself is wrong: an unknown document, a malformed question file.
     #[error("{0}")]
     Usage(String),
@@ -33,6 +36,7 @@ impl Error {
             Error::Store(e) => e.is_user_error(),
             Error::Ingest(_) => true,
             Error::Search(e) => e.is_user_error(),
+            Error::Embed(e) => e.is_user_error(),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Sputnik: an on-prem employee companion in one binary. This crate holds everything; `main.rs`
 //! only parses the command line and calls into [`App`].
 //!
-//! [`App`] is built from validated [`Settings`] and owns the store (the source of truth) and the
-//! indexes derived from it. The CLI, the tests and the benches all go through it.
+//! [`App`] is built from validated [`Settings`] and owns the store (the source of truth), the
+//! indexes derived from it and the embedding model. The CLI, the tests and the benches all go
+//! through it.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod ingest;
 pub mod search;
@@ -16,19 +18,29 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use config::SearchMode;
 pub use config::Settings;
+use embed::{CacheStats, Embedder};
 pub use error::{Error, Result};
-use ingest::{ImportObserver, ImportReport, ImportRequest};
+use ingest::{ImportObserver, ImportReport, ImportRequest, Indexes, Outcome};
 use search::eval::{EvalQuestion, EvalReport};
-use search::{LexicalIndex, OpenOutcome, SearchHit, SearchRequest};
-use store::{ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts};
+use search::lexical::IndexState;
+use search::vector::VectorStrategy;
+use search::{LexicalIndex, OpenOutcome, Retriever, SearchOutcome, SearchRequest, VectorIndex};
+use store::{ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts, StoreError};
 
-/// An open knowledge base: store plus full-text index, consistent with each other.
+/// An open knowledge base: store, full-text and vector indexes consistent with it, and the
+/// embedding model.
 #[derive(Debug)]
 pub struct App {
     settings: Settings,
     store: Store,
     index: LexicalIndex,
+    vectors: Option<VectorIndex>,
+    embedder: Option<Embedder>,
+    /// Set when the stored embeddings do not match the configured model: imports are refused
+    /// and the dense leg is off until `reindex --reembed`.
+    embedding_conflict: Option<String>,
     opened: OpenOutcome,
 }
 
@@ -42,6 +54,11 @@ pub struct Stats {
     pub indexed_chunks: u64,
     pub store_bytes: u64,
     pub index_bytes: u64,
+    pub embedding_model: Option<String>,
+    pub vectors: usize,
+    pub vector_strategy: Option<VectorStrategy>,
+    pub vector_bytes: usize,
+    pub query_cache: Option<CacheStats>,
 }
 
 impl App {
@@ -69,7 +86,31 @@ impl App {
     fn open_dir(settings: Settings) -> Result<App> {
         let store = Store::open(&settings.store_path())?;
         let (index, opened) = LexicalIndex::open(&settings.index_dir(), &store)?;
-        Ok(App { settings, store, index, opened })
+        let embedder = Embedder::start(&settings.embed)?;
+        let stored = store.embedding_model()?;
+        let configured = embedder.as_ref().map(|e| e.profile().name.clone());
+        let has_documents = store.counts()?.documents > 0;
+        let embedding_conflict = match (&stored, &configured) {
+            (Some(stored), Some(configured)) if stored == configured => None,
+            (None, None) => None,
+            (None, Some(_)) if !has_documents => None,
+            (stored, configured) => Some(
+                StoreError::EmbeddingModelMismatch {
+                    stored: stored.clone().unwrap_or_else(|| "no".into()),
+                    configured: configured.clone().unwrap_or_else(|| "\"none\"".into()),
+                }
+                .to_string(),
+            ),
+        };
+        let vectors = match &embedder {
+            Some(embedder) if embedding_conflict.is_none() => Some(VectorIndex::load(
+                &store,
+                embedder.profile().dimension,
+                settings.search.exact_scan_limit,
+            )?),
+            _ => None,
+        };
+        Ok(App { settings, store, index, vectors, embedder, embedding_conflict, opened })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -80,9 +121,24 @@ impl App {
         &self.store
     }
 
+    pub fn embedder(&self) -> Option<&Embedder> {
+        self.embedder.as_ref()
+    }
+
     /// Whether opening had to rebuild the index, and why.
     pub fn open_outcome(&self) -> &OpenOutcome {
         &self.opened
+    }
+
+    fn retriever(&self) -> Retriever<'_> {
+        Retriever {
+            store: &self.store,
+            lexical: &self.index,
+            vectors: self.vectors.as_ref(),
+            embedder: self.embedder.as_ref(),
+            settings: &self.settings.search,
+            dense_unavailable: self.embedding_conflict.as_deref(),
+        }
     }
 
     pub fn import(
@@ -90,27 +146,78 @@ impl App {
         request: &ImportRequest,
         observer: &mut dyn ImportObserver,
     ) -> Result<ImportReport> {
+        if let Some(conflict) = &self.embedding_conflict
+            && !request.dry_run
+        {
+            return Err(Error::Usage(conflict.clone()));
+        }
         let mut request = request.clone();
         request.groups = normalize_groups(&request.groups)?;
-        ingest::import(&self.store, &mut self.index, &self.settings.ingest, &request, observer)
+        let indexes = Indexes {
+            lexical: &mut self.index,
+            vectors: self.vectors.as_mut(),
+            embedder: self.embedder.as_ref(),
+        };
+        ingest::import(&self.store, indexes, &self.settings.ingest, &request, observer)
     }
 
-    pub fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>> {
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome> {
         let mut request = request.clone();
         request.groups = normalize_groups(&request.groups)?;
-        search::search(&self.store, &self.index, &request, self.settings.search.snippet_chars)
+        self.retriever().search(&request)
     }
 
-    pub fn evaluate(&self, questions: &[EvalQuestion], k: usize, groups: &[String]) -> Result<EvalReport> {
-        search::eval::run(&self.store, &self.index, questions, k, &normalize_groups(groups)?)
+    pub fn evaluate(
+        &self,
+        questions: &[EvalQuestion],
+        k: usize,
+        groups: &[String],
+        mode: Option<SearchMode>,
+    ) -> Result<EvalReport> {
+        let mode = mode.unwrap_or(self.settings.search.mode);
+        search::eval::run(&self.retriever(), questions, k, &normalize_groups(groups)?, mode)
     }
 
-    /// Rebuilds the full-text index from the store; returns the number of chunks indexed.
+    /// Rebuilds the full-text and vector indexes from the store; returns the number of chunks
+    /// indexed.
     pub fn reindex(&mut self) -> Result<u64> {
         // The old index stays readable until it is replaced: its files are unlinked, not
         // truncated, so open memory maps remain valid.
         let (index, chunks) = LexicalIndex::rebuild(&self.settings.index_dir(), &self.store)?;
         self.index = index;
+        if let Some(embedder) = &self.embedder
+            && self.embedding_conflict.is_none()
+        {
+            let limit = self.settings.search.exact_scan_limit;
+            self.vectors = Some(VectorIndex::load(&self.store, embedder.profile().dimension, limit)?);
+        }
+        Ok(chunks)
+    }
+
+    /// Re-embeds every chunk with the configured model (or drops all embeddings when the model
+    /// is "none"), then makes that model current in one transaction and rebuilds the indexes.
+    /// Until the switch the old embeddings stay in force, so an interrupted run changes nothing.
+    pub fn reembed(&mut self, observer: &mut dyn ImportObserver) -> Result<u64> {
+        let documents = self.store.documents()?;
+        observer.started(documents.len());
+        let model = self.embedder.as_ref().map(|e| e.profile().name.clone());
+        if let (Some(embedder), Some(model)) = (&self.embedder, &model) {
+            // Vectors staged for the model that is already current are live: write over them.
+            if self.store.embedding_model()?.as_deref() != Some(model.as_str()) {
+                self.store.clear_staged_embeddings(model)?;
+            }
+            for document in &documents {
+                let chunks = self.store.chunks(document.id)?;
+                let vectors = ingest::embed_chunks(embedder, &document.title, &chunks)?;
+                let rows: Vec<(u32, Vec<f32>)> = chunks.iter().map(|c| c.ordinal).zip(vectors).collect();
+                self.store.put_staged_embeddings(model, document.id, &rows)?;
+                observer.file_done(&document.source, &Outcome::Updated { chunks: rows.len() });
+            }
+        }
+        self.store.switch_embedding_model(model.as_deref())?;
+        self.embedding_conflict = None;
+        // The switch bumped the store revision: record it in the full-text index too.
+        let chunks = self.reindex()?;
         Ok(chunks)
     }
 
@@ -124,6 +231,11 @@ impl App {
             indexed_chunks: self.index.num_chunks(),
             store_bytes: file_size(&self.settings.store_path()),
             index_bytes: self.index.size_on_disk(),
+            embedding_model: self.store.embedding_model()?,
+            vectors: self.vectors.as_ref().map_or(0, VectorIndex::len),
+            vector_strategy: self.vectors.as_ref().map(VectorIndex::strategy),
+            vector_bytes: self.vectors.as_ref().map_or(0, VectorIndex::memory_bytes),
+            query_cache: self.embedder.as_ref().map(Embedder::cache_stats),
         })
     }
 
@@ -159,12 +271,15 @@ impl App {
         }
     }
 
-    /// Removes a document from the store and the index, committing both.
+    /// Removes a document from the store and the indexes, committing them.
     pub fn remove_document(&mut self, id: DocumentId) -> Result<DocumentRecord> {
         let (record, _) = self.store.remove_document(id)?;
         self.index.remove_document(id)?;
-        self.index.commit(search::lexical::IndexState::of(&self.store)?)?;
+        self.index.commit(IndexState::of(&self.store)?)?;
         self.index.close_writer()?;
+        if let Some(vectors) = &mut self.vectors {
+            vectors.remove_document(id);
+        }
         Ok(record)
     }
 }

@@ -23,20 +23,27 @@ pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
         include: args.include,
         exclude: args.exclude,
     };
-    let report = if std::io::stderr().is_terminal() {
-        let mut bar = BarProgress::default();
-        let report = app.import(&request, &mut bar);
-        bar.finish();
-        report?
-    } else {
-        app.import(&request, &mut LineProgress::new())?
-    };
+    let report = with_progress(|observer| app.import(&request, observer))?;
     if args.output.json {
         print_json(&report)?;
     } else {
         print_summary(&report);
     }
     Ok(if report.has_failures() { exit::PARTIAL } else { exit::OK })
+}
+
+/// Runs `work` with a progress bar on a terminal, or progress lines otherwise.
+pub(super) fn with_progress<T>(
+    work: impl FnOnce(&mut dyn ImportObserver) -> crate::Result<T>,
+) -> crate::Result<T> {
+    if std::io::stderr().is_terminal() {
+        let mut bar = BarProgress::default();
+        let result = work(&mut bar);
+        bar.finish();
+        result
+    } else {
+        work(&mut LineProgress::new())
+    }
 }
 
 fn print_summary(report: &ImportReport) {

@@ -41,13 +41,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Search(args) => search::run(settings, args),
         Command::Eval(args) => search::eval(settings, args),
         Command::Docs(command) => docs::run(settings, command),
-        Command::Reindex(output) => {
+        Command::Reindex(args) => {
             let mut app = open_existing(settings)?;
-            let chunks = app.reindex().context("while rebuilding the index")?;
-            if output.json {
-                print_json(&serde_json::json!({ "indexed_chunks": chunks }))?;
+            let chunks = if args.reembed {
+                let model = app.embedder().map(|e| e.profile().name.clone());
+                let chunks =
+                    import::with_progress(|observer| app.reembed(observer)).context("while re-embedding")?;
+                if !args.output.json {
+                    match model {
+                        Some(model) => println!("Re-embedded every chunk with {model}."),
+                        None => println!("Dropped all embeddings (embed.model = \"none\")."),
+                    }
+                }
+                chunks
             } else {
-                println!("Rebuilt the full-text index: {chunks} chunks.");
+                app.reindex().context("while rebuilding the indexes")?
+            };
+            if args.output.json {
+                print_json(&serde_json::json!({ "indexed_chunks": chunks, "reembedded": args.reembed }))?;
+            } else {
+                println!("Rebuilt the search indexes: {chunks} chunks.");
             }
             Ok(exit::OK)
         }
@@ -85,6 +98,18 @@ fn print_stats(stats: &Stats) {
     println!("Indexed chunks   {}", stats.indexed_chunks);
     println!("Store            {}", size(stats.store_bytes));
     println!("Full-text index  {}", size(stats.index_bytes));
+    match &stats.embedding_model {
+        Some(model) => println!(
+            "Embeddings       {model}: {} vectors in memory ({}), {} search",
+            stats.vectors,
+            size(stats.vector_bytes as u64),
+            match stats.vector_strategy {
+                Some(crate::search::vector::VectorStrategy::Hnsw) => "HNSW",
+                _ => "exact",
+            }
+        ),
+        None => println!("Embeddings       none (full-text search only)"),
+    }
     println!("Store revision   {}", stats.store_revision);
 }
 

@@ -14,25 +14,39 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
         return Err(crate::Error::Usage("--k must be between 1 and 1000".into()).into());
     }
     let app = open_existing(settings)?;
-    let request = SearchRequest { query: args.query.join(" "), k, groups: args.groups };
-    let hits = app.search(&request)?;
+    let request = SearchRequest { query: args.query.join(" "), k, groups: args.groups, mode: args.mode };
+    let outcome = app.search(&request)?;
     if args.output.json {
-        print_json(&serde_json::json!({ "query": request.query, "hits": hits }))?;
+        print_json(&outcome)?;
         return Ok(exit::OK);
     }
+    if let Some(reason) = &outcome.dense_skipped {
+        eprintln!("note: {reason}");
+    }
+    let hits = &outcome.hits;
     if hits.is_empty() {
         println!("No matches.");
         return Ok(exit::OK);
     }
     let (open, close) = highlight_marks();
-    for hit in &hits {
+    for hit in hits {
         let mut citation = hit.title.clone();
         for heading in &hit.heading_path {
             citation.push_str(" › ");
             citation.push_str(heading);
         }
         println!("{}. {citation}", hit.rank);
-        println!("   {} · score {:.2}", hit.source, hit.score);
+        let legs = match (hit.lexical_rank, hit.dense_rank) {
+            (Some(l), Some(d)) => format!(" (full-text #{l}, semantic #{d})"),
+            (Some(l), None) if outcome.mode != crate::config::SearchMode::Lexical => {
+                format!(" (full-text #{l})")
+            }
+            (None, Some(d)) if outcome.mode != crate::config::SearchMode::Dense => {
+                format!(" (semantic #{d})")
+            }
+            _ => String::new(),
+        };
+        println!("   {} · score {:.3}{legs}", hit.source, hit.score);
         println!("   {}", hit.snippet.marked(open, close).replace('\n', " "));
         println!();
     }
@@ -45,7 +59,7 @@ pub(super) fn eval(settings: Settings, args: EvalArgs) -> anyhow::Result<i32> {
     }
     let questions = eval::load_questions(&args.questions)?;
     let app = open_existing(settings)?;
-    let report = app.evaluate(&questions, args.k, &args.groups)?;
+    let report = app.evaluate(&questions, args.k, &args.groups, args.mode)?;
     if args.output.json {
         print_json(&report)?;
         return Ok(exit::OK);

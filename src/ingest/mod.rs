@@ -21,9 +21,10 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::config::IngestSettings;
-use crate::search::LexicalIndex;
+use crate::embed::Embedder;
 use crate::search::lexical::IndexState;
-use crate::store::{DocumentId, Format, NewDocument, SourceKey, Store};
+use crate::search::{LexicalIndex, VectorIndex};
+use crate::store::{ChunkRecord, ChunkVectors, DocumentId, Format, NewDocument, SourceKey, Store};
 use chunk::ChunkSizes;
 use parse::{ParseError, ParseLimits};
 
@@ -158,10 +159,43 @@ struct Discovery {
     skipped: usize,
 }
 
-/// Runs an import against an open store and index.
+/// The derived indexes an import keeps in step with the store, and the model that embeds
+/// passages for the dense one.
+#[derive(Debug)]
+pub struct Indexes<'a> {
+    pub lexical: &'a mut LexicalIndex,
+    pub vectors: Option<&'a mut VectorIndex>,
+    pub embedder: Option<&'a Embedder>,
+}
+
+/// The text a chunk is embedded as: where it sits (title › headings) and what it says.
+pub fn passage_text(title: &str, heading_path: &[String], text: &str) -> String {
+    let mut passage = String::with_capacity(title.len() + text.len() + 32);
+    passage.push_str(title);
+    for heading in heading_path {
+        passage.push_str(" › ");
+        passage.push_str(heading);
+    }
+    passage.push('\n');
+    passage.push_str(text);
+    passage
+}
+
+/// Embeds a document's chunks with `embedder`, in chunk order.
+pub fn embed_chunks(
+    embedder: &Embedder,
+    title: &str,
+    chunks: &[ChunkRecord],
+) -> Result<Vec<Vec<f32>>, crate::Error> {
+    let passages: Vec<String> =
+        chunks.iter().map(|c| passage_text(title, &c.heading_path, &c.text)).collect();
+    Ok(embedder.embed_passages(&passages)?)
+}
+
+/// Runs an import against an open store and its indexes.
 pub fn import(
     store: &Store,
-    index: &mut LexicalIndex,
+    indexes: Indexes<'_>,
     settings: &IngestSettings,
     request: &ImportRequest,
     observer: &mut dyn ImportObserver,
@@ -191,7 +225,8 @@ pub fn import(
         max_tokens: settings.chunk_max_tokens,
         overlap_tokens: settings.chunk_overlap_tokens,
     };
-    let mut writer = IndexFollower { store, index, dirty: false, last_commit: Instant::now() };
+    let Indexes { lexical, mut vectors, embedder } = indexes;
+    let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
 
     for candidate in &discovery.candidates {
         let outcome = match import_file(store, candidate, request, settings, &pipeline, &limits, sizes) {
@@ -199,8 +234,20 @@ pub fn import(
             Ok(Decision::Write { document, existed }) => {
                 let chunks = document.chunks.len();
                 if !request.dry_run {
-                    let (record, _) = store.put_document(document.clone())?;
+                    let embedded = match embedder {
+                        Some(embedder) => Some(embed_chunks(embedder, &document.title, &document.chunks)?),
+                        None => None,
+                    };
+                    let chunk_vectors = embedder
+                        .zip(embedded.as_deref())
+                        .map(|(e, vectors)| ChunkVectors { model: &e.profile().name, vectors });
+                    let (record, _) = store.put_document(document.clone(), chunk_vectors)?;
                     writer.index.replace_document(&record, &document.chunks)?;
+                    if let (Some(index), Some(embedded)) = (vectors.as_deref_mut(), embedded) {
+                        let rows: Vec<(u32, Vec<f32>)> =
+                            document.chunks.iter().map(|c| c.ordinal).zip(embedded).collect();
+                        index.replace_document(&record, &rows);
+                    }
                     writer.changed()?;
                 }
                 if existed { Outcome::Updated { chunks } } else { Outcome::Added { chunks } }
@@ -210,6 +257,9 @@ pub fn import(
                     let (record, _) = store.set_groups(id, groups)?;
                     let chunks = store.chunks(id)?;
                     writer.index.replace_document(&record, &chunks)?;
+                    if let Some(index) = vectors.as_deref_mut() {
+                        index.set_groups(&record);
+                    }
                     writer.changed()?;
                 }
                 Outcome::Updated { chunks: 0 }
@@ -224,6 +274,9 @@ pub fn import(
         if !request.dry_run {
             store.remove_document(id)?;
             writer.index.remove_document(id)?;
+            if let Some(index) = vectors.as_deref_mut() {
+                index.remove_document(id);
+            }
             writer.changed()?;
         }
         report.record(&source, &Outcome::Removed);

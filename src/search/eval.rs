@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::LexicalIndex;
+use super::Retriever;
 use crate::Error;
-use crate::store::Store;
+use crate::config::SearchMode;
 
 pub const CUTOFFS: [usize; 4] = [1, 3, 5, 10];
 
@@ -43,6 +43,7 @@ pub struct Metrics {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub k: usize,
+    pub mode: SearchMode,
     pub overall: Metrics,
     pub by_language: BTreeMap<String, Metrics>,
 }
@@ -92,16 +93,16 @@ pub fn load_questions(path: &Path) -> Result<Vec<EvalQuestion>, Error> {
 
 /// Runs every question once against the open index.
 pub fn run(
-    store: &Store,
-    index: &LexicalIndex,
+    retriever: &Retriever<'_>,
     questions: &[EvalQuestion],
     k: usize,
     groups: &[String],
+    mode: SearchMode,
 ) -> Result<EvalReport, Error> {
     let k = k.max(1);
     let mut queries = Vec::with_capacity(questions.len());
     for question in questions {
-        let ranked = ranked_documents(store, index, &question.query, k, groups)?;
+        let ranked = ranked_documents(retriever, &question.query, k, groups, mode)?;
         let first_hit = ranked.iter().position(|s| question.expected.contains(s)).map(|p| p + 1);
         queries.push(QueryResult { id: question.id.clone(), lang: question.lang.clone(), ranked, first_hit });
     }
@@ -116,28 +117,28 @@ pub fn run(
             (lang, m)
         })
         .collect();
-    Ok(EvalReport { summary: Summary { k, overall, by_language }, queries })
+    Ok(EvalReport { summary: Summary { k, mode, overall, by_language }, queries })
 }
 
 /// Distinct documents in rank order, looking deep enough into the chunk ranking to fill `k`.
 fn ranked_documents(
-    store: &Store,
-    index: &LexicalIndex,
+    retriever: &Retriever<'_>,
     query: &str,
     k: usize,
     groups: &[String],
+    mode: SearchMode,
 ) -> Result<Vec<String>, Error> {
     if query.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let hits = index.search(query, groups, k * 5)?;
+    let retrieved = retriever.retrieve(query, groups, k * 5, mode)?;
     let mut ranked: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for hit in hits {
+    for hit in retrieved.candidates {
         if !seen.insert(hit.document) {
             continue;
         }
-        if let Some(document) = store.document(hit.document)? {
+        if let Some(document) = retriever.store.document(hit.document)? {
             ranked.push(document.source);
         }
         if ranked.len() == k {

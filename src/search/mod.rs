@@ -1,18 +1,24 @@
-//! Search over the knowledge base: the full-text leg (tantivy, [`lexical`]) resolved against the
-//! store into hits that carry everything a citation needs. Access groups are applied inside
-//! the index query; deleted documents are gone from the index at the same commit that records
-//! their removal.
+//! Search over the knowledge base: a full-text leg (tantivy, [`lexical`]) and a dense leg
+//! (embeddings, [`vector`]) fused into one ranking, resolved against the store into hits that
+//! carry everything a citation needs. Access groups are applied inside each leg; deleted
+//! documents leave both legs at the commit that records their removal. The dense leg is skipped
+//! for a question in a language the model does not serve, so it can never drown good full-text
+//! hits with noise.
 
 pub mod analysis;
 pub mod eval;
 pub mod lexical;
+pub mod vector;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::config::{Fusion, SearchMode, SearchSettings};
+use crate::embed::Embedder;
 use crate::store::{DocumentId, Language, Store};
 pub use lexical::{LexicalIndex, OpenOutcome, Snippet};
+pub use vector::VectorIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -26,11 +32,13 @@ pub enum SearchError {
     EmptyQuery,
     #[error("invalid access group {0:?}: use letters, digits, '-' and '_'")]
     InvalidGroup(String),
+    #[error("dense search needs an embedding model, but embed.model is \"none\"")]
+    NoModel,
 }
 
 impl SearchError {
     pub fn is_user_error(&self) -> bool {
-        matches!(self, SearchError::EmptyQuery | SearchError::InvalidGroup(_))
+        matches!(self, SearchError::EmptyQuery | SearchError::InvalidGroup(_) | SearchError::NoModel)
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
@@ -63,13 +71,19 @@ pub struct SearchRequest {
     pub k: usize,
     /// Access groups the asker belongs to; documents without groups are always visible.
     pub groups: Vec<String>,
+    /// Which legs to use; `None` means the configured default.
+    pub mode: Option<SearchMode>,
 }
 
 /// One ranked chunk with its citation.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
     pub rank: usize,
+    /// The fused score (RRF or weighted), or the single leg's score.
     pub score: f32,
+    /// 1-based rank in each leg's own list, where the chunk appeared there.
+    pub lexical_rank: Option<usize>,
+    pub dense_rank: Option<usize>,
     pub document_id: DocumentId,
     pub title: String,
     pub heading_path: Vec<String>,
@@ -80,39 +94,248 @@ pub struct SearchHit {
     pub snippet: Snippet,
 }
 
-/// Runs `request` against the index and resolves hits through the store.
-pub fn search(
-    store: &Store,
-    index: &LexicalIndex,
-    request: &SearchRequest,
-    snippet_chars: usize,
-) -> Result<Vec<SearchHit>, crate::Error> {
-    if request.query.trim().is_empty() {
-        return Err(SearchError::EmptyQuery.into());
+/// A search's hits and how they were found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchOutcome {
+    pub query: String,
+    pub language: Language,
+    pub mode: SearchMode,
+    /// Why the dense leg did not run, when the mode asked for it.
+    pub dense_skipped: Option<String>,
+    pub hits: Vec<SearchHit>,
+}
+
+/// A fused candidate before it is resolved against the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub document: DocumentId,
+    pub ordinal: u32,
+    pub score: f32,
+    pub lexical_rank: Option<usize>,
+    pub dense_rank: Option<usize>,
+}
+
+/// Everything retrieval reads, borrowed from the open knowledge base.
+#[derive(Debug, Clone, Copy)]
+pub struct Retriever<'a> {
+    pub store: &'a Store,
+    pub lexical: &'a LexicalIndex,
+    pub vectors: Option<&'a VectorIndex>,
+    pub embedder: Option<&'a Embedder>,
+    pub settings: &'a SearchSettings,
+    /// Why there is no dense leg, when `vectors` or `embedder` is absent.
+    pub dense_unavailable: Option<&'a str>,
+}
+
+/// The ranked candidates of one retrieval, with why the dense leg was skipped if it was.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    pub language: Language,
+    pub candidates: Vec<Candidate>,
+    pub dense_skipped: Option<String>,
+}
+
+impl Retriever<'_> {
+    /// Runs the legs `mode` asks for, each `depth` deep, and fuses them.
+    pub fn retrieve(
+        &self,
+        query: &str,
+        groups: &[String],
+        depth: usize,
+        mode: SearchMode,
+    ) -> Result<Retrieved, crate::Error> {
+        let language = crate::ingest::lang::detect(query);
+        let lexical = match mode {
+            SearchMode::Dense => Vec::new(),
+            _ => self.lexical.search(query, groups, depth)?,
+        };
+        let mut dense_skipped = None;
+        let dense = match (mode, self.embedder, self.vectors) {
+            (SearchMode::Lexical, _, _) => Vec::new(),
+            (SearchMode::Dense, None, _) | (SearchMode::Dense, _, None) => {
+                return Err(match self.dense_unavailable {
+                    Some(reason) => crate::Error::Usage(reason.to_owned()),
+                    None => SearchError::NoModel.into(),
+                });
+            }
+            (_, Some(embedder), Some(vectors)) if embedder.profile().serves(language) => {
+                let query_vector = embedder.embed_query(query)?;
+                vectors.search(&query_vector, groups, depth)
+            }
+            (_, Some(embedder), Some(_)) => {
+                dense_skipped = Some(format!(
+                    "{} does not serve {} questions; full-text results only",
+                    embedder.profile().name,
+                    language.code()
+                ));
+                Vec::new()
+            }
+            _ => {
+                dense_skipped =
+                    Some(self.dense_unavailable.unwrap_or("no embedding model is configured").to_owned());
+                Vec::new()
+            }
+        };
+        let lexical: Vec<(DocumentId, u32, f32)> =
+            lexical.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
+        let dense: Vec<(DocumentId, u32, f32)> =
+            dense.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
+        let candidates = fuse(&lexical, &dense, self.settings);
+        Ok(Retrieved { language, candidates, dense_skipped })
     }
-    let raw = index.search(&request.query, &request.groups, request.k)?;
-    let keys: Vec<_> = raw.iter().map(|h| (h.document, h.ordinal)).collect();
-    let resolved = store.chunks_with_documents(&keys)?;
-    // The index is committed after the store, so a chunk can only be missing here if the store
-    // changed underneath a long-lived reader; skip it rather than cite nothing.
-    let found: Vec<_> = raw.iter().zip(resolved).filter_map(|(hit, found)| found.map(|f| (hit, f))).collect();
-    let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
-    let snippets = index.snippets(&request.query, &texts, snippet_chars)?;
-    let hits = found
-        .into_iter()
-        .zip(snippets)
-        .enumerate()
-        .map(|(i, ((hit, (document, chunk)), snippet))| SearchHit {
-            rank: i + 1,
-            score: hit.score,
-            document_id: document.id,
-            title: document.title,
-            heading_path: chunk.heading_path,
-            source: document.source,
-            language: document.language,
-            chunk: chunk.ordinal,
-            snippet,
+
+    /// Runs `request` and resolves the top hits through the store, with snippets.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome, crate::Error> {
+        if request.query.trim().is_empty() {
+            return Err(SearchError::EmptyQuery.into());
+        }
+        let mode = request.mode.unwrap_or(self.settings.mode);
+        let depth = (request.k * 4).max(20);
+        let mut retrieved = self.retrieve(&request.query, &request.groups, depth, mode)?;
+        retrieved.candidates.truncate(request.k);
+        let keys: Vec<_> = retrieved.candidates.iter().map(|c| (c.document, c.ordinal)).collect();
+        let resolved = self.store.chunks_with_documents(&keys)?;
+        // The indexes are committed after the store, so a chunk can only be missing here if the
+        // store changed underneath a long-lived reader; skip it rather than cite nothing.
+        let found: Vec<_> = retrieved
+            .candidates
+            .iter()
+            .zip(resolved)
+            .filter_map(|(c, found)| found.map(|f| (c, f)))
+            .collect();
+        let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
+        let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
+        let hits = found
+            .into_iter()
+            .zip(snippets)
+            .enumerate()
+            .map(|(i, ((candidate, (document, chunk)), snippet))| SearchHit {
+                rank: i + 1,
+                score: candidate.score,
+                lexical_rank: candidate.lexical_rank,
+                dense_rank: candidate.dense_rank,
+                document_id: document.id,
+                title: document.title,
+                heading_path: chunk.heading_path,
+                source: document.source,
+                language: document.language,
+                chunk: chunk.ordinal,
+                snippet,
+            })
+            .collect();
+        Ok(SearchOutcome {
+            query: request.query.clone(),
+            language: retrieved.language,
+            mode,
+            dense_skipped: retrieved.dense_skipped,
+            hits,
         })
-        .collect();
-    Ok(hits)
+    }
+}
+
+/// Combines two ranked lists of (document, ordinal, score), best first. With one list empty the
+/// other passes through with its own scores.
+pub fn fuse(
+    lexical: &[(DocumentId, u32, f32)],
+    dense: &[(DocumentId, u32, f32)],
+    settings: &SearchSettings,
+) -> Vec<Candidate> {
+    let mut merged: Vec<Candidate> = Vec::with_capacity(lexical.len() + dense.len());
+    let mut position = std::collections::HashMap::new();
+    let legs = [(lexical, true), (dense, false)];
+    for (list, is_lexical) in legs {
+        for (rank, &(document, ordinal, _)) in list.iter().enumerate() {
+            let slot = *position.entry((document, ordinal)).or_insert_with(|| {
+                merged.push(Candidate {
+                    document,
+                    ordinal,
+                    score: 0.0,
+                    lexical_rank: None,
+                    dense_rank: None,
+                });
+                merged.len() - 1
+            });
+            let candidate = &mut merged[slot];
+            if is_lexical {
+                candidate.lexical_rank = Some(rank + 1);
+            } else {
+                candidate.dense_rank = Some(rank + 1);
+            }
+        }
+    }
+    let single = lexical.is_empty() || dense.is_empty();
+    let normalised = |list: &[(DocumentId, u32, f32)]| -> std::collections::HashMap<(DocumentId, u32), f32> {
+        let max = list.iter().map(|x| x.2).fold(f32::MIN, f32::max);
+        let min = list.iter().map(|x| x.2).fold(f32::MAX, f32::min);
+        let span = (max - min).max(1e-9);
+        list.iter().map(|&(d, o, s)| ((d, o), if list.len() == 1 { 1.0 } else { (s - min) / span })).collect()
+    };
+    let (lexical_norm, dense_norm) = (normalised(lexical), normalised(dense));
+    for candidate in &mut merged {
+        let key = (candidate.document, candidate.ordinal);
+        candidate.score = if single {
+            lexical.iter().chain(dense).find(|x| (x.0, x.1) == key).map_or(0.0, |x| x.2)
+        } else {
+            match settings.fusion {
+                Fusion::Rrf => [candidate.lexical_rank, candidate.dense_rank]
+                    .iter()
+                    .flatten()
+                    .map(|&rank| 1.0 / (settings.rrf_k + rank as f32))
+                    .sum(),
+                Fusion::Weighted => {
+                    let w = settings.dense_weight;
+                    (1.0 - w) * lexical_norm.get(&key).copied().unwrap_or(0.0)
+                        + w * dense_norm.get(&key).copied().unwrap_or(0.0)
+                }
+            }
+        };
+    }
+    merged.sort_by(|a, b| {
+        b.score.total_cmp(&a.score).then_with(|| {
+            let best =
+                |c: &Candidate| c.lexical_rank.unwrap_or(usize::MAX).min(c.dense_rank.unwrap_or(usize::MAX));
+            best(a).cmp(&best(b))
+        })
+    });
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rrf_rewards_agreement_between_legs() {
+        let settings = SearchSettings::default();
+        let d = |id| DocumentId(id);
+        let lexical = [(d(1), 0, 9.0), (d(2), 0, 8.0), (d(3), 0, 1.0)];
+        let dense = [(d(3), 0, 0.9), (d(4), 0, 0.8), (d(2), 0, 0.7)];
+        let fused = fuse(&lexical, &dense, &settings);
+        let order: Vec<u64> = fused.iter().map(|c| c.document.0).collect();
+        // 3 and 2 appear in both lists and beat 1 and 4, which top only one; 3 (ranks 3 and 1)
+        // edges out 2 (ranks 2 and 3).
+        assert_eq!(&order[..2], &[3, 2]);
+        assert_eq!((fused[0].lexical_rank, fused[0].dense_rank), (Some(3), Some(1)));
+        assert!((fused[0].score - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
+        assert_eq!(order.len(), 4);
+    }
+
+    #[test]
+    fn one_empty_leg_passes_the_other_through() {
+        let settings = SearchSettings { fusion: Fusion::Weighted, ..SearchSettings::default() };
+        let lexical = [(DocumentId(1), 0, 5.0), (DocumentId(2), 0, 3.0)];
+        let fused = fuse(&lexical, &[], &settings);
+        assert_eq!(fused.iter().map(|c| (c.document.0, c.score)).collect::<Vec<_>>(), [(1, 5.0), (2, 3.0)]);
+    }
+
+    #[test]
+    fn weighted_fusion_mixes_normalised_scores() {
+        let settings =
+            SearchSettings { fusion: Fusion::Weighted, dense_weight: 0.8, ..SearchSettings::default() };
+        let lexical = [(DocumentId(1), 0, 10.0), (DocumentId(2), 0, 2.0)];
+        let dense = [(DocumentId(2), 0, 0.9), (DocumentId(1), 0, 0.1)];
+        let fused = fuse(&lexical, &dense, &settings);
+        assert_eq!(fused[0].document, DocumentId(2));
+        assert!((fused[0].score - 0.8).abs() < 1e-6 && (fused[1].score - 0.2).abs() < 1e-6);
+    }
 }

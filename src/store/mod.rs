@@ -16,7 +16,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
 
-use schema::{CHUNKS, DOCUMENTS, META, SOURCES, meta_keys};
+use schema::{
+    CHUNKS, DOCUMENTS, META, META_TEXT, SOURCES, embeddings_table, embeddings_table_name, meta_keys,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,11 +40,25 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("store record is corrupt ({what}): {source}")]
     Corrupt { what: String, source: serde_json::Error },
+    #[error(
+        "the knowledge base holds {stored} embeddings but embed.model is {configured}; run \
+         `sputnik reindex --reembed` to re-embed every chunk with {configured}, or set embed.model \
+         back to {stored}"
+    )]
+    EmbeddingModelMismatch { stored: String, configured: String },
+    #[error("chunk {document}/{ordinal} has no {model} embedding; run `sputnik reindex --reembed`")]
+    MissingEmbedding { document: u64, ordinal: u32, model: String },
 }
 
 impl StoreError {
     pub fn is_user_error(&self) -> bool {
-        matches!(self, StoreError::Locked { .. } | StoreError::UnknownDocument(_) | StoreError::TooNew { .. })
+        matches!(
+            self,
+            StoreError::Locked { .. }
+                | StoreError::UnknownDocument(_)
+                | StoreError::TooNew { .. }
+                | StoreError::EmbeddingModelMismatch { .. }
+        )
     }
 }
 
@@ -219,12 +235,121 @@ impl Store {
         Ok(revision)
     }
 
+    /// The model whose embeddings every chunk carries, if embeddings are stored.
+    pub fn embedding_model(&self) -> StoreResult<Option<String>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META_TEXT)?;
+        Ok(table.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Visits every stored embedding of the current model with its document, in order, inside
+    /// one read transaction. Returns the store revision of that snapshot.
+    pub fn for_each_embedding(
+        &self,
+        mut visit: impl FnMut(&DocumentRecord, u32, &[f32]),
+    ) -> StoreResult<u64> {
+        let txn = self.db.begin_read()?;
+        let revision = txn.open_table(META)?.get(meta_keys::REVISION)?.map(|v| v.value()).unwrap_or(0);
+        let Some(model) =
+            txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned())
+        else {
+            return Ok(revision);
+        };
+        let name = embeddings_table_name(&model);
+        let documents = txn.open_table(DOCUMENTS)?;
+        let table = txn.open_table(embeddings_table(&name))?;
+        let mut current: Option<DocumentRecord> = None;
+        let mut vector = Vec::new();
+        for row in table.iter()? {
+            let (key, bytes) = row?;
+            let (doc, ordinal) = key.value();
+            if current.as_ref().is_none_or(|d| d.id.0 != doc) {
+                current = read_document(&documents, doc)?;
+            }
+            let Some(document) = &current else { continue };
+            read_vector(bytes.value(), &mut vector);
+            visit(document, ordinal, &vector);
+        }
+        Ok(revision)
+    }
+
+    /// Stores `model` embeddings for one document's chunks as part of a re-embedding run: they
+    /// go to that model's table and become current only with [`Store::switch_embedding_model`].
+    pub fn put_staged_embeddings(
+        &self,
+        model: &str,
+        id: DocumentId,
+        vectors: &[(u32, Vec<f32>)],
+    ) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let name = embeddings_table_name(model);
+            let mut table = txn.open_table(embeddings_table(&name))?;
+            table.retain_in((id.0, 0)..=(id.0, u32::MAX), |_, _| false)?;
+            for (ordinal, vector) in vectors {
+                table.insert((id.0, *ordinal), vector_bytes(vector).as_slice())?;
+            }
+        }
+        self.commit(txn)
+    }
+
+    /// Drops any staged embeddings of `model` (the start of a fresh re-embedding run).
+    pub fn clear_staged_embeddings(&self, model: &str) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        let name = embeddings_table_name(model);
+        txn.delete_table(embeddings_table(&name))?;
+        self.commit(txn)
+    }
+
+    /// Makes `model` the store's embedding model once every chunk has a staged vector, and
+    /// deletes the previous model's vectors, in one transaction. `None` turns embeddings off.
+    pub fn switch_embedding_model(&self, model: Option<&str>) -> StoreResult<u64> {
+        let txn = self.db.begin_write()?;
+        let revision = {
+            let mut meta_text = txn.open_table(META_TEXT)?;
+            let previous = meta_text.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
+            if let Some(model) = model {
+                let name = embeddings_table_name(model);
+                let table = txn.open_table(embeddings_table(&name))?;
+                let chunks = txn.open_table(CHUNKS)?;
+                for row in chunks.iter()? {
+                    let (key, _) = row?;
+                    let (document, ordinal) = key.value();
+                    if table.get((document, ordinal))?.is_none() {
+                        return Err(StoreError::MissingEmbedding {
+                            document,
+                            ordinal,
+                            model: model.to_owned(),
+                        });
+                    }
+                }
+                meta_text.insert(meta_keys::EMBEDDING_MODEL, model)?;
+            } else {
+                meta_text.remove(meta_keys::EMBEDDING_MODEL)?;
+            }
+            if let Some(previous) = previous.filter(|p| Some(p.as_str()) != model) {
+                let name = embeddings_table_name(&previous);
+                txn.delete_table(embeddings_table(&name))?;
+            }
+            let mut meta = txn.open_table(META)?;
+            bump_revision(&mut meta)?
+        };
+        self.commit(txn)?;
+        Ok(revision)
+    }
+
     /// Inserts a document with its chunks, or replaces the document stored under the same source
     /// key (keeping its id) and all of its chunks, in one transaction. Returns the stored record
     /// and the new store revision.
-    pub fn put_document(&self, new: NewDocument) -> StoreResult<(DocumentRecord, u64)> {
+    pub fn put_document(
+        &self,
+        new: NewDocument,
+        vectors: Option<ChunkVectors<'_>>,
+    ) -> StoreResult<(DocumentRecord, u64)> {
         let txn = self.db.begin_write()?;
         let result = {
+            let model = vectors.as_ref().map(|v| v.model);
+            let table_name = check_embedding_model(&txn, model)?;
             let mut sources = txn.open_table(SOURCES)?;
             let mut documents = txn.open_table(DOCUMENTS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
@@ -247,6 +372,13 @@ impl Store {
             let record = new.into_record(DocumentId(id), imported_at);
             for chunk in &record.1 {
                 chunks.insert((id, chunk.ordinal), encode(chunk).as_slice())?;
+            }
+            if let (Some(name), Some(vectors)) = (&table_name, &vectors) {
+                let mut table = txn.open_table(embeddings_table(name))?;
+                table.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+                for (chunk, vector) in record.1.iter().zip(vectors.vectors) {
+                    table.insert((id, chunk.ordinal), vector_bytes(vector).as_slice())?;
+                }
             }
             documents.insert(id, encode(&record.0).as_slice())?;
             let revision = bump_revision(&mut meta)?;
@@ -283,11 +415,57 @@ impl Store {
             documents.remove(id.0)?;
             sources.remove(record.source_key().encoded().as_str())?;
             remove_chunks(&mut chunks, id.0)?;
+            let model =
+                txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
+            if let Some(model) = model {
+                let name = embeddings_table_name(&model);
+                let mut table = txn.open_table(embeddings_table(&name))?;
+                table.retain_in((id.0, 0)..=(id.0, u32::MAX), |_, _| false)?;
+            }
             (record, bump_revision(&mut meta)?)
         };
         self.commit(txn)?;
         Ok(result)
     }
+}
+
+/// The vectors of one document's chunks, in chunk order, and the model that made them.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkVectors<'a> {
+    pub model: &'a str,
+    pub vectors: &'a [Vec<f32>],
+}
+
+/// Refuses to mix documents with and without embeddings, or embeddings of two models. Returns
+/// the embeddings table to write, if any, recording the model on the first embedded import.
+fn check_embedding_model(txn: &redb::WriteTransaction, model: Option<&str>) -> StoreResult<Option<String>> {
+    let mut meta_text = txn.open_table(META_TEXT)?;
+    let stored = meta_text.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
+    let has_documents = !txn.open_table(DOCUMENTS)?.is_empty()?;
+    match (stored, model) {
+        (Some(stored), Some(model)) if stored == model => Ok(Some(embeddings_table_name(model))),
+        (Some(stored), configured) => Err(StoreError::EmbeddingModelMismatch {
+            stored,
+            configured: configured.map_or("\"none\"".to_owned(), str::to_owned),
+        }),
+        (None, Some(model)) if has_documents => {
+            Err(StoreError::EmbeddingModelMismatch { stored: "no".to_owned(), configured: model.to_owned() })
+        }
+        (None, Some(model)) => {
+            meta_text.insert(meta_keys::EMBEDDING_MODEL, model)?;
+            Ok(Some(embeddings_table_name(model)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn read_vector(bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
 }
 
 fn bump_revision(meta: &mut redb::Table<&str, u64>) -> StoreResult<u64> {
@@ -354,9 +532,9 @@ mod tests {
     fn replacing_a_document_keeps_its_id_and_swaps_all_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (first, rev1) = store.put_document(new_doc("a.md", &["one", "two", "three"])).unwrap();
-        let (other, _) = store.put_document(new_doc("b.md", &["other"])).unwrap();
-        let (second, rev2) = store.put_document(new_doc("a.md", &["uno"])).unwrap();
+        let (first, rev1) = store.put_document(new_doc("a.md", &["one", "two", "three"]), None).unwrap();
+        let (other, _) = store.put_document(new_doc("b.md", &["other"]), None).unwrap();
+        let (second, rev2) = store.put_document(new_doc("a.md", &["uno"]), None).unwrap();
         assert_eq!(first.id, second.id);
         assert_ne!(first.id, other.id);
         assert!(rev2 > rev1);
@@ -370,11 +548,43 @@ mod tests {
     fn removing_a_document_removes_its_chunks_and_source() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (doc, _) = store.put_document(new_doc("a.md", &["one", "two"])).unwrap();
+        let (doc, _) = store.put_document(new_doc("a.md", &["one", "two"]), None).unwrap();
         store.remove_document(doc.id).unwrap();
         assert_eq!(store.counts().unwrap().chunks, 0);
         assert!(store.find_by_source(&doc.source_key()).unwrap().is_none());
         assert!(matches!(store.remove_document(doc.id), Err(StoreError::UnknownDocument(_))));
+    }
+
+    #[test]
+    fn embeddings_of_two_models_or_none_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let vectors = vec![vec![1.0f32, 0.0], vec![0.0, 1.0]];
+        let first = ChunkVectors { model: "m1", vectors: &vectors };
+        let (doc, _) = store.put_document(new_doc("a.md", &["x", "y"]), Some(first)).unwrap();
+        assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m1"));
+        let other = ChunkVectors { model: "m2", vectors: &vectors };
+        let err = store.put_document(new_doc("b.md", &["x", "y"]), Some(other)).unwrap_err();
+        assert!(matches!(err, StoreError::EmbeddingModelMismatch { .. }), "{err}");
+        assert!(store.put_document(new_doc("b.md", &["x", "y"]), None).is_err());
+
+        let mut seen = Vec::new();
+        store.for_each_embedding(|d, ordinal, v| seen.push((d.id, ordinal, v.to_vec()))).unwrap();
+        assert_eq!(seen, vec![(doc.id, 0, vec![1.0, 0.0]), (doc.id, 1, vec![0.0, 1.0])]);
+
+        // Switching needs a staged vector for every chunk.
+        store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5])]).unwrap();
+        assert!(matches!(store.switch_embedding_model(Some("m2")), Err(StoreError::MissingEmbedding { .. })));
+        store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]).unwrap();
+        store.switch_embedding_model(Some("m2")).unwrap();
+        assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m2"));
+        let mut seen = Vec::new();
+        store.for_each_embedding(|_, ordinal, v| seen.push((ordinal, v.to_vec()))).unwrap();
+        assert_eq!(seen, vec![(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]);
+        store.remove_document(doc.id).unwrap();
+        let mut count = 0;
+        store.for_each_embedding(|_, _, _| count += 1).unwrap();
+        assert_eq!(count, 0);
     }
 
     #[test]
@@ -392,7 +602,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         let id = {
             let store = Store::open(&path).unwrap();
-            store.put_document(new_doc("a.md", &["x"])).unwrap();
+            store.put_document(new_doc("a.md", &["x"]), None).unwrap();
             store.instance_id().unwrap()
         };
         let store = Store::open(&path).unwrap();

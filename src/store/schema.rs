@@ -16,21 +16,36 @@ pub(super) const DOCUMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(super) const SOURCES: TableDefinition<&str, u64> = TableDefinition::new("sources");
 /// (document id, ordinal) → JSON `ChunkRecord`.
 pub(super) const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");
+/// Text-valued settings of the store itself (see [`meta_keys`]).
+pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+
+/// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table
+/// per model, so re-embedding with another model never mixes vectors of two models.
+pub(super) fn embeddings_table(model: &str) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
+    TableDefinition::new(model)
+}
+
+/// The table name for a model's embeddings.
+pub(super) fn embeddings_table_name(model: &str) -> String {
+    format!("embeddings/{model}")
+}
 
 pub(super) mod meta_keys {
     pub const SCHEMA_VERSION: &str = "schema_version";
     pub const REVISION: &str = "revision";
     pub const NEXT_DOCUMENT_ID: &str = "next_document_id";
     pub const INSTANCE_ID: &str = "instance_id";
+    /// (text) Name of the model whose embeddings every chunk has; absent: no embeddings.
+    pub const EMBEDDING_MODEL: &str = "embedding_model";
 }
 
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 type Migration = fn(&WriteTransaction) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_embeddings_v2];
 
 fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DOCUMENTS)?;
@@ -40,6 +55,12 @@ fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
     meta.insert(meta_keys::REVISION, 0)?;
     meta.insert(meta_keys::NEXT_DOCUMENT_ID, 1)?;
     meta.insert(meta_keys::INSTANCE_ID, random_instance_id())?;
+    Ok(())
+}
+
+/// Version 2: chunk embeddings (per-model tables, created on first use) and text metadata.
+fn add_embeddings_v2(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(META_TEXT)?;
     Ok(())
 }
 

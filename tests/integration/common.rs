@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sputnik::config::SearchMode;
 use sputnik::ingest::{ImportReport, ImportRequest, Quiet};
 use sputnik::search::{SearchHit, SearchRequest};
 use sputnik::{App, Settings};
@@ -31,8 +32,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// An app with full-text search only: fast, for tests about everything but embeddings.
 pub fn open_app(data_dir: &Path) -> App {
-    App::open(Settings::for_data_dir(data_dir)).unwrap()
+    App::open(Settings::lexical_only(data_dir)).unwrap()
+}
+
+/// Settings with the real default embedding model from `models/` (installed by models/fetch).
+pub fn model_settings(data_dir: &Path) -> Settings {
+    let mut settings = Settings::for_data_dir(data_dir);
+    settings.embed.models_dir = repo_path("models");
+    settings
+}
+
+pub fn open_app_with_model(data_dir: &Path) -> App {
+    App::open(model_settings(data_dir)).unwrap_or_else(|e| panic!("{e} (run models/fetch first)"))
 }
 
 pub fn import(app: &mut App, paths: &[&Path], request: ImportRequest) -> ImportReport {
@@ -41,24 +54,45 @@ pub fn import(app: &mut App, paths: &[&Path], request: ImportRequest) -> ImportR
 }
 
 pub fn search(app: &App, query: &str, k: usize, groups: &[&str]) -> Vec<SearchHit> {
-    let request =
-        SearchRequest { query: query.into(), k, groups: groups.iter().map(|g| g.to_string()).collect() };
-    app.search(&request).unwrap()
+    search_mode(app, query, k, groups, None)
+}
+
+pub fn search_mode(
+    app: &App,
+    query: &str,
+    k: usize,
+    groups: &[&str],
+    mode: Option<SearchMode>,
+) -> Vec<SearchHit> {
+    let request = SearchRequest {
+        query: query.into(),
+        k,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        mode,
+    };
+    app.search(&request).unwrap().hits
 }
 
 pub fn sources(hits: &[SearchHit]) -> Vec<String> {
     hits.iter().map(|h| h.source.clone()).collect()
 }
 
-/// `sputnik` with a clean environment (no SPUTNIK_* from the developer's shell).
+/// `sputnik` with a clean environment (no SPUTNIK_* from the developer's shell), full-text only.
 pub fn sputnik(data_dir: &Path) -> Command {
+    let mut command = sputnik_with_model(data_dir);
+    command.env("SPUTNIK_EMBED__MODEL", "none");
+    command
+}
+
+/// `sputnik` with its default configuration: hybrid search with the model in `models/`.
+pub fn sputnik_with_model(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sputnik"));
     for (key, _) in std::env::vars() {
         if key.starts_with("SPUTNIK_") {
             command.env_remove(key);
         }
     }
-    command.env_remove("RUST_LOG").arg("--data-dir").arg(data_dir);
+    command.env_remove("RUST_LOG").current_dir(repo_path("")).arg("--data-dir").arg(data_dir);
     command
 }
 

@@ -81,26 +81,29 @@ fn an_index_behind_the_store_is_repaired_when_opened() {
     {
         let store = Store::open(&data.join("sputnik.redb")).unwrap();
         store
-            .put_document(NewDocument {
-                root: "/kb".into(),
-                source: "late.md".into(),
-                title: "Late".into(),
-                language: Language::En,
-                groups: vec![],
-                content_hash: "h".into(),
-                pipeline: "p".into(),
-                format: Format::Markdown,
-                size: 1,
-                updated_at: 0,
-                chunks: vec![ChunkRecord {
-                    ordinal: 0,
-                    heading_path: vec![],
-                    text: "The aurora borealis lights the night.".into(),
-                    start: 0,
-                    end: 37,
-                    tokens: 8,
-                }],
-            })
+            .put_document(
+                NewDocument {
+                    root: "/kb".into(),
+                    source: "late.md".into(),
+                    title: "Late".into(),
+                    language: Language::En,
+                    groups: vec![],
+                    content_hash: "h".into(),
+                    pipeline: "p".into(),
+                    format: Format::Markdown,
+                    size: 1,
+                    updated_at: 0,
+                    chunks: vec![ChunkRecord {
+                        ordinal: 0,
+                        heading_path: vec![],
+                        text: "The aurora borealis lights the night.".into(),
+                        start: 0,
+                        end: 37,
+                        tokens: 8,
+                    }],
+                },
+                None,
+            )
             .unwrap();
     }
     let app = open_app(&data);

@@ -1,0 +1,251 @@
+//! Local sentence embeddings. The model runs on one dedicated inference thread that owns it;
+//! callers send texts over a channel and wait for vectors, so inference never runs on an async
+//! runtime and two callers never fight over the model. Passages are batched by a token budget
+//! (texts of similar length together, so padding wastes little); query embeddings are cached in
+//! an LRU with hit and miss counters.
+//!
+//! Models load from a directory on disk only (see `models/fetch`); their profiles come from
+//! [`profile::ModelProfile`].
+
+mod bert;
+pub mod profile;
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use lru::LruCache;
+
+use crate::config::EmbedSettings;
+pub use profile::ModelProfile;
+
+/// Most tokens (batch size × longest text) one forward pass may hold; bounds peak memory.
+const BATCH_TOKEN_BUDGET: usize = 8192;
+const MAX_BATCH: usize = 32;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    #[error("unknown embedding model {name:?} (known: {known}; or \"none\" to turn semantic search off)")]
+    UnknownModel { name: String, known: String },
+    #[error(
+        "embedding model {model} is not installed in {dir}: run `models/fetch {model}` (or set embed.models_dir)"
+    )]
+    NotInstalled { model: String, dir: PathBuf },
+    #[error("embedding model {model} is incomplete: {path} is missing; run `models/fetch {model}` again")]
+    MissingFile { model: String, path: PathBuf },
+    #[error("cannot load the embedding model: {0}")]
+    Load(String),
+    #[error("embedding failed: {0}")]
+    Inference(String),
+    #[error(
+        "embed.device = \"cuda\" but this build has no CUDA support; rebuild with `--features cuda` or use \"cpu\""
+    )]
+    NoCudaSupport,
+    #[error("cannot use the CUDA device: {0}")]
+    Cuda(String),
+    #[error("the embedding thread stopped")]
+    Stopped,
+}
+
+impl EmbedError {
+    fn load(e: impl std::fmt::Display) -> Self {
+        EmbedError::Load(e.to_string())
+    }
+
+    fn inference(e: impl std::fmt::Display) -> Self {
+        EmbedError::Inference(e.to_string())
+    }
+
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, EmbedError::Inference(_) | EmbedError::Stopped)
+    }
+}
+
+/// An embedding vector, L2-normalised.
+pub type Embedding = Arc<[f32]>;
+
+enum Job {
+    Embed { texts: Vec<String>, reply: mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>> },
+    TokenIds { text: String, reply: mpsc::Sender<Result<Vec<u32>, EmbedError>> },
+}
+
+/// Cache counters, for stats and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Handle to the inference thread.
+pub struct Embedder {
+    profile: &'static ModelProfile,
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    cache: Mutex<LruCache<String, Embedding>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder").field("model", &self.profile.name).finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Loads the configured model on a new inference thread. `Ok(None)` when embeddings are
+    /// turned off (`embed.model = "none"`).
+    pub fn start(settings: &EmbedSettings) -> Result<Option<Embedder>, EmbedError> {
+        if settings.model == "none" {
+            return Ok(None);
+        }
+        let profile = ModelProfile::named(&settings.model).ok_or_else(|| EmbedError::UnknownModel {
+            name: settings.model.clone(),
+            known: ModelProfile::known_names().join(", "),
+        })?;
+        let dir = settings.models_dir.join(&profile.name);
+        if !dir.is_dir() {
+            return Err(EmbedError::NotInstalled {
+                model: profile.name.clone(),
+                dir: settings.models_dir.clone(),
+            });
+        }
+        let device = device(&settings.device)?;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("sputnik-embed".into())
+            .spawn(move || inference_loop(&dir, profile, device, inbox, ready_tx))
+            .map_err(EmbedError::load)?;
+        ready_rx.recv().map_err(|_| EmbedError::Stopped)??;
+        let capacity = NonZeroUsize::new(settings.query_cache.max(1)).expect("at least one entry");
+        Ok(Some(Embedder {
+            profile,
+            jobs: Some(jobs),
+            worker: Some(worker),
+            cache: Mutex::new(LruCache::new(capacity)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn profile(&self) -> &'static ModelProfile {
+        self.profile
+    }
+
+    fn send<T>(&self, job: impl FnOnce(mpsc::Sender<Result<T, EmbedError>>) -> Job) -> Result<T, EmbedError> {
+        let (reply, answer) = mpsc::channel();
+        self.jobs.as_ref().ok_or(EmbedError::Stopped)?.send(job(reply)).map_err(|_| EmbedError::Stopped)?;
+        answer.recv().map_err(|_| EmbedError::Stopped)?
+    }
+
+    /// Embeds raw texts exactly as given (no prefixes), in order.
+    pub fn embed_raw(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|reply| Job::Embed { texts, reply })
+    }
+
+    /// Embeds passages for the index, adding the model's passage prefix.
+    pub fn embed_passages(&self, passages: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let prefix = &self.profile.passage_prefix;
+        self.embed_raw(passages.iter().map(|p| format!("{prefix}{p}")).collect())
+    }
+
+    /// Embeds a question, adding the query prefix; repeated questions come from the cache.
+    pub fn embed_query(&self, query: &str) -> Result<Embedding, EmbedError> {
+        let key = query.trim().to_owned();
+        if let Some(hit) = self.cache.lock().expect("cache lock").get(&key).cloned() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let text = format!("{}{key}", self.profile.query_prefix);
+        let vector: Embedding = self.embed_raw(vec![text])?.pop().ok_or(EmbedError::Stopped)?.into();
+        self.cache.lock().expect("cache lock").put(key, vector.clone());
+        Ok(vector)
+    }
+
+    /// Token ids of `text` as the model sees it.
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        let text = text.to_owned();
+        self.send(|reply| Job::TokenIds { text, reply })
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+    }
+}
+
+impl Drop for Embedder {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop; the model is freed on its own thread.
+        self.jobs.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn device(name: &str) -> Result<candle_core::Device, EmbedError> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => {
+            candle_core::Device::new_cuda(0).map_err(|e| EmbedError::Cuda(e.to_string()))
+        }
+        "cuda" => Err(EmbedError::NoCudaSupport),
+        other => Err(EmbedError::Load(format!("unknown device {other:?} (use \"cpu\" or \"cuda\")"))),
+    }
+}
+
+fn inference_loop(
+    dir: &Path,
+    profile: &'static ModelProfile,
+    device: candle_core::Device,
+    inbox: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<(), EmbedError>>,
+) {
+    let encoder = match bert::BertEncoder::load(dir, profile, device) {
+        Ok(encoder) => {
+            let _ = ready.send(Ok(()));
+            encoder
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    for job in inbox {
+        match job {
+            Job::Embed { texts, reply } => {
+                let _ = reply.send(embed_in_batches(&encoder, texts));
+            }
+            Job::TokenIds { text, reply } => {
+                let _ = reply.send(encoder.token_ids(&text));
+            }
+        }
+    }
+}
+
+/// Sorts texts by token count and runs batches that fit the token budget, then restores the
+/// callers' order. Results do not depend on how texts were grouped (padding is masked out).
+fn embed_in_batches(encoder: &bert::BertEncoder, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let counts = encoder.token_counts(&texts)?;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let longest = counts[order[start]].max(1);
+        let size = (BATCH_TOKEN_BUDGET / longest).clamp(1, MAX_BATCH).min(order.len() - start);
+        let batch: Vec<String> = order[start..start + size].iter().map(|&i| texts[i].clone()).collect();
+        for (&i, vector) in order[start..start + size].iter().zip(encoder.embed(&batch)?) {
+            out[i] = Some(vector);
+        }
+        start += size;
+    }
+    Ok(out.into_iter().map(|v| v.expect("every text was embedded")).collect())
+}

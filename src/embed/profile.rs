@@ -1,0 +1,72 @@
+//! Model profiles: what Sputnik knows about each embedding model it can load — dimension,
+//! maximum tokens, the prefixes queries and passages need, and the languages it serves well.
+//! They come from `models/manifest.toml`, compiled into the binary so a model directory is
+//! only weights and tokenizer.
+
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use crate::store::Language;
+
+static MANIFEST: LazyLock<Manifest> = LazyLock::new(|| {
+    toml::from_str(include_str!("../../models/manifest.toml")).expect("models/manifest.toml is valid")
+});
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    model: Vec<ModelProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModelProfile {
+    pub name: String,
+    pub upstream: String,
+    pub licence: String,
+    pub package: String,
+    pub package_version: String,
+    pub architecture: String,
+    pub dimension: usize,
+    pub max_tokens: usize,
+    pub pooling: String,
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    pub languages: Vec<String>,
+    pub files: Vec<ModelFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModelFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl ModelProfile {
+    /// The profile of a model Sputnik knows by name.
+    pub fn named(name: &str) -> Option<&'static ModelProfile> {
+        MANIFEST.model.iter().find(|m| m.name == name)
+    }
+
+    pub fn known_names() -> Vec<&'static str> {
+        MANIFEST.model.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    /// Whether the model understands text in `language` well enough for the dense leg.
+    pub fn serves(&self, language: Language) -> bool {
+        self.languages.iter().any(|l| l == "many" || l == language.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_model_is_english_only_with_256_tokens() {
+        let profile = ModelProfile::named("all-minilm-l6-v2").unwrap();
+        assert_eq!((profile.dimension, profile.max_tokens), (384, 256));
+        assert!(profile.serves(Language::En));
+        assert!(!profile.serves(Language::Ru));
+        assert!(profile.files.iter().any(|f| f.path == "model.safetensors" && f.sha256.len() == 64));
+    }
+}

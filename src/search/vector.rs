@@ -1,0 +1,417 @@
+//! The dense leg's index, derived from the embeddings in the store and held in memory.
+//!
+//! Vectors live in one contiguous row-major matrix, so an exact scan is a tight dot-product
+//! loop. Above `exact_scan_limit` live vectors an HNSW graph (hnsw_rs, SIMD distances) answers
+//! instead. Access groups are checked for every candidate *inside* the search — the scan skips
+//! forbidden rows, the graph search takes a filter — so a top-k cut never hides permitted hits.
+//! Neither structure deletes: replaced and removed chunks become tombstones, skipped in both
+//! paths, and the matrix and graph are rebuilt once tombstones pass a fifth of the rows.
+
+use std::collections::{BinaryHeap, HashMap};
+
+use hnsw_rs::anndists::dist::DistDot;
+use hnsw_rs::hnsw::Hnsw;
+
+use super::lexical::PUBLIC_GROUP;
+use crate::store::{DocumentId, DocumentRecord, Store, StoreError};
+
+/// HNSW parameters: neighbours per node, construction and search breadth.
+const HNSW_M: usize = 16;
+const HNSW_EF_CONSTRUCTION: usize = 100;
+const HNSW_EF_SEARCH: usize = 64;
+const HNSW_MAX_LAYERS: usize = 16;
+/// Rebuild when this share of rows are tombstones.
+const TOMBSTONE_REBUILD_RATIO: f64 = 0.2;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VectorHit {
+    pub document: DocumentId,
+    pub ordinal: u32,
+    /// Cosine similarity (vectors are normalised).
+    pub score: f32,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    document: DocumentId,
+    ordinal: u32,
+    /// Interned group ids; `0` is the public group.
+    groups: Vec<u32>,
+}
+
+/// Which algorithm answers queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStrategy {
+    Exact,
+    Hnsw,
+}
+
+pub struct VectorIndex {
+    dimension: usize,
+    exact_scan_limit: usize,
+    rows: Vec<Row>,
+    data: Vec<f32>,
+    alive: Vec<bool>,
+    dead: usize,
+    by_document: HashMap<DocumentId, Vec<usize>>,
+    group_ids: HashMap<String, u32>,
+    graph: Option<Hnsw<'static, f32, DistDot>>,
+}
+
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndex")
+            .field("dimension", &self.dimension)
+            .field("live", &self.len())
+            .field("tombstones", &self.dead)
+            .field("strategy", &self.strategy())
+            .finish()
+    }
+}
+
+impl VectorIndex {
+    pub fn new(dimension: usize, exact_scan_limit: usize) -> VectorIndex {
+        let mut group_ids = HashMap::new();
+        group_ids.insert(PUBLIC_GROUP.to_owned(), 0);
+        VectorIndex {
+            dimension,
+            exact_scan_limit,
+            rows: Vec::new(),
+            data: Vec::new(),
+            alive: Vec::new(),
+            dead: 0,
+            by_document: HashMap::new(),
+            group_ids,
+            graph: None,
+        }
+    }
+
+    /// Loads every embedding of the store's current model.
+    pub fn load(store: &Store, dimension: usize, exact_scan_limit: usize) -> Result<VectorIndex, StoreError> {
+        let mut index = VectorIndex::new(dimension, exact_scan_limit);
+        let mut wrong_dimension = None;
+        store.for_each_embedding(|document, ordinal, vector| {
+            if vector.len() != dimension {
+                wrong_dimension = Some(vector.len());
+                return;
+            }
+            index.push(document, ordinal, vector);
+        })?;
+        if let Some(found) = wrong_dimension {
+            return Err(StoreError::EmbeddingModelMismatch {
+                stored: format!("{found}-dimensional"),
+                configured: format!("a {dimension}-dimensional model"),
+            });
+        }
+        index.maintain();
+        Ok(index)
+    }
+
+    /// Live vectors.
+    pub fn len(&self) -> usize {
+        self.rows.len() - self.dead
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.dead
+    }
+
+    pub fn strategy(&self) -> VectorStrategy {
+        if self.graph.is_some() { VectorStrategy::Hnsw } else { VectorStrategy::Exact }
+    }
+
+    /// Bytes held by vectors and row metadata (not counting the graph's own structure).
+    pub fn memory_bytes(&self) -> usize {
+        self.data.len() * 4 + self.rows.len() * std::mem::size_of::<Row>()
+    }
+
+    fn intern(&mut self, group: &str) -> u32 {
+        let next = self.group_ids.len() as u32;
+        *self.group_ids.entry(group.to_owned()).or_insert(next)
+    }
+
+    fn push(&mut self, document: &DocumentRecord, ordinal: u32, vector: &[f32]) {
+        let groups = if document.groups.is_empty() {
+            vec![0]
+        } else {
+            document.groups.iter().map(|g| self.intern(g)).collect()
+        };
+        let row = self.rows.len();
+        self.rows.push(Row { document: document.id, ordinal, groups });
+        self.data.extend_from_slice(vector);
+        self.alive.push(true);
+        self.by_document.entry(document.id).or_default().push(row);
+        if let Some(graph) = &self.graph {
+            graph.insert_slice((vector, row));
+        }
+    }
+
+    /// Replaces a document's vectors (its groups may have changed too).
+    pub fn replace_document(&mut self, document: &DocumentRecord, vectors: &[(u32, Vec<f32>)]) {
+        self.remove_document(document.id);
+        for (ordinal, vector) in vectors {
+            self.push(document, *ordinal, vector);
+        }
+        self.maintain();
+    }
+
+    /// Updates the access groups of a document's rows in place.
+    pub fn set_groups(&mut self, document: &DocumentRecord) {
+        let groups: Vec<u32> = if document.groups.is_empty() {
+            vec![0]
+        } else {
+            document.groups.iter().map(|g| self.intern(g)).collect()
+        };
+        for &row in self.by_document.get(&document.id).into_iter().flatten() {
+            self.rows[row].groups = groups.clone();
+        }
+    }
+
+    pub fn remove_document(&mut self, document: DocumentId) {
+        if let Some(rows) = self.by_document.remove(&document) {
+            for row in rows {
+                if std::mem::replace(&mut self.alive[row], false) {
+                    self.dead += 1;
+                }
+            }
+        }
+        self.maintain();
+    }
+
+    /// Compacts away tombstones when there are many, and switches between exact scan and the
+    /// graph as the collection crosses the limit.
+    fn maintain(&mut self) {
+        let compact = self.dead > 0 && self.dead as f64 >= self.rows.len() as f64 * TOMBSTONE_REBUILD_RATIO;
+        if compact {
+            self.compact();
+        }
+        let want_graph = self.len() > self.exact_scan_limit;
+        if want_graph && (self.graph.is_none() || compact) {
+            self.build_graph();
+        } else if !want_graph {
+            self.graph = None;
+        }
+    }
+
+    fn compact(&mut self) {
+        let dimension = self.dimension;
+        let mut rows = Vec::with_capacity(self.len());
+        let mut data = Vec::with_capacity(self.len() * dimension);
+        let mut by_document: HashMap<DocumentId, Vec<usize>> = HashMap::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            if !self.alive[i] {
+                continue;
+            }
+            by_document.entry(row.document).or_default().push(rows.len());
+            rows.push(row.clone());
+            data.extend_from_slice(&self.data[i * dimension..(i + 1) * dimension]);
+        }
+        self.alive = vec![true; rows.len()];
+        self.rows = rows;
+        self.data = data;
+        self.by_document = by_document;
+        self.dead = 0;
+    }
+
+    fn build_graph(&mut self) {
+        let started = std::time::Instant::now();
+        let graph = Hnsw::<f32, DistDot>::new(
+            HNSW_M,
+            self.rows.len().max(1),
+            HNSW_MAX_LAYERS,
+            HNSW_EF_CONSTRUCTION,
+            DistDot,
+        );
+        let items: Vec<(&[f32], usize)> = (0..self.rows.len())
+            .filter(|&i| self.alive[i])
+            .map(|i| (&self.data[i * self.dimension..(i + 1) * self.dimension], i))
+            .collect();
+        graph.parallel_insert_slice(&items);
+        tracing::info!(
+            vectors = items.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "built the HNSW graph"
+        );
+        self.graph = Some(graph);
+    }
+
+    fn allowed_ids(&self, groups: &[String]) -> Vec<u32> {
+        let mut ids = vec![0];
+        ids.extend(groups.iter().filter_map(|g| self.group_ids.get(g).copied()));
+        ids
+    }
+
+    fn permitted(&self, row: usize, allowed: &[u32]) -> bool {
+        self.alive[row] && self.rows[row].groups.iter().any(|g| allowed.contains(g))
+    }
+
+    /// The `limit` nearest chunks to `query` visible to `groups` (public ones always are).
+    pub fn search(&self, query: &[f32], groups: &[String], limit: usize) -> Vec<VectorHit> {
+        if query.len() != self.dimension || limit == 0 || self.is_empty() {
+            return Vec::new();
+        }
+        let allowed = self.allowed_ids(groups);
+        let scored: Vec<(usize, f32)> = match &self.graph {
+            Some(graph) => {
+                let filter = |id: &usize| self.permitted(*id, &allowed);
+                let ef = HNSW_EF_SEARCH.max(limit * 2);
+                graph
+                    .search_filter(query, limit, ef, Some(&filter))
+                    .into_iter()
+                    .map(|n| (n.d_id, 1.0 - n.distance))
+                    .collect()
+            }
+            None => self.scan(query, &allowed, limit),
+        };
+        scored
+            .into_iter()
+            .map(|(row, score)| VectorHit {
+                document: self.rows[row].document,
+                ordinal: self.rows[row].ordinal,
+                score,
+            })
+            .collect()
+    }
+
+    /// Exact top-k by dot product over permitted rows.
+    fn scan(&self, query: &[f32], allowed: &[u32], limit: usize) -> Vec<(usize, f32)> {
+        // Min-heap of the best `limit` so far, keyed by score.
+        let mut best: BinaryHeap<std::cmp::Reverse<(OrderedScore, usize)>> =
+            BinaryHeap::with_capacity(limit + 1);
+        for (row, vector) in self.data.chunks_exact(self.dimension).enumerate() {
+            if !self.permitted(row, allowed) {
+                continue;
+            }
+            let score = dot(query, vector);
+            if best.len() < limit {
+                best.push(std::cmp::Reverse((OrderedScore(score), row)));
+            } else if let Some(std::cmp::Reverse((worst, _))) = best.peek()
+                && score > worst.0
+            {
+                best.pop();
+                best.push(std::cmp::Reverse((OrderedScore(score), row)));
+            }
+        }
+        let mut out: Vec<(usize, f32)> =
+            best.into_iter().map(|std::cmp::Reverse((s, row))| (row, s.0)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+}
+
+/// Dot product written so the compiler vectorises it (eight independent accumulators).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for lane in 0..8 {
+            acc[lane] += a[i * 8 + lane] * b[i * 8 + lane];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrderedScore(f32);
+
+impl Eq for OrderedScore {}
+
+impl PartialOrd for OrderedScore {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrderedScore {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Format, Language};
+
+    fn document(id: u64, groups: &[&str]) -> DocumentRecord {
+        DocumentRecord {
+            id: DocumentId(id),
+            root: "/".into(),
+            source: format!("{id}.md"),
+            title: String::new(),
+            language: Language::En,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            content_hash: String::new(),
+            pipeline: String::new(),
+            format: Format::Markdown,
+            size: 0,
+            imported_at: 0,
+            updated_at: 0,
+            chunk_count: 1,
+        }
+    }
+
+    fn unit(seed: u64, dimension: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut v: Vec<f32> = (0..dimension)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / u32::MAX as f32) - 0.25
+            })
+            .collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|a| *a /= norm);
+        v
+    }
+
+    fn index_with(limit: usize, docs: u64) -> VectorIndex {
+        let mut index = VectorIndex::new(16, limit);
+        for id in 1..=docs {
+            let groups: &[&str] = if id % 3 == 0 { &["board"] } else { &[] };
+            index.replace_document(&document(id, groups), &[(0, unit(id, 16))]);
+        }
+        index
+    }
+
+    #[test]
+    fn exact_scan_and_graph_agree_and_respect_groups() {
+        let exact = index_with(10_000, 600);
+        let graph = index_with(100, 600);
+        assert_eq!((exact.strategy(), graph.strategy()), (VectorStrategy::Exact, VectorStrategy::Hnsw));
+        for seed in [5u64, 77, 301] {
+            let query = unit(seed, 16);
+            let a = exact.search(&query, &[], 5);
+            let b = graph.search(&query, &[], 5);
+            assert_eq!(
+                a.iter().map(|h| h.document).collect::<Vec<_>>(),
+                b.iter().map(|h| h.document).collect::<Vec<_>>()
+            );
+            assert!(a.iter().all(|h| h.document.0 % 3 != 0), "board documents leaked");
+            assert_eq!(a[0].document, DocumentId(seed), "a vector is its own nearest neighbour");
+        }
+        let hits = exact.search(&unit(300, 16), &["board".into()], 1);
+        assert_eq!(hits[0].document, DocumentId(300));
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn tombstones_hide_removed_vectors_and_compact() {
+        let mut index = index_with(10_000, 10);
+        index.remove_document(DocumentId(4));
+        assert!(index.search(&unit(4, 16), &[], 10).iter().all(|h| h.document != DocumentId(4)));
+        assert_eq!(index.len(), 9);
+        index.remove_document(DocumentId(5));
+        // 2 of 10 rows are dead: compacted.
+        assert_eq!(index.tombstones(), 0);
+        assert_eq!(index.search(&unit(7, 16), &[], 1)[0].document, DocumentId(7));
+    }
+}

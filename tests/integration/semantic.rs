@@ -1,0 +1,230 @@
+//! Local embeddings and hybrid search with the real model (installed by `models/fetch`).
+
+use sputnik::config::SearchMode;
+use sputnik::ingest::{ImportRequest, Quiet};
+use sputnik::{App, Settings};
+
+use crate::common::*;
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    model: String,
+    cases: Vec<ReferenceCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceCase {
+    text: String,
+    ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+/// candle's embeddings match an independent NumPy forward pass over the same weights
+/// (tests/data/minilm_reference.py), and batching does not change any vector.
+#[test]
+fn model_output_matches_the_reference_and_batching_changes_nothing() {
+    let reference: Reference = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/minilm_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let app = open_app_with_model(tmp.path());
+    let embedder = app.embedder().expect("the model is configured");
+    assert_eq!(embedder.profile().name, reference.model);
+
+    let texts: Vec<String> = reference.cases.iter().map(|c| c.text.clone()).collect();
+    let batched = embedder.embed_raw(texts.clone()).unwrap();
+    for (case, vector) in reference.cases.iter().zip(&batched) {
+        assert_eq!(embedder.token_ids(&case.text).unwrap(), case.ids, "token ids of {:?}", case.text);
+        assert_eq!(vector.len(), 384);
+        let similarity = cosine(vector, &case.embedding);
+        assert!(similarity >= 0.999, "{:?}: cosine {similarity}", case.text);
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+    }
+    for (text, vector) in texts.iter().zip(&batched) {
+        let alone = embedder.embed_raw(vec![text.clone()]).unwrap().pop().unwrap();
+        let diff = alone.iter().zip(vector).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{text:?}: batched and single differ by {diff}");
+    }
+
+    // Longer than the model's 256 tokens: truncated, not an error.
+    let long = "laptop ".repeat(600);
+    assert_eq!(embedder.token_ids(&long).unwrap().len(), 256);
+    assert_eq!(embedder.embed_raw(vec![long]).unwrap()[0].len(), 384);
+
+    // Repeated questions come from the cache.
+    let before = embedder.cache_stats();
+    let first = embedder.embed_query("How do I get a laptop?").unwrap();
+    let second = embedder.embed_query("How do I get a laptop?").unwrap();
+    assert_eq!(first, second);
+    let after = embedder.cache_stats();
+    assert_eq!((after.misses - before.misses, after.hits - before.hits), (1, 1));
+}
+
+/// The example: word matching misses it, meaning-based search finds it.
+#[test]
+fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    let secret = tmp.path().join("secret");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(
+        docs.join("equipment.md"),
+        "# Equipment\n\nEquipment is issued by the IT department on your first day.",
+    )
+    .unwrap();
+    std::fs::write(docs.join("canteen.md"), "# Canteen\n\nThe canteen serves soup and salads at noon.")
+        .unwrap();
+    std::fs::write(
+        secret.join("notebooks.md"),
+        "# Board\n\nNotebook computers for directors are ordered by the board office.",
+    )
+    .unwrap();
+    let mut app = open_app_with_model(&tmp.path().join("data"));
+    import(&mut app, &[&docs], Default::default());
+    import(&mut app, &[&secret], ImportRequest { groups: vec!["board".into()], ..Default::default() });
+
+    let question = "how do I get a laptop?";
+    assert!(search_mode(&app, question, 3, &[], Some(SearchMode::Lexical)).is_empty());
+    let dense = search_mode(&app, question, 3, &[], Some(SearchMode::Dense));
+    assert_eq!(sources(&dense), ["equipment.md", "canteen.md"], "the board document must not leak");
+    let hybrid = search(&app, question, 1, &[]);
+    assert_eq!(hybrid[0].source, "equipment.md");
+    assert_eq!((hybrid[0].lexical_rank, hybrid[0].dense_rank), (None, Some(1)));
+    let as_board = search_mode(&app, question, 3, &["board"], Some(SearchMode::Dense));
+    assert!(sources(&as_board).contains(&"notebooks.md".to_owned()));
+
+    // Deleted content leaves the dense leg too.
+    std::fs::remove_file(docs.join("equipment.md")).unwrap();
+    import(&mut app, &[&docs], ImportRequest { sync: true, ..Default::default() });
+    assert!(
+        search_mode(&app, question, 5, &[], Some(SearchMode::Dense))
+            .iter()
+            .all(|h| h.source != "equipment.md")
+    );
+    drop(app);
+    let app = open_app_with_model(&tmp.path().join("data"));
+    assert!(
+        search_mode(&app, question, 5, &[], Some(SearchMode::Dense))
+            .iter()
+            .all(|h| h.source != "equipment.md")
+    );
+
+    // Russian questions skip the English-only model's leg, and say so.
+    let outcome = app
+        .search(&sputnik::search::SearchRequest {
+            query: "где взять ноутбук?".into(),
+            k: 3,
+            groups: vec![],
+            mode: None,
+        })
+        .unwrap();
+    assert!(
+        outcome.dense_skipped.as_deref().is_some_and(|r| r.contains("ru")),
+        "{:?}",
+        outcome.dense_skipped
+    );
+}
+
+/// The bar on the sample handbook: hybrid top-3 is at least as good as the better leg
+/// for English, and no worse than full text for Russian.
+#[test]
+fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut app = open_app_with_model(&tmp.path().join("data"));
+    let report = import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    assert_eq!((report.added, report.failed), (20, 0));
+    let questions =
+        sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
+    let recall_3 = |mode, lang: &str| {
+        let report = app.evaluate(&questions, 10, &[], Some(mode)).unwrap();
+        report.summary.by_language[lang].recall_3
+    };
+    let (lexical_en, dense_en, hybrid_en) = (
+        recall_3(SearchMode::Lexical, "en"),
+        recall_3(SearchMode::Dense, "en"),
+        recall_3(SearchMode::Hybrid, "en"),
+    );
+    assert!(
+        hybrid_en >= lexical_en.max(dense_en),
+        "en: hybrid {hybrid_en}, lexical {lexical_en}, dense {dense_en}"
+    );
+    assert!(dense_en >= 0.8, "the model should understand English questions: {dense_en}");
+    let (lexical_ru, hybrid_ru) = (recall_3(SearchMode::Lexical, "ru"), recall_3(SearchMode::Hybrid, "ru"));
+    assert!(hybrid_ru >= lexical_ru, "ru: hybrid {hybrid_ru}, lexical {lexical_ru}");
+}
+
+/// Switching models needs `reindex --reembed`; mixing is refused with a clear error.
+#[test]
+fn switching_models_requires_reembedding_and_mixing_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("equipment.md"), "# Equipment\n\nEquipment is issued by the IT department.")
+        .unwrap();
+    {
+        let mut app = open_app(&data);
+        import(&mut app, &[&docs], Default::default());
+    }
+    std::fs::write(docs.join("canteen.md"), "# Canteen\n\nLunch is served at noon.").unwrap();
+    let mut app = open_app_with_model(&data);
+    let request = ImportRequest { paths: vec![docs.clone()], ..Default::default() };
+    let err = app.import(&request, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("reindex --reembed"), "{err}");
+    let outcome = app
+        .search(&sputnik::search::SearchRequest {
+            query: "get a laptop".into(),
+            k: 3,
+            groups: vec![],
+            mode: None,
+        })
+        .unwrap();
+    assert!(outcome.dense_skipped.is_some_and(|r| r.contains("reembed")));
+
+    app.reembed(&mut Quiet).unwrap();
+    assert_eq!(app.store().embedding_model().unwrap().as_deref(), Some("all-minilm-l6-v2"));
+    let report = app.import(&request, &mut Quiet).unwrap();
+    assert_eq!(report.added, 1);
+    let dense = search_mode(&app, "how do I get a laptop?", 1, &[], Some(SearchMode::Dense));
+    assert_eq!(sources(&dense), ["equipment.md"]);
+    drop(app);
+
+    // Turning the model off: stored embeddings would go stale, so imports are refused until
+    // the embeddings are dropped, while full-text search keeps working.
+    let mut app = App::open(Settings::lexical_only(&data)).unwrap();
+    assert!(app.import(&request, &mut Quiet).is_err());
+    assert_eq!(search(&app, "lunch noon", 1, &[])[0].source, "canteen.md");
+    app.reembed(&mut Quiet).unwrap();
+    assert_eq!(app.store().embedding_model().unwrap(), None);
+    assert_eq!(app.import(&request, &mut Quiet).unwrap().unchanged, 2);
+}
+
+#[test]
+fn search_json_shows_each_hits_rank_in_each_leg() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let output = run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook/en")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output =
+        run(sputnik_with_model(&data).args(["search", "--json", "--k", "5", "my laptop stopped charging"]));
+    let result = json(&output);
+    assert_eq!(result["mode"], "hybrid");
+    let hits = result["hits"].as_array().unwrap();
+    assert_eq!(hits[0]["source"], "it-equipment.md");
+    assert!(hits.iter().any(|h| h["lexical_rank"].is_u64() && h["dense_rank"].is_u64()), "{result}");
+    let output =
+        run(sputnik_with_model(&data).args(["search", "--json", "--mode", "dense", "broken computer"]));
+    assert_eq!(json(&output)["mode"], "dense");
+    let output = run(sputnik_with_model(&data).args(["stats", "--json"]));
+    assert_eq!(json(&output)["embedding_model"], "all-minilm-l6-v2");
+}
