@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::SearchMode;
+use crate::store::Role;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
@@ -59,6 +60,11 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Invite and manage employees.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Talk to the knowledge base in the terminal, as an employee would in Telegram.
+    Chat(ChatArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -167,6 +173,74 @@ pub struct EvalArgs {
     pub mode: Option<SearchMode>,
     #[command(flatten)]
     pub output: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an employee and print their single-use invite link and code.
+    Invite(InviteArgs),
+    /// List employees.
+    List(JsonFlag),
+    /// Show one employee.
+    Show {
+        #[arg(value_name = "ID")]
+        id: u64,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Switch an employee's access off; they get a polite refusal and nothing else.
+    Deactivate {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Switch an employee's access back on.
+    Activate {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Make an employee an admin (admin commands in Telegram).
+    Promote {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Make an admin an ordinary employee again.
+    Demote {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Full name, as the bot will greet them.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub department: String,
+    #[arg(long, value_enum, default_value_t = Role::Employee)]
+    pub role: Role,
+    /// Access group (repeatable): documents imported with this group become visible to them.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// First working day, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub start_date: Option<String>,
+    /// How long the invite stays valid, e.g. 7d, 36h [config: chat.invite_lifetime].
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Talk as this employee (id from `sputnik users list`), with their access groups.
+    /// Without it, a local admin named "Terminal" is used (created on first use).
+    #[arg(long = "as", value_name = "ID")]
+    pub employee: Option<u64>,
+    /// Answer in this language until /lang changes it: ru or en.
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub embed: EmbedSettings,
     pub search: SearchSettings,
+    pub answer: AnswerSettings,
+    pub chat: ChatSettings,
     pub telegram: TelegramSettings,
 }
 
@@ -144,11 +146,73 @@ pub struct SearchSettings {
     pub exact_scan_limit: usize,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSettings {
+    /// Longest extract of document text in one answer, in characters.
+    pub max_chars: usize,
+    /// Most passages one answer quotes and cites.
+    pub max_sources: usize,
+    /// A passage found by full text must score at least this (BM25) ...
+    pub min_bm25: f32,
+    /// ... and contain at least this share of the question's words, weighted by rarity, to be
+    /// answered from.
+    pub min_term_coverage: f32,
+    /// A passage found by meaning must be at least this similar (cosine) to be answered from.
+    pub min_similarity: f32,
+    /// Offered when no answer is found, e.g. "hr@example.com" or "@hr_helpdesk".
+    pub hr_contact: String,
+}
+
+impl Default for AnswerSettings {
+    fn default() -> Self {
+        AnswerSettings {
+            max_chars: 700,
+            max_sources: 3,
+            min_bm25: 2.0,
+            min_term_coverage: 0.5,
+            min_similarity: 0.45,
+            hr_contact: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelegramSettings {
     /// Bot API token from @BotFather, used by the Telegram bot.
     pub bot_token: Secret,
+    /// The bot's username (without @), for invite links `https://t.me/<bot>?start=<code>`.
+    pub bot_username: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatSettings {
+    /// Questions one employee may ask per minute ...
+    pub questions_per_minute: u32,
+    /// ... and how many in a quick burst.
+    pub burst: u32,
+    /// How long invites stay valid unless `--expires` says otherwise, e.g. "7d", "36h".
+    pub invite_lifetime: String,
+    /// Days questions and feedback are kept in the conversation log; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings { questions_per_minute: 10, burst: 5, invite_lifetime: "7d".into(), retention_days: 365 }
+    }
+}
+
+/// Parses a human duration like "7d" or "36h" into seconds.
+pub fn parse_duration_seconds(text: &str) -> Result<i64, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like 7d or 36h: {e}"))?;
+    i64::try_from(duration.as_secs())
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{text:?} must be longer than zero"))
 }
 
 impl Default for Settings {
@@ -157,6 +221,8 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             ingest: IngestSettings::default(),
             embed: EmbedSettings::default(),
+            answer: AnswerSettings::default(),
+            chat: ChatSettings::default(),
             search: SearchSettings::default(),
             telegram: TelegramSettings::default(),
         }
@@ -199,7 +265,7 @@ impl Default for SearchSettings {
             fusion: Fusion::Rrf,
             rrf_k: 60.0,
             dense_weight: 0.5,
-            exact_scan_limit: 50_000,
+            exact_scan_limit: 200_000,
         }
     }
 }
@@ -308,6 +374,18 @@ impl Settings {
         }
         if !matches!(self.embed.device.as_str(), "cpu" | "cuda") {
             return fail("embed.device", "must be \"cpu\" or \"cuda\"".into());
+        }
+        if let Err(reason) = parse_duration_seconds(&self.chat.invite_lifetime) {
+            return fail("chat.invite_lifetime", reason);
+        }
+        if self.chat.questions_per_minute == 0 || self.chat.burst == 0 {
+            return fail("chat.questions_per_minute", "and chat.burst must be at least 1".into());
+        }
+        if self.answer.max_sources == 0 || self.answer.max_chars < 100 {
+            return fail(
+                "answer.max_chars",
+                "must be at least 100, with answer.max_sources at least 1".into(),
+            );
         }
         if self.embed.query_cache == 0 {
             return fail("embed.query_cache", "must be at least 1".into());

@@ -5,12 +5,16 @@
 //! indexes derived from it and the embedding model. The CLI, the tests and the benches all go
 //! through it.
 
+pub mod answer;
+pub mod chat;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod i18n;
 pub mod ingest;
+pub mod people;
 pub mod search;
 pub mod store;
 

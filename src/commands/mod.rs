@@ -1,9 +1,11 @@
 //! CLI glue: each subcommand loads settings, opens the [`App`](crate::App), calls one method
 //! and renders the result as text for people or JSON for scripts. No domain rules live here.
 
+mod chat;
 mod docs;
 mod import;
 mod search;
+mod users;
 
 use std::io::IsTerminal;
 
@@ -41,6 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Search(args) => search::run(settings, args),
         Command::Eval(args) => search::eval(settings, args),
         Command::Docs(command) => docs::run(settings, command),
+        Command::Users(command) => users::run(settings, command),
+        Command::Chat(args) => chat::run(settings, args),
         Command::Reindex(args) => {
             let mut app = open_existing(settings)?;
             let chunks = if args.reembed {

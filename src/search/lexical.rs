@@ -340,6 +340,34 @@ impl LexicalIndex {
             .collect())
     }
 
+    /// The question's stemmed terms with their inverse document frequency in the body field.
+    /// A term no chunk contains gets the highest weight: a question whose key word appears
+    /// nowhere in the knowledge base is unlikely to be answered by it.
+    pub fn term_weights(&self, text: &str) -> Result<Vec<(String, f32)>, SearchError> {
+        let Some(mut analyzer) = self.index.tokenizers().get(STEMMED) else { return Ok(Vec::new()) };
+        let searcher = self.reader.searcher();
+        let total = searcher.num_docs().max(1) as f32;
+        let mut weights = Vec::new();
+        for term in analysis::terms(&mut analyzer, text) {
+            let frequency = searcher.doc_freq(&Term::from_field_text(self.fields.body, &term))? as f32;
+            let idf = (1.0 + (total - frequency + 0.5) / (frequency + 0.5)).ln();
+            weights.push((term, idf));
+        }
+        Ok(weights)
+    }
+
+    /// The share (by weight) of the question's terms that occur in `text`.
+    pub fn coverage(&self, weights: &[(String, f32)], text: &str) -> f32 {
+        let total: f32 = weights.iter().map(|(_, w)| w).sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let Some(mut analyzer) = self.index.tokenizers().get(STEMMED) else { return 0.0 };
+        let present = analysis::terms(&mut analyzer, text);
+        let matched: f32 = weights.iter().filter(|(t, _)| present.contains(t)).map(|(_, w)| w).sum();
+        matched / total
+    }
+
     /// Number of indexed chunks.
     pub fn num_chunks(&self) -> u64 {
         self.reader.searcher().num_docs()

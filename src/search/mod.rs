@@ -84,6 +84,12 @@ pub struct SearchHit {
     /// 1-based rank in each leg's own list, where the chunk appeared there.
     pub lexical_rank: Option<usize>,
     pub dense_rank: Option<usize>,
+    /// Each leg's own score: BM25, and cosine similarity.
+    pub lexical_score: Option<f32>,
+    pub dense_score: Option<f32>,
+    /// Share of the question's words (weighted by rarity) that this chunk contains, title and
+    /// headings included.
+    pub term_coverage: f32,
     pub document_id: DocumentId,
     pub title: String,
     pub heading_path: Vec<String>,
@@ -92,6 +98,9 @@ pub struct SearchHit {
     pub language: Language,
     pub chunk: u32,
     pub snippet: Snippet,
+    /// The chunk's whole text, for composing answers.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// A search's hits and how they were found.
@@ -113,6 +122,8 @@ pub struct Candidate {
     pub score: f32,
     pub lexical_rank: Option<usize>,
     pub dense_rank: Option<usize>,
+    pub lexical_score: Option<f32>,
+    pub dense_score: Option<f32>,
 }
 
 /// Everything retrieval reads, borrowed from the open knowledge base.
@@ -205,15 +216,28 @@ impl Retriever<'_> {
             .collect();
         let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
         let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
+        let weights = self.lexical.term_weights(&request.query)?;
+        let coverage: Vec<f32> = found
+            .iter()
+            .map(|(_, (document, chunk))| {
+                let context =
+                    format!("{}\n{}\n{}", document.title, chunk.heading_path.join("\n"), chunk.text);
+                self.lexical.coverage(&weights, &context)
+            })
+            .collect();
         let hits = found
             .into_iter()
             .zip(snippets)
+            .zip(coverage)
             .enumerate()
-            .map(|(i, ((candidate, (document, chunk)), snippet))| SearchHit {
+            .map(|(i, (((candidate, (document, chunk)), snippet), term_coverage))| SearchHit {
                 rank: i + 1,
                 score: candidate.score,
                 lexical_rank: candidate.lexical_rank,
                 dense_rank: candidate.dense_rank,
+                lexical_score: candidate.lexical_score,
+                dense_score: candidate.dense_score,
+                term_coverage,
                 document_id: document.id,
                 title: document.title,
                 heading_path: chunk.heading_path,
@@ -221,6 +245,7 @@ impl Retriever<'_> {
                 language: document.language,
                 chunk: chunk.ordinal,
                 snippet,
+                text: chunk.text,
             })
             .collect();
         Ok(SearchOutcome {
@@ -244,7 +269,7 @@ pub fn fuse(
     let mut position = std::collections::HashMap::new();
     let legs = [(lexical, true), (dense, false)];
     for (list, is_lexical) in legs {
-        for (rank, &(document, ordinal, _)) in list.iter().enumerate() {
+        for (rank, &(document, ordinal, score)) in list.iter().enumerate() {
             let slot = *position.entry((document, ordinal)).or_insert_with(|| {
                 merged.push(Candidate {
                     document,
@@ -252,14 +277,18 @@ pub fn fuse(
                     score: 0.0,
                     lexical_rank: None,
                     dense_rank: None,
+                    lexical_score: None,
+                    dense_score: None,
                 });
                 merged.len() - 1
             });
             let candidate = &mut merged[slot];
             if is_lexical {
                 candidate.lexical_rank = Some(rank + 1);
+                candidate.lexical_score = Some(score);
             } else {
                 candidate.dense_rank = Some(rank + 1);
+                candidate.dense_score = Some(score);
             }
         }
     }

@@ -108,6 +108,12 @@ impl VectorIndex {
         Ok(index)
     }
 
+    /// Changes the size above which the graph is used, building or dropping it as needed.
+    pub fn set_exact_scan_limit(&mut self, limit: usize) {
+        self.exact_scan_limit = limit;
+        self.maintain();
+    }
+
     /// Live vectors.
     pub fn len(&self) -> usize {
         self.rows.len() - self.dead

@@ -5,6 +5,7 @@
 //!   search index records at its own commits, so a stale index is detectable after a crash;
 //! - the schema version is stored, and numbered migrations bring older files up to date.
 
+mod people;
 mod records;
 mod schema;
 
@@ -13,6 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+pub use people::{
+    CitedChunk, ConversationCounts, Employee, EmployeeId, Feedback, Invite, InviteRefusal, NewEmployee,
+    QuestionRecord, Role, Session, invite_hash,
+};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
 
@@ -34,6 +39,8 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: u64, known: u64 },
     #[error("no document with id {0}")]
     UnknownDocument(u64),
+    #[error("no employee with id {0}")]
+    UnknownEmployee(u64),
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: redb::DatabaseError },
     #[error("store: {0}")]
@@ -56,6 +63,7 @@ impl StoreError {
             self,
             StoreError::Locked { .. }
                 | StoreError::UnknownDocument(_)
+                | StoreError::UnknownEmployee(_)
                 | StoreError::TooNew { .. }
                 | StoreError::EmbeddingModelMismatch { .. }
         )

@@ -16,6 +16,16 @@ pub(super) const DOCUMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(super) const SOURCES: TableDefinition<&str, u64> = TableDefinition::new("sources");
 /// (document id, ordinal) → JSON `ChunkRecord`.
 pub(super) const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");
+/// Employee id → JSON `Employee`.
+pub(super) const EMPLOYEES: TableDefinition<u64, &[u8]> = TableDefinition::new("employees");
+/// Telegram user id → employee id, for joined employees.
+pub(super) const TELEGRAM_USERS: TableDefinition<i64, u64> = TableDefinition::new("telegram_users");
+/// blake3 hash (hex) of an invite code → JSON `Invite`. Codes themselves are never stored.
+pub(super) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+/// Question id → JSON `QuestionRecord`: the conversation log.
+pub(super) const QUESTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("questions");
+/// Employee id → JSON `Session`: dialogue state that must survive restarts.
+pub(super) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 
@@ -37,15 +47,17 @@ pub(super) mod meta_keys {
     pub const INSTANCE_ID: &str = "instance_id";
     /// (text) Name of the model whose embeddings every chunk has; absent: no embeddings.
     pub const EMBEDDING_MODEL: &str = "embedding_model";
+    pub const NEXT_EMPLOYEE_ID: &str = "next_employee_id";
+    pub const NEXT_QUESTION_ID: &str = "next_question_id";
 }
 
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 type Migration = fn(&WriteTransaction) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_embeddings_v2];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_embeddings_v2, add_people_v3];
 
 fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DOCUMENTS)?;
@@ -61,6 +73,19 @@ fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
 /// Version 2: chunk embeddings (per-model tables, created on first use) and text metadata.
 fn add_embeddings_v2(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(META_TEXT)?;
+    Ok(())
+}
+
+/// Version 3: employees, invites, the conversation log and dialogue sessions.
+fn add_people_v3(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(EMPLOYEES)?;
+    txn.open_table(TELEGRAM_USERS)?;
+    txn.open_table(INVITES)?;
+    txn.open_table(QUESTIONS)?;
+    txn.open_table(SESSIONS)?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(meta_keys::NEXT_EMPLOYEE_ID, 1)?;
+    meta.insert(meta_keys::NEXT_QUESTION_ID, 1)?;
     Ok(())
 }
 

@@ -128,3 +128,72 @@ fn man_page_and_completions_come_from_the_binary() {
     let completions = run(sputnik(tmp.path()).args(["completions", "bash"]));
     assert!(stdout(&completions).contains("complete -F _sputnik"), "{}", stdout(&completions));
 }
+
+#[test]
+fn users_are_invited_listed_and_managed_from_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let output = run(sputnik(&data)
+        .env("SPUTNIK_TELEGRAM__BOT_USERNAME", "PolarisBot")
+        .args(["users", "invite", "--name", "Анна Иванова", "--department", "Sales", "--group", "managers"])
+        .args(["--start-date", "2026-12-01", "--expires", "3d", "--json"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let invite = json(&output);
+    let code = invite["code"].as_str().unwrap();
+    assert_eq!(code.len(), 32);
+    assert_eq!(invite["link"], format!("https://t.me/PolarisBot?start={code}"));
+
+    let list = json(&run(sputnik(&data).args(["users", "list", "--json"])));
+    assert_eq!(list[0]["name"], "Анна Иванова");
+    assert_eq!(list[0]["groups"][0], "managers");
+    assert_eq!(list[0]["start_date"], "2026-12-01");
+    // Only the hash of the code is stored.
+    let store = std::fs::read(data.join("sputnik.redb")).unwrap();
+    assert!(!store.windows(code.len()).any(|w| w == code.as_bytes()), "the invite code is stored in clear");
+
+    assert!(run(sputnik(&data).args(["users", "deactivate", "1"])).status.success());
+    assert_eq!(json(&run(sputnik(&data).args(["users", "show", "1", "--json"])))["active"], false);
+    assert!(run(sputnik(&data).args(["users", "promote", "1"])).status.success());
+    assert_eq!(json(&run(sputnik(&data).args(["users", "show", "1", "--json"])))["role"], "admin");
+    let missing = run(sputnik(&data).args(["users", "activate", "42"]));
+    assert_eq!(missing.status.code(), Some(2));
+    let bad = run(sputnik(&data).args([
+        "users",
+        "invite",
+        "--name",
+        "X",
+        "--department",
+        "Y",
+        "--start-date",
+        "2026-13-01",
+    ]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("start date"), "{}", stderr(&bad));
+}
+
+#[test]
+fn the_terminal_chat_answers_from_the_knowledge_base() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    run(sputnik(&data).arg("import").arg(repo_path("assets/handbook")));
+    let mut child = sputnik(&data)
+        .args(["chat", "--lang", "en"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("How do I book a meeting room?\n/2\nthe room list is old\n".as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("Google Calendar") && out.contains("Office facilities › Meeting rooms"), "{out}");
+    assert!(out.contains("/1 👍 Helpful") && out.contains("HR will see your comment"), "{out}");
+    assert!(!out.contains("<b>"), "HTML must be rendered for the terminal: {out}");
+}

@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod chat;
 mod cli;
 mod common;
 mod crash;

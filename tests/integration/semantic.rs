@@ -228,3 +228,20 @@ fn search_json_shows_each_hits_rank_in_each_leg() {
     let output = run(sputnik_with_model(&data).args(["stats", "--json"]));
     assert_eq!(json(&output)["embedding_model"], "all-minilm-l6-v2");
 }
+
+/// Built without the `cuda` feature, asking for the GPU fails at start with the way out.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_cuda_device_without_cuda_support_is_a_clear_error_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    run(sputnik(&data).arg("import").arg(repo_path("assets/handbook/en/welcome.md")));
+    let output =
+        run(sputnik_with_model(&data).env("SPUTNIK_EMBED__DEVICE", "cuda").args(["search", "offices"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("rebuild with `--features cuda`"), "{}", stderr(&output));
+    let output =
+        run(sputnik_with_model(&data).env("SPUTNIK_EMBED__DEVICE", "tpu").args(["search", "offices"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("embed.device"), "{}", stderr(&output));
+}

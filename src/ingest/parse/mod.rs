@@ -108,6 +108,10 @@ impl SectionBuilder {
             self.title = Some(text);
             return;
         }
+        // A top heading that repeats the title from metadata adds nothing to citations.
+        if level == 1 && self.title.as_deref() == Some(text.as_str()) && self.headings.is_empty() {
+            return;
+        }
         while self.headings.last().is_some_and(|(l, _)| *l >= level) {
             self.headings.pop();
         }

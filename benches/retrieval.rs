@@ -1,0 +1,384 @@
+//! Embeddings and hybrid retrieval: query embedding latency, passage embedding throughput,
+//! import throughput with embeddings, exact scan against HNSW at 10k and 100k vectors, hybrid
+//! search latency at 10k and 100k chunks (cold and warm query cache), and peak RSS.
+//!
+//! Needs the default model (`models/fetch`). Vector-only measurements use clustered synthetic
+//! unit vectors (uniform random vectors make any ANN index look broken); the hybrid figures use
+//! a store filled with generated Russian/English chunks and such vectors, so the full-text leg,
+//! the vector leg, fusion, store lookups and snippets all run as in production, while the query
+//! embedding is real.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sputnik::config::SearchMode;
+use sputnik::embed::Embedder;
+use sputnik::ingest::{ImportRequest, Quiet};
+use sputnik::search::{SearchRequest, VectorIndex};
+use sputnik::store::{
+    ChunkRecord, ChunkVectors, DocumentId, DocumentRecord, Format, Language, NewDocument, Store,
+};
+use sputnik::{App, Settings};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DIM: usize = 384;
+const MODEL: &str = "all-minilm-l6-v2";
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    fn gaussian(&mut self) -> f32 {
+        let (u, v) = (self.unit().max(1e-7), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+}
+
+fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// `n` unit vectors around `n / 50` random centres, like embeddings of topical chunks.
+fn clustered(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed);
+    let centres: Vec<Vec<f32>> =
+        (0..(n / 50).max(1)).map(|_| normalise((0..DIM).map(|_| rng.gaussian()).collect())).collect();
+    (0..n)
+        .map(|i| {
+            let centre = &centres[i % centres.len()];
+            normalise(centre.iter().map(|c| c + 0.03 * rng.gaussian()).collect())
+        })
+        .collect()
+}
+
+fn vocabulary() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/handbook");
+    let mut words = Vec::new();
+    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        words.extend(
+            text.split(|c: char| !c.is_alphabetic())
+                .filter(|w| w.chars().count() >= 3)
+                .map(str::to_lowercase),
+        );
+    }
+    words
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    format!("p50 {:.3} ms, p95 {:.3} ms (n = {})", ms(at(0.5)), ms(at(0.95)), samples.len())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Which parts to run: `SPUTNIK_BENCH_PARTS=model,import,vectors,hybrid` (default: all).
+fn part(name: &str) -> bool {
+    std::env::var("SPUTNIK_BENCH_PARTS").map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}
+
+fn model_settings(data: &Path) -> Settings {
+    let mut settings = Settings::for_data_dir(data);
+    settings.embed.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    settings
+}
+
+/// A store with `chunks` generated chunks (4 per document) and synthetic vectors.
+fn fill_store(data: &Path, chunks: usize, words: &[String]) {
+    std::fs::create_dir_all(data).unwrap();
+    let store = Store::open(&data.join("sputnik.redb")).unwrap();
+    let vectors = clustered(chunks, 11);
+    let mut rng = Rng(3);
+    for (d, group) in vectors.chunks(4).enumerate() {
+        let records: Vec<ChunkRecord> = (0..group.len())
+            .map(|i| {
+                let text: Vec<&str> =
+                    (0..190).map(|_| words[(rng.next() % words.len() as u64) as usize].as_str()).collect();
+                ChunkRecord {
+                    ordinal: i as u32,
+                    heading_path: vec![format!("Section {i}")],
+                    text: text.join(" "),
+                    start: 0,
+                    end: 0,
+                    tokens: 254,
+                }
+            })
+            .collect();
+        let document = NewDocument {
+            root: "/bench".into(),
+            source: format!("doc-{d:06}.md"),
+            title: format!("Document {d}"),
+            language: if d % 2 == 0 { Language::En } else { Language::Ru },
+            groups: vec![],
+            content_hash: format!("{d}"),
+            pipeline: "bench".into(),
+            format: Format::Markdown,
+            size: 0,
+            updated_at: 0,
+            chunks: records,
+        };
+        store.put_document(document, Some(ChunkVectors { model: MODEL, vectors: group })).unwrap();
+    }
+}
+
+fn questions() -> Vec<String> {
+    [
+        "How do I get a laptop?",
+        "Who approves my expenses?",
+        "How do I connect to the VPN from a hotel?",
+        "What is the daily allowance abroad?",
+        "Can I work from another country?",
+        "Does insurance cover the dentist?",
+        "When are production releases?",
+        "How long is maternity leave?",
+        "How do I book a meeting room?",
+        "I clicked a phishing link, what now?",
+        "How much is the learning budget?",
+        "Where do I park my bike?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let words = vocabulary();
+
+    // --- The model on its own.
+    if part("model") {
+        bench_model(c, tmp.path(), &words);
+    }
+    if part("import") {
+        bench_import(tmp.path(), &words);
+    }
+    if part("vectors") {
+        bench_vectors();
+    }
+    if part("hybrid") {
+        bench_hybrid(c, tmp.path(), &words);
+    }
+}
+
+fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String]) {
+    let settings = model_settings(tmp);
+    let embedder = Embedder::start(&settings.embed).unwrap().expect("model configured");
+    let questions = questions();
+    let mut group = c.benchmark_group("embed");
+    let mut next = 0;
+    group.bench_function("query_uncached", |b| {
+        b.iter(|| {
+            next = (next + 1) % questions.len();
+            embedder.embed_raw(vec![questions[next].clone()]).unwrap()
+        })
+    });
+    let mut rng = Rng(5);
+    let passages: Vec<String> = (0..32)
+        .map(|_| {
+            (0..190)
+                .map(|_| words[(rng.next() % words.len() as u64) as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let tokens = embedder.token_ids(&passages[0]).unwrap().len();
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group.bench_function("passages_32", |b| b.iter(|| embedder.embed_passages(&passages).unwrap()));
+    group.finish();
+    let started = Instant::now();
+    embedder.embed_passages(&passages).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "passage embedding: 32 passages of {tokens} tokens in {seconds:.2} s = {:.1} passages/s",
+        32.0 / seconds
+    );
+    let started = Instant::now();
+    for _ in 0..10 {
+        embedder.token_ids(&passages[0]).unwrap();
+    }
+    println!("tokenising one {tokens}-token passage: {:.3} ms", ms(started.elapsed()) / 10.0);
+    drop(embedder);
+}
+
+/// Import with embeddings: the real pipeline on ~256-token chunks.
+fn bench_import(tmp: &Path, words: &[String]) {
+    let corpus = tmp.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let mut rng = Rng(9);
+    for d in 0..50 {
+        let mut text = format!("# Document {d}\n\n");
+        for s in 0..4 {
+            let body: Vec<&str> =
+                (0..190).map(|_| words[(rng.next() % words.len() as u64) as usize].as_str()).collect();
+            text.push_str(&format!("## Section {s}\n\n{}.\n\n", body.join(" ")));
+        }
+        std::fs::write(corpus.join(format!("doc-{d}.md")), text).unwrap();
+    }
+    let mut app = App::open(model_settings(&tmp.join("import"))).unwrap();
+    let started = Instant::now();
+    let report =
+        app.import(&ImportRequest { paths: vec![corpus.clone()], ..Default::default() }, &mut Quiet).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "import with embeddings: {} chunks in {seconds:.1} s = {:.1} chunks/s",
+        report.chunks_written,
+        report.chunks_written as f64 / seconds
+    );
+    drop(app);
+}
+
+/// Exact scan against HNSW on clustered vectors.
+fn bench_vectors() {
+    for n in [10_000usize, 100_000] {
+        let vectors = clustered(n, 21);
+        let queries: Vec<Vec<f32>> = clustered(n, 99).into_iter().step_by(n / 200).take(200).collect();
+        let documents: Vec<DocumentRecord> = (0..n).map(|i| bench_document(i as u64)).collect();
+        let build = |limit: usize| {
+            let mut index = VectorIndex::new(DIM, usize::MAX);
+            for (document, vector) in documents.iter().zip(&vectors) {
+                index.replace_document(document, &[(0, vector.clone())]);
+            }
+            let started = Instant::now();
+            index.set_exact_scan_limit(limit);
+            (index, started.elapsed())
+        };
+        let (exact, _) = build(usize::MAX);
+        let (graph, graph_build) = build(0);
+        let mut exact_times = Vec::new();
+        let mut graph_times = Vec::new();
+        let mut recall = 0usize;
+        for query in &queries {
+            let started = Instant::now();
+            let truth = exact.search(query, &[], 10);
+            exact_times.push(started.elapsed());
+            let started = Instant::now();
+            let approx = graph.search(query, &[], 10);
+            graph_times.push(started.elapsed());
+            recall += approx.iter().filter(|h| truth.iter().any(|t| t.document == h.document)).count();
+        }
+        println!("vectors {n}: exact scan {}", percentiles(exact_times));
+        println!(
+            "vectors {n}: HNSW build {:.1} s, search {}, recall@10 {:.3}",
+            graph_build.as_secs_f64(),
+            percentiles(graph_times),
+            recall as f64 / (queries.len() * 10) as f64
+        );
+    }
+}
+
+/// Hybrid search over a full knowledge base, and the memory it takes to serve it.
+fn bench_hybrid(c: &mut Criterion, tmp: &Path, words: &[String]) {
+    let questions = questions();
+    for n in [10_000usize, 100_000] {
+        let data = tmp.join(format!("kb-{n}"));
+        fill_store(&data, n, words);
+        // Open once to build the full-text index; the measured open below is a warm start.
+        drop(App::open(model_settings(&data)).unwrap());
+        reset_peak_rss();
+        let started = Instant::now();
+        let app = App::open(model_settings(&data)).unwrap();
+        println!(
+            "open {n}-chunk knowledge base (model, vectors{}): {:.1} s",
+            if n > 200_000 { ", HNSW build" } else { "" },
+            started.elapsed().as_secs_f64()
+        );
+        let stats = app.stats().unwrap();
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        let mut lexical = Vec::new();
+        for round in 0..4 {
+            for (i, question) in questions.iter().enumerate() {
+                // The first round's texts are new to the cache (cold); later rounds repeat them.
+                let query = format!("{question} {i}");
+                let request = SearchRequest { query, k: 5, groups: vec![], mode: Some(SearchMode::Hybrid) };
+                let started = Instant::now();
+                let outcome = app.search(&request).unwrap();
+                (if round == 0 { &mut cold } else { &mut warm }).push(started.elapsed());
+                assert!(!outcome.hits.is_empty());
+                let request = SearchRequest { mode: Some(SearchMode::Lexical), ..request };
+                let started = Instant::now();
+                app.search(&request).unwrap();
+                lexical.push(started.elapsed());
+            }
+        }
+        println!(
+            "hybrid {n} chunks ({:?}), cold query cache: {}",
+            stats.vector_strategy.unwrap(),
+            percentiles(cold)
+        );
+        println!("hybrid {n} chunks, warm query cache: {}", percentiles(warm));
+        println!("lexical only {n} chunks: {}", percentiles(lexical));
+        println!("peak RSS while serving {n} chunks (model, indexes, searches): {:.0} MiB", peak_rss_mib());
+        if n == 10_000 {
+            let mut group = c.benchmark_group("hybrid_10k");
+            let mut i = 0;
+            group.bench_function("warm_cache_k5", |b| {
+                b.iter(|| {
+                    i = (i + 1) % questions.len();
+                    let request = SearchRequest {
+                        query: questions[i].clone(),
+                        k: 5,
+                        groups: vec![],
+                        mode: Some(SearchMode::Hybrid),
+                    };
+                    app.search(&request).unwrap()
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+fn bench_document(id: u64) -> DocumentRecord {
+    DocumentRecord {
+        id: DocumentId(id + 1),
+        root: "/".into(),
+        source: format!("{id}.md"),
+        title: String::new(),
+        language: Language::En,
+        groups: vec![],
+        content_hash: String::new(),
+        pipeline: String::new(),
+        format: Format::Markdown,
+        size: 0,
+        imported_at: 0,
+        updated_at: 0,
+        chunk_count: 1,
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,316 @@
+//! Composing an answer from search hits: extractive, with numbered citations.
+//!
+//! The answer is built from the most relevant sentences of the best passages (those sharing
+//! the most question words, the opening sentence breaking ties), bounded in length, each marked
+//! with the number of its source; the sources follow as "title › section — file". A question
+//! whose best hit clears neither score floor (BM25 for the full-text leg, cosine similarity for
+//! the semantic leg) is "not found": saying so honestly beats citing something unrelated.
+//! Output is Telegram HTML with every piece of document text escaped.
+
+use serde::Serialize;
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::config::AnswerSettings;
+use crate::i18n::{escape_html, message};
+use crate::search::analysis;
+use crate::search::{SearchHit, SearchOutcome};
+use crate::store::{DocumentId, Language};
+
+/// Telegram's limit for one message, in UTF-16 code units; we count characters, which is never
+/// more for the scripts we send, and keep a margin.
+pub const TELEGRAM_MESSAGE_LIMIT: usize = 4000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnswerSource {
+    pub number: usize,
+    pub document: DocumentId,
+    pub ordinal: u32,
+    pub title: String,
+    pub heading_path: Vec<String>,
+    pub source: String,
+    pub score: f32,
+}
+
+impl AnswerSource {
+    /// "Title › Section", for citations.
+    pub fn citation(&self) -> String {
+        std::iter::once(self.title.as_str())
+            .chain(self.heading_path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" › ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    pub found: bool,
+    /// The message to send (Telegram HTML).
+    pub html: String,
+    pub sources: Vec<AnswerSource>,
+}
+
+/// Whether a hit is relevant enough to answer from: found by words, with most of the
+/// question's (rarity-weighted) words in it, or close enough in meaning.
+pub fn passes_floor(hit: &SearchHit, settings: &AnswerSettings) -> bool {
+    let by_words = hit.lexical_score.is_some_and(|s| s >= settings.min_bm25)
+        && hit.term_coverage >= settings.min_term_coverage;
+    let by_meaning = hit.dense_score.is_some_and(|s| s >= settings.min_similarity);
+    by_words || by_meaning
+}
+
+/// Builds the answer to `outcome` in `language`.
+pub fn compose(outcome: &SearchOutcome, language: Language, settings: &AnswerSettings) -> Answer {
+    let hits: Vec<&SearchHit> =
+        outcome.hits.iter().filter(|h| passes_floor(h, settings)).take(settings.max_sources).collect();
+    if hits.is_empty() {
+        let mut html = message(language, "not_found", &[]);
+        if !settings.hr_contact.is_empty() {
+            html.push_str("\n\n");
+            html.push_str(&message(language, "not_found_contact", &[("contact", &settings.hr_contact)]));
+        }
+        return Answer { found: false, html, sources: Vec::new() };
+    }
+    let mut analyzer = analysis::stemmed_analyzer();
+    let query_terms = analysis::terms(&mut analyzer, &outcome.query);
+    let mut sources: Vec<AnswerSource> = Vec::new();
+    let mut excerpts: Vec<(usize, String)> = Vec::new();
+    let mut budget = settings.max_chars;
+    for (i, hit) in hits.iter().enumerate() {
+        // The best passage may use more of the budget; later ones add a sentence each.
+        let wanted = if i == 0 { 2 } else { 1 };
+        let excerpt = best_sentences(&mut analyzer, &query_terms, &hit.text, wanted, budget);
+        if excerpt.is_empty() {
+            continue;
+        }
+        budget = budget.saturating_sub(excerpt.chars().count());
+        let number =
+            match sources.iter().position(|s| s.document == hit.document_id && s.ordinal == hit.chunk) {
+                Some(p) => p + 1,
+                None => {
+                    sources.push(AnswerSource {
+                        number: sources.len() + 1,
+                        document: hit.document_id,
+                        ordinal: hit.chunk,
+                        title: hit.title.clone(),
+                        heading_path: hit.heading_path.clone(),
+                        source: hit.source.clone(),
+                        score: hit.score,
+                    });
+                    sources.len()
+                }
+            };
+        excerpts.push((number, excerpt));
+        if budget < 80 {
+            break;
+        }
+    }
+    let mut html = String::new();
+    for (number, excerpt) in &excerpts {
+        html.push_str(&escape_html(excerpt));
+        html.push_str(&format!(" [{number}]\n\n"));
+    }
+    html.push_str(&format!("<b>{}</b>\n", escape_html(&message(language, "answer_sources", &[]))));
+    html.push_str(&sources_list(&sources));
+    Answer { found: true, html, sources }
+}
+
+/// "1. <b>Title</b> › Section — <code>path</code>" lines.
+pub fn sources_list(sources: &[AnswerSource]) -> String {
+    sources
+        .iter()
+        .map(|s| {
+            let mut line = format!("{}. <b>{}</b>", s.number, escape_html(&s.title));
+            for heading in &s.heading_path {
+                line.push_str(" › ");
+                line.push_str(&escape_html(heading));
+            }
+            line.push_str(&format!(" — <code>{}</code>", escape_html(&s.source)));
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Up to `wanted` sentences of `text` that share the most terms with the question, kept in
+/// their original order and within `budget` characters.
+fn best_sentences(
+    analyzer: &mut tantivy::tokenizer::TextAnalyzer,
+    query_terms: &[String],
+    text: &str,
+    wanted: usize,
+    budget: usize,
+) -> String {
+    let sentences: Vec<&str> = text
+        .split_sentence_bounds()
+        .map(str::trim)
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .collect();
+    let mut scored: Vec<(usize, usize, f32)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, sentence)| {
+            let terms = analysis::terms(analyzer, sentence);
+            let shared = query_terms.iter().filter(|t| terms.contains(t)).count();
+            // Earlier sentences usually state the rule; later ones the exceptions.
+            (i, shared, shared as f32 - i as f32 * 0.01)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut used = 0;
+    for (i, shared, _) in scored {
+        // Beyond the best sentence, only sentences that share a word with the question.
+        if !chosen.is_empty() && shared == 0 {
+            break;
+        }
+        let length = sentences[i].chars().count() + 1;
+        if chosen.len() == wanted || (used + length > budget && !chosen.is_empty()) {
+            break;
+        }
+        if length > budget {
+            // One very long sentence: cut at a word boundary.
+            let cut: String = sentences[i].chars().take(budget.saturating_sub(1)).collect();
+            let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head).to_owned();
+            return format!("{cut}…");
+        }
+        chosen.push(i);
+        used += length;
+    }
+    chosen.sort_unstable();
+    chosen.iter().map(|&i| sentences[i].replace('\n', " ")).collect::<Vec<_>>().join(" ")
+}
+
+/// Splits an HTML message into parts under Telegram's limit, at paragraph breaks, then line
+/// breaks, so no tag is cut (our messages never open a tag on one line and close it on another);
+/// a single longer line is cut at a character boundary with its tags stripped.
+pub fn split_message(html: &str, limit: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    for line in html.split('\n') {
+        let line_len = line.chars().count();
+        if line_len > limit {
+            if !current.is_empty() {
+                parts.push(std::mem::take(&mut current));
+            }
+            let plain = strip_tags(line);
+            let chars: Vec<char> = plain.chars().collect();
+            for piece in chars.chunks(limit) {
+                parts.push(escape_html(&piece.iter().collect::<String>()));
+            }
+            continue;
+        }
+        if current.chars().count() + line_len + 1 > limit && !current.is_empty() {
+            parts.push(std::mem::take(&mut current).trim_end().to_owned());
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(line);
+    }
+    if !current.trim().is_empty() {
+        parts.push(current.trim_end().to_owned());
+    }
+    parts
+}
+
+/// The text of an HTML fragment with tags removed and entities decoded.
+pub fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SearchMode;
+    use crate::search::Snippet;
+
+    fn hit(text: &str, lexical: Option<f32>, dense: Option<f32>, id: u64) -> SearchHit {
+        SearchHit {
+            rank: 1,
+            score: 1.0,
+            lexical_rank: lexical.map(|_| 1),
+            dense_rank: dense.map(|_| 1),
+            lexical_score: lexical,
+            dense_score: dense,
+            term_coverage: if lexical.is_some_and(|s| s > 5.0) { 1.0 } else { 0.2 },
+            document_id: DocumentId(id),
+            title: "IT <equipment>".into(),
+            heading_path: vec!["Laptops".into()],
+            source: "en/it.md".into(),
+            language: Language::En,
+            chunk: 0,
+            snippet: Snippet { text: text.into(), highlights: vec![] },
+            text: text.into(),
+        }
+    }
+
+    fn outcome(query: &str, hits: Vec<SearchHit>) -> SearchOutcome {
+        SearchOutcome {
+            query: query.into(),
+            language: Language::En,
+            mode: SearchMode::Hybrid,
+            dense_skipped: None,
+            hits,
+        }
+    }
+
+    #[test]
+    fn picks_the_sentences_that_answer_and_cites_them() {
+        let text = "Office employees get a monitor. Every employee receives a work laptop on the first day. \
+                    Broken laptops are replaced within a day.";
+        let settings = AnswerSettings::default();
+        let answer = compose(
+            &outcome("when do I receive my laptop", vec![hit(text, Some(9.0), None, 1)]),
+            Language::En,
+            &settings,
+        );
+        assert!(answer.found);
+        assert!(answer.html.starts_with("Every employee receives a work laptop"), "{}", answer.html);
+        assert!(answer.html.contains("[1]"));
+        assert!(
+            answer.html.contains("1. <b>IT &lt;equipment&gt;</b> › Laptops — <code>en/it.md</code>"),
+            "{}",
+            answer.html
+        );
+    }
+
+    #[test]
+    fn below_the_floor_is_not_found_with_the_hr_contact() {
+        let settings = AnswerSettings { hr_contact: "hr@example.com".into(), ..AnswerSettings::default() };
+        let weak = hit("Unrelated text.", Some(0.5), Some(0.1), 1);
+        let answer = compose(&outcome("what is the meaning of life", vec![weak]), Language::Ru, &settings);
+        assert!(!answer.found);
+        assert!(
+            answer.html.contains("hr@example.com") && answer.html.starts_with("К сожалению"),
+            "{}",
+            answer.html
+        );
+    }
+
+    #[test]
+    fn long_messages_split_under_the_limit_without_cutting_tags() {
+        let line = "<b>Title</b> — text text text";
+        let html = vec![line; 400].join("\n");
+        let parts = split_message(&html, 4000);
+        assert!(parts.len() > 1);
+        for part in &parts {
+            assert!(part.chars().count() <= 4000);
+            assert_eq!(part.matches("<b>").count(), part.matches("</b>").count());
+        }
+        assert_eq!(parts.join("\n"), html);
+        let huge = format!("<i>{}</i>", "ж".repeat(9000));
+        let parts = split_message(&huge, 4000);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| !p.contains('<') && p.chars().count() <= 4000));
+    }
+}

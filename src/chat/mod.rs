@@ -1,0 +1,532 @@
+//! The conversation engine: what Sputnik says to whom. It knows nothing of Telegram's API or
+//! teloxide: an adapter turns updates into [`Event`]s and carries out the returned [`Action`]s;
+//! tests and `sputnik chat` drive it directly.
+//!
+//! Rules kept here:
+//! - strangers and deactivated employees get one polite message in their language and nothing
+//!   else — no document text, no hint of what exists;
+//! - every answer respects the employee's access groups (they filter inside retrieval);
+//! - question text is stored in the conversation log and never logged;
+//! - button data is never trusted: feedback only lands on the sender's own question.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::Serialize;
+
+use crate::answer::{self, TELEGRAM_MESSAGE_LIMIT};
+use crate::i18n::{self, escape_html, message};
+use crate::search::SearchRequest;
+use crate::store::{
+    CitedChunk, Employee, EmployeeId, Feedback, InviteRefusal, Language, QuestionRecord, Role, invite_hash,
+};
+use crate::{App, Error};
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A Telegram user, identified by Telegram; an employee once joined with an invite.
+    Telegram { user_id: i64 },
+    /// `sputnik chat` on the server, acting as an employee chosen by the admin at the shell.
+    Terminal { employee: EmployeeId },
+}
+
+/// Who sent an event, as the messenger describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub origin: Origin,
+    pub first_name: String,
+    /// The client's language (IETF tag), used until the employee picks one with /lang.
+    pub language_code: Option<String>,
+}
+
+impl Sender {
+    /// A key for per-person limits.
+    fn limit_key(&self) -> i64 {
+        match self.origin {
+            Origin::Telegram { user_id } => user_id,
+            // Telegram user ids are positive: terminal sessions cannot collide with them.
+            Origin::Terminal { employee } => -(employee.0 as i64),
+        }
+    }
+}
+
+/// Something an employee did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Text { from: Sender, chat: i64, text: String },
+    Button { from: Sender, chat: i64, message_id: i32, callback_id: String, data: String },
+}
+
+/// An inline button under a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InlineButton {
+    pub label: String,
+    pub data: String,
+}
+
+/// Something to do in the messenger, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Show "typing…" while an answer is being prepared.
+    Typing {
+        chat: i64,
+    },
+    Send {
+        chat: i64,
+        html: String,
+        buttons: Vec<InlineButton>,
+    },
+    /// Replace the buttons under a message (none: remove them).
+    EditButtons {
+        chat: i64,
+        message_id: i32,
+        buttons: Vec<InlineButton>,
+    },
+    AnswerButton {
+        callback_id: String,
+        text: Option<String>,
+    },
+}
+
+/// Time in unix seconds; injectable so tests can move it.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| jiff::Timestamp::now().as_second())
+}
+
+/// Settings of the conversation itself.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Questions per minute one employee may ask, and the burst allowed.
+    pub questions_per_minute: u32,
+    pub burst: u32,
+    /// The bot's username, for invite links.
+    pub bot_username: String,
+    /// Lifetime of invites created with /invite, in seconds.
+    pub invite_lifetime: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            questions_per_minute: 10,
+            burst: 5,
+            bot_username: String::new(),
+            invite_lifetime: 7 * 86_400,
+        }
+    }
+}
+
+pub struct Engine {
+    app: Arc<RwLock<App>>,
+    settings: EngineSettings,
+    limiter: DefaultKeyedRateLimiter<i64>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+const FEEDBACK_PREFIX: &str = "fb";
+
+impl Engine {
+    pub fn new(app: Arc<RwLock<App>>, settings: EngineSettings, clock: Clock) -> Engine {
+        let per_minute = NonZeroU32::new(settings.questions_per_minute.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(settings.burst.max(1)).expect("at least one");
+        let limiter = governor::RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        Engine { app, settings, limiter, clock }
+    }
+
+    /// Handles one event. Internal failures become a translated apology; the error is logged
+    /// once here, without the employee's text.
+    pub fn handle(&self, event: &Event) -> Vec<Action> {
+        let (from, chat) = match event {
+            Event::Text { from, chat, .. } | Event::Button { from, chat, .. } => (from, *chat),
+        };
+        match self.try_handle(event) {
+            Ok(actions) => actions,
+            Err(error) => {
+                tracing::error!(sender = from.limit_key(), %error, "could not handle a message");
+                let language = i18n::from_telegram_code(from.language_code.as_deref());
+                let mut actions = Vec::new();
+                if let Event::Button { callback_id, .. } = event {
+                    actions.push(Action::AnswerButton { callback_id: callback_id.clone(), text: None });
+                }
+                actions.push(send(chat, message(language, "error", &[])));
+                actions
+            }
+        }
+    }
+
+    fn try_handle(&self, event: &Event) -> Result<Vec<Action>, Error> {
+        match event {
+            Event::Text { from, chat, text } => self.on_text(from, *chat, text.trim()),
+            Event::Button { from, chat, message_id, callback_id, data } => {
+                self.on_button(from, *chat, *message_id, callback_id, data)
+            }
+        }
+    }
+
+    fn app(&self) -> std::sync::RwLockReadGuard<'_, App> {
+        self.app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn on_text(&self, from: &Sender, chat: i64, text: &str) -> Result<Vec<Action>, Error> {
+        let client_language = i18n::from_telegram_code(from.language_code.as_deref());
+        let (command, argument) = split_command(text);
+        if command == Some("start")
+            && let Some(code) = argument.filter(|c| !c.is_empty())
+        {
+            return self.join(from, chat, code, client_language);
+        }
+        let employee = self.identify(from)?;
+        let Some(employee) = employee else {
+            return Ok(vec![send(chat, message(client_language, "not_joined", &[]))]);
+        };
+        if !employee.active {
+            return Ok(vec![send(chat, message(client_language, "deactivated", &[]))]);
+        }
+        let language = employee.language.unwrap_or(client_language);
+        match command {
+            Some("start") => {
+                Ok(vec![send(chat, message(language, "already_joined", &[("name", &employee.name)]))])
+            }
+            Some("help") => {
+                let mut help = message(language, "help", &[]);
+                if employee.role == Role::Admin {
+                    help.push_str(&message(language, "help_admin", &[]));
+                }
+                Ok(vec![send(chat, help)])
+            }
+            Some("lang") => self.switch_language(&employee, chat, argument, language),
+            Some("sources") => self.full_sources(&employee, chat, language),
+            Some("skip") => {
+                let app = self.app();
+                let mut session = app.store().session(employee.id)?;
+                session.awaiting_reason_for = None;
+                app.store().put_session(employee.id, &session)?;
+                Ok(vec![send(chat, message(language, "feedback_skipped", &[]))])
+            }
+            Some("stats") if employee.role == Role::Admin => self.stats(chat, language),
+            Some("invite") if employee.role == Role::Admin => self.invite(chat, argument, language),
+            Some("stats" | "invite") => Ok(vec![send(chat, message(language, "admin_only", &[]))]),
+            Some(_) => Ok(vec![send(chat, message(language, "help", &[]))]),
+            None => self.text_message(from, &employee, chat, text, language),
+        }
+    }
+
+    /// The employee behind a sender, if any.
+    fn identify(&self, from: &Sender) -> Result<Option<Employee>, Error> {
+        let app = self.app();
+        Ok(match from.origin {
+            Origin::Telegram { user_id } => app.store().employee_by_telegram(user_id)?,
+            Origin::Terminal { employee } => app.store().employee(employee)?,
+        })
+    }
+
+    fn join(&self, from: &Sender, chat: i64, code: &str, language: Language) -> Result<Vec<Action>, Error> {
+        let Origin::Telegram { user_id } = from.origin else {
+            return Ok(vec![send(chat, message(language, "invite_invalid", &[]))]);
+        };
+        let now = (self.clock)();
+        let outcome = self.app().store().redeem_invite(&invite_hash(code), user_id, now)?;
+        let key = match outcome {
+            Ok(employee) => {
+                tracing::info!(employee = %employee.id, "an employee joined");
+                let language = employee.language.unwrap_or(language);
+                return Ok(vec![send(chat, message(language, "welcome", &[("name", &employee.name)]))]);
+            }
+            Err(InviteRefusal::Unknown) => "invite_invalid",
+            Err(InviteRefusal::Expired) => "invite_expired",
+            Err(InviteRefusal::Used) => "invite_used",
+            Err(InviteRefusal::Deactivated) => "deactivated",
+        };
+        Ok(vec![send(chat, message(language, key, &[]))])
+    }
+
+    fn switch_language(
+        &self,
+        employee: &Employee,
+        chat: i64,
+        argument: Option<&str>,
+        current: Language,
+    ) -> Result<Vec<Action>, Error> {
+        let chosen = match argument.map(|a| a.to_ascii_lowercase()) {
+            Some(a) if a == "ru" => Language::Ru,
+            Some(a) if a == "en" => Language::En,
+            _ => return Ok(vec![send(chat, message(current, "lang_choose", &[]))]),
+        };
+        self.app().store().update_employee(employee.id, |e| e.language = Some(chosen))?;
+        Ok(vec![send(chat, message(chosen, "lang_switched", &[]))])
+    }
+
+    fn full_sources(&self, employee: &Employee, chat: i64, language: Language) -> Result<Vec<Action>, Error> {
+        let app = self.app();
+        let store = app.store();
+        let question = match store.session(employee.id)?.last_question {
+            Some(id) => store.question(id)?,
+            None => None,
+        };
+        let Some(question) = question.filter(|q| q.answered && !q.sources.is_empty()) else {
+            return Ok(vec![send(chat, message(language, "no_last_answer", &[]))]);
+        };
+        let keys: Vec<_> = question.sources.iter().map(|s| (s.document, s.ordinal)).collect();
+        let mut html = format!("<b>{}</b>\n", escape_html(&message(language, "sources_full", &[])));
+        for (number, found) in store.chunks_with_documents(&keys)?.into_iter().enumerate() {
+            // A source removed since the answer is simply no longer shown.
+            let Some((document, chunk)) = found else { continue };
+            // Access may have changed since: show only what the employee may still see.
+            if !document.groups.is_empty() && !document.groups.iter().any(|g| employee.groups.contains(g)) {
+                continue;
+            }
+            let mut citation = escape_html(&document.title);
+            for heading in &chunk.heading_path {
+                citation.push_str(" › ");
+                citation.push_str(&escape_html(heading));
+            }
+            html.push_str(&format!(
+                "\n{}. <b>{citation}</b> — <code>{}</code>\n{}\n",
+                number + 1,
+                escape_html(&document.source),
+                escape_html(&chunk.text.replace('\n', " "))
+            ));
+        }
+        Ok(answer::split_message(&html, TELEGRAM_MESSAGE_LIMIT)
+            .into_iter()
+            .map(|part| send(chat, part))
+            .collect())
+    }
+
+    fn stats(&self, chat: i64, language: Language) -> Result<Vec<Action>, Error> {
+        let app = self.app();
+        let counts = app.store().conversation_counts()?;
+        let store_counts = app.store().counts()?;
+        let value = |n: u64| n.to_string();
+        let text = message(
+            language,
+            "stats",
+            &[
+                ("documents", &value(store_counts.documents)),
+                ("chunks", &value(store_counts.chunks)),
+                ("employees", &value(counts.employees)),
+                ("joined", &value(counts.joined)),
+                ("questions", &value(counts.questions)),
+                ("answered", &value(counts.answered)),
+                ("unanswered", &value(counts.questions - counts.answered)),
+                ("helpful", &value(counts.helpful)),
+                ("unhelpful", &value(counts.unhelpful)),
+            ],
+        );
+        Ok(vec![send(chat, text)])
+    }
+
+    fn invite(&self, chat: i64, argument: Option<&str>, language: Language) -> Result<Vec<Action>, Error> {
+        let Some((name, department)) = argument.and_then(|a| a.split_once(';')) else {
+            return Ok(vec![send(chat, message(language, "invite_usage", &[]))]);
+        };
+        let (name, department) = (name.trim(), department.trim());
+        if name.is_empty() || department.is_empty() {
+            return Ok(vec![send(chat, message(language, "invite_usage", &[]))]);
+        }
+        let request = crate::people::InviteRequest {
+            name: name.to_owned(),
+            department: department.to_owned(),
+            role: Role::Employee,
+            groups: Vec::new(),
+            start_date: None,
+            lifetime_seconds: self.settings.invite_lifetime,
+        };
+        let created =
+            crate::people::invite(self.app().store(), &request, &self.settings.bot_username, (self.clock)())?;
+        let expires = jiff::Timestamp::from_second(created.expires_at)
+            .map(|t| t.strftime("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let link = created.link.unwrap_or_else(|| created.code.clone());
+        Ok(vec![send(
+            chat,
+            message(
+                language,
+                "invite_created",
+                &[("name", name), ("department", department), ("expires", &expires), ("link", &link)],
+            ),
+        )])
+    }
+
+    fn text_message(
+        &self,
+        from: &Sender,
+        employee: &Employee,
+        chat: i64,
+        text: &str,
+        language: Language,
+    ) -> Result<Vec<Action>, Error> {
+        let session = self.app().store().session(employee.id)?;
+        if let Some(question) = session.awaiting_reason_for {
+            return self.feedback_reason(employee, chat, question, text, language);
+        }
+        if !text.chars().any(char::is_alphanumeric) {
+            return Ok(vec![send(chat, message(language, "empty_question", &[]))]);
+        }
+        if let Err(not_until) = self.limiter.check_key(&from.limit_key()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now()).as_secs().max(1);
+            return Ok(vec![send(
+                chat,
+                message(language, "rate_limited", &[("seconds", &wait.to_string())]),
+            )]);
+        }
+        let mut actions = vec![Action::Typing { chat }];
+        let app = self.app();
+        let request = SearchRequest {
+            query: text.to_owned(),
+            k: app.settings().answer.max_sources.max(5),
+            groups: employee.groups.clone(),
+            mode: None,
+        };
+        let outcome = app.search(&request)?;
+        let answer = answer::compose(&outcome, language, &app.settings().answer);
+        let record = app.store().record_question(QuestionRecord {
+            id: 0,
+            employee: employee.id,
+            asked_at: (self.clock)(),
+            language: outcome.language,
+            text: text.to_owned(),
+            answered: answer.found,
+            sources: answer
+                .sources
+                .iter()
+                .map(|s| CitedChunk { document: s.document, ordinal: s.ordinal, score: s.score })
+                .collect(),
+            feedback: None,
+        })?;
+        tracing::debug!(employee = %employee.id, question = record.id, answered = answer.found, "answered a question");
+        let parts = answer::split_message(&answer.html, TELEGRAM_MESSAGE_LIMIT);
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            let buttons = if i == last { feedback_buttons(record.id, language) } else { Vec::new() };
+            actions.push(Action::Send { chat, html: part, buttons });
+        }
+        Ok(actions)
+    }
+
+    fn feedback_reason(
+        &self,
+        employee: &Employee,
+        chat: i64,
+        question: u64,
+        reason: &str,
+        language: Language,
+    ) -> Result<Vec<Action>, Error> {
+        let app = self.app();
+        let existing = app.store().question(question)?;
+        let mut feedback = existing.and_then(|q| q.feedback).unwrap_or(Feedback {
+            helpful: false,
+            reason: None,
+            at: (self.clock)(),
+        });
+        feedback.reason = Some(reason.chars().take(1000).collect());
+        app.store().set_feedback(employee.id, question, feedback, false)?;
+        Ok(vec![send(chat, message(language, "feedback_reason_thanks", &[]))])
+    }
+
+    fn on_button(
+        &self,
+        from: &Sender,
+        chat: i64,
+        message_id: i32,
+        callback_id: &str,
+        data: &str,
+    ) -> Result<Vec<Action>, Error> {
+        let answer_button = Action::AnswerButton { callback_id: callback_id.to_owned(), text: None };
+        let client_language = i18n::from_telegram_code(from.language_code.as_deref());
+        let Some(employee) = self.identify(from)?.filter(|e| e.active) else {
+            return Ok(vec![answer_button]);
+        };
+        let language = employee.language.unwrap_or(client_language);
+        let Some((helpful, question)) = parse_feedback(data) else {
+            return Ok(vec![answer_button]);
+        };
+        let feedback = Feedback { helpful, reason: None, at: (self.clock)() };
+        let recorded = self.app().store().set_feedback(employee.id, question, feedback, !helpful)?;
+        if recorded.is_none() {
+            return Ok(vec![answer_button]);
+        }
+        let mut actions = vec![
+            Action::AnswerButton {
+                callback_id: callback_id.to_owned(),
+                text: Some(message(language, "feedback_thanks", &[])),
+            },
+            Action::EditButtons { chat, message_id, buttons: Vec::new() },
+        ];
+        if !helpful {
+            actions.push(send(chat, message(language, "feedback_ask_reason", &[])));
+        }
+        Ok(actions)
+    }
+}
+
+fn send(chat: i64, html: String) -> Action {
+    Action::Send { chat, html, buttons: Vec::new() }
+}
+
+fn feedback_buttons(question: u64, language: Language) -> Vec<InlineButton> {
+    vec![
+        InlineButton {
+            label: message(language, "button_helpful", &[]),
+            data: format!("{FEEDBACK_PREFIX}:1:{question}"),
+        },
+        InlineButton {
+            label: message(language, "button_unhelpful", &[]),
+            data: format!("{FEEDBACK_PREFIX}:0:{question}"),
+        },
+    ]
+}
+
+/// "fb:1:42" → (helpful, question 42); anything else → None.
+fn parse_feedback(data: &str) -> Option<(bool, u64)> {
+    let mut parts = data.splitn(3, ':');
+    if parts.next()? != FEEDBACK_PREFIX {
+        return None;
+    }
+    let helpful = match parts.next()? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    Some((helpful, parts.next()?.parse().ok()?))
+}
+
+/// "/lang@SputnikBot en" → (Some("lang"), Some("en")); plain text → (None, None).
+fn split_command(text: &str) -> (Option<&str>, Option<&str>) {
+    let Some(rest) = text.strip_prefix('/') else { return (None, None) };
+    let (head, argument) = match rest.split_once(char::is_whitespace) {
+        Some((head, argument)) => (head, Some(argument.trim())),
+        None => (rest, None),
+    };
+    let command = head.split('@').next().unwrap_or(head);
+    (Some(command), argument)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_button_data_parse_strictly() {
+        assert_eq!(split_command("/start abc"), (Some("start"), Some("abc")));
+        assert_eq!(split_command("/lang@SputnikBot  en "), (Some("lang"), Some("en")));
+        assert_eq!(split_command("how do I /start?"), (None, None));
+        assert_eq!(parse_feedback("fb:1:42"), Some((true, 42)));
+        assert_eq!(parse_feedback("fb:0:7"), Some((false, 7)));
+        for forged in ["fb:2:1", "fb:1:-1", "xx:1:1", "fb:1:", "fb", ""] {
+            assert_eq!(parse_feedback(forged), None, "{forged}");
+        }
+    }
+}

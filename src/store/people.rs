@@ -1,0 +1,482 @@
+//! Employees, invites, the conversation log and dialogue sessions.
+//!
+//! Invariants: an invite code is stored only as its blake3 hash and is redeemed at most once,
+//! in the same transaction that binds the Telegram account; one Telegram account belongs to at
+//! most one employee; question text lives only here (never in logs) and is purged after the
+//! configured retention.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+use super::schema::{EMPLOYEES, INVITES, META, QUESTIONS, SESSIONS, TELEGRAM_USERS, meta_keys};
+use super::{DocumentId, Language, Store, StoreError, StoreResult, decode, encode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EmployeeId(pub u64);
+
+impl std::fmt::Display for EmployeeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Employee,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Employee {
+    pub id: EmployeeId,
+    pub name: String,
+    pub department: String,
+    pub role: Role,
+    /// Access groups beyond the public documents.
+    pub groups: Vec<String>,
+    /// First working day, `YYYY-MM-DD`.
+    pub start_date: Option<String>,
+    pub active: bool,
+    pub telegram_id: Option<i64>,
+    /// Language chosen with /lang; otherwise the Telegram client's.
+    pub language: Option<Language>,
+    pub created_at: i64,
+    pub joined_at: Option<i64>,
+}
+
+/// A new employee as HR describes them.
+#[derive(Debug, Clone)]
+pub struct NewEmployee {
+    pub name: String,
+    pub department: String,
+    pub role: Role,
+    pub groups: Vec<String>,
+    pub start_date: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invite {
+    pub employee: EmployeeId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// Why an invite code was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteRefusal {
+    Unknown,
+    Expired,
+    Used,
+    /// The employee it names was deactivated.
+    Deactivated,
+}
+
+/// One source an answer cited, with the scores that put it there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CitedChunk {
+    pub document: DocumentId,
+    pub ordinal: u32,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub helpful: bool,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+/// A question as the conversation log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionRecord {
+    pub id: u64,
+    pub employee: EmployeeId,
+    pub asked_at: i64,
+    pub language: Language,
+    pub text: String,
+    pub answered: bool,
+    pub sources: Vec<CitedChunk>,
+    pub feedback: Option<Feedback>,
+}
+
+/// Dialogue state kept per employee across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The last answered question, for /sources.
+    pub last_question: Option<u64>,
+    /// Set after 👎: the next text is the reason, not a question.
+    pub awaiting_reason_for: Option<u64>,
+}
+
+/// Totals for /stats and reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConversationCounts {
+    pub employees: u64,
+    pub joined: u64,
+    pub questions: u64,
+    pub answered: u64,
+    pub helpful: u64,
+    pub unhelpful: u64,
+}
+
+/// The stored form of an invite code.
+pub fn invite_hash(code: &str) -> String {
+    blake3::hash(code.trim().as_bytes()).to_hex().to_string()
+}
+
+impl Store {
+    pub fn create_employee(&self, new: NewEmployee, now: i64) -> StoreResult<Employee> {
+        let txn = self.db.begin_write()?;
+        let employee = {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get(meta_keys::NEXT_EMPLOYEE_ID)?.map(|v| v.value()).unwrap_or(1);
+            meta.insert(meta_keys::NEXT_EMPLOYEE_ID, id + 1)?;
+            let employee = Employee {
+                id: EmployeeId(id),
+                name: new.name,
+                department: new.department,
+                role: new.role,
+                groups: new.groups,
+                start_date: new.start_date,
+                active: true,
+                telegram_id: None,
+                language: None,
+                created_at: now,
+                joined_at: None,
+            };
+            txn.open_table(EMPLOYEES)?.insert(id, encode(&employee).as_slice())?;
+            employee
+        };
+        self.commit(txn)?;
+        Ok(employee)
+    }
+
+    pub fn employee(&self, id: EmployeeId) -> StoreResult<Option<Employee>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EMPLOYEES)?;
+        match table.get(id.0)? {
+            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn employees(&self) -> StoreResult<Vec<Employee>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EMPLOYEES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (id, bytes) = row?;
+            out.push(decode(bytes.value(), || format!("employee {}", id.value()))?);
+        }
+        Ok(out)
+    }
+
+    pub fn employee_by_telegram(&self, telegram_id: i64) -> StoreResult<Option<Employee>> {
+        let txn = self.db.begin_read()?;
+        let Some(id) = txn.open_table(TELEGRAM_USERS)?.get(telegram_id)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let table = txn.open_table(EMPLOYEES)?;
+        match table.get(id)? {
+            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Changes an employee in one transaction; `change` sees the current record.
+    pub fn update_employee(
+        &self,
+        id: EmployeeId,
+        change: impl FnOnce(&mut Employee),
+    ) -> StoreResult<Employee> {
+        let txn = self.db.begin_write()?;
+        let employee = {
+            let mut table = txn.open_table(EMPLOYEES)?;
+            let mut employee: Employee = match table.get(id.0)? {
+                Some(bytes) => decode(bytes.value(), || format!("employee {id}"))?,
+                None => return Err(StoreError::UnknownEmployee(id.0)),
+            };
+            change(&mut employee);
+            table.insert(id.0, encode(&employee).as_slice())?;
+            employee
+        };
+        self.commit(txn)?;
+        Ok(employee)
+    }
+
+    pub fn create_invite(&self, code_hash: &str, invite: &Invite) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(INVITES)?.insert(code_hash, encode(invite).as_slice())?;
+        self.commit(txn)
+    }
+
+    /// Redeems an invite for a Telegram account: checks it, marks it used and binds the account
+    /// to the employee, all in one transaction.
+    pub fn redeem_invite(
+        &self,
+        code_hash: &str,
+        telegram_id: i64,
+        now: i64,
+    ) -> StoreResult<Result<Employee, InviteRefusal>> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut invites = txn.open_table(INVITES)?;
+            let invite: Option<Invite> = match invites.get(code_hash)? {
+                Some(bytes) => Some(decode(bytes.value(), || "invite".to_owned())?),
+                None => None,
+            };
+            let mut employees = txn.open_table(EMPLOYEES)?;
+            match invite {
+                None => Err(InviteRefusal::Unknown),
+                Some(invite) if invite.used_at.is_some() => Err(InviteRefusal::Used),
+                Some(invite) if invite.expires_at <= now => Err(InviteRefusal::Expired),
+                Some(mut invite) => {
+                    let id = invite.employee.0;
+                    let mut employee: Employee = match employees.get(id)? {
+                        Some(bytes) => decode(bytes.value(), || format!("employee {id}"))?,
+                        None => return Err(StoreError::UnknownEmployee(id)),
+                    };
+                    if !employee.active {
+                        Err(InviteRefusal::Deactivated)
+                    } else {
+                        let mut telegram = txn.open_table(TELEGRAM_USERS)?;
+                        // One account, one employee: a previous binding of either side ends.
+                        if let Some(previous) = employee.telegram_id {
+                            telegram.remove(previous)?;
+                        }
+                        let displaced =
+                            telegram.insert(telegram_id, id)?.map(|v| v.value()).filter(|&other| other != id);
+                        if let Some(other) = displaced {
+                            let bytes = employees.get(other)?.map(|b| b.value().to_vec());
+                            if let Some(bytes) = bytes {
+                                let mut other: Employee = decode(&bytes, || format!("employee {other}"))?;
+                                other.telegram_id = None;
+                                employees.insert(other.id.0, encode(&other).as_slice())?;
+                            }
+                        }
+                        employee.telegram_id = Some(telegram_id);
+                        employee.joined_at = Some(now);
+                        employees.insert(id, encode(&employee).as_slice())?;
+                        invite.used_at = Some(now);
+                        invites.insert(code_hash, encode(&invite).as_slice())?;
+                        Ok(employee)
+                    }
+                }
+            }
+        };
+        self.commit(txn)?;
+        Ok(outcome)
+    }
+
+    /// Appends a question to the conversation log and makes it the employee's last question.
+    pub fn record_question(&self, mut record: QuestionRecord) -> StoreResult<QuestionRecord> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get(meta_keys::NEXT_QUESTION_ID)?.map(|v| v.value()).unwrap_or(1);
+            meta.insert(meta_keys::NEXT_QUESTION_ID, id + 1)?;
+            record.id = id;
+            txn.open_table(QUESTIONS)?.insert(id, encode(&record).as_slice())?;
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let mut session: Session = match sessions.get(record.employee.0)? {
+                Some(bytes) => decode(bytes.value(), || "session".to_owned())?,
+                None => Session::default(),
+            };
+            session.last_question = Some(id);
+            session.awaiting_reason_for = None;
+            sessions.insert(record.employee.0, encode(&session).as_slice())?;
+        }
+        self.commit(txn)?;
+        Ok(record)
+    }
+
+    pub fn question(&self, id: u64) -> StoreResult<Option<QuestionRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUESTIONS)?;
+        match table.get(id)? {
+            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("question {id}"))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn questions(&self) -> StoreResult<Vec<QuestionRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUESTIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (id, bytes) = row?;
+            out.push(decode(bytes.value(), || format!("question {}", id.value()))?);
+        }
+        Ok(out)
+    }
+
+    /// Records feedback on a question asked by `employee`; `None` when the question is not theirs
+    /// (or is gone), so forged button data changes nothing.
+    pub fn set_feedback(
+        &self,
+        employee: EmployeeId,
+        question: u64,
+        feedback: Feedback,
+        await_reason: bool,
+    ) -> StoreResult<Option<QuestionRecord>> {
+        let txn = self.db.begin_write()?;
+        let updated = {
+            let mut table = txn.open_table(QUESTIONS)?;
+            let record: Option<QuestionRecord> = match table.get(question)? {
+                Some(bytes) => Some(decode(bytes.value(), || format!("question {question}"))?),
+                None => None,
+            };
+            match record {
+                Some(mut record) if record.employee == employee => {
+                    record.feedback = Some(feedback);
+                    table.insert(question, encode(&record).as_slice())?;
+                    let mut sessions = txn.open_table(SESSIONS)?;
+                    let mut session: Session = match sessions.get(employee.0)? {
+                        Some(bytes) => decode(bytes.value(), || "session".to_owned())?,
+                        None => Session::default(),
+                    };
+                    session.awaiting_reason_for = await_reason.then_some(question);
+                    sessions.insert(employee.0, encode(&session).as_slice())?;
+                    Some(record)
+                }
+                _ => None,
+            }
+        };
+        self.commit(txn)?;
+        Ok(updated)
+    }
+
+    pub fn session(&self, employee: EmployeeId) -> StoreResult<Session> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SESSIONS)?;
+        match table.get(employee.0)? {
+            Some(bytes) => decode(bytes.value(), || "session".to_owned()),
+            None => Ok(Session::default()),
+        }
+    }
+
+    pub fn put_session(&self, employee: EmployeeId, session: &Session) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SESSIONS)?.insert(employee.0, encode(session).as_slice())?;
+        self.commit(txn)
+    }
+
+    /// Deletes conversation-log entries asked before `cutoff` (unix seconds); returns how many.
+    pub fn purge_questions_before(&self, cutoff: i64) -> StoreResult<usize> {
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(QUESTIONS)?;
+            let mut removed = 0;
+            table.retain(|_, bytes| {
+                let keep =
+                    serde_json::from_slice::<QuestionRecord>(bytes).map_or(true, |q| q.asked_at >= cutoff);
+                removed += usize::from(!keep);
+                keep
+            })?;
+            removed
+        };
+        self.commit(txn)?;
+        Ok(removed)
+    }
+
+    pub fn conversation_counts(&self) -> StoreResult<ConversationCounts> {
+        let mut counts = ConversationCounts::default();
+        for employee in self.employees()? {
+            counts.employees += 1;
+            counts.joined += u64::from(employee.telegram_id.is_some());
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUESTIONS)?;
+        counts.questions = table.len()?;
+        for row in table.iter()? {
+            let (_, bytes) = row?;
+            let q: QuestionRecord = decode(bytes.value(), || "question".to_owned())?;
+            counts.answered += u64::from(q.answered);
+            match q.feedback {
+                Some(Feedback { helpful: true, .. }) => counts.helpful += 1,
+                Some(Feedback { helpful: false, .. }) => counts.unhelpful += 1,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn anna(store: &Store) -> Employee {
+        let new = NewEmployee {
+            name: "Анна Иванова".into(),
+            department: "Sales".into(),
+            role: Role::Employee,
+            groups: vec![],
+            start_date: None,
+        };
+        store.create_employee(new, 100).unwrap()
+    }
+
+    #[test]
+    fn an_invite_is_redeemed_once_and_binds_the_account() {
+        let (_dir, store) = store();
+        let employee = anna(&store);
+        let hash = invite_hash("code-1");
+        store
+            .create_invite(
+                &hash,
+                &Invite { employee: employee.id, created_at: 100, expires_at: 200, used_at: None },
+            )
+            .unwrap();
+        assert_eq!(store.redeem_invite(&invite_hash("nope"), 7, 150).unwrap(), Err(InviteRefusal::Unknown));
+        let joined = store.redeem_invite(&hash, 7, 150).unwrap().unwrap();
+        assert_eq!(joined.telegram_id, Some(7));
+        assert_eq!(store.employee_by_telegram(7).unwrap().unwrap().id, employee.id);
+        assert_eq!(store.redeem_invite(&hash, 8, 151).unwrap(), Err(InviteRefusal::Used));
+
+        let late = invite_hash("code-2");
+        store
+            .create_invite(
+                &late,
+                &Invite { employee: employee.id, created_at: 100, expires_at: 120, used_at: None },
+            )
+            .unwrap();
+        assert_eq!(store.redeem_invite(&late, 9, 150).unwrap(), Err(InviteRefusal::Expired));
+    }
+
+    #[test]
+    fn feedback_only_on_ones_own_question_and_purge_by_age() {
+        let (_dir, store) = store();
+        let employee = anna(&store);
+        let question = store
+            .record_question(QuestionRecord {
+                id: 0,
+                employee: employee.id,
+                asked_at: 1000,
+                language: Language::Ru,
+                text: "Сколько дней отпуска?".into(),
+                answered: true,
+                sources: vec![],
+                feedback: None,
+            })
+            .unwrap();
+        assert_eq!(store.session(employee.id).unwrap().last_question, Some(question.id));
+        let feedback = Feedback { helpful: false, reason: None, at: 1001 };
+        assert!(store.set_feedback(EmployeeId(999), question.id, feedback.clone(), true).unwrap().is_none());
+        assert!(store.set_feedback(employee.id, question.id, feedback, true).unwrap().is_some());
+        assert_eq!(store.session(employee.id).unwrap().awaiting_reason_for, Some(question.id));
+        assert_eq!(store.conversation_counts().unwrap().unhelpful, 1);
+        assert_eq!(store.purge_questions_before(500).unwrap(), 0);
+        assert_eq!(store.purge_questions_before(2000).unwrap(), 1);
+        assert!(store.questions().unwrap().is_empty());
+    }
+}
