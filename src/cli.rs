@@ -65,6 +65,8 @@ pub enum Command {
     Users(UsersCommand),
     /// Talk to the knowledge base in the terminal, as an employee would in Telegram.
     Chat(ChatArgs),
+    /// Run the Telegram bot (long polling) until SIGTERM or Ctrl-C.
+    Serve,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]

@@ -15,7 +15,12 @@ use serde::{Deserialize, Serialize};
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/sputnik/sputnik.toml";
 
 /// Environment variables that carry command-line options rather than config keys.
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG"];
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "TELEGRAM_TOKEN", "TELEGRAM_API_URL"];
+
+/// Short environment names for the settings every deployment sets, besides the general
+/// `SPUTNIK_SECTION__KEY` form.
+const ENV_ALIASES: &[(&str, &str)] =
+    &[("SPUTNIK_TELEGRAM_TOKEN", "telegram.bot_token"), ("SPUTNIK_TELEGRAM_API_URL", "telegram.api_url")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -177,13 +182,35 @@ impl Default for AnswerSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelegramSettings {
     /// Bot API token from @BotFather, used by the Telegram bot.
     pub bot_token: Secret,
-    /// The bot's username (without @), for invite links `https://t.me/<bot>?start=<code>`.
+    /// The bot's username (without @), for invite links `https://t.me/<bot>?start=<code>`;
+    /// learned from Telegram when empty.
     pub bot_username: String,
+    /// Bot API server: Telegram's, or a local Bot API server.
+    pub api_url: String,
+    /// Seconds one long-polling request waits for updates.
+    pub poll_timeout_seconds: u32,
+    /// Least time between two messages to one chat, in milliseconds (Telegram: about 1 s).
+    pub per_chat_interval_ms: u64,
+    /// Most messages per second overall (Telegram: about 30).
+    pub messages_per_second: u32,
+}
+
+impl Default for TelegramSettings {
+    fn default() -> Self {
+        TelegramSettings {
+            bot_token: Secret::default(),
+            bot_username: String::new(),
+            api_url: "https://api.telegram.org".into(),
+            poll_timeout_seconds: 10,
+            per_chat_interval_ms: 1000,
+            messages_per_second: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -297,9 +324,13 @@ impl Settings {
         if let Some(path) = &file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment
-            .merge(Env::prefixed("SPUTNIK_").ignore(NON_CONFIG_ENV).split("__"))
-            .merge(Serialized::defaults(flags));
+        figment = figment.merge(Env::prefixed("SPUTNIK_").ignore(NON_CONFIG_ENV).split("__"));
+        for (variable, key) in ENV_ALIASES {
+            if let Ok(value) = std::env::var(variable) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment = figment.merge(Serialized::defaults(flags));
         let settings: Settings =
             figment.extract().map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
         settings.validate()?;
@@ -385,6 +416,15 @@ impl Settings {
             return fail(
                 "answer.max_chars",
                 "must be at least 100, with answer.max_sources at least 1".into(),
+            );
+        }
+        if url::Url::parse(&self.telegram.api_url).is_err() {
+            return fail("telegram.api_url", format!("{:?} is not a URL", self.telegram.api_url));
+        }
+        if self.telegram.messages_per_second == 0 || self.telegram.poll_timeout_seconds > 15 {
+            return fail(
+                "telegram.messages_per_second",
+                "must be at least 1, and telegram.poll_timeout_seconds at most 15".into(),
             );
         }
         if self.embed.query_cache == 0 {

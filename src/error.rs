@@ -22,6 +22,8 @@ pub enum Error {
     Search(#[from] SearchError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Bot(#[from] crate::bot::BotError),
     /// The request itself is wrong: an unknown document, a malformed question file.
     #[error("{0}")]
     Usage(String),
@@ -37,6 +39,7 @@ impl Error {
             Error::Ingest(_) => true,
             Error::Search(e) => e.is_user_error(),
             Error::Embed(e) => e.is_user_error(),
+            Error::Bot(_) => true,
         }
     }
 }

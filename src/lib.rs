@@ -6,6 +6,7 @@
 //! through it.
 
 pub mod answer;
+pub mod bot;
 pub mod chat;
 pub mod cli;
 pub mod commands;

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::answer::{self, TELEGRAM_MESSAGE_LIMIT};
 use crate::i18n::{self, escape_html, message};
@@ -61,14 +61,14 @@ pub enum Event {
 }
 
 /// An inline button under a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InlineButton {
     pub label: String,
     pub data: String,
 }
 
 /// Something to do in the messenger, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Show "typing…" while an answer is being prepared.

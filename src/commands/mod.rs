@@ -5,6 +5,7 @@ mod chat;
 mod docs;
 mod import;
 mod search;
+mod serve;
 mod users;
 
 use std::io::IsTerminal;
@@ -45,6 +46,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Docs(command) => docs::run(settings, command),
         Command::Users(command) => users::run(settings, command),
         Command::Chat(args) => chat::run(settings, args),
+        Command::Serve => {
+            match &loaded.file {
+                Some(file) => tracing::info!(config = %file.display(), "starting"),
+                None => tracing::info!("starting with built-in defaults and the environment"),
+            }
+            serve::run(settings)
+        }
         Command::Reindex(args) => {
             let mut app = open_existing(settings)?;
             let chunks = if args.reembed {

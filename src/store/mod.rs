@@ -5,6 +5,7 @@
 //!   search index records at its own commits, so a stale index is detectable after a crash;
 //! - the schema version is stored, and numbered migrations bring older files up to date.
 
+mod outbox;
 mod people;
 mod records;
 mod schema;

@@ -26,6 +26,8 @@ pub(super) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("i
 pub(super) const QUESTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("questions");
 /// Employee id → JSON `Session`: dialogue state that must survive restarts.
 pub(super) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+/// Outgoing messenger actions not yet delivered, in order: sequence → JSON action.
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 
@@ -49,15 +51,21 @@ pub(super) mod meta_keys {
     pub const EMBEDDING_MODEL: &str = "embedding_model";
     pub const NEXT_EMPLOYEE_ID: &str = "next_employee_id";
     pub const NEXT_QUESTION_ID: &str = "next_question_id";
+    /// The next Telegram update id to ask for: every update below it has been handled.
+    pub const TELEGRAM_OFFSET: &str = "telegram_offset";
+    pub const NEXT_OUTBOX_ID: &str = "next_outbox_id";
+    /// (text) The bot's username as Telegram reported it, for invite links.
+    pub const BOT_USERNAME: &str = "bot_username";
 }
 
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 type Migration = fn(&WriteTransaction) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_embeddings_v2, add_people_v3];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4];
 
 fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DOCUMENTS)?;
@@ -86,6 +94,15 @@ fn add_people_v3(txn: &WriteTransaction) -> StoreResult<()> {
     let mut meta = txn.open_table(META)?;
     meta.insert(meta_keys::NEXT_EMPLOYEE_ID, 1)?;
     meta.insert(meta_keys::NEXT_QUESTION_ID, 1)?;
+    Ok(())
+}
+
+/// Version 4: the Telegram update offset and the outbox of undelivered actions.
+fn add_outbox_v4(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(OUTBOX)?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(meta_keys::TELEGRAM_OFFSET, 0)?;
+    meta.insert(meta_keys::NEXT_OUTBOX_ID, 1)?;
     Ok(())
 }
 

@@ -10,3 +10,4 @@ mod crash;
 mod handbook;
 mod incremental;
 mod semantic;
+mod telegram;

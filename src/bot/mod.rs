@@ -1,0 +1,348 @@
+//! The Telegram adapter: long polling in, outbox out. It only translates — updates become
+//! engine [`Event`]s, the engine's [`Action`]s become Bot API calls — and keeps the delivery
+//! promises:
+//! - an update is handled once: its id and the replies it produced commit together
+//!   (`Store::commit_update`), and polling resumes from the stored offset after a restart;
+//! - a reply is never lost: the sender delivers the outbox in order, removing an item only once
+//!   Telegram accepted it (or rejected it for good), retrying network errors and honouring
+//!   `retry_after`;
+//! - Telegram's limits hold: about one message a second per chat and thirty overall.
+//!
+//! Question text passes through here but is never logged.
+
+mod sender;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use teloxide::payloads::{GetUpdatesSetters, SetMyCommandsSetters};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, BotCommandScope, ChatAction, ChatId, MaybeInaccessibleMessage, Recipient,
+    Update, UpdateKind,
+};
+use teloxide::{Bot, RequestError};
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::{Action, Engine, EngineSettings, Event, Origin, Sender, system_clock};
+use crate::config::{Settings, parse_duration_seconds};
+use crate::store::{Language, Role};
+use crate::{App, Error};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error(
+        "telegram.bot_token is not set: put the token from @BotFather in the configuration or in \
+         SPUTNIK_TELEGRAM_TOKEN (meanwhile, `sputnik chat` talks to the knowledge base in the terminal)"
+    )]
+    NoToken,
+    #[error("telegram.api_url {url:?} is not a URL: {reason}")]
+    BadApiUrl { url: String, reason: String },
+    #[error("Telegram rejected the bot token (getMe failed: {0})")]
+    Unauthorized(String),
+    #[error("cannot reach the Telegram Bot API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+/// Runs the bot until `shutdown` is cancelled: stops polling first, lets the sender deliver
+/// what is queued (for a short grace period), then closes the store.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    let telegram = settings.telegram.clone();
+    if telegram.bot_token.is_empty() {
+        return Err(Error::Bot(BotError::NoToken));
+    }
+    let api_url: url::Url = telegram.api_url.parse().map_err(|e: url::ParseError| BotError::BadApiUrl {
+        url: telegram.api_url.clone(),
+        reason: e.to_string(),
+    })?;
+    let bot = Bot::new(telegram.bot_token.expose()).set_api_url(api_url);
+    let me = match bot.get_me().await {
+        Ok(me) => me,
+        Err(RequestError::Api(e)) => return Err(BotError::Unauthorized(e.to_string()).into()),
+        Err(e) => {
+            return Err(BotError::Unreachable { url: telegram.api_url.clone(), reason: e.to_string() }.into());
+        }
+    };
+    let username = me.user.username.clone().unwrap_or_default();
+    tracing::info!(bot = %username, "connected to Telegram");
+
+    let engine_settings = EngineSettings {
+        questions_per_minute: settings.chat.questions_per_minute,
+        burst: settings.chat.burst,
+        bot_username: if telegram.bot_username.is_empty() {
+            username.clone()
+        } else {
+            telegram.bot_username.clone()
+        },
+        invite_lifetime: parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?,
+    };
+    let retention_days = settings.chat.retention_days;
+    let poll_timeout = telegram.poll_timeout_seconds;
+    let limits = sender::Limits {
+        per_chat_interval: Duration::from_millis(telegram.per_chat_interval_ms),
+        per_second: telegram.messages_per_second,
+    };
+    let app = tokio::task::spawn_blocking(move || App::open(settings)).await.map_err(join_error)??;
+    app.store().set_bot_username(&username)?;
+    let app = Arc::new(RwLock::new(app));
+    let engine = Arc::new(Engine::new(app.clone(), engine_settings, system_clock()));
+
+    if let Err(e) = publish_commands(&bot, &app).await {
+        // The menu is a convenience: the bot works without it.
+        tracing::warn!(error = %e, "could not set the command menus");
+    }
+
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let sender_stop = CancellationToken::new();
+    let sender =
+        tokio::spawn(sender::run(bot.clone(), app.clone(), limits, wake.clone(), sender_stop.clone()));
+    let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
+
+    poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
+
+    // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
+    tracing::info!("shutting down: delivering queued messages");
+    wake.notify_one();
+    let drained = wait_for_empty_outbox(&app, Duration::from_secs(5)).await;
+    sender_stop.cancel();
+    let _ = sender.await;
+    let _ = purge.await;
+    if !drained {
+        tracing::warn!("some messages are still queued; they will be sent after the next start");
+    }
+    // The engine holds the last reference to the app besides ours: dropping both closes redb.
+    drop(engine);
+    drop(app);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn poll(
+    bot: &Bot,
+    app: &Arc<RwLock<App>>,
+    engine: &Arc<Engine>,
+    wake: &Arc<tokio::sync::Notify>,
+    poll_timeout: u32,
+    shutdown: &CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        let offset = {
+            let app = app.clone();
+            match tokio::task::spawn_blocking(move || read(&app).store().telegram_offset()).await {
+                Ok(Ok(offset)) => offset,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the update offset");
+                    return;
+                }
+                Err(_) => return,
+            }
+        };
+        let request = bot
+            .get_updates()
+            .offset(offset as i32)
+            .timeout(poll_timeout)
+            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+        let updates = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = request => result,
+        };
+        let updates = match updates {
+            Ok(updates) => {
+                backoff = Duration::from_millis(500);
+                updates
+            }
+            Err(RequestError::RetryAfter(seconds)) => {
+                tokio::time::sleep(seconds.duration()).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "polling Telegram failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        for update in updates {
+            let id = u64::from(update.id.0);
+            if id < offset {
+                continue;
+            }
+            let event = to_event(&update);
+            if let Some(Event::Text { chat, .. }) = &event {
+                // Best effort and not queued: "typing…" is only useful right now.
+                let _ = bot.send_chat_action(ChatId(*chat), ChatAction::Typing).await;
+            }
+            let engine = engine.clone();
+            let app = app.clone();
+            let handled = tokio::task::spawn_blocking(move || {
+                let actions: Vec<Action> = match &event {
+                    Some(event) => engine
+                        .handle(event)
+                        .into_iter()
+                        .filter(|a| !matches!(a, Action::Typing { .. }))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                read(&app).store().commit_update(id, &actions)
+            })
+            .await;
+            match handled {
+                Ok(Ok(())) => wake.notify_one(),
+                Ok(Err(e)) => {
+                    // Not committed: the update will be polled and handled again.
+                    tracing::error!(error = %e, update = id, "could not record a handled update");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, update = id, "update handler failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Engine events from updates Sputnik handles: private text messages and button presses.
+fn to_event(update: &Update) -> Option<Event> {
+    match &update.kind {
+        UpdateKind::Message(message) if message.chat.is_private() => {
+            let user = message.from.as_ref()?;
+            let text = message.text()?.to_owned();
+            Some(Event::Text { from: sender_of(user), chat: message.chat.id.0, text })
+        }
+        UpdateKind::CallbackQuery(query) => {
+            let message = query.message.as_ref()?;
+            let chat = match message {
+                MaybeInaccessibleMessage::Regular(m) => m.chat.id.0,
+                MaybeInaccessibleMessage::Inaccessible(m) => m.chat.id.0,
+            };
+            Some(Event::Button {
+                from: sender_of(&query.from),
+                chat,
+                message_id: message.id().0,
+                callback_id: query.id.0.clone(),
+                data: query.data.clone().unwrap_or_default(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn sender_of(user: &teloxide::types::User) -> Sender {
+    Sender {
+        origin: Origin::Telegram { user_id: user.id.0 as i64 },
+        first_name: user.first_name.clone(),
+        language_code: user.language_code.clone(),
+    }
+}
+
+/// Command menus in both languages, and the admin menu for each admin's chat.
+async fn publish_commands(bot: &Bot, app: &Arc<RwLock<App>>) -> Result<(), RequestError> {
+    let menu = |language: Language, admin: bool| {
+        let ru = language == Language::Ru;
+        let mut commands = vec![
+            BotCommand::new("help", if ru { "Что умеет помощник" } else { "What the assistant can do" }),
+            BotCommand::new(
+                "sources",
+                if ru {
+                    "Источники последнего ответа"
+                } else {
+                    "Sources of the last answer"
+                },
+            ),
+            BotCommand::new(
+                "lang",
+                if ru { "Язык: /lang ru или /lang en" } else { "Language: /lang ru or /lang en" },
+            ),
+        ];
+        if admin {
+            commands.push(BotCommand::new(
+                "stats",
+                if ru { "Статистика базы знаний" } else { "Knowledge base figures" },
+            ));
+            commands.push(BotCommand::new(
+                "invite",
+                if ru {
+                    "Пригласить: /invite Имя; Отдел"
+                } else {
+                    "Invite: /invite Name; Department"
+                },
+            ));
+        }
+        commands
+    };
+    bot.set_my_commands(menu(Language::En, false)).await?;
+    bot.set_my_commands(menu(Language::Ru, false)).language_code("ru").await?;
+    let admins: Vec<(i64, Language)> = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            read(&app)
+                .store()
+                .employees()
+                .map(|all| {
+                    all.into_iter()
+                        .filter(|e| e.role == Role::Admin && e.active)
+                        .filter_map(|e| e.telegram_id.map(|id| (id, e.language.unwrap_or(Language::En))))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    for (chat, language) in admins {
+        let scope = BotCommandScope::Chat { chat_id: Recipient::Id(ChatId(chat)) };
+        bot.set_my_commands(menu(language, true)).scope(scope).await?;
+    }
+    Ok(())
+}
+
+/// Deletes conversation-log entries past the retention period, hourly.
+async fn purge_loop(app: Arc<RwLock<App>>, retention_days: u32, shutdown: CancellationToken) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let app = app.clone();
+        let cutoff = jiff::Timestamp::now().as_second() - i64::from(retention_days) * 86_400;
+        match tokio::task::spawn_blocking(move || read(&app).store().purge_questions_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, retention_days, "purged old questions"),
+            Ok(Err(e)) => tracing::error!(error = %e, "purging old questions failed"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+async fn wait_for_empty_outbox(app: &Arc<RwLock<App>>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let app_ref = app.clone();
+        let pending = tokio::task::spawn_blocking(move || read(&app_ref).store().outbox_len().unwrap_or(0))
+            .await
+            .unwrap_or(0);
+        if pending == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read(app: &Arc<RwLock<App>>) -> std::sync::RwLockReadGuard<'_, App> {
+    app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Usage(format!("a worker task failed: {e}"))
+}

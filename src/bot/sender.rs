@@ -1,0 +1,193 @@
+//! Delivers the outbox to Telegram within its limits: in order per chat, chats in parallel,
+//! about one message a second per chat and a configurable total per second. A 429 waits its
+//! `retry_after`; a network error leaves the item queued for the next round (with back-off); a
+//! permanent refusal (blocked bot, bad request) is logged once and dropped so it cannot stall
+//! the queue.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, SendMessageSetters};
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode,
+};
+use teloxide::{Bot, RequestError};
+use tokio_util::sync::CancellationToken;
+
+use super::read;
+use crate::App;
+use crate::chat::{Action, InlineButton};
+
+/// How fast messages may go out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub per_chat_interval: Duration,
+    pub per_second: u32,
+}
+
+const BATCH: usize = 200;
+
+enum Delivery {
+    Done,
+    /// Telegram refused it for good; it is dropped.
+    Refused,
+    /// Try again later (network trouble).
+    Later,
+}
+
+pub(super) async fn run(
+    bot: Bot,
+    app: Arc<RwLock<App>>,
+    limits: Limits,
+    wake: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let global: Arc<DefaultDirectRateLimiter> = Arc::new(governor::RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(limits.per_second.max(1)).expect("at least one"),
+    )));
+    let per_chat: Arc<DefaultKeyedRateLimiter<i64>> = Arc::new(governor::RateLimiter::keyed(
+        Quota::with_period(limits.per_chat_interval.max(Duration::from_millis(1)))
+            .expect("a positive period"),
+    ));
+    let mut backoff = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        let app_ref = app.clone();
+        let batch: Vec<(u64, Action)> =
+            match tokio::task::spawn_blocking(move || read(&app_ref).store().outbox(BATCH)).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    Vec::new()
+                }
+                Err(_) => return,
+            };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            continue;
+        }
+        // Order matters within a chat only: each chat's items go out in sequence, chats in
+        // parallel, so one slow conversation never holds up the others.
+        let mut by_chat: BTreeMap<i64, Vec<(u64, Action)>> = BTreeMap::new();
+        for (id, action) in batch {
+            by_chat.entry(chat_of(&action)).or_default().push((id, action));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (chat, items) in by_chat {
+            let (bot, app, global, per_chat) = (bot.clone(), app.clone(), global.clone(), per_chat.clone());
+            tasks.spawn(async move {
+                for (id, action) in items {
+                    if needs_pacing(&action) {
+                        per_chat.until_key_ready(&chat).await;
+                    }
+                    global.until_ready().await;
+                    match deliver(&bot, &action).await {
+                        Delivery::Later => return false,
+                        Delivery::Done | Delivery::Refused => {
+                            let app = app.clone();
+                            let _ =
+                                tokio::task::spawn_blocking(move || read(&app).store().outbox_done(id)).await;
+                        }
+                    }
+                }
+                true
+            });
+        }
+        let mut all_delivered = true;
+        while let Some(result) = tasks.join_next().await {
+            all_delivered &= result.unwrap_or(false);
+        }
+        if all_delivered {
+            backoff = Duration::from_millis(200);
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+fn chat_of(action: &Action) -> i64 {
+    match action {
+        Action::Typing { chat } | Action::Send { chat, .. } | Action::EditButtons { chat, .. } => *chat,
+        // Button answers are not chat messages; group them on their own.
+        Action::AnswerButton { .. } => 0,
+    }
+}
+
+/// Only messages count against the per-chat limit.
+fn needs_pacing(action: &Action) -> bool {
+    matches!(action, Action::Send { .. })
+}
+
+fn keyboard(buttons: &[InlineButton]) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(vec![
+        buttons
+            .iter()
+            .map(|b| InlineKeyboardButton::callback(b.label.clone(), b.data.clone()))
+            .collect::<Vec<_>>(),
+    ])
+}
+
+/// One action, retrying while Telegram says to wait.
+async fn deliver(bot: &Bot, action: &Action) -> Delivery {
+    loop {
+        let result = match action {
+            Action::Typing { chat } => {
+                bot.send_chat_action(ChatId(*chat), teloxide::types::ChatAction::Typing).await.map(|_| ())
+            }
+            Action::Send { chat, html, buttons } => {
+                let mut request = bot.send_message(ChatId(*chat), html.clone()).parse_mode(ParseMode::Html);
+                if !buttons.is_empty() {
+                    request = request.reply_markup(keyboard(buttons));
+                }
+                request.await.map(|_| ())
+            }
+            Action::EditButtons { chat, message_id, buttons } => bot
+                .edit_message_reply_markup(ChatId(*chat), MessageId(*message_id))
+                .reply_markup(keyboard(buttons))
+                .await
+                .map(|_| ()),
+            Action::AnswerButton { callback_id, text } => {
+                let mut request = bot.answer_callback_query(CallbackQueryId(callback_id.clone()));
+                if let Some(text) = text {
+                    request = request.text(text.clone());
+                }
+                request.await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => return Delivery::Done,
+            Err(RequestError::RetryAfter(seconds)) => {
+                tracing::warn!(seconds = seconds.seconds(), "Telegram asked to slow down");
+                tokio::time::sleep(seconds.duration()).await;
+            }
+            Err(RequestError::Network(e)) => {
+                tracing::warn!(error = %e, "sending to Telegram failed; will retry");
+                return Delivery::Later;
+            }
+            Err(RequestError::Io(e)) => {
+                tracing::warn!(error = %e, "sending to Telegram failed; will retry");
+                return Delivery::Later;
+            }
+            // A 5xx from Telegram's front proxies comes as an HTML page, not API JSON.
+            Err(RequestError::InvalidJson { .. }) => {
+                tracing::warn!("Telegram answered with a server error; will retry");
+                return Delivery::Later;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, chat = chat_of(action), "Telegram refused a message; dropping it");
+                return Delivery::Refused;
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! End to end: the real `sputnik serve` binary against a fake Telegram Bot API server on
+//! 127.0.0.1 that speaks the JSON teloxide expects, records what the bot does, and injects
+//! faults (429 with retry_after, 5xx).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const TOKEN: &str = "123456:TEST-TOKEN";
+
+/// What the bot called, in order.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Fake {
+    updates: Mutex<VecDeque<Value>>,
+    next_update: AtomicI64,
+    next_message: AtomicI64,
+    calls: Mutex<Vec<Call>>,
+    /// Answer this many upcoming sendMessage calls with 429 retry_after=1.
+    throttle_sends: AtomicU32,
+    /// Answer this many upcoming sendMessage calls with 502.
+    fail_sends: AtomicU32,
+    wake: tokio::sync::Notify,
+}
+
+type Shared = Arc<Fake>;
+
+async fn bot_api(
+    State(fake): State<Shared>,
+    UrlPath((token, method)): UrlPath<(String, String)>,
+    body: Option<Json<Value>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    // Bot API method names are case-insensitive (teloxide sends "GetMe").
+    let method = method.to_ascii_lowercase();
+    if token != format!("bot{TOKEN}") {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+        )
+            .into_response();
+    }
+    // sendMessage is recorded below, once its fate is known; failed attempts separately.
+    if method != "getupdates" && method != "sendmessage" {
+        fake.calls.lock().unwrap().push(Call { method: method.clone(), body: body.clone() });
+    }
+    let record =
+        |name: &str| fake.calls.lock().unwrap().push(Call { method: name.to_owned(), body: body.clone() });
+    let ok = |result: Value| {
+        (axum::http::StatusCode::OK, Json(json!({"ok": true, "result": result}))).into_response()
+    };
+    match method.as_str() {
+        "getme" => ok(json!({
+            "id": 1, "is_bot": true, "first_name": "Sputnik", "username": "SputnikTestBot",
+            "can_join_groups": false, "can_read_all_group_messages": false, "supports_inline_queries": false,
+            "has_main_web_app": false
+        })),
+        "getupdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let timeout = body["timeout"].as_u64().unwrap_or(0);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let pending: Vec<Value> = {
+                    let mut queue = fake.updates.lock().unwrap();
+                    // Confirmed updates (below the offset) are forgotten, as Telegram does.
+                    queue.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                    queue.iter().cloned().collect()
+                };
+                if !pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return ok(Value::Array(pending));
+                }
+                let _ = tokio::time::timeout_at(deadline, fake.wake.notified()).await;
+            }
+        }
+        "sendmessage" => {
+            if fake.throttle_sends.load(Ordering::SeqCst) > 0 {
+                fake.throttle_sends.fetch_sub(1, Ordering::SeqCst);
+                record("sendmessage-refused");
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                                "parameters": {"retry_after": 1}})),
+                )
+                    .into_response();
+            }
+            if fake.fail_sends.load(Ordering::SeqCst) > 0 {
+                fake.fail_sends.fetch_sub(1, Ordering::SeqCst);
+                record("sendmessage-refused");
+                // Telegram's front proxies answer 5xx with an HTML page, not the API's JSON.
+                return axum::response::Response::builder()
+                    .status(502)
+                    .header("content-type", "text/html")
+                    .body(axum::body::Body::from("<html><body>502 Bad Gateway</body></html>"))
+                    .unwrap();
+            }
+            record("sendmessage");
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let id = fake.next_message.fetch_add(1, Ordering::SeqCst) + 1;
+            ok(json!({
+                "message_id": id, "date": 1_790_000_000,
+                "chat": {"id": chat, "type": "private", "first_name": "Employee"},
+                "from": {"id": 1, "is_bot": true, "first_name": "Sputnik"},
+                "text": body["text"]
+            }))
+        }
+        "editmessagereplymarkup" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            ok(json!({
+                "message_id": body["message_id"], "date": 1_790_000_000,
+                "chat": {"id": chat, "type": "private", "first_name": "Employee"},
+                "from": {"id": 1, "is_bot": true, "first_name": "Sputnik"}, "text": "answer"
+            }))
+        }
+        _ => ok(json!(true)),
+    }
+}
+
+struct Server {
+    fake: Shared,
+    address: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start() -> Server {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let fake: Shared = Arc::new(Fake { next_update: AtomicI64::new(1000), ..Fake::default() });
+        let app = axum::Router::new().route("/{token}/{method}", any(bot_api)).with_state(fake.clone());
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server { fake, address, _runtime: runtime }
+    }
+
+    fn user(id: i64, lang: &str) -> Value {
+        json!({"id": id, "is_bot": false, "first_name": format!("User{id}"), "language_code": lang})
+    }
+
+    fn push(&self, kind: &str, payload: Value) -> i64 {
+        let id = self.fake.next_update.fetch_add(1, Ordering::SeqCst);
+        let mut update = json!({"update_id": id});
+        update[kind] = payload;
+        self.fake.updates.lock().unwrap().push_back(update);
+        self.fake.wake.notify_waiters();
+        id
+    }
+
+    fn text(&self, user: i64, lang: &str, text: &str) -> i64 {
+        self.push(
+            "message",
+            json!({
+                "message_id": self.fake.next_update.load(Ordering::SeqCst), "date": 1_790_000_000,
+                "chat": {"id": user, "type": "private", "first_name": "U"},
+                "from": Self::user(user, lang), "text": text
+            }),
+        )
+    }
+
+    fn press(&self, user: i64, message_id: i64, data: &str) -> i64 {
+        self.push(
+            "callback_query",
+            json!({
+                "id": format!("cb{message_id}"), "from": Self::user(user, "en"), "chat_instance": "x", "data": data,
+                "message": {"message_id": message_id, "date": 1_790_000_000,
+                            "chat": {"id": user, "type": "private", "first_name": "U"},
+                            "from": {"id": 1, "is_bot": true, "first_name": "Sputnik"}, "text": "answer"}
+            }),
+        )
+    }
+
+    fn calls(&self, method: &str) -> Vec<Value> {
+        let method = method.to_ascii_lowercase();
+        self.fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == method)
+            .map(|c| c.body.clone())
+            .collect()
+    }
+
+    fn sent_to(&self, chat: i64) -> Vec<Value> {
+        self.calls("sendMessage").into_iter().filter(|b| b["chat_id"].as_i64() == Some(chat)).collect()
+    }
+
+    /// Waits until `chat` has received `count` messages; returns them.
+    fn wait_for(&self, chat: i64, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sent = self.sent_to(chat);
+            if sent.len() >= count {
+                return sent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chat {chat} got {} of {count} messages: {sent:#?}\nall calls: {:#?}",
+                sent.len(),
+                self.fake.calls.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The running bot; killed if a test fails before stopping it, so no process outlives a test.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn serve(data: &Path, server: &Server) -> Running {
+    let child = sputnik(data)
+        .arg("serve")
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
+        .env("SPUTNIK_TELEGRAM__POLL_TIMEOUT_SECONDS", "1")
+        .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "20")
+        .env("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "200")
+        .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "600")
+        .env("SPUTNIK_CHAT__BURST", "100")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("SPUTNIK_TEST_BOT_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
+        .spawn()
+        .unwrap();
+    Running(Some(child))
+}
+
+fn terminate(mut running: Running) -> (Option<i32>, String) {
+    let mut child = running.0.take().expect("a running bot");
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child's.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use std::io::Read;
+                stderr.read_to_string(&mut err).unwrap();
+            }
+            return (status.code(), err);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("sputnik serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn knowledge_base(tmp: &Path) -> std::path::PathBuf {
+    let data = tmp.join("data");
+    assert!(run(sputnik(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let managers = run(sputnik(&data)
+        .args(["import", "--group", "managers"])
+        .arg(repo_path("assets/handbook-managers")));
+    assert!(managers.status.success());
+    data
+}
+
+fn invite(data: &Path, name: &str, groups: &[&str]) -> String {
+    let mut command = sputnik(data);
+    command.args(["users", "invite", "--name", name, "--department", "Sales", "--json"]);
+    for group in groups {
+        command.args(["--group", group]);
+    }
+    json(&run(&mut command))["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn employees_join_ask_and_rate_answers_through_telegram() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let anna = invite(&data, "Anna", &[]);
+    let boss = invite(&data, "Boris", &["managers"]);
+    let server = Server::start();
+    let bot = serve(&data, &server);
+
+    server.text(1001, "en", &format!("/start {anna}"));
+    assert!(server.wait_for(1001, 1)[0]["text"].as_str().unwrap().contains("Welcome, <b>Anna</b>"));
+    server.text(2002, "ru", "Сколько дней отпуска?");
+    let refusal = server.wait_for(2002, 1);
+    assert!(refusal[0]["text"].as_str().unwrap().contains("приглашению от HR"));
+    server.text(3003, "en", &format!("/start {anna}"));
+    assert!(server.wait_for(3003, 1)[0]["text"].as_str().unwrap().contains("already been used"));
+
+    server.text(1001, "ru", "Сколько дней отпуска положено в году?");
+    let answer = server.wait_for(1001, 2)[1].clone();
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("28") && text.contains("ru/otpusk.md"), "{text}");
+    assert_eq!(answer["parse_mode"], "HTML");
+    let buttons = &answer["reply_markup"]["inline_keyboard"][0];
+    let down = buttons[1]["callback_data"].as_str().unwrap().to_owned();
+    assert!(!server.calls("sendChatAction").is_empty(), "typing… was shown");
+
+    server.text(1001, "en", "How do I get a laptop?");
+    let english = server.wait_for(1001, 3)[2]["text"].as_str().unwrap().to_owned();
+    assert!(english.contains("en/it-equipment.md"), "{english}");
+
+    // The fake numbers accepted messages 1, 2, …: the laptop answer is the latest.
+    let message_id = server.calls("sendMessage").len() as i64;
+    server.press(1001, message_id, &down);
+    let asked = server.wait_for(1001, 4);
+    assert!(asked[3]["text"].as_str().unwrap().contains("What was wrong"));
+    assert!(
+        server
+            .calls("answerCallbackQuery")
+            .iter()
+            .any(|c| c["callback_query_id"] == format!("cb{message_id}"))
+    );
+    assert!(server.calls("editMessageReplyMarkup").iter().any(|c| c["message_id"] == message_id));
+    server.text(1001, "en", "It did not mention MacBooks for designers");
+    assert!(server.wait_for(1001, 5)[4]["text"].as_str().unwrap().contains("HR will see your comment"));
+
+    // Access groups: only the manager sees the managers' guide.
+    server.text(4004, "en", &format!("/start {boss}"));
+    server.wait_for(4004, 1);
+    server.text(4004, "en", "What is the salary review budget for my team?");
+    server.text(1001, "en", "What is the salary review budget for my team?");
+    assert!(server.wait_for(4004, 2)[1]["text"].as_str().unwrap().contains("salary-review.md"));
+    assert!(!server.wait_for(1001, 6)[5]["text"].as_str().unwrap().contains("salary-review.md"));
+
+    let commands = server.calls("setMyCommands");
+    assert!(commands.iter().any(|c| c["language_code"] == "ru"), "{commands:?}");
+    let (code, stderr) = terminate(bot);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("Сколько") && !stderr.contains("laptop"),
+        "question text must never be logged:\n{stderr}"
+    );
+    assert!(!stderr.contains("TEST-TOKEN"), "the token must never be logged");
+
+    // The conversation log has it all, with feedback.
+    let app = sputnik::App::open(sputnik::Settings::lexical_only(&data)).unwrap();
+    let log = app.store().questions().unwrap();
+    assert_eq!(log.len(), 4);
+    let feedback = log.iter().find_map(|q| q.feedback.clone()).unwrap();
+    assert!(!feedback.helpful);
+    assert_eq!(feedback.reason.as_deref(), Some("It did not mention MacBooks for designers"));
+}
+
+#[test]
+fn throttling_and_server_errors_delay_but_never_lose_or_double_a_reply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    server.fake.throttle_sends.store(1, Ordering::SeqCst);
+    server.fake.fail_sends.store(0, Ordering::SeqCst);
+    let bot = serve(&data, &server);
+    server.text(1001, "en", &format!("/start {code}"));
+    server.wait_for(1001, 1);
+    server.fake.fail_sends.store(2, Ordering::SeqCst);
+    server.text(1001, "en", "How do I book a meeting room?");
+    let sent = server.wait_for(1001, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent_again = server.sent_to(1001);
+    // The welcome was throttled once (429) and the answer failed twice (502) before each was
+    // accepted: three refused attempts, and each reply delivered exactly once.
+    assert_eq!(server.calls("sendMessage-refused").len(), 3);
+    assert_eq!(sent_again.len(), 2, "{sent_again:#?}");
+    assert!(sent[0]["text"].as_str().unwrap().contains("Welcome"));
+    let answers =
+        sent_again.iter().filter(|m| m["text"].as_str().unwrap().contains("Google Calendar")).count();
+    assert_eq!(answers, 1, "{sent:#?}");
+    let (code, stderr) = terminate(bot);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_restart_neither_loses_nor_repeats_replies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let bot = serve(&data, &server);
+    server.text(1001, "en", &format!("/start {code}"));
+    server.wait_for(1001, 1);
+    let questions = [
+        "How do I book a meeting room?",
+        "Can I park my car at the office?",
+        "Does the company pay for lunch?",
+    ];
+    for q in &questions[..2] {
+        server.text(1001, "en", q);
+    }
+    server.wait_for(1001, 3);
+    let (code_stop, stderr) = terminate(bot);
+    assert_eq!(code_stop, Some(0), "{stderr}");
+
+    // While the bot is down, a question arrives; after the restart it is answered once, and
+    // nothing answered before is answered again.
+    server.text(1001, "en", questions[2]);
+    let bot = serve(&data, &server);
+    let sent = server.wait_for(1001, 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_after = server.sent_to(1001);
+    assert_eq!(sent_after.len(), 4, "{sent_after:#?}");
+    assert!(sent[3]["text"].as_str().unwrap().contains("500 roubles"), "{:#?}", sent[3]);
+    let (code_stop, stderr) = terminate(bot);
+    assert_eq!(code_stop, Some(0), "{stderr}");
+}
+
+#[test]
+fn serve_without_a_token_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = run(sputnik(&tmp.path().join("data")).arg("serve"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("SPUTNIK_TELEGRAM_TOKEN") && stderr(&output).contains("sputnik chat"),
+        "{}",
+        stderr(&output)
+    );
+}
