@@ -171,7 +171,26 @@ async fn poll(
             if id < offset {
                 continue;
             }
-            let event = to_event(&update);
+            let event = match document_of(&update) {
+                Some((from, chat, document)) => receive_document(bot, engine, from, chat, document).await,
+                None => to_event(&update).map(Ok),
+            };
+            let event = match event {
+                Some(Ok(event)) => Some(event),
+                // Refused before download: the replies go out like any others.
+                Some(Err(refusal)) => {
+                    let app = app.clone();
+                    let committed =
+                        tokio::task::spawn_blocking(move || read(&app).store().commit_update(id, &refusal))
+                            .await;
+                    if matches!(committed, Ok(Ok(()))) {
+                        wake.notify_one();
+                        continue;
+                    }
+                    break;
+                }
+                None => None,
+            };
             if let Some(Event::Text { chat, .. }) = &event {
                 // Best effort and not queued: "typing…" is only useful right now.
                 let _ = bot.send_chat_action(ChatId(*chat), ChatAction::Typing).await;
@@ -204,6 +223,58 @@ async fn poll(
             }
         }
     }
+}
+
+/// A document sent in a private chat, with its sender.
+fn document_of(update: &Update) -> Option<(Sender, i64, teloxide::types::Document)> {
+    let UpdateKind::Message(message) = &update.kind else { return None };
+    if !message.chat.is_private() {
+        return None;
+    }
+    let document = message.document()?.clone();
+    Some((sender_of(message.from.as_ref()?), message.chat.id.0, document))
+}
+
+/// Downloads a document the engine admits (admins only, within the size limit); refusals
+/// come back as the actions to send instead.
+async fn receive_document(
+    bot: &Bot,
+    engine: &Arc<Engine>,
+    from: Sender,
+    chat: i64,
+    document: teloxide::types::Document,
+) -> Option<Result<Event, Vec<Action>>> {
+    use teloxide::net::Download;
+    let size = u64::from(document.file.size);
+    let refusal = {
+        let (engine, from) = (engine.clone(), from.clone());
+        tokio::task::spawn_blocking(move || engine.admit_document(&from, chat, size)).await.ok()?
+    };
+    if !refusal.is_empty() {
+        return Some(Err(refusal));
+    }
+    let failed = |from: &Sender| {
+        let language = crate::i18n::from_telegram_code(from.language_code.as_deref());
+        Some(Err(vec![Action::Send {
+            chat,
+            html: crate::i18n::message(language, "error", &[]),
+            buttons: Vec::new(),
+        }]))
+    };
+    let file = match bot.get_file(document.file.id.clone()).await {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look up a sent document");
+            return failed(&from);
+        }
+    };
+    let mut content = Vec::with_capacity(size as usize);
+    if let Err(e) = bot.download_file(&file.path, &mut content).await {
+        tracing::warn!(error = %e, "could not download a sent document");
+        return failed(&from);
+    }
+    let file_name = document.file_name.unwrap_or_else(|| "document.txt".into());
+    Some(Ok(Event::Document { from, chat, file_name, content }))
 }
 
 /// Engine events from updates Sputnik handles: private text messages and button presses.

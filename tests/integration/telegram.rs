@@ -38,6 +38,8 @@ struct Fake {
     /// Answer this many upcoming sendMessage calls with 502.
     fail_sends: AtomicU32,
     wake: tokio::sync::Notify,
+    /// Files the fake serves through getFile and its download URL: id → (name, bytes).
+    files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 type Shared = Arc<Fake>;
@@ -121,6 +123,15 @@ async fn bot_api(
                 "text": body["text"]
             }))
         }
+        "getfile" => {
+            let id = body["file_id"].as_str().unwrap_or_default().to_owned();
+            let size = fake.files.lock().unwrap().get(&id).map(Vec::len);
+            match size {
+                Some(size) => ok(json!({"file_id": id, "file_unique_id": id, "file_size": size, "file_path": id})),
+                None => (axum::http::StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error_code": 400, "description": "Bad Request: invalid file_id"})))
+                    .into_response(),
+            }
+        }
         "editmessagereplymarkup" => {
             let chat = body["chat_id"].as_i64().unwrap_or(0);
             ok(json!({
@@ -131,6 +142,17 @@ async fn bot_api(
         }
         _ => ok(json!(true)),
     }
+}
+
+async fn download(
+    State(fake): State<Shared>,
+    UrlPath((token, id)): UrlPath<(String, String)>,
+) -> Result<Vec<u8>, axum::http::StatusCode> {
+    if token != format!("bot{TOKEN}") {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
+    fake.calls.lock().unwrap().push(Call { method: "download".into(), body: json!(id) });
+    fake.files.lock().unwrap().get(&id).cloned().ok_or(axum::http::StatusCode::NOT_FOUND)
 }
 
 struct Server {
@@ -144,7 +166,10 @@ impl Server {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let fake: Shared = Arc::new(Fake { next_update: AtomicI64::new(1000), ..Fake::default() });
-        let app = axum::Router::new().route("/{token}/{method}", any(bot_api)).with_state(fake.clone());
+        let app = axum::Router::new()
+            .route("/{token}/{method}", any(bot_api))
+            .route("/file/{token}/{id}", axum::routing::get(download))
+            .with_state(fake.clone());
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let address = listener.local_addr().unwrap();
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -171,6 +196,20 @@ impl Server {
                 "message_id": self.fake.next_update.load(Ordering::SeqCst), "date": 1_790_000_000,
                 "chat": {"id": user, "type": "private", "first_name": "U"},
                 "from": Self::user(user, lang), "text": text
+            }),
+        )
+    }
+
+    fn document(&self, user: i64, name: &str, content: &[u8], declared_size: usize) -> i64 {
+        let id = format!("file{}", self.fake.next_update.load(Ordering::SeqCst));
+        self.fake.files.lock().unwrap().insert(id.clone(), content.to_vec());
+        self.push(
+            "message",
+            json!({
+                "message_id": 1, "date": 1_790_000_000,
+                "chat": {"id": user, "type": "private", "first_name": "U"},
+                "from": Self::user(user, "en"),
+                "document": {"file_id": id, "file_unique_id": id, "file_name": name, "file_size": declared_size}
             }),
         )
     }
@@ -444,4 +483,73 @@ fn serve_without_a_token_says_what_to_do() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn admins_add_documents_by_sending_them_and_others_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let admin_code = invite(&data, "Irina", &[]);
+    assert!(run(sputnik(&data).args(["users", "promote", "1"])).status.success());
+    let employee_code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let bot = serve(&data, &server);
+    server.text(1001, "en", &format!("/start {admin_code}"));
+    server.text(2002, "en", &format!("/start {employee_code}"));
+    server.wait_for(1001, 1);
+    server.wait_for(2002, 1);
+
+    let policy =
+        "# Pet policy\n\nDogs are welcome in the office on Fridays if they are calm and vaccinated.\n";
+    server.document(2002, "pets.md", policy.as_bytes(), policy.len());
+    assert!(server.wait_for(2002, 2)[1]["text"].as_str().unwrap().contains("admins only"));
+    server.document(1001, "huge.pdf", b"%PDF-", 30 * 1024 * 1024);
+    assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("too large"));
+    assert!(server.calls("download").is_empty(), "refused files are never downloaded");
+
+    server.document(1001, "../../pets.md", policy.as_bytes(), policy.len());
+    let imported = server.wait_for(1001, 3)[2]["text"].as_str().unwrap().to_owned();
+    assert!(imported.contains("Imported <b>Pet policy</b>"), "{imported}");
+    server.document(1001, "broken.docx", b"not a zip", 9);
+    assert!(server.wait_for(1001, 4)[3]["text"].as_str().unwrap().contains("not a readable DOCX"));
+
+    server.text(2002, "en", "Can I bring my dog to the office?");
+    let answer = server.wait_for(2002, 3)[2]["text"].as_str().unwrap().to_owned();
+    assert!(answer.contains("Fridays") && answer.contains("pets.md"), "{answer}");
+    assert!(data.join("uploads/pets.md").is_file(), "the upload stays inside the data directory");
+    let (code, stderr) = terminate(bot);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn bogus_codes_and_the_rate_limit_through_telegram() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let mut command = sputnik(&data);
+    command
+        .arg("serve")
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
+        .env("SPUTNIK_TELEGRAM__POLL_TIMEOUT_SECONDS", "1")
+        .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "20")
+        .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "2")
+        .env("SPUTNIK_CHAT__BURST", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let bot = Running(Some(command.spawn().unwrap()));
+    server.text(1001, "en", "/start 0123456789abcdef0123456789abcdef");
+    assert!(server.wait_for(1001, 1)[0]["text"].as_str().unwrap().contains("does not work"));
+    server.text(1001, "en", &format!("/start {code}"));
+    server.wait_for(1001, 2);
+    for _ in 0..3 {
+        server.text(1001, "en", "How do I book a meeting room?");
+    }
+    let sent = server.wait_for(1001, 5);
+    assert!(sent[2]["text"].as_str().unwrap().contains("Google Calendar"));
+    assert!(sent[3]["text"].as_str().unwrap().contains("Google Calendar"));
+    assert!(sent[4]["text"].as_str().unwrap().starts_with("You are asking very quickly"), "{:#?}", sent[4]);
+    let (code, stderr) = terminate(bot);
+    assert_eq!(code, Some(0), "{stderr}");
 }
