@@ -72,8 +72,11 @@ fn invite(settings: Settings, args: InviteArgs) -> anyhow::Result<i32> {
     let lifetime = args.expires.as_deref().unwrap_or(&settings.chat.invite_lifetime);
     let lifetime_seconds =
         parse_duration_seconds(lifetime).map_err(|reason| Error::Usage(format!("--expires: {reason}")))?;
-    let bot = settings.telegram.bot_username.clone();
+    let configured = settings.telegram.bot_username.clone();
     let app = App::open(settings)?;
+    // Without a configured name, use the one Telegram reported when `sputnik serve` last ran.
+    let bot =
+        if configured.is_empty() { app.store().bot_username()?.unwrap_or_default() } else { configured };
     let request = InviteRequest {
         name: args.name,
         department: args.department,

@@ -25,6 +25,7 @@ const TOKEN: &str = "123456:TEST-TOKEN";
 struct Call {
     method: String,
     body: Value,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -62,10 +63,19 @@ async fn bot_api(
     }
     // sendMessage is recorded below, once its fate is known; failed attempts separately.
     if method != "getupdates" && method != "sendmessage" {
-        fake.calls.lock().unwrap().push(Call { method: method.clone(), body: body.clone() });
+        fake.calls.lock().unwrap().push(Call {
+            method: method.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
     }
-    let record =
-        |name: &str| fake.calls.lock().unwrap().push(Call { method: name.to_owned(), body: body.clone() });
+    let record = |name: &str| {
+        fake.calls.lock().unwrap().push(Call {
+            method: name.to_owned(),
+            body: body.clone(),
+            at: Instant::now(),
+        })
+    };
     let ok = |result: Value| {
         (axum::http::StatusCode::OK, Json(json!({"ok": true, "result": result}))).into_response()
     };
@@ -82,9 +92,10 @@ async fn bot_api(
             loop {
                 let pending: Vec<Value> = {
                     let mut queue = fake.updates.lock().unwrap();
-                    // Confirmed updates (below the offset) are forgotten, as Telegram does.
+                    // Confirmed updates (below the offset) are forgotten, as Telegram does, and
+                    // at most 100 come back at once.
                     queue.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
-                    queue.iter().cloned().collect()
+                    queue.iter().take(100).cloned().collect()
                 };
                 if !pending.is_empty() || tokio::time::Instant::now() >= deadline {
                     return ok(Value::Array(pending));
@@ -151,7 +162,7 @@ async fn download(
     if token != format!("bot{TOKEN}") {
         return Err(axum::http::StatusCode::UNAUTHORIZED);
     }
-    fake.calls.lock().unwrap().push(Call { method: "download".into(), body: json!(id) });
+    fake.calls.lock().unwrap().push(Call { method: "download".into(), body: json!(id), at: Instant::now() });
     fake.files.lock().unwrap().get(&id).cloned().ok_or(axum::http::StatusCode::NOT_FOUND)
 }
 
@@ -550,6 +561,108 @@ fn bogus_codes_and_the_rate_limit_through_telegram() {
     assert!(sent[2]["text"].as_str().unwrap().contains("Google Calendar"));
     assert!(sent[3]["text"].as_str().unwrap().contains("Google Calendar"));
     assert!(sent[4]["text"].as_str().unwrap().starts_with("You are asking very quickly"), "{:#?}", sent[4]);
+    let (code, stderr) = terminate(bot);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The load run (issue 4): 1000 employees ask 5 questions each through the fake Bot API with
+/// the default hybrid search. Every question must get exactly one answer; throughput and the
+/// time from update to delivered answer are printed for docs/benchmarks.md. Run with
+/// `cargo test --release --test integration load_ -- --ignored --nocapture`.
+#[test]
+#[ignore = "a load run of a minute or more; figures go to docs/benchmarks.md"]
+fn load_1000_employees_ask_5_questions_each() {
+    const EMPLOYEES: i64 = 1000;
+    const QUESTIONS: usize = 5;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let codes: Vec<String> = {
+        let app = sputnik::App::open(model_settings(&data)).unwrap();
+        (0..EMPLOYEES)
+            .map(|i| {
+                let request = sputnik::people::InviteRequest {
+                    name: format!("Employee {i}"),
+                    department: "Load".into(),
+                    role: sputnik::store::Role::Employee,
+                    groups: vec![],
+                    start_date: None,
+                    lifetime_seconds: 86_400,
+                };
+                sputnik::people::invite(app.store(), &request, "", jiff::Timestamp::now().as_second())
+                    .unwrap()
+                    .code
+            })
+            .collect()
+    };
+    let questions: Vec<(String, String)> =
+        std::fs::read_to_string(repo_path("assets/handbook-questions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let q: Value = serde_json::from_str(l).unwrap();
+                (q["query"].as_str().unwrap().to_owned(), q["lang"].as_str().unwrap().to_owned())
+            })
+            .collect();
+    let server = Server::start();
+    let mut command = sputnik_with_model(&data);
+    command
+        .arg("serve")
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
+        .env("SPUTNIK_TELEGRAM__POLL_TIMEOUT_SECONDS", "1")
+        .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "1")
+        .env("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "10000")
+        .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "600")
+        .env("SPUTNIK_CHAT__BURST", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let bot = Running(Some(command.spawn().unwrap()));
+    for (i, code) in codes.iter().enumerate() {
+        server.text(10_000 + i as i64, "en", &format!("/start {code}"));
+    }
+    for i in 0..EMPLOYEES {
+        server.wait_for(10_000 + i, 1);
+    }
+    let started = Instant::now();
+    let mut asked: Vec<(i64, Instant)> = Vec::new();
+    for round in 0..QUESTIONS {
+        for i in 0..EMPLOYEES {
+            let (query, lang) = &questions[(i as usize * QUESTIONS + round) % questions.len()];
+            server.text(10_000 + i, lang, query);
+            asked.push((10_000 + i, Instant::now()));
+        }
+    }
+    for i in 0..EMPLOYEES {
+        server.wait_for(10_000 + i, 1 + QUESTIONS);
+    }
+    let elapsed = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let calls = server.fake.calls.lock().unwrap().clone();
+    let mut latencies = Vec::new();
+    for i in 0..EMPLOYEES {
+        let chat = 10_000 + i;
+        let answers: Vec<Instant> = calls
+            .iter()
+            .filter(|c| c.method == "sendmessage" && c.body["chat_id"].as_i64() == Some(chat))
+            .skip(1)
+            .map(|c| c.at)
+            .collect();
+        assert_eq!(answers.len(), QUESTIONS, "chat {chat} got {} answers", answers.len());
+        let sent: Vec<Instant> = asked.iter().filter(|(c, _)| *c == chat).map(|(_, at)| *at).collect();
+        latencies.extend(answers.iter().zip(&sent).map(|(a, s)| a.duration_since(*s)));
+    }
+    latencies.sort();
+    let total = latencies.len();
+    let at = |p: f64| latencies[((total - 1) as f64 * p) as usize];
+    println!(
+        "load: {total} questions from {EMPLOYEES} employees in {:.1} s = {:.1} questions/s; update→answer p50 {:?}, p95 {:?}, max {:?}",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        at(0.5),
+        at(0.95),
+        latencies[total - 1]
+    );
     let (code, stderr) = terminate(bot);
     assert_eq!(code, Some(0), "{stderr}");
 }
