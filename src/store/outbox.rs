@@ -27,30 +27,15 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let offset = meta.get(meta_keys::TELEGRAM_OFFSET)?.map(|v| v.value()).unwrap_or(0);
             meta.insert(meta_keys::TELEGRAM_OFFSET, offset.max(update_id + 1))?;
-            let mut next = meta.get(meta_keys::NEXT_OUTBOX_ID)?.map(|v| v.value()).unwrap_or(1);
-            let mut outbox = txn.open_table(OUTBOX)?;
-            for action in actions {
-                outbox.insert(next, encode(action).as_slice())?;
-                next += 1;
-            }
-            meta.insert(meta_keys::NEXT_OUTBOX_ID, next)?;
         }
+        append(&txn, actions)?;
         self.commit(txn)
     }
 
     /// Queues actions that do not answer an update (broadcasts, reminders).
     pub fn enqueue<T: Serialize>(&self, actions: &[T]) -> StoreResult<()> {
         let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut next = meta.get(meta_keys::NEXT_OUTBOX_ID)?.map(|v| v.value()).unwrap_or(1);
-            let mut outbox = txn.open_table(OUTBOX)?;
-            for action in actions {
-                outbox.insert(next, encode(action).as_slice())?;
-                next += 1;
-            }
-            meta.insert(meta_keys::NEXT_OUTBOX_ID, next)?;
-        }
+        append(&txn, actions)?;
         self.commit(txn)
     }
 
@@ -88,6 +73,19 @@ impl Store {
         txn.open_table(META_TEXT)?.insert(meta_keys::BOT_USERNAME, username)?;
         self.commit(txn)
     }
+}
+
+/// Appends actions to the outbox inside `txn`, numbering them in order.
+fn append<T: Serialize>(txn: &redb::WriteTransaction, actions: &[T]) -> StoreResult<()> {
+    let mut meta = txn.open_table(META)?;
+    let mut next = meta.get(meta_keys::NEXT_OUTBOX_ID)?.map(|v| v.value()).unwrap_or(1);
+    let mut outbox = txn.open_table(OUTBOX)?;
+    for action in actions {
+        outbox.insert(next, encode(action).as_slice())?;
+        next += 1;
+    }
+    meta.insert(meta_keys::NEXT_OUTBOX_ID, next)?;
+    Ok(())
 }
 
 #[cfg(test)]

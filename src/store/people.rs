@@ -127,6 +127,33 @@ pub fn invite_hash(code: &str) -> String {
     blake3::hash(code.trim().as_bytes()).to_hex().to_string()
 }
 
+fn read_employee(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> StoreResult<Option<Employee>> {
+    match table.get(id)? {
+        Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
+        None => Ok(None),
+    }
+}
+
+fn read_session(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    employee: EmployeeId,
+) -> StoreResult<Session> {
+    match table.get(employee.0)? {
+        Some(bytes) => decode(bytes.value(), || format!("session of employee {employee}")),
+        None => Ok(Session::default()),
+    }
+}
+
+fn read_question(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> StoreResult<Option<QuestionRecord>> {
+    match table.get(id)? {
+        Some(bytes) => Ok(Some(decode(bytes.value(), || format!("question {id}"))?)),
+        None => Ok(None),
+    }
+}
+
 impl Store {
     pub fn create_employee(&self, new: NewEmployee, now: i64) -> StoreResult<Employee> {
         let txn = self.db.begin_write()?;
@@ -156,11 +183,7 @@ impl Store {
 
     pub fn employee(&self, id: EmployeeId) -> StoreResult<Option<Employee>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(EMPLOYEES)?;
-        match table.get(id.0)? {
-            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
-            None => Ok(None),
-        }
+        read_employee(&txn.open_table(EMPLOYEES)?, id.0)
     }
 
     pub fn employees(&self) -> StoreResult<Vec<Employee>> {
@@ -179,11 +202,7 @@ impl Store {
         let Some(id) = txn.open_table(TELEGRAM_USERS)?.get(telegram_id)?.map(|v| v.value()) else {
             return Ok(None);
         };
-        let table = txn.open_table(EMPLOYEES)?;
-        match table.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
-            None => Ok(None),
-        }
+        read_employee(&txn.open_table(EMPLOYEES)?, id)
     }
 
     /// Changes an employee in one transaction; `change` sees the current record.
@@ -195,10 +214,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let employee = {
             let mut table = txn.open_table(EMPLOYEES)?;
-            let mut employee: Employee = match table.get(id.0)? {
-                Some(bytes) => decode(bytes.value(), || format!("employee {id}"))?,
-                None => return Err(StoreError::UnknownEmployee(id.0)),
-            };
+            let mut employee = read_employee(&table, id.0)?.ok_or(StoreError::UnknownEmployee(id.0))?;
             change(&mut employee);
             table.insert(id.0, encode(&employee).as_slice())?;
             employee
@@ -235,10 +251,8 @@ impl Store {
                 Some(invite) if invite.expires_at <= now => Err(InviteRefusal::Expired),
                 Some(mut invite) => {
                     let id = invite.employee.0;
-                    let mut employee: Employee = match employees.get(id)? {
-                        Some(bytes) => decode(bytes.value(), || format!("employee {id}"))?,
-                        None => return Err(StoreError::UnknownEmployee(id)),
-                    };
+                    let mut employee =
+                        read_employee(&employees, id)?.ok_or(StoreError::UnknownEmployee(id))?;
                     if !employee.active {
                         Err(InviteRefusal::Deactivated)
                     } else {
@@ -249,13 +263,11 @@ impl Store {
                         }
                         let displaced =
                             telegram.insert(telegram_id, id)?.map(|v| v.value()).filter(|&other| other != id);
-                        if let Some(other) = displaced {
-                            let bytes = employees.get(other)?.map(|b| b.value().to_vec());
-                            if let Some(bytes) = bytes {
-                                let mut other: Employee = decode(&bytes, || format!("employee {other}"))?;
-                                other.telegram_id = None;
-                                employees.insert(other.id.0, encode(&other).as_slice())?;
-                            }
+                        if let Some(other) = displaced
+                            && let Some(mut other) = read_employee(&employees, other)?
+                        {
+                            other.telegram_id = None;
+                            employees.insert(other.id.0, encode(&other).as_slice())?;
                         }
                         employee.telegram_id = Some(telegram_id);
                         employee.joined_at = Some(now);
@@ -281,10 +293,7 @@ impl Store {
             record.id = id;
             txn.open_table(QUESTIONS)?.insert(id, encode(&record).as_slice())?;
             let mut sessions = txn.open_table(SESSIONS)?;
-            let mut session: Session = match sessions.get(record.employee.0)? {
-                Some(bytes) => decode(bytes.value(), || "session".to_owned())?,
-                None => Session::default(),
-            };
+            let mut session = read_session(&sessions, record.employee)?;
             session.last_question = Some(id);
             session.awaiting_reason_for = None;
             sessions.insert(record.employee.0, encode(&session).as_slice())?;
@@ -295,11 +304,7 @@ impl Store {
 
     pub fn question(&self, id: u64) -> StoreResult<Option<QuestionRecord>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUESTIONS)?;
-        match table.get(id)? {
-            Some(bytes) => Ok(Some(decode(bytes.value(), || format!("question {id}"))?)),
-            None => Ok(None),
-        }
+        read_question(&txn.open_table(QUESTIONS)?, id)
     }
 
     pub fn questions(&self) -> StoreResult<Vec<QuestionRecord>> {
@@ -325,19 +330,13 @@ impl Store {
         let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(QUESTIONS)?;
-            let record: Option<QuestionRecord> = match table.get(question)? {
-                Some(bytes) => Some(decode(bytes.value(), || format!("question {question}"))?),
-                None => None,
-            };
+            let record = read_question(&table, question)?;
             match record {
                 Some(mut record) if record.employee == employee => {
                     record.feedback = Some(feedback);
                     table.insert(question, encode(&record).as_slice())?;
                     let mut sessions = txn.open_table(SESSIONS)?;
-                    let mut session: Session = match sessions.get(employee.0)? {
-                        Some(bytes) => decode(bytes.value(), || "session".to_owned())?,
-                        None => Session::default(),
-                    };
+                    let mut session = read_session(&sessions, employee)?;
                     session.awaiting_reason_for = await_reason.then_some(question);
                     sessions.insert(employee.0, encode(&session).as_slice())?;
                     Some(record)
@@ -351,11 +350,7 @@ impl Store {
 
     pub fn session(&self, employee: EmployeeId) -> StoreResult<Session> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(SESSIONS)?;
-        match table.get(employee.0)? {
-            Some(bytes) => decode(bytes.value(), || "session".to_owned()),
-            None => Ok(Session::default()),
-        }
+        read_session(&txn.open_table(SESSIONS)?, employee)
     }
 
     pub fn put_session(&self, employee: EmployeeId, session: &Session) -> StoreResult<()> {

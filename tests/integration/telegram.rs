@@ -285,7 +285,13 @@ impl Drop for Running {
 }
 
 fn serve(data: &Path, server: &Server) -> Running {
-    let child = sputnik(data)
+    serve_with(sputnik(data), server, &[])
+}
+
+/// `sputnik serve` against the fake, with fast polling and sending; `overrides` are extra
+/// environment settings.
+fn serve_with(mut command: std::process::Command, server: &Server, overrides: &[(&str, &str)]) -> Running {
+    command
         .arg("serve")
         .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
         .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
@@ -293,7 +299,11 @@ fn serve(data: &Path, server: &Server) -> Running {
         .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "20")
         .env("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "200")
         .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "600")
-        .env("SPUTNIK_CHAT__BURST", "100")
+        .env("SPUTNIK_CHAT__BURST", "100");
+    for (key, value) in overrides {
+        command.env(key, value);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("SPUTNIK_TEST_BOT_LOG").is_some() {
             Stdio::inherit()
@@ -538,18 +548,8 @@ fn bogus_codes_and_the_rate_limit_through_telegram() {
     let data = knowledge_base(tmp.path());
     let code = invite(&data, "Anna", &[]);
     let server = Server::start();
-    let mut command = sputnik(&data);
-    command
-        .arg("serve")
-        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
-        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
-        .env("SPUTNIK_TELEGRAM__POLL_TIMEOUT_SECONDS", "1")
-        .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "20")
-        .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "2")
-        .env("SPUTNIK_CHAT__BURST", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let bot = Running(Some(command.spawn().unwrap()));
+    let limits = [("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "2"), ("SPUTNIK_CHAT__BURST", "2")];
+    let bot = serve_with(sputnik(&data), &server, &limits);
     server.text(1001, "en", "/start 0123456789abcdef0123456789abcdef");
     assert!(server.wait_for(1001, 1)[0]["text"].as_str().unwrap().contains("does not work"));
     server.text(1001, "en", &format!("/start {code}"));
@@ -605,19 +605,9 @@ fn load_1000_employees_ask_5_questions_each() {
             })
             .collect();
     let server = Server::start();
-    let mut command = sputnik_with_model(&data);
-    command
-        .arg("serve")
-        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
-        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
-        .env("SPUTNIK_TELEGRAM__POLL_TIMEOUT_SECONDS", "1")
-        .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "1")
-        .env("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "10000")
-        .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "600")
-        .env("SPUTNIK_CHAT__BURST", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let bot = Running(Some(command.spawn().unwrap()));
+    let unthrottled =
+        [("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "1"), ("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "10000")];
+    let bot = serve_with(sputnik_with_model(&data), &server, &unthrottled);
     for (i, code) in codes.iter().enumerate() {
         server.text(10_000 + i as i64, "en", &format!("/start {code}"));
     }
