@@ -24,7 +24,7 @@ pub mod exit {
 #[command(
     name = "sputnik",
     version,
-    about = "On-prem employee companion: a knowledge base of company documents, searchable in Russian and English",
+    about = "On-prem employee companion: answers from company documents, in Russian and English, with sources — in Telegram and the terminal",
     after_help = "Exit codes: 0 success, 1 internal failure, 2 usage or configuration error, \
                   3 finished but some inputs failed.\n\
                   Configuration: defaults < config file < SPUTNIK_* environment < flags."

@@ -29,8 +29,8 @@ use schema::{
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the data directory is in use by another Sputnik process ({path}); stop it or run the \
-         command through the running service"
+        "the data directory is in use by another Sputnik process ({path}); is `sputnik serve` \
+         running? Stop it first"
     )]
     Locked { path: PathBuf },
     #[error(

@@ -331,6 +331,7 @@ fn terminate(mut running: Running) -> (Option<i32>, String) {
                 use std::io::Read;
                 stderr.read_to_string(&mut err).unwrap();
             }
+            assert!(!err.contains("TEST-TOKEN"), "the bot token reached the log:\n{err}");
             return (status.code(), err);
         }
         if started.elapsed() > Duration::from_secs(20) {
@@ -655,4 +656,18 @@ fn load_1000_employees_ask_5_questions_each() {
     );
     let (code, stderr) = terminate(bot);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_bot_api_is_a_clear_error_that_never_shows_the_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let output = run(sputnik(&tmp.path().join("data"))
+        .arg("serve")
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .env("SPUTNIK_TELEGRAM_API_URL", "http://127.0.0.1:9"));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains("cannot reach the Telegram Bot API at http://127.0.0.1:9"), "{err}");
+    assert!(!err.contains("TEST-TOKEN"), "{err}");
 }
