@@ -282,7 +282,8 @@ fn to_event(update: &Update) -> Option<Event> {
     match &update.kind {
         UpdateKind::Message(message) if message.chat.is_private() => {
             let user = message.from.as_ref()?;
-            let text = message.text()?.to_owned();
+            // Stickers, photos and the like carry no question: the engine asks for words.
+            let text = message.text().or(message.caption()).unwrap_or_default().to_owned();
             Some(Event::Text { from: sender_of(user), chat: message.chat.id.0, text })
         }
         UpdateKind::CallbackQuery(query) => {

@@ -559,6 +559,16 @@ fn bogus_codes_and_the_rate_limit_through_telegram() {
         server.text(1001, "en", "How do I book a meeting room?");
     }
     let sent = server.wait_for(1001, 5);
+    server.push(
+        "message",
+        json!({
+            "message_id": 9, "date": 1_790_000_000, "chat": {"id": 1001, "type": "private", "first_name": "U"},
+            "from": Server::user(1001, "en"),
+            "sticker": {"file_id": "s1", "file_unique_id": "s1", "type": "regular", "width": 512, "height": 512,
+                        "is_animated": false, "is_video": false}
+        }),
+    );
+    assert!(server.wait_for(1001, 6)[5]["text"].as_str().unwrap().contains("write your question in words"));
     assert!(sent[2]["text"].as_str().unwrap().contains("Google Calendar"));
     assert!(sent[3]["text"].as_str().unwrap().contains("Google Calendar"));
     assert!(sent[4]["text"].as_str().unwrap().starts_with("You are asking very quickly"), "{:#?}", sent[4]);
