@@ -21,23 +21,23 @@ use sputnik::store::{
 };
 use sputnik::{App, Settings};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{Rng, vocabulary};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DIM: usize = 384;
 const MODEL: &str = "all-minilm-l6-v2";
 
-struct Rng(u64);
+/// Gaussian noise on top of the shared generator.
+trait Gaussian {
+    fn unit(&mut self) -> f32;
+    fn gaussian(&mut self) -> f32;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+impl Gaussian for Rng {
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
@@ -67,18 +67,11 @@ fn clustered(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn vocabulary() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/handbook");
-    let mut words = Vec::new();
-    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-        words.extend(
-            text.split(|c: char| !c.is_alphabetic())
-                .filter(|w| w.chars().count() >= 3)
-                .map(str::to_lowercase),
-        );
-    }
-    words
+/// Both languages' handbook words together.
+fn words() -> Vec<String> {
+    let (mut en, ru) = vocabulary();
+    en.extend(ru);
+    en
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> String {
@@ -125,8 +118,7 @@ fn fill_store(data: &Path, chunks: usize, words: &[String]) {
     for (d, group) in vectors.chunks(4).enumerate() {
         let records: Vec<ChunkRecord> = (0..group.len())
             .map(|i| {
-                let text: Vec<&str> =
-                    (0..190).map(|_| words[(rng.next() % words.len() as u64) as usize].as_str()).collect();
+                let text: Vec<&str> = (0..190).map(|_| rng.pick(words)).collect();
                 ChunkRecord {
                     ordinal: i as u32,
                     heading_path: vec![format!("Section {i}")],
@@ -176,7 +168,7 @@ fn questions() -> Vec<String> {
 
 fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let words = vocabulary();
+    let words = words();
 
     // --- The model on its own.
     if part("model") {
@@ -206,14 +198,8 @@ fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String]) {
         })
     });
     let mut rng = Rng(5);
-    let passages: Vec<String> = (0..32)
-        .map(|_| {
-            (0..190)
-                .map(|_| words[(rng.next() % words.len() as u64) as usize].as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    let passages: Vec<String> =
+        (0..32).map(|_| (0..190).map(|_| rng.pick(words)).collect::<Vec<_>>().join(" ")).collect();
     let tokens = embedder.token_ids(&passages[0]).unwrap().len();
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.bench_function("passages_32", |b| b.iter(|| embedder.embed_passages(&passages).unwrap()));
@@ -241,8 +227,7 @@ fn bench_import(tmp: &Path, words: &[String]) {
     for d in 0..50 {
         let mut text = format!("# Document {d}\n\n");
         for s in 0..4 {
-            let body: Vec<&str> =
-                (0..190).map(|_| words[(rng.next() % words.len() as u64) as usize].as_str()).collect();
+            let body: Vec<&str> = (0..190).map(|_| rng.pick(words)).collect();
             text.push_str(&format!("## Section {s}\n\n{}.\n\n", body.join(" ")));
         }
         std::fs::write(corpus.join(format!("doc-{d}.md")), text).unwrap();
