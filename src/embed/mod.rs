@@ -51,16 +51,23 @@ pub enum EmbedError {
 
 impl EmbedError {
     fn load(e: impl std::fmt::Display) -> Self {
-        EmbedError::Load(e.to_string())
+        EmbedError::Load(first_line(&e))
     }
 
     fn inference(e: impl std::fmt::Display) -> Self {
-        EmbedError::Inference(e.to_string())
+        EmbedError::Inference(first_line(&e))
     }
 
     pub fn is_user_error(&self) -> bool {
         !matches!(self, EmbedError::Inference(_) | EmbedError::Stopped)
     }
+}
+
+/// candle appends a captured backtrace to its messages when RUST_BACKTRACE is set; a person
+/// needs the cause, not the stack.
+fn first_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
 /// An embedding vector, L2-normalised.
