@@ -9,6 +9,8 @@
 
 mod bert;
 pub mod profile;
+mod quantized;
+mod tokens;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,40 @@ fn device(name: &str) -> Result<candle_core::Device, EmbedError> {
     }
 }
 
+/// The model forward passes Sputnik knows, chosen by the manifest's `architecture`.
+enum Encoder {
+    /// f32 BERT from safetensors (all-MiniLM-L6-v2).
+    Bert(bert::BertEncoder),
+    /// BERT-architecture encoder with Q4_0 weights from GGUF (multilingual-e5-small).
+    Quantized(quantized::QuantizedEncoder),
+}
+
+impl Encoder {
+    fn load(dir: &Path, profile: &ModelProfile, device: candle_core::Device) -> Result<Encoder, EmbedError> {
+        match profile.architecture.as_str() {
+            "bert" => Ok(Encoder::Bert(bert::BertEncoder::load(dir, profile, device)?)),
+            "bert-q4_0" => Ok(Encoder::Quantized(quantized::QuantizedEncoder::load(dir, profile, device)?)),
+            other => {
+                Err(EmbedError::Load(format!("model architecture {other:?} is not supported by this build")))
+            }
+        }
+    }
+
+    fn tokenizer(&self) -> &tokens::ModelTokenizer {
+        match self {
+            Encoder::Bert(e) => e.tokenizer(),
+            Encoder::Quantized(e) => e.tokenizer(),
+        }
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self {
+            Encoder::Bert(e) => e.embed(texts),
+            Encoder::Quantized(e) => e.embed(texts),
+        }
+    }
+}
+
 fn inference_loop(
     dir: &Path,
     profile: &'static ModelProfile,
@@ -215,7 +251,7 @@ fn inference_loop(
     inbox: mpsc::Receiver<Job>,
     ready: mpsc::Sender<Result<(), EmbedError>>,
 ) {
-    let encoder = match bert::BertEncoder::load(dir, profile, device) {
+    let encoder = match Encoder::load(dir, profile, device) {
         Ok(encoder) => {
             let _ = ready.send(Ok(()));
             encoder
@@ -231,7 +267,7 @@ fn inference_loop(
                 let _ = reply.send(embed_in_batches(&encoder, texts));
             }
             Job::TokenIds { text, reply } => {
-                let _ = reply.send(encoder.token_ids(&text));
+                let _ = reply.send(encoder.tokenizer().token_ids(&text));
             }
         }
     }
@@ -239,8 +275,8 @@ fn inference_loop(
 
 /// Sorts texts by token count and runs batches that fit the token budget, then restores the
 /// callers' order. Results do not depend on how texts were grouped (padding is masked out).
-fn embed_in_batches(encoder: &bert::BertEncoder, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let counts = encoder.token_counts(&texts)?;
+fn embed_in_batches(encoder: &Encoder, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let counts = encoder.tokenizer().token_counts(&texts)?;
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
     let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];

@@ -44,6 +44,13 @@ pub fn model_settings(data_dir: &Path) -> Settings {
     settings
 }
 
+/// Settings with a named model from `models/`.
+pub fn named_model_settings(data_dir: &Path, model: &str) -> Settings {
+    let mut settings = model_settings(data_dir);
+    settings.embed.model = model.into();
+    settings
+}
+
 pub fn open_app_with_model(data_dir: &Path) -> App {
     App::open(model_settings(data_dir)).unwrap_or_else(|e| panic!("{e} (run models/fetch first)"))
 }

@@ -9,5 +9,6 @@ mod common;
 mod crash;
 mod handbook;
 mod incremental;
+mod multilingual;
 mod semantic;
 mod telegram;

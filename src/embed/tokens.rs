@@ -1,0 +1,94 @@
+//! What every encoder shares: the model's own tokenizer with padding to the longest text of a
+//! batch and truncation at the profile's maximum, and masked mean pooling with L2 normalisation.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use super::EmbedError;
+use super::profile::ModelProfile;
+
+/// One batch as the model takes it: ids, segment ids and attention mask, each `batch × length`.
+pub(super) struct Batch {
+    pub ids: Vec<u32>,
+    pub types: Vec<u32>,
+    pub mask: Vec<u32>,
+    pub batch: usize,
+    pub length: usize,
+}
+
+pub(super) struct ModelTokenizer {
+    tokenizer: Tokenizer,
+}
+
+impl ModelTokenizer {
+    pub fn load(path: &Path, profile: &ModelProfile) -> Result<ModelTokenizer, EmbedError> {
+        let mut tokenizer = Tokenizer::from_file(path).map_err(EmbedError::load)?;
+        // The padding token's id differs between vocabularies ([PAD] = 0 in BERT's, <pad> = 1 in
+        // XLM-R's); padded positions are masked out either way.
+        let (pad_id, pad_token) = ["[PAD]", "<pad>"]
+            .into_iter()
+            .find_map(|t| tokenizer.token_to_id(t).map(|id| (id, t.to_owned())))
+            .unwrap_or((0, "[PAD]".to_owned()));
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
+            ..Default::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: profile.max_tokens, ..Default::default() }))
+            .map_err(EmbedError::load)?;
+        Ok(ModelTokenizer { tokenizer })
+    }
+
+    /// Number of tokens each text becomes (after truncation), for batching by a token budget.
+    pub fn token_counts(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
+        Ok(encodings.iter().map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count()).collect())
+    }
+
+    /// Token ids of one text as the model sees it (for parity tests and diagnostics).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        let encoding = self.tokenizer.encode(text, true).map_err(EmbedError::inference)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes texts together, padded to the longest.
+    pub fn batch(&self, texts: &[String]) -> Result<Batch, EmbedError> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
+        let batch = encodings.len();
+        let length = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut out = Batch {
+            ids: Vec::with_capacity(batch * length),
+            types: Vec::with_capacity(batch * length),
+            mask: Vec::with_capacity(batch * length),
+            batch,
+            length,
+        };
+        for encoding in &encodings {
+            out.ids.extend_from_slice(encoding.get_ids());
+            out.types.extend_from_slice(encoding.get_type_ids());
+            out.mask.extend_from_slice(encoding.get_attention_mask());
+        }
+        Ok(out)
+    }
+}
+
+impl Batch {
+    pub fn mask_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        Tensor::from_vec(self.mask.clone(), (self.batch, self.length), device)
+    }
+}
+
+/// Masked mean over tokens (as sentence-transformers pools), then L2 normalisation.
+/// `hidden` is `batch × length × dim`, `mask` is `batch × length` of 0/1.
+pub(super) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+    let mean = summed.broadcast_div(&counts)?;
+    let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    mean.broadcast_div(&norms)?.to_vec2::<f32>()
+}
