@@ -149,6 +149,10 @@ pub struct SearchSettings {
     pub dense_weight: f32,
     /// Up to this many vectors the dense leg scans exactly; above it, an HNSW graph is used.
     pub exact_scan_limit: usize,
+    /// In hybrid search, a full-text hit counts only if it holds at least this share of the
+    /// question's words (weighted by rarity); weaker word matches are left to the meaning leg.
+    /// 0 keeps every full-text hit.
+    pub lexical_min_coverage: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -163,8 +167,11 @@ pub struct AnswerSettings {
     /// ... and contain at least this share of the question's words, weighted by rarity, to be
     /// answered from.
     pub min_term_coverage: f32,
-    /// A passage found by meaning must be at least this similar (cosine) to be answered from.
-    pub min_similarity: f32,
+    /// A passage found by meaning must be at least this similar (cosine) to be answered from;
+    /// unset, the embedding model's calibrated floor (see models/manifest.toml) applies.
+    pub min_similarity: Option<f32>,
+    /// The same for a passage in another language than the question.
+    pub min_similarity_other_language: Option<f32>,
     /// Offered when no answer is found, e.g. "hr@example.com" or "@hr_helpdesk".
     pub hr_contact: String,
 }
@@ -176,7 +183,8 @@ impl Default for AnswerSettings {
             max_sources: 3,
             min_bm25: 2.0,
             min_term_coverage: 0.5,
-            min_similarity: 0.45,
+            min_similarity: None,
+            min_similarity_other_language: None,
             hr_contact: String::new(),
         }
     }
@@ -275,7 +283,7 @@ impl Default for IngestSettings {
 impl Default for EmbedSettings {
     fn default() -> Self {
         EmbedSettings {
-            model: "all-minilm-l6-v2".into(),
+            model: "multilingual-e5-small".into(),
             models_dir: PathBuf::from("./models"),
             device: "cpu".into(),
             query_cache: 1024,
@@ -293,6 +301,7 @@ impl Default for SearchSettings {
             rrf_k: 60.0,
             dense_weight: 0.5,
             exact_scan_limit: 200_000,
+            lexical_min_coverage: 0.5,
         }
     }
 }

@@ -108,14 +108,19 @@ impl App {
             ),
         };
         let vectors = match &embedder {
-            Some(embedder) if embedding_conflict.is_none() => Some(VectorIndex::load(
-                &store,
-                embedder.profile().dimension,
-                settings.search.exact_scan_limit,
-            )?),
+            Some(embedder) if embedding_conflict.is_none() => Some(
+                VectorIndex::load(&store, embedder.profile().dimension, settings.search.exact_scan_limit)?
+                    .balance_languages(embedder.profile().is_multilingual()),
+            ),
             _ => None,
         };
         Ok(App { settings, store, index, vectors, embedder, embedding_conflict, opened })
+    }
+
+    /// The answer floors, with the embedding model's calibrated similarity floors where the
+    /// configuration sets none.
+    pub fn answer_floors(&self) -> answer::Floors {
+        answer::Floors::new(&self.settings.answer, self.embedder.as_ref().map(|e| e.profile()))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -194,7 +199,10 @@ impl App {
             && self.embedding_conflict.is_none()
         {
             let limit = self.settings.search.exact_scan_limit;
-            self.vectors = Some(VectorIndex::load(&self.store, embedder.profile().dimension, limit)?);
+            self.vectors = Some(
+                VectorIndex::load(&self.store, embedder.profile().dimension, limit)?
+                    .balance_languages(embedder.profile().is_multilingual()),
+            );
         }
         Ok(chunks)
     }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::config::AnswerSettings;
+use crate::embed::ModelProfile;
 use crate::i18n::{escape_html, message};
 use crate::search::analysis;
 use crate::search::{SearchHit, SearchOutcome};
@@ -49,19 +50,57 @@ pub struct Answer {
     pub sources: Vec<AnswerSource>,
 }
 
-/// Whether a hit is relevant enough to answer from: found by words, with most of the
-/// question's (rarity-weighted) words in it, or close enough in meaning.
-pub fn passes_floor(hit: &SearchHit, settings: &AnswerSettings) -> bool {
-    let by_words = hit.lexical_score.is_some_and(|s| s >= settings.min_bm25)
-        && hit.term_coverage >= settings.min_term_coverage;
-    let by_meaning = hit.dense_score.is_some_and(|s| s >= settings.min_similarity);
+/// The floors a passage must clear to be answered from, with the similarity floors resolved
+/// from the configuration or, unset there, from the embedding model's calibration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floors {
+    pub min_bm25: f32,
+    pub min_term_coverage: f32,
+    pub min_similarity: f32,
+    pub min_similarity_other_language: f32,
+}
+
+impl Floors {
+    pub fn new(settings: &AnswerSettings, model: Option<&ModelProfile>) -> Floors {
+        // Without a model no hit has a dense score; the value only matters for tests.
+        let (same, other) =
+            model.map_or((0.45, 0.45), |m| (m.min_similarity, m.min_similarity_other_language));
+        Floors {
+            min_bm25: settings.min_bm25,
+            min_term_coverage: settings.min_term_coverage,
+            min_similarity: settings.min_similarity.unwrap_or(same),
+            min_similarity_other_language: settings.min_similarity_other_language.unwrap_or(other),
+        }
+    }
+}
+
+/// Whether a hit is relevant enough to answer a question in `question_language` from: found by
+/// words, with most of the question's (rarity-weighted) words in it, or close enough in meaning.
+pub fn passes_floor(hit: &SearchHit, question_language: Language, floors: &Floors) -> bool {
+    let by_words = hit.lexical_score.is_some_and(|s| s >= floors.min_bm25)
+        && hit.term_coverage >= floors.min_term_coverage;
+    let similarity_floor = if hit.language == question_language {
+        floors.min_similarity
+    } else {
+        floors.min_similarity_other_language
+    };
+    let by_meaning = hit.dense_score.is_some_and(|s| s >= similarity_floor);
     by_words || by_meaning
 }
 
 /// Builds the answer to `outcome` in `language`.
-pub fn compose(outcome: &SearchOutcome, language: Language, settings: &AnswerSettings) -> Answer {
-    let hits: Vec<&SearchHit> =
-        outcome.hits.iter().filter(|h| passes_floor(h, settings)).take(settings.max_sources).collect();
+pub fn compose(
+    outcome: &SearchOutcome,
+    language: Language,
+    settings: &AnswerSettings,
+    floors: &Floors,
+) -> Answer {
+    let hits: Vec<&SearchHit> = outcome
+        .hits
+        .iter()
+        .filter(|h| passes_floor(h, outcome.language, floors))
+        .take(settings.max_sources)
+        .collect();
     if hits.is_empty() {
         let mut html = message(language, "not_found", &[]);
         if !settings.hr_contact.is_empty() {
@@ -273,6 +312,7 @@ mod tests {
             &outcome("when do I receive my laptop", vec![hit(text, Some(9.0), None, 1)]),
             Language::En,
             &settings,
+            &Floors::new(&settings, None),
         );
         assert!(answer.found);
         assert!(answer.html.starts_with("Every employee receives a work laptop"), "{}", answer.html);
@@ -285,10 +325,33 @@ mod tests {
     }
 
     #[test]
+    fn the_similarity_floor_depends_on_the_model_and_on_the_passages_language() {
+        let e5 = ModelProfile::named("multilingual-e5-small").unwrap();
+        let settings = AnswerSettings::default();
+        let floors = Floors::new(&settings, Some(e5));
+        assert_eq!((floors.min_similarity, floors.min_similarity_other_language), (0.82, 0.785));
+        let english = hit("Laptops are issued on the first day.", None, Some(0.80), 1);
+        let russian = SearchHit { language: Language::Ru, ..english.clone() };
+        // 0.80 is below the same-language floor but above the cross-language one.
+        assert!(!passes_floor(&english, Language::En, &floors));
+        assert!(passes_floor(&russian, Language::En, &floors));
+        assert!(!compose(&outcome("laptop", vec![english]), Language::En, &settings, &floors).found);
+        assert!(compose(&outcome("laptop", vec![russian]), Language::En, &settings, &floors).found);
+        // The configuration overrides the model's calibration.
+        let strict = AnswerSettings { min_similarity_other_language: Some(0.9), ..AnswerSettings::default() };
+        assert_eq!(Floors::new(&strict, Some(e5)).min_similarity_other_language, 0.9);
+    }
+
+    #[test]
     fn below_the_floor_is_not_found_with_the_hr_contact() {
         let settings = AnswerSettings { hr_contact: "hr@example.com".into(), ..AnswerSettings::default() };
         let weak = hit("Unrelated text.", Some(0.5), Some(0.1), 1);
-        let answer = compose(&outcome("what is the meaning of life", vec![weak]), Language::Ru, &settings);
+        let answer = compose(
+            &outcome("what is the meaning of life", vec![weak]),
+            Language::Ru,
+            &settings,
+            &Floors::new(&settings, None),
+        );
         assert!(!answer.found);
         assert!(
             answer.html.contains("hr@example.com") && answer.html.starts_with("К сожалению"),

@@ -511,7 +511,7 @@ impl Engine {
             mode: None,
         };
         let outcome = app.search(&request)?;
-        let answer = answer::compose(&outcome, language, &app.settings().answer);
+        let answer = answer::compose(&outcome, language, &app.settings().answer, &app.answer_floors());
         let record = app.store().record_question(QuestionRecord {
             id: 0,
             employee: employee.id,

@@ -32,6 +32,10 @@ pub struct ModelProfile {
     pub query_prefix: String,
     pub passage_prefix: String,
     pub languages: Vec<String>,
+    /// Answer floor (cosine) for a passage found by meaning in the question's language ...
+    pub min_similarity: f32,
+    /// ... and in another language.
+    pub min_similarity_other_language: f32,
     pub files: Vec<ModelFile>,
 }
 
@@ -51,6 +55,11 @@ impl ModelProfile {
         MANIFEST.model.iter().map(|m| m.name.as_str()).collect()
     }
 
+    /// Whether the model was trained on many languages (and so can match across them).
+    pub fn is_multilingual(&self) -> bool {
+        self.languages.iter().any(|l| l == "many")
+    }
+
     /// Whether the model understands text in `language` well enough for the dense leg.
     pub fn serves(&self, language: Language) -> bool {
         self.languages.iter().any(|l| l == "many" || l == language.code())
@@ -62,7 +71,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_model_is_english_only_with_256_tokens() {
+    fn the_default_model_is_multilingual_with_prefixes_and_512_tokens() {
+        let name = crate::config::EmbedSettings::default().model;
+        let profile = ModelProfile::named(&name).unwrap();
+        assert_eq!(profile.name, "multilingual-e5-small");
+        assert_eq!((profile.dimension, profile.max_tokens), (384, 512));
+        assert_eq!(
+            (profile.query_prefix.as_str(), profile.passage_prefix.as_str()),
+            ("query: ", "passage: ")
+        );
+        assert!(profile.serves(Language::En) && profile.serves(Language::Ru) && profile.is_multilingual());
+        assert!(profile.files.iter().any(|f| f.path == "model.gguf" && f.sha256.len() == 64));
+    }
+
+    #[test]
+    fn minilm_is_english_only_with_256_tokens() {
         let profile = ModelProfile::named("all-minilm-l6-v2").unwrap();
         assert_eq!((profile.dimension, profile.max_tokens), (384, 256));
         assert!(profile.serves(Language::En));

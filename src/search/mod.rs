@@ -187,12 +187,54 @@ impl Retriever<'_> {
                 Vec::new()
             }
         };
-        let lexical: Vec<(DocumentId, u32, f32)> =
+        let mut lexical: Vec<(DocumentId, u32, f32)> =
             lexical.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
+        if !dense.is_empty() && self.settings.lexical_min_coverage > 0.0 {
+            self.drop_weak_word_matches(query, &mut lexical)?;
+        }
+        let cosines: std::collections::HashMap<(DocumentId, u32), f32> =
+            dense.iter().map(|h| ((h.document, h.ordinal), h.cosine)).collect();
         let dense: Vec<(DocumentId, u32, f32)> =
             dense.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
-        let candidates = fuse(&lexical, &dense, self.settings);
+        let mut candidates = fuse(&lexical, &dense, self.settings);
+        // Ranked by the balanced score; reported (and held to the answer floor) as cosine.
+        for candidate in &mut candidates {
+            if candidate.dense_score.is_some() {
+                candidate.dense_score = cosines.get(&(candidate.document, candidate.ordinal)).copied();
+            }
+        }
         Ok(Retrieved { language, candidates, dense_skipped })
+    }
+
+    /// Keeps the full-text hits that hold enough of the question's words (rarity-weighted). A
+    /// hit matching one common word of a longer question is weak evidence; in hybrid search it
+    /// would outvote the meaning leg — worst when the answer is in another language, where the
+    /// words cannot match at all.
+    fn drop_weak_word_matches(
+        &self,
+        query: &str,
+        lexical: &mut Vec<(DocumentId, u32, f32)>,
+    ) -> Result<(), crate::Error> {
+        let keys: Vec<_> = lexical.iter().map(|&(d, o, _)| (d, o)).collect();
+        let resolved = self.store.chunks_with_documents(&keys)?;
+        let weights = self.lexical.term_weights(query)?;
+        let mut keep = resolved.iter().map(|found| {
+            found.as_ref().is_some_and(|(document, chunk)| {
+                self.coverage(&weights, document, chunk) >= self.settings.lexical_min_coverage
+            })
+        });
+        lexical.retain(|_| keep.next().unwrap_or(false));
+        Ok(())
+    }
+
+    fn coverage(
+        &self,
+        weights: &[(String, f32)],
+        document: &crate::store::DocumentRecord,
+        chunk: &crate::store::ChunkRecord,
+    ) -> f32 {
+        let context = format!("{}\n{}\n{}", document.title, chunk.heading_path.join("\n"), chunk.text);
+        self.lexical.coverage(weights, &context)
     }
 
     /// Runs `request` and resolves the top hits through the store, with snippets.
@@ -217,14 +259,8 @@ impl Retriever<'_> {
         let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
         let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
         let weights = self.lexical.term_weights(&request.query)?;
-        let coverage: Vec<f32> = found
-            .iter()
-            .map(|(_, (document, chunk))| {
-                let context =
-                    format!("{}\n{}\n{}", document.title, chunk.heading_path.join("\n"), chunk.text);
-                self.lexical.coverage(&weights, &context)
-            })
-            .collect();
+        let coverage: Vec<f32> =
+            found.iter().map(|(_, (document, chunk))| self.coverage(&weights, document, chunk)).collect();
         let hits = found
             .into_iter()
             .zip(snippets)

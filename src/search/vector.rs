@@ -6,6 +6,15 @@
 //! forbidden rows, the graph search takes a filter — so a top-k cut never hides permitted hits.
 //! Neither structure deletes: replaced and removed chunks become tombstones, skipped in both
 //! paths, and the matrix and graph are rebuilt once tombstones pass a fifth of the rows.
+//!
+//! With a multilingual model the index can *balance languages*. Such a model places texts of one
+//! language nearer to each other than to texts of another, whatever they say, so a Russian
+//! question ranks every Russian chunk above the English one that answers it. Balancing ranks
+//! each chunk by `q·p − q·c(L)`, where `c(L)` is the mean of the vectors of the chunk's language
+//! `L` — the query's mean similarity to that language, which is exactly the language's shared
+//! component. Within one language the order is unchanged; across languages, chunks compete on
+//! what they say. The means are kept as running sums, so they follow every import and removal.
+//! Hits still report the raw cosine, which the answer floors are calibrated on.
 
 use std::collections::{BinaryHeap, HashMap};
 
@@ -13,7 +22,7 @@ use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
 
 use super::lexical::PUBLIC_GROUP;
-use crate::store::{DocumentId, DocumentRecord, Store, StoreError};
+use crate::store::{DocumentId, DocumentRecord, Language, Store, StoreError};
 
 /// HNSW parameters: neighbours per node, construction and search breadth.
 const HNSW_M: usize = 16;
@@ -27,8 +36,18 @@ const TOMBSTONE_REBUILD_RATIO: f64 = 0.2;
 pub struct VectorHit {
     pub document: DocumentId,
     pub ordinal: u32,
-    /// Cosine similarity (vectors are normalised).
+    /// What hits are ranked by: the cosine similarity, less the query's mean similarity to the
+    /// chunk's language when languages are balanced.
     pub score: f32,
+    /// Cosine similarity (vectors are normalised).
+    pub cosine: f32,
+}
+
+/// Languages whose chunks are balanced against each other, as row slots.
+const LANGUAGES: [Language; 2] = [Language::Ru, Language::En];
+
+fn language_slot(language: Language) -> u8 {
+    LANGUAGES.iter().position(|&l| l == language).expect("every language has a slot") as u8
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +56,8 @@ struct Row {
     ordinal: u32,
     /// Interned group ids; `0` is the public group.
     groups: Vec<u32>,
+    /// Slot of the document's language in `LANGUAGES`.
+    language: u8,
 }
 
 /// Which algorithm answers queries.
@@ -57,6 +78,9 @@ pub struct VectorIndex {
     by_document: HashMap<DocumentId, Vec<usize>>,
     group_ids: HashMap<String, u32>,
     graph: Option<Hnsw<'static, f32, DistDot>>,
+    balance_languages: bool,
+    /// Per language: the sum of its live vectors and their count.
+    language_sums: Vec<(Vec<f64>, usize)>,
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -84,7 +108,42 @@ impl VectorIndex {
             by_document: HashMap::new(),
             group_ids,
             graph: None,
+            balance_languages: false,
+            language_sums: vec![(vec![0.0; dimension], 0); LANGUAGES.len()],
         }
+    }
+
+    /// Ranks chunks of different languages by what they say rather than by their language (see
+    /// the module's documentation); for multilingual models.
+    pub fn balance_languages(mut self, on: bool) -> VectorIndex {
+        self.balance_languages = on;
+        self
+    }
+
+    fn account(&mut self, row: usize, sign: f64) {
+        let (sum, count) = &mut self.language_sums[self.rows[row].language as usize];
+        for (s, v) in sum.iter_mut().zip(&self.data[row * self.dimension..(row + 1) * self.dimension]) {
+            *s += sign * f64::from(*v);
+        }
+        if sign > 0.0 {
+            *count += 1;
+        } else {
+            *count -= 1;
+        }
+    }
+
+    /// The query's mean similarity to each language's chunks (zero when not balancing).
+    fn language_offsets(&self, query: &[f32]) -> Vec<f32> {
+        self.language_sums
+            .iter()
+            .map(|(sum, count)| {
+                if !self.balance_languages || *count == 0 {
+                    return 0.0;
+                }
+                let dot: f64 = sum.iter().zip(query).map(|(s, q)| s * f64::from(*q)).sum();
+                (dot / *count as f64) as f32
+            })
+            .collect()
     }
 
     /// Loads every embedding of the store's current model.
@@ -148,9 +207,15 @@ impl VectorIndex {
             document.groups.iter().map(|g| self.intern(g)).collect()
         };
         let row = self.rows.len();
-        self.rows.push(Row { document: document.id, ordinal, groups });
+        self.rows.push(Row {
+            document: document.id,
+            ordinal,
+            groups,
+            language: language_slot(document.language),
+        });
         self.data.extend_from_slice(vector);
         self.alive.push(true);
+        self.account(row, 1.0);
         self.by_document.entry(document.id).or_default().push(row);
         if let Some(graph) = &self.graph {
             graph.insert_slice((vector, row));
@@ -183,6 +248,7 @@ impl VectorIndex {
             for row in rows {
                 if std::mem::replace(&mut self.alive[row], false) {
                     self.dead += 1;
+                    self.account(row, -1.0);
                 }
             }
         }
@@ -222,6 +288,11 @@ impl VectorIndex {
         self.data = data;
         self.by_document = by_document;
         self.dead = 0;
+        // Recount the language sums from scratch, shedding any rounding the running sums gathered.
+        self.language_sums = vec![(vec![0.0; dimension], 0); LANGUAGES.len()];
+        for row in 0..self.rows.len() {
+            self.account(row, 1.0);
+        }
     }
 
     fn build_graph(&mut self) {
@@ -262,17 +333,40 @@ impl VectorIndex {
             return Vec::new();
         }
         let allowed = self.allowed_ids(groups);
+        let offsets = self.language_offsets(query);
         let scored: Vec<(usize, f32)> = match &self.graph {
             Some(graph) => {
-                let filter = |id: &usize| self.permitted(*id, &allowed);
+                // One filtered graph search per language present, so each language's best
+                // chunks are found before the offsets reorder them.
                 let ef = HNSW_EF_SEARCH.max(limit * 2);
-                graph
-                    .search_filter(query, limit, ef, Some(&filter))
-                    .into_iter()
-                    .map(|n| (n.d_id, 1.0 - n.distance))
-                    .collect()
+                let mut found: Vec<(usize, f32)> = Vec::new();
+                let languages: Vec<Option<u8>> = if self.balance_languages {
+                    (0..LANGUAGES.len() as u8)
+                        .filter(|&l| self.language_sums[l as usize].1 > 0)
+                        .map(Some)
+                        .collect()
+                } else {
+                    vec![None]
+                };
+                for language in languages {
+                    let filter = |id: &usize| {
+                        self.permitted(*id, &allowed) && language.is_none_or(|l| self.rows[*id].language == l)
+                    };
+                    found.extend(
+                        graph
+                            .search_filter(query, limit, ef, Some(&filter))
+                            .into_iter()
+                            .map(|n| (n.d_id, 1.0 - n.distance)),
+                    );
+                }
+                for (row, score) in &mut found {
+                    *score -= offsets[self.rows[*row].language as usize];
+                }
+                found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                found.truncate(limit);
+                found
             }
-            None => self.scan(query, &allowed, limit),
+            None => self.scan(query, &allowed, &offsets, limit),
         };
         scored
             .into_iter()
@@ -280,12 +374,13 @@ impl VectorIndex {
                 document: self.rows[row].document,
                 ordinal: self.rows[row].ordinal,
                 score,
+                cosine: score + offsets[self.rows[row].language as usize],
             })
             .collect()
     }
 
-    /// Exact top-k by dot product over permitted rows.
-    fn scan(&self, query: &[f32], allowed: &[u32], limit: usize) -> Vec<(usize, f32)> {
+    /// Exact top-k by dot product less the language offset over permitted rows, best first.
+    fn scan(&self, query: &[f32], allowed: &[u32], offsets: &[f32], limit: usize) -> Vec<(usize, f32)> {
         // Min-heap of the best `limit` so far, keyed by score.
         let mut best: BinaryHeap<std::cmp::Reverse<(OrderedScore, usize)>> =
             BinaryHeap::with_capacity(limit + 1);
@@ -293,7 +388,7 @@ impl VectorIndex {
             if !self.permitted(row, allowed) {
                 continue;
             }
-            let score = dot(query, vector);
+            let score = dot(query, vector) - offsets[self.rows[row].language as usize];
             if best.len() < limit {
                 best.push(std::cmp::Reverse((OrderedScore(score), row)));
             } else if let Some(std::cmp::Reverse((worst, _))) = best.peek()
