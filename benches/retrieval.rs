@@ -2,7 +2,8 @@
 //! import throughput with embeddings, exact scan against HNSW at 10k and 100k vectors, hybrid
 //! search latency at 10k and 100k chunks (cold and warm query cache), and peak RSS.
 //!
-//! Needs the default model (`models/fetch`). Vector-only measurements use clustered synthetic
+//! Needs the models (`models/fetch`); the model figures are taken for each of them, side by side
+//! (`SPUTNIK_BENCH_MODELS` picks some). Vector-only measurements use clustered synthetic
 //! unit vectors (uniform random vectors make any ANN index look broken); the hybrid figures use
 //! a store filled with generated Russian/English chunks and such vectors, so the full-text leg,
 //! the vector leg, fusion, store lookups and snippets all run as in production, while the query
@@ -29,7 +30,21 @@ use support::{Rng, vocabulary};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DIM: usize = 384;
-const MODEL: &str = "all-minilm-l6-v2";
+/// The model the hybrid figures are stored under (the default one; its vectors are synthetic).
+const MODEL: &str = "multilingual-e5-small";
+
+/// Models for the side-by-side figures: `SPUTNIK_BENCH_MODELS=a,b` (default: both).
+fn models() -> Vec<String> {
+    std::env::var("SPUTNIK_BENCH_MODELS")
+        .unwrap_or_else(|_| "multilingual-e5-small,all-minilm-l6-v2".into())
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .collect()
+}
+
+fn current_rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
 
 /// Gaussian noise on top of the shared generator.
 trait Gaussian {
@@ -85,10 +100,15 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A memory figure of this process from /proc/self/status, in MiB.
+fn status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -106,6 +126,12 @@ fn part(name: &str) -> bool {
 fn model_settings(data: &Path) -> Settings {
     let mut settings = Settings::for_data_dir(data);
     settings.embed.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    settings
+}
+
+fn named_model_settings(data: &Path, model: &str) -> Settings {
+    let mut settings = model_settings(data);
+    settings.embed.model = model.to_owned();
     settings
 }
 
@@ -170,12 +196,13 @@ fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let words = words();
 
-    // --- The model on its own.
-    if part("model") {
-        bench_model(c, tmp.path(), &words);
-    }
-    if part("import") {
-        bench_import(tmp.path(), &words);
+    for model in models() {
+        if part("model") {
+            bench_model(c, tmp.path(), &words, &model);
+        }
+        if part("import") {
+            bench_import(tmp.path(), &words, &model);
+        }
     }
     if part("vectors") {
         bench_vectors();
@@ -185,11 +212,19 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String]) {
-    let settings = model_settings(tmp);
+fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String], model: &str) {
+    let settings = named_model_settings(tmp, model);
+    let before = current_rss_mib();
+    let started = Instant::now();
     let embedder = Embedder::start(&settings.embed).unwrap().expect("model configured");
-    let questions = questions();
-    let mut group = c.benchmark_group("embed");
+    println!(
+        "{model}: load {:.0} ms, RSS +{:.0} MiB after load",
+        ms(started.elapsed()),
+        current_rss_mib() - before
+    );
+    let prefix = embedder.profile().query_prefix.clone();
+    let questions: Vec<String> = questions().iter().map(|q| format!("{prefix}{q}")).collect();
+    let mut group = c.benchmark_group(format!("embed/{model}"));
     let mut next = 0;
     group.bench_function("query_uncached", |b| {
         b.iter(|| {
@@ -198,8 +233,18 @@ fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String]) {
         })
     });
     let mut rng = Rng(5);
-    let passages: Vec<String> =
-        (0..32).map(|_| (0..190).map(|_| rng.pick(words)).collect::<Vec<_>>().join(" ")).collect();
+    // ~256 tokens for either tokenizer: cut the word stream at the model's token count.
+    let passages: Vec<String> = (0..32)
+        .map(|_| {
+            let mut words_in: Vec<&str> = Vec::new();
+            loop {
+                words_in.push(rng.pick(words));
+                if words_in.len().is_multiple_of(10) && embedder.token_ids(&words_in.join(" ")).unwrap().len() >= 256 {
+                    break words_in.join(" ");
+                }
+            }
+        })
+        .collect();
     let tokens = embedder.token_ids(&passages[0]).unwrap().len();
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.bench_function("passages_32", |b| b.iter(|| embedder.embed_passages(&passages).unwrap()));
@@ -208,19 +253,20 @@ fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String]) {
     embedder.embed_passages(&passages).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "passage embedding: 32 passages of {tokens} tokens in {seconds:.2} s = {:.1} passages/s",
+        "{model}: passage embedding: 32 passages of ~{tokens} tokens in {seconds:.2} s = {:.1} passages/s",
         32.0 / seconds
     );
     let started = Instant::now();
     for _ in 0..10 {
         embedder.token_ids(&passages[0]).unwrap();
     }
-    println!("tokenising one {tokens}-token passage: {:.3} ms", ms(started.elapsed()) / 10.0);
+    println!("{model}: tokenising one {tokens}-token passage: {:.3} ms", ms(started.elapsed()) / 10.0);
+    println!("{model}: RSS +{:.0} MiB after embedding (model and buffers)", current_rss_mib() - before);
     drop(embedder);
 }
 
 /// Import with embeddings: the real pipeline on ~256-token chunks.
-fn bench_import(tmp: &Path, words: &[String]) {
+fn bench_import(tmp: &Path, words: &[String], model: &str) {
     let corpus = tmp.join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
     let mut rng = Rng(9);
@@ -232,13 +278,13 @@ fn bench_import(tmp: &Path, words: &[String]) {
         }
         std::fs::write(corpus.join(format!("doc-{d}.md")), text).unwrap();
     }
-    let mut app = App::open(model_settings(&tmp.join("import"))).unwrap();
+    let mut app = App::open(named_model_settings(&tmp.join(format!("import-{model}")), model)).unwrap();
     let started = Instant::now();
     let report =
         app.import(&ImportRequest { paths: vec![corpus.clone()], ..Default::default() }, &mut Quiet).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "import with embeddings: {} chunks in {seconds:.1} s = {:.1} chunks/s",
+        "{model}: import with embeddings: {} chunks in {seconds:.1} s = {:.1} chunks/s",
         report.chunks_written,
         report.chunks_written as f64 / seconds
     );

@@ -11,6 +11,7 @@ mod bert;
 pub mod profile;
 mod quantized;
 mod tokens;
+mod unigram;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -242,6 +243,13 @@ impl Encoder {
             Encoder::Quantized(e) => e.embed(texts),
         }
     }
+
+    /// Frees what a job needed only while it ran.
+    fn release(&self) {
+        if let Encoder::Quantized(e) = self {
+            e.release_expanded();
+        }
+    }
 }
 
 fn inference_loop(
@@ -264,7 +272,9 @@ fn inference_loop(
     for job in inbox {
         match job {
             Job::Embed { texts, reply } => {
-                let _ = reply.send(embed_in_batches(&encoder, texts));
+                let result = embed_in_batches(&encoder, texts);
+                encoder.release();
+                let _ = reply.send(result);
             }
             Job::TokenIds { text, reply } => {
                 let _ = reply.send(encoder.tokenizer().token_ids(&text));

@@ -3,16 +3,21 @@
 //!
 //! Every matrix stays in GGML Q4_0 blocks and runs through candle's quantized matmul (activations
 //! quantised to 8 bits per block on the fly, as the reference engine does), on the CPU or, with the
-//! `cuda` feature, on the GPU. The 250k-row word table stays 4-bit too and is memory-mapped: only the
+//! `cuda` feature, on the GPU. candle's 4-bit CPU kernels are built for a few rows at a time (as in
+//! LLM decoding): on a batch of passages they run at a third of the speed of its f32 GEMM. So on
+//! the CPU a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) and
+//! drops them when the embedding job is done; questions (a few dozen tokens) stay 4-bit. The 250k-row word table stays 4-bit too and is memory-mapped: only the
 //! rows of tokens actually seen are read and dequantised, so its 54 MB cost resident memory only
 //! for the vocabulary in use. Positions count from 0 (the converter already dropped XLM-R's two
 //! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use candle_nn::LayerNorm;
 use half::f16;
@@ -21,6 +26,9 @@ use memmap2::Mmap;
 use super::EmbedError;
 use super::profile::ModelProfile;
 use super::tokens::{ModelTokenizer, mean_pool};
+
+/// From this many tokens in one forward pass, CPU matmuls use weights expanded to f32.
+const EXPAND_FROM_TOKENS: usize = 128;
 
 /// Bytes of one Q4_0 block: an f16 scale and 32 four-bit weights.
 const Q4_0_BLOCK_BYTES: usize = 18;
@@ -38,13 +46,27 @@ pub(super) struct QuantizedEncoder {
 }
 
 struct Linear {
+    quantized: Arc<QTensor>,
     weight: QMatMul,
+    /// The weights expanded to f32, while an embedding job of many tokens runs.
+    expanded: RefCell<Option<QMatMul>>,
     bias: Tensor,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, expand: bool) -> candle_core::Result<Tensor> {
+        if expand {
+            let mut expanded = self.expanded.borrow_mut();
+            if expanded.is_none() {
+                *expanded = Some(QMatMul::Tensor(self.quantized.dequantize(x.device())?));
+            }
+            return expanded.as_ref().expect("just set").forward(x)?.broadcast_add(&self.bias);
+        }
         self.weight.forward(x)?.broadcast_add(&self.bias)
+    }
+
+    fn release(&self) {
+        self.expanded.borrow_mut().take();
     }
 }
 
@@ -124,9 +146,10 @@ impl Gguf {
     }
 
     fn linear(&mut self, prefix: &str, device: &Device) -> Result<Linear, EmbedError> {
-        let weight = self.qtensor(&format!("{prefix}.weight"), device)?;
-        let weight = QMatMul::from_qtensor(weight).map_err(EmbedError::load)?;
-        Ok(Linear { weight, bias: self.dense(&format!("{prefix}.bias"), device)? })
+        let quantized = Arc::new(self.qtensor(&format!("{prefix}.weight"), device)?);
+        let weight = QMatMul::from_arc(quantized.clone()).map_err(EmbedError::load)?;
+        let bias = self.dense(&format!("{prefix}.bias"), device)?;
+        Ok(Linear { quantized, weight, expanded: RefCell::new(None), bias })
     }
 
     fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNorm, EmbedError> {
@@ -147,7 +170,7 @@ impl QuantizedEncoder {
             }
         };
         let weights = file("model.gguf")?;
-        let tokenizer = ModelTokenizer::load(&file("tokenizer.json")?, profile)?;
+        let tokenizer = ModelTokenizer::load_unigram(&file("tokenizer.json")?, profile)?;
         let mut reader = File::open(&weights).map_err(EmbedError::load)?;
         let content = Content::read(&mut reader).map_err(|e| EmbedError::Load(format!("model.gguf: {e}")))?;
         let mut gguf = Gguf { file: reader, content };
@@ -233,27 +256,37 @@ impl QuantizedEncoder {
             // 0 where a token may be attended to, a large negative number where it is padding.
             let bias =
                 ((mask.to_dtype(candle_core::DType::F32)? - 1.0)? * 1e9)?.reshape((rows, 1, 1, length))?;
+            let expand = self.device.is_cpu() && rows * length >= EXPAND_FROM_TOKENS;
             for layer in &self.layers {
-                x = self.layer(layer, &x, &bias)?;
+                x = self.layer(layer, &x, &bias, expand)?;
             }
             mean_pool(&x, &mask)
         };
         run().map_err(EmbedError::inference)
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    /// Drops weights expanded for a batch; called when an embedding job ends.
+    pub fn release_expanded(&self) {
+        for layer in &self.layers {
+            for linear in [&layer.query, &layer.key, &layer.value, &layer.output, &layer.up, &layer.down] {
+                linear.release();
+            }
+        }
+    }
+
+    fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor, expand: bool) -> candle_core::Result<Tensor> {
         let (rows, length, dim) = x.dims3()?;
         let head_dim = dim / self.heads;
         let split =
             |t: Tensor| t.reshape((rows, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous();
-        let query = split(layer.query.forward(x)?)?;
-        let key = split(layer.key.forward(x)?)?;
-        let value = split(layer.value.forward(x)?)?;
+        let query = split(layer.query.forward(x, expand)?)?;
+        let key = split(layer.key.forward(x, expand)?)?;
+        let value = split(layer.value.forward(x, expand)?)?;
         let scores = (query.matmul(&key.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
-        let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context)?)?)?;
-        let hidden = layer.up.forward(&attended)?.gelu_erf()?;
-        layer.output_norm.forward(&(&attended + layer.down.forward(&hidden)?)?)
+        let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context, expand)?)?)?;
+        let hidden = layer.up.forward(&attended, expand)?.gelu_erf()?;
+        layer.output_norm.forward(&(&attended + layer.down.forward(&hidden, expand)?)?)
     }
 }

@@ -8,6 +8,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::EmbedError;
 use super::profile::ModelProfile;
+use super::unigram::UnigramTokenizer;
 
 /// One batch as the model takes it: ids, segment ids and attention mask, each `batch × length`.
 pub(super) struct Batch {
@@ -18,11 +19,21 @@ pub(super) struct Batch {
     pub length: usize,
 }
 
-pub(super) struct ModelTokenizer {
-    tokenizer: Tokenizer,
+pub(super) enum ModelTokenizer {
+    /// Hugging Face tokenizers with the file's whole pipeline (WordPiece for MiniLM).
+    Hf(Box<Tokenizer>),
+    /// The compact unigram tokenizer for XLM-R vocabularies (see `unigram`).
+    Unigram { tokenizer: UnigramTokenizer, max_tokens: usize },
 }
 
 impl ModelTokenizer {
+    pub fn load_unigram(path: &Path, profile: &ModelProfile) -> Result<ModelTokenizer, EmbedError> {
+        Ok(ModelTokenizer::Unigram {
+            tokenizer: UnigramTokenizer::load(path)?,
+            max_tokens: profile.max_tokens,
+        })
+    }
+
     pub fn load(path: &Path, profile: &ModelProfile) -> Result<ModelTokenizer, EmbedError> {
         let mut tokenizer = Tokenizer::from_file(path).map_err(EmbedError::load)?;
         // The padding token's id differs between vocabularies ([PAD] = 0 in BERT's, <pad> = 1 in
@@ -40,24 +51,61 @@ impl ModelTokenizer {
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: profile.max_tokens, ..Default::default() }))
             .map_err(EmbedError::load)?;
-        Ok(ModelTokenizer { tokenizer })
+        Ok(ModelTokenizer::Hf(Box::new(tokenizer)))
     }
 
     /// Number of tokens each text becomes (after truncation), for batching by a token budget.
     pub fn token_counts(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
-        Ok(encodings.iter().map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count()).collect())
+        match self {
+            ModelTokenizer::Hf(tokenizer) => {
+                let encodings =
+                    tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
+                Ok(encodings
+                    .iter()
+                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
+                    .collect())
+            }
+            ModelTokenizer::Unigram { tokenizer, max_tokens } => {
+                Ok(texts.iter().map(|t| tokenizer.encode(t, *max_tokens).len()).collect())
+            }
+        }
     }
 
     /// Token ids of one text as the model sees it (for parity tests and diagnostics).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
-        let encoding = self.tokenizer.encode(text, true).map_err(EmbedError::inference)?;
-        Ok(encoding.get_ids().to_vec())
+        match self {
+            ModelTokenizer::Hf(tokenizer) => {
+                let encoding = tokenizer.encode(text, true).map_err(EmbedError::inference)?;
+                Ok(encoding.get_ids().to_vec())
+            }
+            ModelTokenizer::Unigram { tokenizer, max_tokens } => Ok(tokenizer.encode(text, *max_tokens)),
+        }
     }
 
     /// Encodes texts together, padded to the longest.
     pub fn batch(&self, texts: &[String]) -> Result<Batch, EmbedError> {
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
+        let tokenizer = match self {
+            ModelTokenizer::Hf(tokenizer) => tokenizer,
+            ModelTokenizer::Unigram { tokenizer, max_tokens } => {
+                let encoded: Vec<Vec<u32>> = texts.iter().map(|t| tokenizer.encode(t, *max_tokens)).collect();
+                let length = encoded.iter().map(Vec::len).max().unwrap_or(0);
+                let mut out = Batch {
+                    ids: Vec::with_capacity(encoded.len() * length),
+                    types: vec![0; encoded.len() * length],
+                    mask: Vec::with_capacity(encoded.len() * length),
+                    batch: encoded.len(),
+                    length,
+                };
+                for ids in encoded {
+                    let padding = length - ids.len();
+                    out.mask.extend(std::iter::repeat_n(1, ids.len()).chain(std::iter::repeat_n(0, padding)));
+                    out.ids.extend(ids);
+                    out.ids.extend(std::iter::repeat_n(tokenizer.pad, padding));
+                }
+                return Ok(out);
+            }
+        };
+        let encodings = tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
         let batch = encodings.len();
         let length = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut out = Batch {

@@ -62,7 +62,9 @@ fn open_e5(data_dir: &Path) -> App {
     App::open(named_model_settings(data_dir, E5)).unwrap_or_else(|e| panic!("{e} (run models/fetch first)"))
 }
 
-/// Texts of the set whose tokens differ from the reference engine's, each for a known reason.
+/// Texts of the set that Hugging Face tokenizers, loading the converted tokenizer.json, splits
+/// differently from the reference engine, each for a known reason. (Sputnik's own compact
+/// tokenizer, which reads the same file, matches the engine on all of them.)
 const EXPLAINED: [(&str, &str); 2] = [
     (
         "Characters outside the vocabulary: 𠀀𠀁𠀂 in a row.",
@@ -75,9 +77,9 @@ const EXPLAINED: [(&str, &str); 2] = [
     ),
 ];
 
-/// Token ids equal the reference tokenizer's on ≥ 99 % of the 500-text set, and every text that
-/// differs is one of the explained ones. Every text tokenised alike has cosine ≥ 0.99 with the
-/// engine's embedding (the explained ones, with a token more or less, are reported, not held to it).
+/// On the 500-text set: Sputnik's token ids equal the reference engine's on every text, and
+/// tokenizers loading the converted tokenizer.json agrees on ≥ 99 %, differing only on the
+/// explained texts; every embedding has cosine ≥ 0.99 with the engine's.
 #[test]
 fn tokens_and_embeddings_match_the_reference_engine() {
     let input = std::fs::read_to_string(repo_path("tests/data/e5_parity_set.tsv")).unwrap();
@@ -103,17 +105,25 @@ fn tokens_and_embeddings_match_the_reference_engine() {
             format!("{prefix}{text}")
         })
         .collect();
-    let mut mismatches = Vec::new();
+    let hf =
+        tokenizers::Tokenizer::from_file(repo_path("models/multilingual-e5-small/tokenizer.json")).unwrap();
+    let mut hf_mismatches = Vec::new();
     for ((_, text), (prefixed, expected)) in cases.iter().zip(texts.iter().zip(&reference)) {
         let ids = embedder.token_ids(prefixed).unwrap();
-        if ids != expected.ids {
+        assert_eq!(ids, expected.ids, "{prefixed:?}");
+        let hf_ids = hf.encode(prefixed.as_str(), true).unwrap().get_ids().to_vec();
+        if hf_ids != expected.ids {
             let reason = EXPLAINED.iter().find(|(t, _)| t == text).map(|(_, why)| *why);
-            assert!(reason.is_some(), "{prefixed:?}: ours {ids:?}, reference {:?}", expected.ids);
-            mismatches.push(*text);
+            assert!(reason.is_some(), "tokenizers on {prefixed:?}: {hf_ids:?}, reference {:?}", expected.ids);
+            hf_mismatches.push(*text);
         }
     }
-    eprintln!("token mismatches: {} of {}", mismatches.len(), texts.len());
-    assert!(mismatches.len() * 100 <= texts.len(), "{} of {} differ", mismatches.len(), texts.len());
+    eprintln!(
+        "tokenizers differs from the engine on {} of {}: {hf_mismatches:?}",
+        hf_mismatches.len(),
+        texts.len()
+    );
+    assert!(hf_mismatches.len() * 100 <= texts.len());
 
     let vectors = embedder.embed_raw(texts.clone()).unwrap();
     let similarities: Vec<f32> =
@@ -122,21 +132,17 @@ fn tokens_and_embeddings_match_the_reference_engine() {
     let mean = similarities.iter().sum::<f32>() / similarities.len() as f32;
     eprintln!("cosine with the reference engine: min {worst:.5}, mean {mean:.5}");
     for ((_, text), similarity) in cases.iter().zip(&similarities) {
-        if mismatches.contains(text) {
-            eprintln!("explained token mismatch {text:?}: cosine {similarity:.5}");
-        } else {
-            assert!(*similarity >= 0.99, "{text:?}: cosine {similarity}");
-        }
+        assert!(*similarity >= 0.99, "{text:?}: cosine {similarity}");
     }
     assert!(mean >= 0.999, "mean cosine {mean}");
 
-    // Batching changes nothing that matters. Padding is masked, but a padded batch sums its
-    // attention in another order; the last-bit differences that leaves can flip the rounding of
-    // an 8-bit activation (as in the reference engine), so vectors agree to ~1e-3, not to 1e-6.
+    // Batching changes nothing that matters. A lone question runs 4-bit weights against 8-bit
+    // activations (as the reference engine does); a batch of many tokens runs the same weights
+    // expanded to f32 against f32 activations, so the two agree to rounding, not to the bit.
     for (text, batched) in texts.iter().zip(&vectors).step_by(25) {
         let alone = embedder.embed_raw(vec![text.clone()]).unwrap().pop().unwrap();
         let similarity = cosine(&alone, batched);
-        assert!(similarity >= 0.9999, "{text:?}: batched and single have cosine {similarity}");
+        assert!(similarity >= 0.999, "{text:?}: batched and single have cosine {similarity}");
     }
     // Longer than the model's 512 tokens: truncated, not an error.
     let long = "отпуск ".repeat(800);
