@@ -239,7 +239,9 @@ fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String], model: &str) {
             let mut words_in: Vec<&str> = Vec::new();
             loop {
                 words_in.push(rng.pick(words));
-                if words_in.len().is_multiple_of(10) && embedder.token_ids(&words_in.join(" ")).unwrap().len() >= 256 {
+                if words_in.len().is_multiple_of(10)
+                    && embedder.token_ids(&words_in.join(" ")).unwrap().len() >= 256
+                {
                     break words_in.join(" ");
                 }
             }
