@@ -63,6 +63,12 @@ pub enum Command {
     /// Invite and manage employees.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Onboarding plans (TOML files, see docs/onboarding.md): import, list, show.
+    #[command(subcommand)]
+    Plans(PlansCommand),
+    /// Onboarding progress of new hires.
+    #[command(subcommand)]
+    Onboarding(OnboardingCommand),
     /// Talk to the knowledge base in the terminal, as an employee would in Telegram.
     Chat(ChatArgs),
     /// Run the Telegram bot (long polling) until SIGTERM or Ctrl-C.
@@ -178,9 +184,81 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PlansCommand {
+    /// Validate plan files and store them (a plan with the same id is replaced). Links to
+    /// documents must name imported documents, so import the handbook first.
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List stored plans.
+    List(JsonFlag),
+    /// Show one plan: its days, messages and tasks.
+    Show {
+        #[arg(value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OnboardingCommand {
+    /// Per employee: tasks done of total, overdue tasks, quiz results, last activity.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only employees of this department.
+    #[arg(long)]
+    pub department: Option<String>,
+    /// Only employees with overdue tasks.
+    #[arg(long)]
+    pub overdue: bool,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// The new hire: id or exact name.
+    #[arg(value_name = "EMPLOYEE")]
+    pub employee: String,
+    /// Plan id (see `sputnik plans list`).
+    #[arg(long)]
+    pub plan: String,
+    /// Day 1 of the plan, YYYY-MM-DD (default: the employee's start date, else today).
+    #[arg(long, value_name = "DATE")]
+    pub start: Option<String>,
+    /// Their buddy: id or exact name; introduced to each other on day one.
+    #[arg(long, value_name = "EMPLOYEE")]
+    pub buddy: Option<String>,
+    /// Their manager, told about long-overdue tasks.
+    #[arg(long, value_name = "EMPLOYEE")]
+    pub manager: Option<String>,
+    /// HR contact, told about long-overdue tasks when there is no manager (default: the plan's).
+    #[arg(long, value_name = "EMPLOYEE")]
+    pub hr: Option<String>,
+    /// Their time zone, e.g. Asia/Novosibirsk [config: onboarding.timezone].
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// Create an employee and print their single-use invite link and code.
     Invite(InviteArgs),
+    /// Give an employee an onboarding plan (replacing any they had).
+    Assign(AssignArgs),
     /// List employees.
     List(JsonFlag),
     /// Show one employee.
@@ -219,6 +297,9 @@ pub struct InviteArgs {
     pub name: String,
     #[arg(long)]
     pub department: String,
+    /// Job title ("Backend developer"); with the department, it picks the onboarding plan.
+    #[arg(long)]
+    pub position: Option<String>,
     #[arg(long, value_enum, default_value_t = Role::Employee)]
     pub role: Role,
     /// Access group (repeatable): documents imported with this group become visible to them.

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod error;
 pub mod i18n;
 pub mod ingest;
+pub mod onboarding;
 pub mod people;
 pub mod search;
 pub mod store;
@@ -47,6 +48,7 @@ pub struct App {
     /// and the dense leg is off until `reindex --reembed`.
     embedding_conflict: Option<String>,
     opened: OpenOutcome,
+    calendar: onboarding::Calendar,
 }
 
 /// Sizes for `sputnik stats`.
@@ -89,6 +91,8 @@ impl App {
     }
 
     fn open_dir(settings: Settings) -> Result<App> {
+        let calendar =
+            onboarding::Calendar::new(&settings.onboarding).map_err(|e| Error::Usage(e.to_string()))?;
         let store = Store::open(&settings.store_path())?;
         let (index, opened) = LexicalIndex::open(&settings.index_dir(), &store)?;
         let embedder = Embedder::start(&settings.embed)?;
@@ -114,13 +118,18 @@ impl App {
             ),
             _ => None,
         };
-        Ok(App { settings, store, index, vectors, embedder, embedding_conflict, opened })
+        Ok(App { settings, store, index, vectors, embedder, embedding_conflict, opened, calendar })
     }
 
     /// The answer floors, with the embedding model's calibrated similarity floors where the
     /// configuration sets none.
     pub fn answer_floors(&self) -> answer::Floors {
         answer::Floors::new(&self.settings.answer, self.embedder.as_ref().map(|e| e.profile()))
+    }
+
+    /// Working days and hours for onboarding schedules, from `[onboarding]`.
+    pub fn calendar(&self) -> &onboarding::Calendar {
+        &self.calendar
     }
 
     pub fn settings(&self) -> &Settings {

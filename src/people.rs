@@ -14,6 +14,8 @@ use crate::store::{Employee, Invite, NewEmployee, Role, Store, invite_hash};
 pub struct InviteRequest {
     pub name: String,
     pub department: String,
+    /// Job title, for choosing an onboarding plan.
+    pub position: Option<String>,
     pub role: Role,
     pub groups: Vec<String>,
     /// `YYYY-MM-DD`.
@@ -80,6 +82,7 @@ pub fn invite(
         NewEmployee {
             name: name.to_owned(),
             department: request.department.trim().to_owned(),
+            position: request.position.as_deref().map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned),
             role: request.role,
             groups,
             start_date,

@@ -24,7 +24,7 @@ use teloxide::types::{
 use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{Action, Engine, EngineSettings, Event, Origin, Sender, system_clock};
+use crate::chat::{Action, Clock, Engine, EngineSettings, Event, Origin, Sender, system_clock};
 use crate::config::{Settings, parse_duration_seconds};
 use crate::store::{Language, Role};
 use crate::{App, Error};
@@ -44,9 +44,38 @@ pub enum BotError {
     Unreachable { url: String, reason: String },
 }
 
+/// How the service keeps time; tests replace the clock to run weeks of schedule in seconds.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub clock: Clock,
+    /// How often the onboarding scheduler looks for messages that are due.
+    pub schedule_every: Duration,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions").field("schedule_every", &self.schedule_every).finish_non_exhaustive()
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { clock: system_clock(), schedule_every: Duration::from_secs(60) }
+    }
+}
+
 /// Runs the bot until `shutdown` is cancelled: stops polling first, lets the sender deliver
 /// what is queued (for a short grace period), then closes the store.
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    serve_with(settings, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with its clock and schedule chosen by the caller.
+pub async fn serve_with(
+    settings: Settings,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), Error> {
     let telegram = settings.telegram.clone();
     if telegram.bot_token.is_empty() {
         return Err(Error::Bot(BotError::NoToken));
@@ -85,7 +114,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
     let app = tokio::task::spawn_blocking(move || App::open(settings)).await.map_err(join_error)??;
     app.store().set_bot_username(&username)?;
     let app = Arc::new(RwLock::new(app));
-    let engine = Arc::new(Engine::new(app.clone(), engine_settings, system_clock()));
+    let engine = Arc::new(Engine::new(app.clone(), engine_settings, options.clock.clone()));
 
     if let Err(e) = publish_commands(&bot, &app).await {
         // The menu is a convenience: the bot works without it.
@@ -97,6 +126,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
     let sender =
         tokio::spawn(sender::run(bot.clone(), app.clone(), limits, wake.clone(), sender_stop.clone()));
     let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
+    let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
 
     poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 
@@ -107,6 +137,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<()
     sender_stop.cancel();
     let _ = sender.await;
     let _ = purge.await;
+    let _ = scheduler.await;
     if !drained {
         tracing::warn!("some messages are still queued; they will be sent after the next start");
     }
@@ -318,6 +349,7 @@ async fn publish_commands(bot: &Bot, app: &Arc<RwLock<App>>) -> Result<(), Reque
         let ru = language == Language::Ru;
         let mut commands = vec![
             BotCommand::new("help", if ru { "Что умеет помощник" } else { "What the assistant can do" }),
+            BotCommand::new("plan", if ru { "Мой план онбординга" } else { "My onboarding plan" }),
             BotCommand::new(
                 "sources",
                 if ru {
@@ -390,6 +422,42 @@ async fn purge_loop(app: Arc<RwLock<App>>, retention_days: u32, shutdown: Cancel
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Queues the onboarding messages that are due, every `schedule_every`, and wakes the sender.
+async fn schedule_loop(
+    app: Arc<RwLock<App>>,
+    options: ServeOptions,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (app_ref, clock) = (app.clone(), options.clock.clone());
+        let ticked = tokio::task::spawn_blocking(move || {
+            let app = read(&app_ref);
+            crate::onboarding::tick(&app, app.calendar(), clock())
+        })
+        .await;
+        match ticked {
+            Ok(Ok(report)) if report.total() > 0 => {
+                tracing::info!(
+                    welcome = report.welcome,
+                    introductions = report.introductions,
+                    reminders = report.reminders,
+                    escalations = report.escalations,
+                    "onboarding messages queued"
+                );
+                wake.notify_one();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the onboarding scheduler failed; retrying"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(options.schedule_every) => {}
         }
     }
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, SendMessageSetters};
+use teloxide::payloads::{
+    AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters, SendMessageSetters,
+};
 use teloxide::prelude::Requester;
 use teloxide::types::{
     CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode,
@@ -118,7 +120,10 @@ pub(super) async fn run(
 
 fn chat_of(action: &Action) -> i64 {
     match action {
-        Action::Typing { chat } | Action::Send { chat, .. } | Action::EditButtons { chat, .. } => *chat,
+        Action::Typing { chat }
+        | Action::Send { chat, .. }
+        | Action::Edit { chat, .. }
+        | Action::EditButtons { chat, .. } => *chat,
         // Button answers are not chat messages; group them on their own.
         Action::AnswerButton { .. } => 0,
     }
@@ -129,13 +134,14 @@ fn needs_pacing(action: &Action) -> bool {
     matches!(action, Action::Send { .. })
 }
 
+/// Two buttons share a row (👍 / 👎); longer lists (a checklist's tasks) get a row each.
 fn keyboard(buttons: &[InlineButton]) -> InlineKeyboardMarkup {
-    InlineKeyboardMarkup::new(vec![
-        buttons
-            .iter()
-            .map(|b| InlineKeyboardButton::callback(b.label.clone(), b.data.clone()))
-            .collect::<Vec<_>>(),
-    ])
+    let button = |b: &InlineButton| InlineKeyboardButton::callback(b.label.clone(), b.data.clone());
+    if buttons.len() <= 2 {
+        InlineKeyboardMarkup::new(vec![buttons.iter().map(button).collect::<Vec<_>>()])
+    } else {
+        InlineKeyboardMarkup::new(buttons.iter().map(|b| vec![button(b)]).collect::<Vec<_>>())
+    }
 }
 
 /// One action, retrying while Telegram says to wait.
@@ -152,6 +158,12 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
                 }
                 request.await.map(|_| ())
             }
+            Action::Edit { chat, message_id, html, buttons } => bot
+                .edit_message_text(ChatId(*chat), MessageId(*message_id), html.clone())
+                .parse_mode(ParseMode::Html)
+                .reply_markup(keyboard(buttons))
+                .await
+                .map(|_| ()),
             Action::EditButtons { chat, message_id, buttons } => bot
                 .edit_message_reply_markup(ChatId(*chat), MessageId(*message_id))
                 .reply_markup(keyboard(buttons))

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::{self, TELEGRAM_MESSAGE_LIMIT};
 use crate::i18n::{self, escape_html, message};
+use crate::onboarding;
 use crate::search::SearchRequest;
 use crate::store::{
     CitedChunk, Employee, EmployeeId, Feedback, InviteRefusal, Language, QuestionRecord, Role, invite_hash,
@@ -94,6 +95,13 @@ pub enum Action {
     },
     Send {
         chat: i64,
+        html: String,
+        buttons: Vec<InlineButton>,
+    },
+    /// Replace a message's text and buttons (a checklist after a tick).
+    Edit {
+        chat: i64,
+        message_id: i32,
         html: String,
         buttons: Vec<InlineButton>,
     },
@@ -327,6 +335,7 @@ impl Engine {
                 Ok(vec![send(chat, help)])
             }
             Some("lang") => self.switch_language(&employee, chat, argument, language),
+            Some("plan") => self.plan(&employee, chat, language),
             Some("sources") => self.full_sources(&employee, chat, language),
             Some("skip") => {
                 let app = self.app();
@@ -361,6 +370,9 @@ impl Engine {
         let key = match outcome {
             Ok(employee) => {
                 tracing::info!(employee = %employee.id, "an employee joined");
+                if let Some(assignment) = onboarding::assign_on_join(self.app().store(), &employee, now)? {
+                    tracing::info!(employee = %employee.id, plan = %assignment.plan, "onboarding plan assigned");
+                }
                 let language = employee.language.unwrap_or(language);
                 return Ok(vec![send(chat, message(language, "welcome", &[("name", &employee.name)]))]);
             }
@@ -459,6 +471,7 @@ impl Engine {
         let request = crate::people::InviteRequest {
             name: name.to_owned(),
             department: department.to_owned(),
+            position: None,
             role: Role::Employee,
             groups: Vec::new(),
             start_date: None,
@@ -570,6 +583,9 @@ impl Engine {
             return Ok(vec![answer_button]);
         };
         let language = employee.language.unwrap_or(client_language);
+        if let Some(press) = onboarding::parse_press(data) {
+            return self.on_plan_button(&employee, chat, message_id, callback_id, press, language);
+        }
         let Some((helpful, question)) = parse_feedback(data) else {
             return Ok(vec![answer_button]);
         };
@@ -589,6 +605,166 @@ impl Engine {
             actions.push(send(chat, message(language, "feedback_ask_reason", &[])));
         }
         Ok(actions)
+    }
+}
+
+impl Engine {
+    fn plan(&self, employee: &Employee, chat: i64, language: Language) -> Result<Vec<Action>, Error> {
+        let app = self.app();
+        Ok(match onboarding::checklist(app.store(), app.calendar(), employee, language, (self.clock)())? {
+            Some((html, buttons)) => vec![Action::Send { chat, html, buttons }],
+            None => vec![send(chat, message(language, "plan_none", &[]))],
+        })
+    }
+
+    /// A press on a checklist, quiz or reminder button.
+    fn on_plan_button(
+        &self,
+        employee: &Employee,
+        chat: i64,
+        message_id: i32,
+        callback_id: &str,
+        press: onboarding::Press,
+        language: Language,
+    ) -> Result<Vec<Action>, Error> {
+        let answer =
+            |text: Option<String>| Action::AnswerButton { callback_id: callback_id.to_owned(), text };
+        let now = (self.clock)();
+        let app = self.app();
+        let store = app.store();
+        let Some((_, plan)) = onboarding::plan_of(store, employee.id)? else {
+            return Ok(vec![answer(None), send(chat, message(language, "plan_none", &[]))]);
+        };
+        let task_of = |id: &str| plan.task(id).cloned();
+        let unknown = || Ok(vec![answer(Some(message(language, "plan_task_unknown", &[])))]);
+        match press {
+            onboarding::Press::OpenPlan => {
+                drop(app);
+                let mut actions = vec![answer(None)];
+                actions.extend(self.plan(employee, chat, language)?);
+                Ok(actions)
+            }
+            onboarding::Press::Done(task) => {
+                let Some(task) = task_of(&task) else { return unknown() };
+                onboarding::mark_done(store, employee.id, &task, now)?;
+                let mut actions =
+                    vec![answer(Some(message(language, "plan_task_done", &[("task", &task.title)])))];
+                if let Some((html, buttons)) =
+                    onboarding::checklist(store, app.calendar(), employee, language, now)?
+                {
+                    actions.push(Action::Edit { chat, message_id, html, buttons });
+                }
+                Ok(actions)
+            }
+            onboarding::Press::Quiz(task) => {
+                let Some(task) = task_of(&task) else { return unknown() };
+                let Some(quiz) = &task.quiz else { return unknown() };
+                if store.task_state(employee.id, &task.id)?.quiz.is_some() {
+                    return Ok(vec![answer(Some(message(language, "quiz_answered", &[])))]);
+                }
+                let html = message(
+                    language,
+                    "quiz_question",
+                    &[("task", &escape_html(&task.title)), ("question", &escape_html(&quiz.question))],
+                );
+                let buttons = quiz
+                    .choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, choice)| InlineButton {
+                        label: choice.clone(),
+                        data: format!("{}a:{}:{i}", onboarding::BUTTON_PREFIX, task.id),
+                    })
+                    .collect();
+                Ok(vec![answer(None), Action::Send { chat, html, buttons }])
+            }
+            onboarding::Press::Answer(task, choice) => {
+                let Some(task) = task_of(&task) else { return unknown() };
+                let Some(quiz) = &task.quiz else { return unknown() };
+                let already = store.task_state(employee.id, &task.id)?.quiz.is_some();
+                let Some(result) = onboarding::answer_quiz(store, employee.id, &task, choice, now)? else {
+                    return unknown();
+                };
+                let verdict = if already {
+                    message(language, "quiz_answered", &[])
+                } else if result.correct {
+                    message(language, "quiz_correct", &[])
+                } else {
+                    message(language, "quiz_wrong", &[("answer", &quiz.choices[quiz.answer])])
+                };
+                let html = format!(
+                    "{}
+
+<i>{}</i>",
+                    message(
+                        language,
+                        "quiz_question",
+                        &[("task", &escape_html(&task.title)), ("question", &escape_html(&quiz.question))]
+                    ),
+                    escape_html(&verdict)
+                );
+                Ok(vec![answer(Some(verdict)), Action::Edit { chat, message_id, html, buttons: Vec::new() }])
+            }
+            onboarding::Press::Link(task, index) => {
+                let Some(task) = task_of(&task) else { return unknown() };
+                let Some(link) = task.links.get(index) else { return unknown() };
+                if link.starts_with("http://") || link.starts_with("https://") {
+                    let html = message(
+                        language,
+                        "link_url",
+                        &[("task", &escape_html(&task.title)), ("url", &escape_html(link))],
+                    );
+                    return Ok(vec![answer(None), send(chat, html)]);
+                }
+                let html = match self.document_excerpt(employee, link, language)? {
+                    Some(html) => html,
+                    None => message(language, "link_unavailable", &[]),
+                };
+                Ok(vec![answer(None), send(chat, html)])
+            }
+        }
+    }
+
+    /// A linked handbook document as an answer: its opening passages and the source, if the
+    /// employee may see it.
+    fn document_excerpt(
+        &self,
+        employee: &Employee,
+        source: &str,
+        language: Language,
+    ) -> Result<Option<String>, Error> {
+        let app = self.app();
+        let store = app.store();
+        let Some(document) = store.documents()?.into_iter().find(|d| d.source == source) else {
+            return Ok(None);
+        };
+        if !document.groups.is_empty() && !document.groups.iter().any(|g| employee.groups.contains(g)) {
+            return Ok(None);
+        }
+        let budget = app.settings().answer.max_chars;
+        let mut text = String::new();
+        for chunk in store.chunks(document.id)? {
+            if text.chars().count() >= budget {
+                break;
+            }
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&chunk.text);
+        }
+        let excerpt: String = if text.chars().count() > budget {
+            format!("{}…", text.chars().take(budget).collect::<String>())
+        } else {
+            text
+        };
+        Ok(Some(format!(
+            "<b>{}</b>\n{}\n\n{}\n1. <b>{}</b> — <code>{}</code>",
+            escape_html(&document.title),
+            escape_html(&excerpt),
+            escape_html(&message(language, "answer_sources", &[])),
+            escape_html(&document.title),
+            escape_html(&document.source)
+        )))
     }
 }
 

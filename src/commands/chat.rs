@@ -82,7 +82,8 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
         for action in engine.handle(&event) {
             match action {
                 Action::Typing { .. } => {}
-                Action::Send { html, buttons: new_buttons, .. } => {
+                Action::Send { html, buttons: new_buttons, .. }
+                | Action::Edit { html, buttons: new_buttons, .. } => {
                     message_id += 1;
                     writeln!(out, "{}", render(&html))?;
                     if !new_buttons.is_empty() {
@@ -122,6 +123,7 @@ fn terminal_employee(app: &App) -> anyhow::Result<crate::store::Employee> {
     let new = NewEmployee {
         name: TERMINAL_EMPLOYEE.to_owned(),
         department: "local".to_owned(),
+        position: None,
         role: Role::Admin,
         groups: Vec::new(),
         start_date: None,

@@ -4,6 +4,7 @@
 mod chat;
 mod docs;
 mod import;
+mod onboarding;
 mod search;
 mod serve;
 mod users;
@@ -45,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(args) => search::eval(settings, args),
         Command::Docs(command) => docs::run(settings, command),
         Command::Users(command) => users::run(settings, command),
+        Command::Plans(command) => onboarding::plans(settings, command),
+        Command::Onboarding(command) => onboarding::run(settings, command),
         Command::Chat(args) => chat::run(settings, args),
         Command::Serve => {
             match &loaded.file {

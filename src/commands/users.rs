@@ -12,6 +12,7 @@ use crate::{App, Error};
 pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i32> {
     match command {
         UsersCommand::Invite(args) => invite(settings, args),
+        UsersCommand::Assign(args) => super::onboarding::assign(settings, args),
         UsersCommand::List(output) => {
             let app = open_existing(settings)?;
             let employees = app.store().employees()?;
@@ -80,6 +81,7 @@ fn invite(settings: Settings, args: InviteArgs) -> anyhow::Result<i32> {
     let request = InviteRequest {
         name: args.name,
         department: args.department,
+        position: args.position,
         role: args.role,
         groups: args.groups,
         start_date: args.start_date,

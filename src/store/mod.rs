@@ -5,6 +5,7 @@
 //!   search index records at its own commits, so a stale index is detectable after a crash;
 //! - the schema version is stored, and numbered migrations bring older files up to date.
 
+mod onboarding;
 mod outbox;
 mod people;
 mod records;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+pub use onboarding::{Assignment, QuizAnswer, TaskState};
 pub use people::{
     CitedChunk, ConversationCounts, Employee, EmployeeId, Feedback, Invite, InviteRefusal, NewEmployee,
     QuestionRecord, Role, Session, invite_hash,

@@ -76,7 +76,7 @@ impl Store {
 }
 
 /// Appends actions to the outbox inside `txn`, numbering them in order.
-fn append<T: Serialize>(txn: &redb::WriteTransaction, actions: &[T]) -> StoreResult<()> {
+pub(super) fn append<T: Serialize>(txn: &redb::WriteTransaction, actions: &[T]) -> StoreResult<()> {
     let mut meta = txn.open_table(META)?;
     let mut next = meta.get(meta_keys::NEXT_OUTBOX_ID)?.map(|v| v.value()).unwrap_or(1);
     let mut outbox = txn.open_table(OUTBOX)?;

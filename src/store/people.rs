@@ -33,6 +33,9 @@ pub struct Employee {
     pub id: EmployeeId,
     pub name: String,
     pub department: String,
+    /// Job title, for choosing an onboarding plan ("Backend developer").
+    #[serde(default)]
+    pub position: Option<String>,
     pub role: Role,
     /// Access groups beyond the public documents.
     pub groups: Vec<String>,
@@ -51,6 +54,7 @@ pub struct Employee {
 pub struct NewEmployee {
     pub name: String,
     pub department: String,
+    pub position: Option<String>,
     pub role: Role,
     pub groups: Vec<String>,
     pub start_date: Option<String>,
@@ -165,6 +169,7 @@ impl Store {
                 id: EmployeeId(id),
                 name: new.name,
                 department: new.department,
+                position: new.position,
                 role: new.role,
                 groups: new.groups,
                 start_date: new.start_date,
@@ -414,6 +419,7 @@ mod tests {
         let new = NewEmployee {
             name: "Анна Иванова".into(),
             department: "Sales".into(),
+            position: None,
             role: Role::Employee,
             groups: vec![],
             start_date: None,

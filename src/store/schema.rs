@@ -28,6 +28,14 @@ pub(super) const QUESTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(super) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 /// Outgoing messenger actions not yet delivered, in order: sequence → JSON action.
 pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Onboarding plan id → JSON plan.
+pub(super) const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
+/// Employee id → JSON `Assignment`.
+pub(super) const ASSIGNMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("assignments");
+/// (employee id, task id) → JSON `TaskState`.
+pub(super) const TASK_STATES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("task_states");
+/// (employee id, scheduled message key) → unix seconds it was queued: the once-only ledger.
+pub(super) const NOTIFICATIONS: TableDefinition<(u64, &str), i64> = TableDefinition::new("notifications");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 
@@ -59,13 +67,13 @@ pub(super) mod meta_keys {
 }
 
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 type Migration = fn(&WriteTransaction) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4];
+    [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4, add_onboarding_v5];
 
 fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(DOCUMENTS)?;
@@ -103,6 +111,15 @@ fn add_outbox_v4(txn: &WriteTransaction) -> StoreResult<()> {
     let mut meta = txn.open_table(META)?;
     meta.insert(meta_keys::TELEGRAM_OFFSET, 0)?;
     meta.insert(meta_keys::NEXT_OUTBOX_ID, 1)?;
+    Ok(())
+}
+
+/// Version 5: onboarding plans, assignments, task progress and the scheduled-message ledger.
+fn add_onboarding_v5(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(PLANS)?;
+    txn.open_table(ASSIGNMENTS)?;
+    txn.open_table(TASK_STATES)?;
+    txn.open_table(NOTIFICATIONS)?;
     Ok(())
 }
 

@@ -38,6 +38,7 @@ impl Harness {
         let request = InviteRequest {
             name: name.into(),
             department: "Sales".into(),
+            position: None,
             role,
             groups: groups.iter().map(|g| g.to_string()).collect(),
             start_date: None,

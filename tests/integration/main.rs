@@ -10,5 +10,6 @@ mod crash;
 mod handbook;
 mod incremental;
 mod multilingual;
+mod onboarding;
 mod semantic;
 mod telegram;

@@ -595,6 +595,7 @@ fn load_1000_employees_ask_5_questions_each() {
                 let request = sputnik::people::InviteRequest {
                     name: format!("Employee {i}"),
                     department: "Load".into(),
+                    position: None,
                     role: sputnik::store::Role::Employee,
                     groups: vec![],
                     start_date: None,

@@ -1,0 +1,252 @@
+//! `sputnik plans …`, `sputnik users assign` and `sputnik onboarding status`.
+
+use std::io::Write;
+
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+
+use super::{open_existing, print_json};
+use crate::cli::{AssignArgs, OnboardingCommand, PlansCommand, StatusArgs, exit};
+use crate::config::Settings;
+use crate::onboarding::{self, Helpers, Plan, plan::DayCount};
+
+pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result<i32> {
+    let app = open_existing(settings)?;
+    let store = app.store();
+    match command {
+        PlansCommand::Import { files, output } => {
+            let sources: std::collections::HashSet<String> =
+                store.documents()?.into_iter().map(|d| d.source).collect();
+            let mut imported = Vec::new();
+            let mut failed = 0;
+            for file in &files {
+                let text = match std::fs::read_to_string(file) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        eprintln!("{}: cannot read: {e}", file.display());
+                        failed += 1;
+                        continue;
+                    }
+                };
+                match onboarding::plan::parse(file, &text, &|link| sources.contains(link)) {
+                    Ok(plan) => {
+                        store.put_plan(&plan.id, &plan)?;
+                        imported.push(plan);
+                    }
+                    Err(errors) => {
+                        for error in &errors {
+                            eprintln!("{error}");
+                        }
+                        failed += 1;
+                    }
+                }
+            }
+            if output.json {
+                print_json(&serde_json::json!({
+                    "imported": imported.iter().map(|p| &p.id).collect::<Vec<_>>(),
+                    "failed": failed,
+                }))?;
+            } else {
+                for plan in &imported {
+                    println!(
+                        "Imported plan {} ({}): {} tasks, {} messages.",
+                        plan.id,
+                        plan.title,
+                        plan.tasks.len(),
+                        plan.messages.len()
+                    );
+                }
+                if failed > 0 {
+                    eprintln!("{failed} file(s) not imported; nothing of them was stored.");
+                }
+            }
+            Ok(if failed > 0 { exit::PARTIAL } else { exit::OK })
+        }
+        PlansCommand::List(output) => {
+            let plans: Vec<Plan> = store.plans()?;
+            if output.json {
+                print_json(&plans)?;
+            } else if plans.is_empty() {
+                println!("No plans yet: sputnik plans import FILE (examples in assets/plans/)");
+            } else {
+                let mut table = Table::new();
+                table.load_style(UTF8_FULL_CONDENSED);
+                table.set_header(["id", "title", "language", "departments", "tasks", "messages"]);
+                for plan in &plans {
+                    table.add_row([
+                        plan.id.clone(),
+                        plan.title.clone(),
+                        plan.language.code().to_owned(),
+                        if plan.departments.is_empty() { "—".into() } else { plan.departments.join(", ") },
+                        plan.tasks.len().to_string(),
+                        plan.messages.len().to_string(),
+                    ]);
+                }
+                println!("{table}");
+            }
+            Ok(exit::OK)
+        }
+        PlansCommand::Show { id, output } => {
+            let Some(plan) = store.plan::<Plan>(&id)? else {
+                eprintln!("No plan {id:?}; see `sputnik plans list`.");
+                return Ok(exit::USAGE);
+            };
+            if output.json {
+                print_json(&plan)?;
+                return Ok(exit::OK);
+            }
+            let days = match plan.days {
+                DayCount::Working => "working days",
+                DayCount::Calendar => "calendar days",
+            };
+            println!("{} — {} ({}, counted in {days})", plan.id, plan.title, plan.language.code());
+            println!("  from        {}", plan.source);
+            if !plan.departments.is_empty() {
+                println!("  for         {}", plan.departments.join(", "));
+            }
+            if !plan.positions.is_empty() {
+                println!("  positions   {}", plan.positions.join(", "));
+            }
+            for message in &plan.messages {
+                println!("  day {:>3}  message: {}", message.day, first_line(&message.text));
+            }
+            for task in &plan.tasks {
+                let quiz = if task.quiz.is_some() { " [quiz]" } else { "" };
+                println!("  day {:>3}  task {}: {}{quiz}", task.due_day, task.id, task.title);
+                for link in &task.links {
+                    println!("            → {link}");
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > 70 {
+        format!("{}…", line.chars().take(69).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+pub(super) fn assign(settings: Settings, args: AssignArgs) -> anyhow::Result<i32> {
+    let app = open_existing(settings)?;
+    let store = app.store();
+    let employee = onboarding::find_employee(store, &args.employee)?;
+    let who = |name: &Option<String>| -> anyhow::Result<_> {
+        Ok(match name {
+            Some(name) => Some(onboarding::find_employee(store, name)?.id),
+            None => None,
+        })
+    };
+    let helpers = Helpers {
+        buddy: who(&args.buddy)?,
+        manager: who(&args.manager)?,
+        hr: who(&args.hr)?,
+        timezone: args.timezone.clone(),
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let assignment = onboarding::assign(store, employee.id, &args.plan, args.start.as_deref(), helpers, now)?;
+    if args.output.json {
+        print_json(&assignment)?;
+    } else {
+        println!("{} follows plan {} from {}.", employee.name, assignment.plan, assignment.start_date);
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn run(settings: Settings, command: OnboardingCommand) -> anyhow::Result<i32> {
+    match command {
+        OnboardingCommand::Status(args) => status(settings, args),
+    }
+}
+
+fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
+    let app = open_existing(settings)?;
+    let now = jiff::Timestamp::now().as_second();
+    let mut rows = Vec::new();
+    for employee in app.store().employees()? {
+        if args.department.as_deref().is_some_and(|d| !employee.department.eq_ignore_ascii_case(d.trim())) {
+            continue;
+        }
+        let Some(progress) = onboarding::progress(app.store(), app.calendar(), &employee, now)? else {
+            continue;
+        };
+        if args.overdue && progress.overdue.is_empty() {
+            continue;
+        }
+        rows.push(progress);
+    }
+    let last = |at: Option<i64>| {
+        at.and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map_or_else(String::new, |t| t.strftime("%Y-%m-%d %H:%M").to_string())
+    };
+    if args.json {
+        print_json(&rows)?;
+    } else if args.csv {
+        let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+        out.write_record([
+            "employee",
+            "name",
+            "department",
+            "plan",
+            "start_date",
+            "done",
+            "total",
+            "overdue",
+            "quizzes_correct",
+            "quizzes_answered",
+            "last_activity",
+        ])?;
+        for p in &rows {
+            out.write_record([
+                p.employee.to_string(),
+                p.name.clone(),
+                p.department.clone(),
+                p.plan.clone(),
+                p.start_date.clone(),
+                p.done.to_string(),
+                p.total.to_string(),
+                p.overdue.join(" "),
+                p.quizzes_correct.to_string(),
+                p.quizzes_answered.to_string(),
+                last(p.last_activity),
+            ])?;
+        }
+        out.flush()?;
+    } else if rows.is_empty() {
+        println!("Nobody is onboarding{}.", if args.overdue { " with overdue tasks" } else { "" });
+    } else {
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED);
+        table.set_header([
+            "id",
+            "name",
+            "department",
+            "plan",
+            "start",
+            "done",
+            "overdue",
+            "quizzes",
+            "last activity",
+        ]);
+        for p in &rows {
+            table.add_row([
+                p.employee.to_string(),
+                p.name.clone(),
+                p.department.clone(),
+                p.plan.clone(),
+                p.start_date.clone(),
+                format!("{}/{}", p.done, p.total),
+                if p.overdue.is_empty() { "—".into() } else { p.overdue.join(", ") },
+                format!("{}/{}", p.quizzes_correct, p.quizzes_answered),
+                last(p.last_activity),
+            ]);
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{table}")?;
+    }
+    Ok(exit::OK)
+}
