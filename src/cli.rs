@@ -69,6 +69,9 @@ pub enum Command {
     /// Onboarding progress of new hires.
     #[command(subcommand)]
     Onboarding(OnboardingCommand),
+    /// Send a message to every employee (or a group or department) in Telegram; `--status ID`
+    /// reports its deliveries. Messages go out from `sputnik serve`, within Telegram's limits.
+    Broadcast(BroadcastArgs),
     /// Talk to the knowledge base in the terminal, as an employee would in Telegram.
     Chat(ChatArgs),
     /// Run the Telegram bot (long polling) until SIGTERM or Ctrl-C.
@@ -202,6 +205,24 @@ pub enum PlansCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// The message (plain text).
+    #[arg(required_unless_present = "status", conflicts_with = "status")]
+    pub text: Option<String>,
+    /// Only members of this access group (repeatable).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Only employees of this department (repeatable).
+    #[arg(long = "department", value_name = "DEPARTMENT")]
+    pub departments: Vec<String>,
+    /// Report the deliveries of broadcast ID instead of sending one.
+    #[arg(long, value_name = "ID")]
+    pub status: Option<u64>,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,9 +48,11 @@ pub(super) async fn run(
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
-    let global: Arc<DefaultDirectRateLimiter> = Arc::new(governor::RateLimiter::direct(Quota::per_second(
-        NonZeroU32::new(limits.per_second.max(1)).expect("at least one"),
-    )));
+    // A burst of a tenth of the rate at most, so no second ever sees much more than the limit.
+    let rate = NonZeroU32::new(limits.per_second.max(1)).expect("at least one");
+    let burst = NonZeroU32::new((limits.per_second / 10).max(1)).expect("at least one");
+    let global: Arc<DefaultDirectRateLimiter> =
+        Arc::new(governor::RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)));
     let per_chat: Arc<DefaultKeyedRateLimiter<i64>> = Arc::new(governor::RateLimiter::keyed(
         Quota::with_period(limits.per_chat_interval.max(Duration::from_millis(1)))
             .expect("a positive period"),
@@ -92,10 +94,18 @@ pub(super) async fn run(
                     global.until_ready().await;
                     match deliver(&bot, &action).await {
                         Delivery::Later => return false,
-                        Delivery::Done | Delivery::Refused => {
+                        outcome @ (Delivery::Done | Delivery::Refused) => {
+                            let record = match &action {
+                                Action::Broadcast { broadcast, chat, .. } => {
+                                    Some((*broadcast, *chat, matches!(outcome, Delivery::Done)))
+                                }
+                                _ => None,
+                            };
                             let app = app.clone();
-                            let _ =
-                                tokio::task::spawn_blocking(move || read(&app).store().outbox_done(id)).await;
+                            let _ = tokio::task::spawn_blocking(move || {
+                                read(&app).store().outbox_delivered(id, record)
+                            })
+                            .await;
                         }
                     }
                 }
@@ -122,6 +132,7 @@ fn chat_of(action: &Action) -> i64 {
     match action {
         Action::Typing { chat }
         | Action::Send { chat, .. }
+        | Action::Broadcast { chat, .. }
         | Action::Edit { chat, .. }
         | Action::EditButtons { chat, .. } => *chat,
         // Button answers are not chat messages; group them on their own.
@@ -131,7 +142,7 @@ fn chat_of(action: &Action) -> i64 {
 
 /// Only messages count against the per-chat limit.
 fn needs_pacing(action: &Action) -> bool {
-    matches!(action, Action::Send { .. })
+    matches!(action, Action::Send { .. } | Action::Broadcast { .. })
 }
 
 /// Two buttons share a row (👍 / 👎); longer lists (a checklist's tasks) get a row each.
@@ -157,6 +168,9 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
                     request = request.reply_markup(keyboard(buttons));
                 }
                 request.await.map(|_| ())
+            }
+            Action::Broadcast { chat, html, .. } => {
+                bot.send_message(ChatId(*chat), html.clone()).parse_mode(ParseMode::Html).await.map(|_| ())
             }
             Action::Edit { chat, message_id, html, buttons } => bot
                 .edit_message_text(ChatId(*chat), MessageId(*message_id), html.clone())

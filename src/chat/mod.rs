@@ -98,6 +98,12 @@ pub enum Action {
         html: String,
         buttons: Vec<InlineButton>,
     },
+    /// One recipient's copy of a broadcast; its delivery is recorded.
+    Broadcast {
+        broadcast: u64,
+        chat: i64,
+        html: String,
+    },
     /// Replace a message's text and buttons (a checklist after a tick).
     Edit {
         chat: i64,

@@ -97,6 +97,7 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
                     }
                 }
                 Action::EditButtons { buttons: new_buttons, .. } => buttons = new_buttons,
+                Action::Broadcast { html, .. } => writeln!(out, "{}", render(&html))?,
                 Action::AnswerButton { text: Some(text), .. } => writeln!(out, "({text})")?,
                 Action::AnswerButton { text: None, .. } => {}
             }

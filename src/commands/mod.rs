@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Users(command) => users::run(settings, command),
         Command::Plans(command) => onboarding::plans(settings, command),
         Command::Onboarding(command) => onboarding::run(settings, command),
+        Command::Broadcast(args) => onboarding::broadcast(settings, args),
         Command::Chat(args) => chat::run(settings, args),
         Command::Serve => {
             match &loaded.file {

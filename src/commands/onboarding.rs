@@ -6,9 +6,12 @@ use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 
 use super::{open_existing, print_json};
-use crate::cli::{AssignArgs, OnboardingCommand, PlansCommand, StatusArgs, exit};
+use crate::chat::Action;
+use crate::cli::{AssignArgs, BroadcastArgs, OnboardingCommand, PlansCommand, StatusArgs, exit};
 use crate::config::Settings;
+use crate::i18n::escape_html;
 use crate::onboarding::{self, Helpers, Plan, plan::DayCount};
+use crate::store::{Broadcast, Recipient};
 
 pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result<i32> {
     let app = open_existing(settings)?;
@@ -247,6 +250,102 @@ fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
         }
         let mut out = std::io::stdout().lock();
         writeln!(out, "{table}")?;
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn broadcast(settings: Settings, args: BroadcastArgs) -> anyhow::Result<i32> {
+    let app = open_existing(settings)?;
+    let store = app.store();
+    if let Some(id) = args.status {
+        let Some(broadcast) = store.broadcast(id)? else {
+            eprintln!("No broadcast {id}.");
+            return Ok(exit::USAGE);
+        };
+        let deliveries = store.deliveries(id)?;
+        let delivered = deliveries.values().filter(|&&d| d).count();
+        let refused = deliveries.values().filter(|&&d| !d).count();
+        let queued = broadcast.recipients.len() - delivered - refused;
+        if args.output.json {
+            print_json(&serde_json::json!({
+                "id": id,
+                "recipients": broadcast.recipients.len(),
+                "delivered": delivered,
+                "refused": refused,
+                "queued": queued,
+                "unreachable": broadcast.unreachable,
+            }))?;
+        } else {
+            println!(
+                "Broadcast {id}: {delivered} delivered, {refused} refused by Telegram, {queued} still queued \
+                 (of {} recipients); {} not in Telegram.",
+                broadcast.recipients.len(),
+                broadcast.unreachable.len()
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let text = args.text.unwrap_or_default();
+    if text.trim().is_empty() {
+        eprintln!("The message is empty.");
+        return Ok(exit::USAGE);
+    }
+    if text.chars().count() > crate::answer::TELEGRAM_MESSAGE_LIMIT {
+        eprintln!(
+            "The message is longer than Telegram's {} characters.",
+            crate::answer::TELEGRAM_MESSAGE_LIMIT
+        );
+        return Ok(exit::USAGE);
+    }
+    let groups: Vec<String> =
+        args.groups.iter().map(|g| crate::search::normalize_group(g)).collect::<Result<_, _>>()?;
+    let matches = |e: &crate::store::Employee| {
+        e.active
+            && (groups.is_empty() || groups.iter().any(|g| e.groups.contains(g)))
+            && (args.departments.is_empty()
+                || args.departments.iter().any(|d| e.department.eq_ignore_ascii_case(d.trim())))
+    };
+    let mut recipients = Vec::new();
+    let mut unreachable = Vec::new();
+    for employee in store.employees()?.into_iter().filter(matches) {
+        match employee.telegram_id {
+            Some(chat) => recipients.push(Recipient { employee: employee.id, chat }),
+            None => unreachable.push(employee.id),
+        }
+    }
+    let html = escape_html(text.trim());
+    let draft = Broadcast {
+        id: 0,
+        text: text.trim().to_owned(),
+        created_at: jiff::Timestamp::now().as_second(),
+        recipients,
+        unreachable,
+    };
+    let created = store.create_broadcast(draft, |broadcast, chat| Action::Broadcast {
+        broadcast,
+        chat,
+        html: html.clone(),
+    })?;
+    if args.output.json {
+        print_json(&serde_json::json!({
+            "id": created.id,
+            "queued": created.recipients.len(),
+            "unreachable": created.unreachable,
+        }))?;
+    } else {
+        println!(
+            "Broadcast {} queued for {} employees; `sputnik serve` sends it within Telegram's limits. \
+             `sputnik broadcast --status {}` reports the deliveries.",
+            created.id,
+            created.recipients.len(),
+            created.id
+        );
+        if !created.unreachable.is_empty() {
+            println!(
+                "{} matching employees have not joined Telegram yet and will not get it.",
+                created.unreachable.len()
+            );
+        }
     }
     Ok(exit::OK)
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 pub use onboarding::{Assignment, QuizAnswer, TaskState};
+pub use outbox::{Broadcast, Recipient};
 pub use people::{
     CitedChunk, ConversationCounts, Employee, EmployeeId, Feedback, Invite, InviteRefusal, NewEmployee,
     QuestionRecord, Role, Session, invite_hash,

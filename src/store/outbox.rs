@@ -8,10 +8,30 @@
 //! before its deletion was committed.
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::schema::{META, META_TEXT, OUTBOX, meta_keys};
+use super::people::EmployeeId;
+
+/// A message sent to many employees at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub id: u64,
+    pub text: String,
+    pub created_at: i64,
+    /// Who it was queued for.
+    pub recipients: Vec<Recipient>,
+    /// Employees it matched who have not joined Telegram, so it could not be queued for them.
+    pub unreachable: Vec<EmployeeId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub employee: EmployeeId,
+    pub chat: i64,
+}
+
+use super::schema::{BROADCASTS, DELIVERIES, META, META_TEXT, OUTBOX, meta_keys};
 use super::{Store, StoreResult, decode, encode};
 
 impl Store {
@@ -58,9 +78,57 @@ impl Store {
 
     /// Removes a delivered (or undeliverable) action.
     pub fn outbox_done(&self, id: u64) -> StoreResult<()> {
+        self.outbox_delivered(id, None)
+    }
+
+    /// Removes a delivered (or undeliverable) action and, for a broadcast message, records its
+    /// fate — `(broadcast, chat, delivered)` — in the same transaction.
+    pub fn outbox_delivered(&self, id: u64, delivery: Option<(u64, i64, bool)>) -> StoreResult<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(OUTBOX)?.remove(id)?;
+        if let Some((broadcast, chat, delivered)) = delivery {
+            txn.open_table(DELIVERIES)?.insert((broadcast, chat), u8::from(delivered))?;
+        }
         self.commit(txn)
+    }
+
+    /// Records a broadcast and queues its messages (built by `message` for each recipient's
+    /// chat), in one transaction. Returns the broadcast's id.
+    pub fn create_broadcast<T: Serialize>(
+        &self,
+        mut broadcast: Broadcast,
+        message: impl Fn(u64, i64) -> T,
+    ) -> StoreResult<Broadcast> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            broadcast.id = meta.get(meta_keys::NEXT_BROADCAST_ID)?.map(|v| v.value()).unwrap_or(1);
+            meta.insert(meta_keys::NEXT_BROADCAST_ID, broadcast.id + 1)?;
+        }
+        txn.open_table(BROADCASTS)?.insert(broadcast.id, encode(&broadcast).as_slice())?;
+        let actions: Vec<T> = broadcast.recipients.iter().map(|r| message(broadcast.id, r.chat)).collect();
+        append(&txn, &actions)?;
+        self.commit(txn)?;
+        Ok(broadcast)
+    }
+
+    pub fn broadcast(&self, id: u64) -> StoreResult<Option<Broadcast>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BROADCASTS)?;
+        table.get(id)?.map(|v| decode(v.value(), || format!("broadcast {id}"))).transpose()
+    }
+
+    /// Per recipient chat of broadcast `id`: `Some(true)` delivered, `Some(false)` refused,
+    /// `None` still queued.
+    pub fn deliveries(&self, id: u64) -> StoreResult<std::collections::HashMap<i64, bool>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DELIVERIES)?;
+        let mut out = std::collections::HashMap::new();
+        for row in table.range((id, i64::MIN)..=(id, i64::MAX))? {
+            let (key, value) = row?;
+            out.insert(key.value().1, value.value() == 1);
+        }
+        Ok(out)
     }
 
     pub fn bot_username(&self) -> StoreResult<Option<String>> {

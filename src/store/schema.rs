@@ -36,6 +36,10 @@ pub(super) const ASSIGNMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new
 pub(super) const TASK_STATES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("task_states");
 /// (employee id, scheduled message key) → unix seconds it was queued: the once-only ledger.
 pub(super) const NOTIFICATIONS: TableDefinition<(u64, &str), i64> = TableDefinition::new("notifications");
+/// Broadcast id → JSON `Broadcast` (text, recipients).
+pub(super) const BROADCASTS: TableDefinition<u64, &[u8]> = TableDefinition::new("broadcasts");
+/// (broadcast id, chat) → 1 delivered, 0 refused by Telegram; absent: still queued.
+pub(super) const DELIVERIES: TableDefinition<(u64, i64), u8> = TableDefinition::new("deliveries");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
 
@@ -62,6 +66,7 @@ pub(super) mod meta_keys {
     /// The next Telegram update id to ask for: every update below it has been handled.
     pub const TELEGRAM_OFFSET: &str = "telegram_offset";
     pub const NEXT_OUTBOX_ID: &str = "next_outbox_id";
+    pub const NEXT_BROADCAST_ID: &str = "next_broadcast_id";
     /// (text) The bot's username as Telegram reported it, for invite links.
     pub const BOT_USERNAME: &str = "bot_username";
 }
@@ -114,12 +119,16 @@ fn add_outbox_v4(txn: &WriteTransaction) -> StoreResult<()> {
     Ok(())
 }
 
-/// Version 5: onboarding plans, assignments, task progress and the scheduled-message ledger.
+/// Version 5: onboarding plans, assignments, task progress, the scheduled-message ledger, and
+/// broadcasts with their delivery records.
 fn add_onboarding_v5(txn: &WriteTransaction) -> StoreResult<()> {
     txn.open_table(PLANS)?;
     txn.open_table(ASSIGNMENTS)?;
     txn.open_table(TASK_STATES)?;
     txn.open_table(NOTIFICATIONS)?;
+    txn.open_table(BROADCASTS)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(META)?.insert(meta_keys::NEXT_BROADCAST_ID, 1)?;
     Ok(())
 }
 
