@@ -143,10 +143,11 @@ pub fn find_employee(store: &Store, who: &str) -> Result<Employee, Error> {
     }
 }
 
-/// Gives a newly joined employee the plan of their department (and position), if there is one
-/// and they have none yet.
+/// Gives a newly joined new hire the plan of their department (and position), if there is one
+/// and they have none yet. A new hire is someone invited with a start date; colleagues invited
+/// without one (a manager, a buddy) join without a plan.
 pub fn assign_on_join(store: &Store, employee: &Employee, now: i64) -> Result<Option<Assignment>, Error> {
-    if store.assignment(employee.id)?.is_some() {
+    if employee.start_date.is_none() || store.assignment(employee.id)?.is_some() {
         return Ok(None);
     }
     let plans: Vec<Plan> = store.plans()?;

@@ -837,6 +837,25 @@ fn onboarding_through_telegram_with_a_simulated_clock() {
         let unique: std::collections::HashSet<&String> = texts.iter().collect();
         assert_eq!(unique.len(), texts.len(), "a message went out twice to {chat}: {texts:#?}");
     }
+
+    // HR's view, with the service stopped: the tick is there, as JSON and as CSV.
+    let status = json(&run(sputnik(&data).args(["onboarding", "status", "--json"])));
+    let rows = status.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{status:#}");
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["done"].as_u64(), rows[0]["total"].as_u64()),
+        (Some("Nina Newcomer"), Some(1), Some(5))
+    );
+    assert!(rows[0]["last_activity"].is_i64());
+    let csv =
+        stdout(&run(sputnik(&data).args(["onboarding", "status", "--csv", "--department", "engineering"])));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("employee,name,department,plan,start_date,done,total,overdue"), "{csv}");
+    assert!(lines[1].contains(",Nina Newcomer,Engineering,engineering-en,2026-11-30,1,5,"), "{csv}");
+    let elsewhere =
+        stdout(&run(sputnik(&data).args(["onboarding", "status", "--csv", "--department", "Sales"])));
+    assert_eq!(elsewhere.lines().count(), 1, "{elsewhere}");
 }
 
 /// A broadcast to 1,000 employees goes out within Telegram's limits (measured here), survives
