@@ -15,12 +15,15 @@ use serde::{Deserialize, Serialize};
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/sputnik/sputnik.toml";
 
 /// Environment variables that carry command-line options rather than config keys.
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "TELEGRAM_TOKEN", "TELEGRAM_API_URL"];
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "TELEGRAM_TOKEN", "TELEGRAM_API_URL", "HTTP_LISTEN"];
 
 /// Short environment names for the settings every deployment sets, besides the general
 /// `SPUTNIK_SECTION__KEY` form.
-const ENV_ALIASES: &[(&str, &str)] =
-    &[("SPUTNIK_TELEGRAM_TOKEN", "telegram.bot_token"), ("SPUTNIK_TELEGRAM_API_URL", "telegram.api_url")];
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("SPUTNIK_TELEGRAM_TOKEN", "telegram.bot_token"),
+    ("SPUTNIK_TELEGRAM_API_URL", "telegram.api_url"),
+    ("SPUTNIK_HTTP_LISTEN", "http.listen"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,6 +79,20 @@ pub struct Settings {
     pub chat: ChatSettings,
     pub telegram: TelegramSettings,
     pub onboarding: OnboardingSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address `sputnik serve` answers HTTP on (/livez, /readyz, /metrics); "" turns it off.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { listen: "127.0.0.1:8080".into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -291,6 +308,7 @@ impl Default for Settings {
             search: SearchSettings::default(),
             telegram: TelegramSettings::default(),
             onboarding: OnboardingSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }

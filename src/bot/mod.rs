@@ -106,6 +106,10 @@ pub async fn serve_with(
         invite_lifetime: parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?,
     };
     let retention_days = settings.chat.retention_days;
+    let http_listener = match settings.http.listen.trim() {
+        "" => None,
+        listen => Some(crate::http::bind(listen).await?),
+    };
     let poll_timeout = telegram.poll_timeout_seconds;
     let limits = sender::Limits {
         per_chat_interval: Duration::from_millis(telegram.per_chat_interval_ms),
@@ -127,6 +131,8 @@ pub async fn serve_with(
         tokio::spawn(sender::run(bot.clone(), app.clone(), limits, wake.clone(), sender_stop.clone()));
     let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
     let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
+    let http = http_listener
+        .map(|listener| tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone())));
 
     poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 
@@ -138,6 +144,9 @@ pub async fn serve_with(
     let _ = sender.await;
     let _ = purge.await;
     let _ = scheduler.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     if !drained {
         tracing::warn!("some messages are still queued; they will be sent after the next start");
     }

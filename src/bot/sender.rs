@@ -194,23 +194,32 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
         match result {
             Ok(()) => return Delivery::Done,
             Err(RequestError::RetryAfter(seconds)) => {
+                crate::metrics::telegram_error("too_many_requests");
+                crate::metrics::telegram_retry();
                 tracing::warn!(seconds = seconds.seconds(), "Telegram asked to slow down");
                 tokio::time::sleep(seconds.duration()).await;
             }
             Err(RequestError::Network(e)) => {
+                crate::metrics::telegram_error("network");
+                crate::metrics::telegram_retry();
                 tracing::warn!(error = %e, "sending to Telegram failed; will retry");
                 return Delivery::Later;
             }
             Err(RequestError::Io(e)) => {
+                crate::metrics::telegram_error("network");
+                crate::metrics::telegram_retry();
                 tracing::warn!(error = %e, "sending to Telegram failed; will retry");
                 return Delivery::Later;
             }
             // A 5xx from Telegram's front proxies comes as an HTML page, not API JSON.
             Err(RequestError::InvalidJson { .. }) => {
+                crate::metrics::telegram_error("server");
+                crate::metrics::telegram_retry();
                 tracing::warn!("Telegram answered with a server error; will retry");
                 return Delivery::Later;
             }
             Err(e) => {
+                crate::metrics::telegram_error("refused");
                 tracing::error!(error = %e, chat = chat_of(action), "Telegram refused a message; dropping it");
                 return Delivery::Refused;
             }

@@ -522,6 +522,7 @@ impl Engine {
             )]);
         }
         let mut actions = vec![Action::Typing { chat }];
+        let started = std::time::Instant::now();
         let app = self.app();
         let request = SearchRequest {
             query: text.to_owned(),
@@ -530,7 +531,11 @@ impl Engine {
             mode: None,
         };
         let outcome = app.search(&request)?;
-        let answer = answer::compose(&outcome, language, &app.settings().answer, &app.answer_floors());
+        let answer = {
+            let _timer = crate::metrics::time(crate::metrics::Stage::Compose);
+            answer::compose(&outcome, language, &app.settings().answer, &app.answer_floors())
+        };
+        crate::metrics::question(answer.found, started.elapsed().as_secs_f64());
         let record = app.store().record_question(QuestionRecord {
             id: 0,
             employee: employee.id,
@@ -600,6 +605,7 @@ impl Engine {
         if recorded.is_none() {
             return Ok(vec![answer_button]);
         }
+        crate::metrics::feedback(helpful);
         let mut actions = vec![
             Action::AnswerButton {
                 callback_id: callback_id.to_owned(),

@@ -158,7 +158,10 @@ impl Retriever<'_> {
         let language = crate::ingest::lang::detect(query);
         let lexical = match mode {
             SearchMode::Dense => Vec::new(),
-            _ => self.lexical.search(query, groups, depth)?,
+            _ => {
+                let _timer = crate::metrics::time(crate::metrics::Stage::Lexical);
+                self.lexical.search(query, groups, depth)?
+            }
         };
         let mut dense_skipped = None;
         let dense = match (mode, self.embedder, self.vectors) {
@@ -170,7 +173,11 @@ impl Retriever<'_> {
                 });
             }
             (_, Some(embedder), Some(vectors)) if embedder.profile().serves(language) => {
-                let query_vector = embedder.embed_query(query)?;
+                let query_vector = {
+                    let _timer = crate::metrics::time(crate::metrics::Stage::Embed);
+                    embedder.embed_query(query)?
+                };
+                let _timer = crate::metrics::time(crate::metrics::Stage::Dense);
                 vectors.search(&query_vector, groups, depth)
             }
             (_, Some(embedder), Some(_)) => {
@@ -187,6 +194,7 @@ impl Retriever<'_> {
                 Vec::new()
             }
         };
+        let _timer = crate::metrics::time(crate::metrics::Stage::Fuse);
         let mut lexical: Vec<(DocumentId, u32, f32)> =
             lexical.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
         if !dense.is_empty() && self.settings.lexical_min_coverage > 0.0 {

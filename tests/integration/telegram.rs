@@ -299,7 +299,9 @@ fn serve_with(mut command: std::process::Command, server: &Server, overrides: &[
         .env("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "20")
         .env("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "200")
         .env("SPUTNIK_CHAT__QUESTIONS_PER_MINUTE", "600")
-        .env("SPUTNIK_CHAT__BURST", "100");
+        .env("SPUTNIK_CHAT__BURST", "100")
+        // Tests run side by side: each service takes a free port unless a test picks one.
+        .env("SPUTNIK_HTTP_LISTEN", "127.0.0.1:0");
     for (key, value) in overrides {
         command.env(key, value);
     }
@@ -708,6 +710,7 @@ impl InProcess {
         settings.telegram.poll_timeout_seconds = 1;
         settings.telegram.per_chat_interval_ms = 20;
         settings.telegram.messages_per_second = 200;
+        settings.http.listen = "127.0.0.1:0".into();
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -952,4 +955,103 @@ fn broadcast_to_1000_employees_within_telegram_limits() {
         (status["delivered"].as_u64(), status["refused"].as_u64(), status["queued"].as_u64()),
         (Some(994), Some(0), Some(0))
     );
+}
+
+/// A free port on 127.0.0.1 (bound and released; the service binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET; (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("nothing listens on {port}: {e}"),
+        }
+    };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// /livez, /readyz and /metrics answer next to the bot, and the metrics move as questions are
+/// asked and rated.
+#[test]
+fn health_and_metrics_follow_the_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let port = free_port();
+    let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &format!("127.0.0.1:{port}"))]);
+    assert_eq!(http_get(port, "/livez"), (200, "ok\n".to_owned()));
+    let (status, body) = http_get(port, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready, json!({"store": "ok", "index": "ok", "model": "off"}));
+
+    let (_, before) = http_get(port, "/metrics");
+    assert_eq!(metric(&before, "sputnik_questions_total{outcome=\"answered\"}"), 0.0);
+    assert_eq!(metric(&before, "sputnik_index_size{what=\"documents\"}"), 22.0);
+    server.text(1001, "en", &format!("/start {code}"));
+    server.wait_for(1001, 1);
+    server.text(1001, "en", "How do I book a meeting room?");
+    server.text(1001, "en", "What is the airspeed of an unladen swallow?");
+    let replies = server.wait_for(1001, 3);
+    let answer = replies.iter().find(|m| m["text"].as_str().unwrap().contains("Google Calendar")).unwrap();
+    let question =
+        answer["reply_markup"]["inline_keyboard"][0][0]["callback_data"].as_str().unwrap().to_owned();
+    server.press(1001, 5, &question);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (_, text) = http_get(port, "/metrics");
+        if metric(&text, "sputnik_feedback_total{kind=\"helpful\"}") >= 1.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(metric(&after, "sputnik_questions_total{outcome=\"answered\"}"), 1.0);
+    assert_eq!(metric(&after, "sputnik_questions_total{outcome=\"unanswered\"}"), 1.0);
+    assert_eq!(metric(&after, "sputnik_feedback_total{kind=\"helpful\"}"), 1.0);
+    for stage in ["lexical", "fuse", "compose"] {
+        assert_eq!(
+            metric(&after, &format!("sputnik_answer_stage_seconds_count{{stage=\"{stage}\"}}")),
+            2.0,
+            "{stage}"
+        );
+    }
+    assert_eq!(metric(&after, "sputnik_answer_seconds_count"), 2.0);
+    assert_eq!(metric(&after, "sputnik_outbox_depth"), 0.0);
+    assert!(metric(&after, "sputnik_process_resident_memory_bytes") > 1e6);
+    // Every series the shipped alert rules use exists.
+    let rules = std::fs::read_to_string(repo_path("packaging/prometheus/sputnik-alerts.yml")).unwrap();
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("sputnik_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 6, "{used:?}");
+    for name in used {
+        assert!(after.lines().any(|l| l.starts_with(name)), "the alert rules use {name}, which /metrics lacks");
+    }
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
 }
