@@ -69,6 +69,9 @@ pub enum Command {
     /// Onboarding progress of new hires.
     #[command(subcommand)]
     Onboarding(OnboardingCommand),
+    /// What employees asked, what went unanswered (grouped into knowledge gaps), feedback,
+    /// which documents answer, and onboarding per department.
+    Report(ReportArgs),
     /// Send a message to every employee (or a group or department) in Telegram; `--status ID`
     /// reports its deliveries. Messages go out from `sputnik serve`, within Telegram's limits.
     Broadcast(BroadcastArgs),
@@ -205,6 +208,23 @@ pub enum PlansCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// How far back to look, e.g. 30d, 12h.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub since: String,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    /// One row per figure: section,name,value,detail.
+    Csv,
 }
 
 #[derive(Debug, Args)]

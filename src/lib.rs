@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod onboarding;
 pub mod people;
+pub mod report;
 pub mod search;
 pub mod store;
 

@@ -5,6 +5,7 @@ mod chat;
 mod docs;
 mod import;
 mod onboarding;
+mod report;
 mod search;
 mod serve;
 mod users;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plans(command) => onboarding::plans(settings, command),
         Command::Onboarding(command) => onboarding::run(settings, command),
         Command::Broadcast(args) => onboarding::broadcast(settings, args),
+        Command::Report(args) => report::run(settings, args),
         Command::Chat(args) => chat::run(settings, args),
         Command::Serve => {
             match &loaded.file {

@@ -11,5 +11,6 @@ mod handbook;
 mod incremental;
 mod multilingual;
 mod onboarding;
+mod report;
 mod semantic;
 mod telegram;

@@ -1050,7 +1050,10 @@ fn health_and_metrics_follow_the_questions() {
     used.dedup();
     assert!(used.len() >= 6, "{used:?}");
     for name in used {
-        assert!(after.lines().any(|l| l.starts_with(name)), "the alert rules use {name}, which /metrics lacks");
+        assert!(
+            after.lines().any(|l| l.starts_with(name)),
+            "the alert rules use {name}, which /metrics lacks"
+        );
     }
     let (code, log) = terminate(bot);
     assert_eq!(code, Some(0), "{log}");
