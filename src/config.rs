@@ -85,13 +85,16 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    /// Address `sputnik serve` answers HTTP on (/livez, /readyz, /metrics); "" turns it off.
+    /// Address `sputnik serve` answers HTTP on (/livez, /readyz, /metrics, /api/); "" turns it off.
     pub listen: String,
+    /// Bearer token of the admin API; empty: the one in `<data_dir>/admin.token`, created
+    /// (mode 0600) on first start.
+    pub admin_token: Secret,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { listen: "127.0.0.1:8080".into() }
+        HttpSettings { listen: "127.0.0.1:8080".into(), admin_token: Secret::default() }
     }
 }
 

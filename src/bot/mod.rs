@@ -108,7 +108,10 @@ pub async fn serve_with(
     let retention_days = settings.chat.retention_days;
     let http_listener = match settings.http.listen.trim() {
         "" => None,
-        listen => Some(crate::http::bind(listen).await?),
+        listen => Some((
+            crate::http::bind(listen).await?,
+            crate::http::api::admin_token(settings.http.admin_token.expose(), &settings.data_dir)?,
+        )),
     };
     let poll_timeout = telegram.poll_timeout_seconds;
     let limits = sender::Limits {
@@ -131,8 +134,9 @@ pub async fn serve_with(
         tokio::spawn(sender::run(bot.clone(), app.clone(), limits, wake.clone(), sender_stop.clone()));
     let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
     let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
-    let http = http_listener
-        .map(|listener| tokio::spawn(crate::http::serve(listener, app.clone(), shutdown.clone())));
+    let http = http_listener.map(|(listener, token)| {
+        tokio::spawn(crate::http::serve(listener, app.clone(), token, shutdown.clone()))
+    });
 
     poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 

@@ -1,6 +1,8 @@
 //! The service's HTTP side, next to the bot: `/livez` (the process answers), `/readyz` (the
-//! store, the indexes and the model answer) and `/metrics` (Prometheus text format). It listens
-//! on `http.listen`, 127.0.0.1:8080 by default.
+//! store, the indexes and the model answer), `/metrics` (Prometheus text format) and the admin
+//! API under `/api/` (see [`api`]). It listens on `http.listen`, 127.0.0.1:8080 by default.
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{App, Error, metrics};
 
-type Shared = Arc<RwLock<App>>;
+pub(crate) type Shared = Arc<RwLock<App>>;
 
 /// Binds `listen`; a clear error when the address is bad or taken.
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, Error> {
@@ -26,13 +28,20 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|e| Error::Usage(format!("cannot listen on {address} (http.listen): {e}")))
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, app: Shared, shutdown: CancellationToken) {
+/// Serves until `shutdown` is cancelled; `/api/` answers requests bearing `token`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Shared,
+    token: String,
+    shutdown: CancellationToken,
+) {
+    let max_upload = read(&app).settings().ingest.max_file_size.as_u64() as usize;
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(app);
+        .with_state(app.clone())
+        .merge(api::router(app, &token, max_upload));
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "HTTP listening");
     }
@@ -43,7 +52,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Shared, shutdown: Can
     }
 }
 
-fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {
+pub(crate) fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {
     app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -109,7 +109,10 @@ fn the_report_shows_what_the_history_holds() {
 
     // The CLI prints the same figures.
     let csv = stdout(&run(sputnik(&data).args(["report", "--since", "3650d", "--format", "csv"])));
-    assert!(csv.starts_with("section,name,value,detail\nsummary,questions,7,\nsummary,answered,4,\n"), "{csv}");
+    assert!(
+        csv.starts_with("section,name,value,detail\nsummary,questions,7,\nsummary,answered,4,\n"),
+        "{csv}"
+    );
     assert!(
         csv.contains(
             "gap,What is the weather on Mars?,2,What is the weather on Mars? | Weather on Mars today?"

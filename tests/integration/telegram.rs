@@ -964,6 +964,11 @@ fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET; (status, body).
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, None, b"")
+}
+
+/// A plain HTTP/1.1 request with an optional bearer token; (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = loop {
@@ -976,9 +981,19 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
             Err(e) => panic!("nothing listens on {port}: {e}"),
         }
     };
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let kind = if body.first() == Some(&b'{') { "Content-Type: application/json\r\n" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}{kind}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The server may answer (413) before reading a big body; a reset while writing is fine.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let response = String::from_utf8_lossy(&raw).into_owned();
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
@@ -1057,4 +1072,95 @@ fn health_and_metrics_follow_the_questions() {
     }
     let (code, log) = terminate(bot);
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// The admin API: every endpoint answers with the token; without it, or with a wrong one, 401
+/// and nothing else; oversized bodies are refused.
+#[test]
+fn the_admin_api_needs_its_token_and_limits_bodies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let server = Server::start();
+    let port = free_port();
+    let bot = serve_with(
+        sputnik(&data),
+        &server,
+        &[
+            ("SPUTNIK_HTTP_LISTEN", &format!("127.0.0.1:{port}")),
+            ("SPUTNIK_INGEST__MAX_FILE_SIZE", "100 KiB"),
+        ],
+    );
+    assert_eq!(http_get(port, "/livez").0, 200);
+    let token_file = data.join("admin.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64);
+
+    for (method, path) in [
+        ("GET", "/api/documents"),
+        ("PUT", "/api/documents?name=x.md"),
+        ("DELETE", "/api/documents/1"),
+        ("GET", "/api/users"),
+        ("POST", "/api/invites"),
+        ("GET", "/api/plans"),
+        ("PUT", "/api/plans?name=p.toml"),
+        ("GET", "/api/onboarding"),
+        ("GET", "/api/report"),
+    ] {
+        assert_eq!(
+            http(port, method, path, None, b""),
+            (401, String::new()),
+            "{method} {path} without a token"
+        );
+        assert_eq!(http(port, method, path, Some("wrong"), b"").0, 401, "{method} {path} with a wrong token");
+    }
+    let api = |method: &str, path: &str, body: &[u8]| {
+        let (status, text) = http(port, method, path, Some(&token), body);
+        (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+    };
+    let (status, documents) = api("GET", "/api/documents", b"");
+    assert_eq!((status, documents.as_array().unwrap().len()), (200, 22));
+
+    let (status, imported) =
+        api("PUT", "/api/documents?name=parking.md", b"# Parking\n\nBicycles park in the inner yard.");
+    assert_eq!((status, &imported["added"]), (200, &json!(1)), "{imported}");
+    let (_, documents) = api("GET", "/api/documents", b"");
+    let parking = documents.as_array().unwrap().iter().find(|d| d["source"] == "parking.md").unwrap().clone();
+    let (status, _) = api("DELETE", &format!("/api/documents/{}", parking["id"]), b"");
+    assert_eq!(status, 200);
+    assert_eq!(api("GET", "/api/documents", b"").1.as_array().unwrap().len(), 22);
+    let too_big = vec![b'a'; 150 * 1024];
+    assert_eq!(http(port, "PUT", "/api/documents?name=big.md", Some(&token), &too_big).0, 413);
+    assert_eq!(http(port, "POST", "/api/invites", Some(&token), &vec![b'{'; 70 * 1024]).0, 413);
+
+    let (status, invite) = api(
+        "POST",
+        "/api/invites",
+        br#"{"name": "Olga", "department": "Engineering", "start_date": "2026-12-01"}"#,
+    );
+    assert_eq!(status, 200, "{invite}");
+    assert_eq!(invite["code"].as_str().unwrap().len(), 32);
+    let (status, users) = api("GET", "/api/users", b"");
+    assert_eq!((status, users[0]["name"].as_str()), (200, Some("Olga")));
+    let (status, refused) = api("POST", "/api/invites", br#"{"name": "", "department": "X"}"#);
+    assert_eq!(status, 422, "{refused}");
+
+    let plan = std::fs::read(repo_path("assets/plans/engineering.en.toml")).unwrap();
+    let (status, stored) = api("PUT", "/api/plans?name=engineering.en.toml", &plan);
+    assert_eq!((status, &stored["id"]), (200, &json!("engineering-en")), "{stored}");
+    let broken = String::from_utf8(plan).unwrap().replace("due_day = 2", "due_day = 0");
+    let (status, errors) = api("PUT", "/api/plans?name=broken.toml", broken.as_bytes());
+    assert_eq!(status, 422);
+    assert!(errors["error"].as_str().unwrap().starts_with("broken.toml:"), "{errors}");
+    assert_eq!(api("GET", "/api/plans", b"").1.as_array().unwrap().len(), 1);
+    let (status, onboarding) = api("GET", "/api/onboarding", b"");
+    assert_eq!((status, onboarding), (200, json!([])));
+    let (status, report) = api("GET", "/api/report?since=7d", b"");
+    assert_eq!((status, &report["questions"]), (200, &json!(0)), "{report}");
+    assert_eq!(api("GET", "/api/report?since=soon", b"").0, 422);
+
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains(&token), "the admin token reached the log");
 }
