@@ -38,6 +38,7 @@ pub async fn serve(
     let max_upload = read(&app).settings().ingest.max_file_size.as_u64() as usize;
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
+        .route("/dashboard", get(dashboard))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(app.clone())
@@ -50,6 +51,16 @@ pub async fn serve(
     if let Err(e) = result {
         tracing::error!(error = %e, "the HTTP server stopped");
     }
+}
+
+/// The read-only dashboard: one page, embedded in the binary; its data comes from `/api/report`
+/// with the admin token the page asks for.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        include_str!("../../assets/dashboard/index.html"),
+    )
+        .into_response()
 }
 
 pub(crate) fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {

@@ -1164,3 +1164,94 @@ fn the_admin_api_needs_its_token_and_limits_bodies() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains(&token), "the admin token reached the log");
 }
+
+/// Runs headless Chromium (Debian's `chromium`; .ci/run installs it) on `url`, giving scripts
+/// and fetches 10 s of virtual time; `extra` adds e.g. `--dump-dom` or `--screenshot=…`.
+fn chromium(url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("the dashboard test needs Chromium (Debian package `chromium`; .ci/run installs it)");
+    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The dashboard in real headless Chromium: it signs in with the admin token, and its cards,
+/// chart and tables show the numbers the API reports; a wrong token is refused. A screenshot is
+/// kept in target/tmp/dashboard.png.
+#[test]
+fn the_dashboard_shows_what_the_api_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let port = free_port();
+    let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &format!("127.0.0.1:{port}"))]);
+    server.text(1001, "en", &format!("/start {code}"));
+    server.wait_for(1001, 1);
+    for question in
+        ["How do I book a meeting room?", "Can I park my car at the office?", "What is the weather on Mars?"]
+    {
+        server.text(1001, "en", question);
+    }
+    server.wait_for(1001, 4);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let (status, body) = http(port, "GET", "/api/report?since=30d", Some(&token), b"");
+    assert_eq!(status, 200);
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((report["questions"].as_u64(), report["answered"].as_u64()), (Some(3), Some(2)));
+
+    let dashboard = format!("http://127.0.0.1:{port}/dashboard");
+    let dom = chromium(&format!("{dashboard}#token={token}"), &["--dump-dom"]);
+    let shown = |id: &str| {
+        let start = dom.find(&format!("id=\"{id}\">")).unwrap_or_else(|| panic!("no #{id} in:\n{dom}"))
+            + id.len()
+            + 6;
+        dom[start..start + dom[start..].find('<').unwrap()].to_owned()
+    };
+    assert_eq!(shown("questions"), report["questions"].to_string());
+    assert_eq!(shown("answered"), report["answered"].to_string());
+    assert_eq!(
+        shown("answer-rate"),
+        format!("{} %", (report["answer_rate"].as_f64().unwrap() * 100.0).round())
+    );
+    assert_eq!(shown("helpful"), "0");
+    let day = &report["per_day"][0];
+    assert!(
+        dom.contains(&format!(
+            "data-date=\"{}\" data-kind=\"answered\" data-value=\"{}\"",
+            day["date"].as_str().unwrap(),
+            day["answered"]
+        )),
+        "the chart lacks the day's bar:\n{dom}"
+    );
+    assert!(dom.contains("What is the weather on Mars?"), "the gap table lacks the unanswered question");
+    let top = report["most_used_documents"][0]["name"].as_str().unwrap();
+    assert!(dom.contains(&format!("<td>{top}</td>")), "the documents table lacks {top}");
+    assert!(!dom.contains(&token), "the token stayed in the page");
+
+    let refused = chromium(&format!("{dashboard}#token=wrong"), &["--dump-dom"]);
+    assert!(refused.contains("That token is not right."), "{refused}");
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    chromium(
+        &format!("{dashboard}#token={token}"),
+        &[&format!("--screenshot={}", screenshot.display()), "--window-size=1280,1800"],
+    );
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot of {} bytes", png.len());
+
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+}
