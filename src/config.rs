@@ -497,8 +497,10 @@ impl Settings {
     /// The effective configuration as TOML, secrets masked, for `sputnik config check`.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
-        if !shown.telegram.bot_token.is_empty() {
-            shown.telegram.bot_token = Secret::new("***");
+        for secret in [&mut shown.telegram.bot_token, &mut shown.http.admin_token] {
+            if !secret.is_empty() {
+                *secret = Secret::new("***");
+            }
         }
         toml::to_string_pretty(&shown).expect("settings always serialise to TOML")
     }
@@ -560,8 +562,11 @@ mod tests {
     fn secrets_never_print() {
         let mut settings = Settings::default();
         settings.telegram.bot_token = Secret::new("123:very-secret");
+        settings.http.admin_token = Secret::new("admin-very-secret");
         assert!(!format!("{settings:?}").contains("very-secret"));
-        assert!(!settings.to_masked_toml().contains("very-secret"));
+        let shown = settings.to_masked_toml();
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert_eq!(shown.matches("\"***\"").count(), 2, "{shown}");
     }
 
     #[test]
