@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::search::analysis;
 use crate::store::{DocumentId, QuestionRecord};
@@ -17,7 +17,7 @@ const GAP_WORD_OVERLAP: f64 = 0.5;
 const GAP_EXAMPLES: usize = 3;
 const TOP_DOCUMENTS: usize = 10;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Unix seconds: the window reported on.
     pub since: i64,
@@ -40,14 +40,14 @@ pub struct Report {
     pub onboarding: Vec<DepartmentOnboarding>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Day {
     pub date: String,
     pub questions: u64,
     pub answered: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
     pub count: u64,
     pub unanswered: u64,
@@ -55,13 +55,13 @@ pub struct Gap {
     pub examples: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counted {
     pub name: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DepartmentOnboarding {
     pub department: String,
     pub employees: u64,

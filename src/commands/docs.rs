@@ -2,6 +2,7 @@
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
+use super::remote::Source;
 use super::{open_existing, print_json};
 use crate::cli::{DocsCommand, exit};
 use crate::config::Settings;
@@ -10,8 +11,10 @@ use crate::store::DocumentRecord;
 pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i32> {
     match command {
         DocsCommand::List(output) => {
-            let app = open_existing(settings)?;
-            let documents = app.documents()?;
+            let documents: Vec<DocumentRecord> = match super::remote::open(settings)? {
+                Source::Local(app) => app.documents()?,
+                Source::Service(service) => service.get("/api/documents")?,
+            };
             if output.json {
                 print_json(&documents)?;
             } else if documents.is_empty() {

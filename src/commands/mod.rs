@@ -5,6 +5,7 @@ mod chat;
 mod docs;
 mod import;
 mod onboarding;
+mod remote;
 mod report;
 mod search;
 mod serve;

@@ -14,6 +14,13 @@ use crate::onboarding::{self, Helpers, Plan, plan::DayCount};
 use crate::store::{Broadcast, Recipient};
 
 pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result<i32> {
+    if let PlansCommand::List(output) = command {
+        let plans: Vec<Plan> = match super::remote::open(settings)? {
+            super::remote::Source::Local(app) => app.store().plans()?,
+            super::remote::Source::Service(service) => service.get("/api/plans")?,
+        };
+        return list_plans(&plans, output.json);
+    }
     let app = open_existing(settings)?;
     let store = app.store();
     match command {
@@ -65,30 +72,7 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
             }
             Ok(if failed > 0 { exit::PARTIAL } else { exit::OK })
         }
-        PlansCommand::List(output) => {
-            let plans: Vec<Plan> = store.plans()?;
-            if output.json {
-                print_json(&plans)?;
-            } else if plans.is_empty() {
-                println!("No plans yet: sputnik plans import FILE (examples in assets/plans/)");
-            } else {
-                let mut table = Table::new();
-                table.load_style(UTF8_FULL_CONDENSED);
-                table.set_header(["id", "title", "language", "departments", "tasks", "messages"]);
-                for plan in &plans {
-                    table.add_row([
-                        plan.id.clone(),
-                        plan.title.clone(),
-                        plan.language.code().to_owned(),
-                        if plan.departments.is_empty() { "—".into() } else { plan.departments.join(", ") },
-                        plan.tasks.len().to_string(),
-                        plan.messages.len().to_string(),
-                    ]);
-                }
-                println!("{table}");
-            }
-            Ok(exit::OK)
-        }
+        PlansCommand::List(_) => unreachable!("listed above"),
         PlansCommand::Show { id, output } => {
             let Some(plan) = store.plan::<Plan>(&id)? else {
                 eprintln!("No plan {id:?}; see `sputnik plans list`.");
@@ -123,6 +107,30 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
             Ok(exit::OK)
         }
     }
+}
+
+fn list_plans(plans: &[Plan], json: bool) -> anyhow::Result<i32> {
+    if json {
+        print_json(&plans)?;
+    } else if plans.is_empty() {
+        println!("No plans yet: sputnik plans import FILE (examples in assets/plans/)");
+    } else {
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED);
+        table.set_header(["id", "title", "language", "departments", "tasks", "messages"]);
+        for plan in plans {
+            table.add_row([
+                plan.id.clone(),
+                plan.title.clone(),
+                plan.language.code().to_owned(),
+                if plan.departments.is_empty() { "—".into() } else { plan.departments.join(", ") },
+                plan.tasks.len().to_string(),
+                plan.messages.len().to_string(),
+            ]);
+        }
+        println!("{table}");
+    }
+    Ok(exit::OK)
 }
 
 fn first_line(text: &str) -> String {
@@ -167,21 +175,24 @@ pub(super) fn run(settings: Settings, command: OnboardingCommand) -> anyhow::Res
 }
 
 fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
-    let app = open_existing(settings)?;
-    let now = jiff::Timestamp::now().as_second();
-    let mut rows = Vec::new();
-    for employee in app.store().employees()? {
-        if args.department.as_deref().is_some_and(|d| !employee.department.eq_ignore_ascii_case(d.trim())) {
-            continue;
+    let all: Vec<onboarding::Progress> = match super::remote::open(settings)? {
+        super::remote::Source::Local(app) => {
+            let now = jiff::Timestamp::now().as_second();
+            let mut rows = Vec::new();
+            for employee in app.store().employees()? {
+                if let Some(progress) = onboarding::progress(app.store(), app.calendar(), &employee, now)? {
+                    rows.push(progress);
+                }
+            }
+            rows
         }
-        let Some(progress) = onboarding::progress(app.store(), app.calendar(), &employee, now)? else {
-            continue;
-        };
-        if args.overdue && progress.overdue.is_empty() {
-            continue;
-        }
-        rows.push(progress);
-    }
+        super::remote::Source::Service(service) => service.get("/api/onboarding")?,
+    };
+    let rows: Vec<onboarding::Progress> = all
+        .into_iter()
+        .filter(|p| args.department.as_deref().is_none_or(|d| p.department.eq_ignore_ascii_case(d.trim())))
+        .filter(|p| !args.overdue || !p.overdue.is_empty())
+        .collect();
     let last = |at: Option<i64>| {
         at.and_then(|s| jiff::Timestamp::from_second(s).ok())
             .map_or_else(String::new, |t| t.strftime("%Y-%m-%d %H:%M").to_string())

@@ -3,16 +3,23 @@
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 
-use super::{open_existing, print_json};
+use super::print_json;
 use crate::cli::{ReportArgs, ReportFormat, exit};
 use crate::config::{Settings, parse_duration_seconds};
 use crate::report::{self, Report};
 
 pub(super) fn run(settings: Settings, args: ReportArgs) -> anyhow::Result<i32> {
     let window = parse_duration_seconds(&args.since).map_err(crate::Error::Usage)?;
-    let app = open_existing(settings)?;
-    let now = jiff::Timestamp::now().as_second();
-    let report = report::build(&app, now - window, now + 1)?;
+    let report: Report = match super::remote::open(settings)? {
+        super::remote::Source::Local(app) => {
+            let now = jiff::Timestamp::now().as_second();
+            report::build(&app, now - window, now + 1)?
+        }
+        super::remote::Source::Service(service) => {
+            let since: String = url::form_urlencoded::byte_serialize(args.since.as_bytes()).collect();
+            service.get(&format!("/api/report?since={since}"))?
+        }
+    };
     match args.format {
         ReportFormat::Json => print_json(&report)?,
         ReportFormat::Csv => csv(&report)?,

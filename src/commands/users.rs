@@ -14,8 +14,10 @@ pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i
         UsersCommand::Invite(args) => invite(settings, args),
         UsersCommand::Assign(args) => super::onboarding::assign(settings, args),
         UsersCommand::List(output) => {
-            let app = open_existing(settings)?;
-            let employees = app.store().employees()?;
+            let employees: Vec<crate::store::Employee> = match super::remote::open(settings)? {
+                super::remote::Source::Local(app) => app.store().employees()?,
+                super::remote::Source::Service(service) => service.get("/api/users")?,
+            };
             if output.json {
                 print_json(&employees)?;
             } else if employees.is_empty() {

@@ -12,7 +12,7 @@ pub mod calendar;
 pub mod plan;
 
 use jiff::civil::Date;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chat::{Action, InlineButton};
 use crate::i18n::{escape_html, message};
@@ -27,7 +27,7 @@ pub const BUTTON_PREFIX: &str = "ob:";
 const MAX_TASK_BUTTONS: usize = 12;
 
 /// Where an employee stands in their plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub employee: EmployeeId,
     pub name: String,

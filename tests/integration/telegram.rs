@@ -1255,3 +1255,69 @@ fn the_dashboard_shows_what_the_api_reports() {
     let (code, log) = terminate(bot);
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// Read-only admin commands print the same whether `sputnik serve` holds the data directory
+/// (they ask its admin API) or not (they read the store).
+#[test]
+fn admin_commands_print_the_same_while_the_service_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    assert!(
+        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
+            .status
+            .success()
+    );
+    let invited = run(sputnik(&data).args([
+        "users",
+        "invite",
+        "--name",
+        "Nina",
+        "--department",
+        "Engineering",
+        "--start-date",
+        "2026-11-30",
+    ]));
+    assert!(invited.status.success());
+    assert!(
+        run(sputnik(&data).args(["users", "assign", "Nina", "--plan", "engineering-en"])).status.success()
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["docs", "list"],
+        vec!["docs", "list", "--json"],
+        vec!["users", "list"],
+        vec!["users", "list", "--json"],
+        vec!["plans", "list"],
+        vec!["plans", "list", "--json"],
+        vec!["onboarding", "status", "--json"],
+        vec!["onboarding", "status", "--csv", "--department", "engineering"],
+        vec!["report", "--since", "30d"],
+        vec!["report", "--format", "csv"],
+    ];
+    let outputs = |label: &str| -> Vec<String> {
+        commands
+            .iter()
+            .map(|args| {
+                let output = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(args));
+                assert!(output.status.success(), "{label} {args:?}: {}", stderr(&output));
+                stdout(&output)
+            })
+            .collect()
+    };
+
+    let server = Server::start();
+    let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
+    assert_eq!(http_get(port, "/livez").0, 200);
+    let locked = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(["stats"]));
+    assert!(stderr(&locked).contains("in use by another Sputnik process"), "{}", stderr(&locked));
+    let while_running = outputs("running");
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+    let while_stopped = outputs("stopped");
+    for ((args, running), stopped) in commands.iter().zip(&while_running).zip(&while_stopped) {
+        assert_eq!(running, stopped, "`sputnik {}` differs", args.join(" "));
+    }
+    assert!(while_running[1].contains("\"source\": \"en/welcome.md\""), "{}", while_running[1]);
+    assert!(while_running[6].contains("\"name\": \"Nina\""), "{}", while_running[6]);
+}
