@@ -8,6 +8,13 @@ use crate::cli::{DocsCommand, exit};
 use crate::config::Settings;
 use crate::store::DocumentRecord;
 
+/// `GET /api/document`'s answer.
+#[derive(serde::Deserialize)]
+struct Shown {
+    document: DocumentRecord,
+    chunks: Vec<crate::store::ChunkRecord>,
+}
+
 pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i32> {
     match command {
         DocsCommand::List(output) => {
@@ -39,9 +46,20 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
             }
         }
         DocsCommand::Show { document, full, output } => {
-            let app = open_existing(settings)?;
-            let record = app.resolve_document(&document)?;
-            let chunks = app.chunks(record.id)?;
+            let (record, chunks): (DocumentRecord, Vec<crate::store::ChunkRecord>) =
+                match super::remote::open(settings)? {
+                    Source::Local(app) => {
+                        let record = app.resolve_document(&document)?;
+                        let chunks = app.chunks(record.id)?;
+                        (record, chunks)
+                    }
+                    Source::Service(service) => {
+                        let reference: String =
+                            url::form_urlencoded::byte_serialize(document.as_bytes()).collect();
+                        let shown: Shown = service.get(&format!("/api/document?ref={reference}"))?;
+                        (shown.document, shown.chunks)
+                    }
+                };
             if output.json {
                 print_json(&serde_json::json!({ "document": record, "chunks": chunks }))?;
                 return Ok(exit::OK);

@@ -14,6 +14,16 @@ use crate::onboarding::{self, Helpers, Plan, plan::DayCount};
 use crate::store::{Broadcast, Recipient};
 
 pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result<i32> {
+    if let PlansCommand::Show { id, output } = &command {
+        let plan: Option<Plan> = match super::remote::open(settings)? {
+            super::remote::Source::Local(app) => app.store().plan(id)?,
+            super::remote::Source::Service(service) => {
+                let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+                service.get(&format!("/api/plans/{path}"))?
+            }
+        };
+        return show_plan(id, plan, output.json);
+    }
     if let PlansCommand::List(output) = command {
         let plans: Vec<Plan> = match super::remote::open(settings)? {
             super::remote::Source::Local(app) => app.store().plans()?,
@@ -73,40 +83,42 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
             Ok(if failed > 0 { exit::PARTIAL } else { exit::OK })
         }
         PlansCommand::List(_) => unreachable!("listed above"),
-        PlansCommand::Show { id, output } => {
-            let Some(plan) = store.plan::<Plan>(&id)? else {
-                eprintln!("No plan {id:?}; see `sputnik plans list`.");
-                return Ok(exit::USAGE);
-            };
-            if output.json {
-                print_json(&plan)?;
-                return Ok(exit::OK);
-            }
-            let days = match plan.days {
-                DayCount::Working => "working days",
-                DayCount::Calendar => "calendar days",
-            };
-            println!("{} — {} ({}, counted in {days})", plan.id, plan.title, plan.language.code());
-            println!("  from        {}", plan.source);
-            if !plan.departments.is_empty() {
-                println!("  for         {}", plan.departments.join(", "));
-            }
-            if !plan.positions.is_empty() {
-                println!("  positions   {}", plan.positions.join(", "));
-            }
-            for message in &plan.messages {
-                println!("  day {:>3}  message: {}", message.day, first_line(&message.text));
-            }
-            for task in &plan.tasks {
-                let quiz = if task.quiz.is_some() { " [quiz]" } else { "" };
-                println!("  day {:>3}  task {}: {}{quiz}", task.due_day, task.id, task.title);
-                for link in &task.links {
-                    println!("            → {link}");
-                }
-            }
-            Ok(exit::OK)
+        PlansCommand::Show { .. } => unreachable!("shown above"),
+    }
+}
+
+fn show_plan(id: &str, plan: Option<Plan>, json: bool) -> anyhow::Result<i32> {
+    let Some(plan) = plan else {
+        eprintln!("No plan {id:?}; see `sputnik plans list`.");
+        return Ok(exit::USAGE);
+    };
+    if json {
+        print_json(&plan)?;
+        return Ok(exit::OK);
+    }
+    let days = match plan.days {
+        DayCount::Working => "working days",
+        DayCount::Calendar => "calendar days",
+    };
+    println!("{} — {} ({}, counted in {days})", plan.id, plan.title, plan.language.code());
+    println!("  from        {}", plan.source);
+    if !plan.departments.is_empty() {
+        println!("  for         {}", plan.departments.join(", "));
+    }
+    if !plan.positions.is_empty() {
+        println!("  positions   {}", plan.positions.join(", "));
+    }
+    for message in &plan.messages {
+        println!("  day {:>3}  message: {}", message.day, first_line(&message.text));
+    }
+    for task in &plan.tasks {
+        let quiz = if task.quiz.is_some() { " [quiz]" } else { "" };
+        println!("  day {:>3}  task {}: {}{quiz}", task.due_day, task.id, task.title);
+        for link in &task.links {
+            println!("            → {link}");
         }
     }
+    Ok(exit::OK)
 }
 
 fn list_plans(plans: &[Plan], json: bool) -> anyhow::Result<i32> {

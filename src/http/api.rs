@@ -68,9 +68,11 @@ pub(super) fn router(app: Shared, token: &str, max_upload: usize) -> Router {
     let rest = Router::new()
         .route("/api/documents", get(documents))
         .route("/api/documents/{id}", delete(remove_document))
+        .route("/api/document", get(document))
         .route("/api/users", get(users))
         .route("/api/invites", axum::routing::post(create_invite))
         .route("/api/plans", get(plans).put(import_plan))
+        .route("/api/plans/{id}", get(plan))
         .route("/api/onboarding", get(onboarding_status))
         .route("/api/report", get(report))
         .layer(DefaultBodyLimit::max(SMALL_BODY));
@@ -111,6 +113,27 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
 
 async fn documents(State(api): State<Api>) -> Response {
     blocking(move || Ok(read(&api.app).store().documents()?)).await
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    /// A document id or its source path, as `docs show` takes it.
+    r#ref: String,
+}
+
+async fn document(State(api): State<Api>, Query(reference): Query<Reference>) -> Response {
+    blocking(move || {
+        let app = read(&api.app);
+        let document = app.resolve_document(&reference.r#ref)?;
+        let chunks = app.chunks(document.id)?;
+        Ok(serde_json::json!({ "document": document, "chunks": chunks }))
+    })
+    .await
+}
+
+/// The plan, or `null` when there is none by that id.
+async fn plan(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Response {
+    blocking(move || Ok(read(&api.app).store().plan::<crate::onboarding::Plan>(&id)?)).await
 }
 
 #[derive(Deserialize)]

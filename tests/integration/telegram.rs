@@ -1294,14 +1294,23 @@ fn admin_commands_print_the_same_while_the_service_runs() {
         vec!["onboarding", "status", "--csv", "--department", "engineering"],
         vec!["report", "--since", "30d"],
         vec!["report", "--format", "csv"],
+        vec!["docs", "show", "en/welcome.md"],
+        vec!["docs", "show", "1", "--json", "--full"],
+        vec!["plans", "show", "engineering-en"],
+        vec!["plans", "show", "engineering-en", "--json"],
+        // Mistakes read the same too.
+        vec!["docs", "show", "en/nowhere.md"],
+        vec!["plans", "show", "nowhere"],
     ];
-    let outputs = |label: &str| -> Vec<String> {
+    let outputs = |label: &str| -> Vec<(Option<i32>, String, String)> {
         commands
             .iter()
             .map(|args| {
                 let output = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(args));
-                assert!(output.status.success(), "{label} {args:?}: {}", stderr(&output));
-                stdout(&output)
+                let expected =
+                    if args.contains(&"nowhere") || args.contains(&"en/nowhere.md") { 2 } else { 0 };
+                assert_eq!(output.status.code(), Some(expected), "{label} {args:?}: {}", stderr(&output));
+                (output.status.code(), stdout(&output), stderr(&output))
             })
             .collect()
     };
@@ -1318,6 +1327,8 @@ fn admin_commands_print_the_same_while_the_service_runs() {
     for ((args, running), stopped) in commands.iter().zip(&while_running).zip(&while_stopped) {
         assert_eq!(running, stopped, "`sputnik {}` differs", args.join(" "));
     }
-    assert!(while_running[1].contains("\"source\": \"en/welcome.md\""), "{}", while_running[1]);
-    assert!(while_running[6].contains("\"name\": \"Nina\""), "{}", while_running[6]);
+    assert!(while_running[1].1.contains("\"source\": \"en/welcome.md\""), "{}", while_running[1].1);
+    assert!(while_running[6].1.contains("\"name\": \"Nina\""), "{}", while_running[6].1);
+    assert!(while_running[12].1.contains("task laptop: Collect your laptop"), "{}", while_running[12].1);
+    assert!(while_running[14].2.contains("en/nowhere.md"), "{}", while_running[14].2);
 }
