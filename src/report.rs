@@ -129,12 +129,9 @@ pub fn build(app: &App, since: i64, until: i64) -> Result<Report, Error> {
     never_used.sort();
 
     let mut onboarding: BTreeMap<String, DepartmentOnboarding> = BTreeMap::new();
-    for employee in store.employees()? {
-        let Some(progress) = crate::onboarding::progress(store, app.calendar(), &employee, until)? else {
-            continue;
-        };
-        let entry = onboarding.entry(employee.department.clone()).or_insert(DepartmentOnboarding {
-            department: employee.department.clone(),
+    for progress in crate::onboarding::everyone(store, app.calendar(), until)? {
+        let entry = onboarding.entry(progress.department.clone()).or_insert(DepartmentOnboarding {
+            department: progress.department.clone(),
             employees: 0,
             completed: 0,
             tasks_done: 0,

@@ -747,9 +747,8 @@ impl Engine {
     ) -> Result<Option<String>, Error> {
         let app = self.app();
         let store = app.store();
-        let Some(document) = store.documents()?.into_iter().find(|d| d.source == source) else {
-            return Ok(None);
-        };
+        // A plan's link names a document by its source path, as `docs show` takes it.
+        let Ok(document) = app.resolve_document(source) else { return Ok(None) };
         if !document.groups.is_empty() && !document.groups.iter().any(|g| employee.groups.contains(g)) {
             return Ok(None);
         }

@@ -189,14 +189,7 @@ pub(super) fn run(settings: Settings, command: OnboardingCommand) -> anyhow::Res
 fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
     let all: Vec<onboarding::Progress> = match super::remote::open(settings)? {
         super::remote::Source::Local(app) => {
-            let now = jiff::Timestamp::now().as_second();
-            let mut rows = Vec::new();
-            for employee in app.store().employees()? {
-                if let Some(progress) = onboarding::progress(app.store(), app.calendar(), &employee, now)? {
-                    rows.push(progress);
-                }
-            }
-            rows
+            onboarding::everyone(app.store(), app.calendar(), jiff::Timestamp::now().as_second())?
         }
         super::remote::Source::Service(service) => service.get("/api/onboarding")?,
     };

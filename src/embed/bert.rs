@@ -20,14 +20,7 @@ pub(super) struct BertEncoder {
 
 impl BertEncoder {
     pub fn load(dir: &Path, profile: &ModelProfile, device: Device) -> Result<BertEncoder, EmbedError> {
-        let file = |name: &str| {
-            let path = dir.join(name);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(EmbedError::MissingFile { model: profile.name.clone(), path })
-            }
-        };
+        let file = |name: &str| super::model_file(dir, profile, name);
         let config_path = file("config.json")?;
         let weights = file("model.safetensors")?;
         let tokenizer_path = file("tokenizer.json")?;

@@ -66,6 +66,12 @@ impl EmbedError {
     }
 }
 
+/// A file of an installed model, or the error that says to fetch it again.
+fn model_file(dir: &Path, profile: &ModelProfile, name: &str) -> Result<PathBuf, EmbedError> {
+    let path = dir.join(name);
+    if path.is_file() { Ok(path) } else { Err(EmbedError::MissingFile { model: profile.name.clone(), path }) }
+}
+
 /// candle appends a captured backtrace to its messages when RUST_BACKTRACE is set; a person
 /// needs the cause, not the stack.
 fn first_line(e: &impl std::fmt::Display) -> String {

@@ -161,14 +161,7 @@ impl Gguf {
 
 impl QuantizedEncoder {
     pub fn load(dir: &Path, profile: &ModelProfile, device: Device) -> Result<QuantizedEncoder, EmbedError> {
-        let file = |name: &str| {
-            let path = dir.join(name);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(EmbedError::MissingFile { model: profile.name.clone(), path })
-            }
-        };
+        let file = |name: &str| super::model_file(dir, profile, name);
         let weights = file("model.gguf")?;
         let tokenizer = ModelTokenizer::load_unigram(&file("tokenizer.json")?, profile)?;
         let mut reader = File::open(&weights).map_err(EmbedError::load)?;

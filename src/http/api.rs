@@ -242,14 +242,7 @@ async fn onboarding_status(State(api): State<Api>) -> Response {
     blocking(move || {
         let app = read(&api.app);
         let now = jiff::Timestamp::now().as_second();
-        let mut rows = Vec::new();
-        for employee in app.store().employees()? {
-            if let Some(progress) = crate::onboarding::progress(app.store(), app.calendar(), &employee, now)?
-            {
-                rows.push(progress);
-            }
-        }
-        Ok(rows)
+        crate::onboarding::everyone(app.store(), app.calendar(), now)
     })
     .await
 }

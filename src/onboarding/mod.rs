@@ -169,6 +169,41 @@ pub fn progress(
     employee: &Employee,
     now: i64,
 ) -> Result<Option<Progress>, Error> {
+    let asked = last_questions(store)?.get(&employee.id).copied();
+    progress_of(store, calendar, employee, now, asked)
+}
+
+/// The status of everyone with a plan, in employee order; the conversation log is read once.
+pub fn everyone(store: &Store, calendar: &Calendar, now: i64) -> Result<Vec<Progress>, Error> {
+    let asked = last_questions(store)?;
+    let mut rows = Vec::new();
+    for employee in store.employees()? {
+        if let Some(progress) =
+            progress_of(store, calendar, &employee, now, asked.get(&employee.id).copied())?
+        {
+            rows.push(progress);
+        }
+    }
+    Ok(rows)
+}
+
+/// When each employee last asked a question.
+fn last_questions(store: &Store) -> Result<std::collections::HashMap<EmployeeId, i64>, Error> {
+    let mut last = std::collections::HashMap::new();
+    for question in store.questions()? {
+        let at = last.entry(question.employee).or_insert(question.asked_at);
+        *at = (*at).max(question.asked_at);
+    }
+    Ok(last)
+}
+
+fn progress_of(
+    store: &Store,
+    calendar: &Calendar,
+    employee: &Employee,
+    now: i64,
+    asked: Option<i64>,
+) -> Result<Option<Progress>, Error> {
     let Some((assignment, plan)) = plan_of(store, employee.id)? else { return Ok(None) };
     let states: std::collections::HashMap<String, TaskState> =
         store.task_states(employee.id)?.into_iter().collect();
@@ -202,8 +237,6 @@ pub fn progress(
             progress.last_activity = progress.last_activity.max(Some(at));
         }
     }
-    let asked =
-        store.questions()?.into_iter().filter(|q| q.employee == employee.id).map(|q| q.asked_at).max();
     progress.last_activity = progress.last_activity.max(asked);
     Ok(Some(progress))
 }
