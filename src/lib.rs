@@ -5,6 +5,7 @@
 //! indexes derived from it and the embedding model. The CLI, the tests and the benches all go
 //! through it.
 
+pub mod admin;
 pub mod answer;
 pub mod bot;
 pub mod chat;
@@ -55,7 +56,7 @@ pub struct App {
 }
 
 /// Sizes for `sputnik stats`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Stats {
     pub data_dir: String,
     pub documents: u64,
@@ -183,6 +184,30 @@ impl App {
         ingest::import(&self.store, indexes, &self.settings.ingest, &request, observer)
     }
 
+    /// The slow, read-only half of importing one file that came with a request (the admin
+    /// API): decides, parses, chunks and embeds it. [`App::apply_import`] writes the result,
+    /// so the service keeps answering while a file is embedded.
+    pub fn prepare_import(
+        &self,
+        candidate: &ingest::Candidate,
+        groups: &[String],
+        dry_run: bool,
+    ) -> Result<ingest::Prepared> {
+        if let Some(conflict) = &self.embedding_conflict
+            && !dry_run
+        {
+            return Err(Error::Usage(conflict.clone()));
+        }
+        let request =
+            ImportRequest { groups: normalize_groups(groups)?, dry_run, ..ImportRequest::default() };
+        ingest::prepare(&self.store, self.embedder.as_ref(), &self.settings.ingest, candidate, &request)
+    }
+
+    /// Writes what [`App::prepare_import`] prepared.
+    pub fn apply_import(&mut self, prepared: ingest::Prepared) -> Result<ingest::Outcome> {
+        ingest::apply_prepared(&self.store, &mut self.index, self.vectors.as_mut(), prepared)
+    }
+
     pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome> {
         let mut request = request.clone();
         request.groups = normalize_groups(&request.groups)?;
@@ -223,6 +248,13 @@ impl App {
     /// is "none"), then makes that model current in one transaction and rebuilds the indexes.
     /// Until the switch the old embeddings stay in force, so an interrupted run changes nothing.
     pub fn reembed(&mut self, observer: &mut dyn ImportObserver) -> Result<u64> {
+        self.stage_embeddings(observer)?;
+        self.switch_embeddings()
+    }
+
+    /// The slow, read-only half of [`App::reembed`]: embeds every chunk with the configured
+    /// model into a staging area, reporting each document to `observer`.
+    pub fn stage_embeddings(&self, observer: &mut dyn ImportObserver) -> Result<()> {
         let documents = self.store.documents()?;
         observer.started(documents.len());
         let model = self.embedder.as_ref().map(|e| e.profile().name.clone());
@@ -239,11 +271,16 @@ impl App {
                 observer.file_done(&document.source, &Outcome::Updated { chunks: rows.len() });
             }
         }
+        Ok(())
+    }
+
+    /// Makes the staged embeddings current and rebuilds the indexes; returns the chunk count.
+    pub fn switch_embeddings(&mut self) -> Result<u64> {
+        let model = self.embedder.as_ref().map(|e| e.profile().name.clone());
         self.store.switch_embedding_model(model.as_deref())?;
         self.embedding_conflict = None;
         // The switch bumped the store revision: record it in the full-text index too.
-        let chunks = self.reindex()?;
-        Ok(chunks)
+        self.reindex()
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -24,7 +24,7 @@ pub struct InviteRequest {
 }
 
 /// A created employee and their invite.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CreatedInvite {
     pub employee: Employee,
     pub code: String,

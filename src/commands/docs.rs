@@ -2,8 +2,8 @@
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
+use super::print_json;
 use super::remote::Source;
-use super::{open_existing, print_json};
 use crate::cli::{DocsCommand, exit};
 use crate::config::Settings;
 use crate::store::DocumentRecord;
@@ -97,13 +97,14 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
             }
         }
         DocsCommand::Remove { documents, output } => {
-            let mut app = open_existing(settings)?;
-            let mut removed = Vec::new();
-            // Resolve all first, so a typo in the last reference removes nothing.
-            let records = documents.iter().map(|d| app.resolve_document(d)).collect::<Result<Vec<_>, _>>()?;
-            for record in records {
-                removed.push(app.remove_document(record.id)?);
-            }
+            let removed: Vec<DocumentRecord> = match super::remote::open(settings)? {
+                Source::Local(mut app) => crate::admin::remove_documents(&mut app, &documents)?,
+                Source::Service(service) => service.send(
+                    reqwest::Method::POST,
+                    "/api/documents/remove",
+                    &serde_json::json!({ "documents": documents }),
+                )?,
+            };
             if output.json {
                 print_json(&removed)?;
             } else {

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use reqwest::Method;
+
 use super::print_json;
-use crate::App;
+use super::remote::{Remote, Source, escape};
 use crate::cli::{ImportArgs, exit};
 use crate::config::Settings;
-use crate::ingest::{ImportObserver, ImportReport, ImportRequest, Outcome};
+use crate::ingest::{self, ImportObserver, ImportReport, ImportRequest, IngestError, Outcome};
 
 pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
-    let mut app = App::open(settings)?;
-    super::report_repair(&app);
     let request = ImportRequest {
         paths: args.paths,
         groups: args.groups,
@@ -23,7 +23,12 @@ pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
         include: args.include,
         exclude: args.exclude,
     };
-    let report = with_progress(|observer| app.import(&request, observer))?;
+    let report = match super::remote::open_or_create(settings.clone())? {
+        Source::Local(mut app) => with_progress(|observer| app.import(&request, observer))?,
+        Source::Service(service) => {
+            with_progress(|observer| import_through(&service, &settings, &request, observer))?
+        }
+    };
     if args.output.json {
         print_json(&report)?;
     } else {
@@ -32,10 +37,87 @@ pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
     Ok(if report.has_failures() { exit::PARTIAL } else { exit::OK })
 }
 
+/// Imports while `sputnik serve` holds the store: the files are found here, as a local import
+/// finds them, and sent to the service one by one; it parses, embeds and stores each (the
+/// upload limit is its `ingest.max_file_size`). Progress and the report are the same.
+fn import_through(
+    service: &Remote,
+    settings: &Settings,
+    request: &ImportRequest,
+    observer: &mut dyn ImportObserver,
+) -> anyhow::Result<ImportReport> {
+    for group in &request.groups {
+        crate::search::normalize_group(group).map_err(crate::Error::from)?;
+    }
+    let discovery = ingest::discover_request(&settings.ingest, request).map_err(crate::Error::from)?;
+    let mut report =
+        ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+    let removals: Vec<Stale> = if request.sync {
+        let present: Vec<(&str, &str)> =
+            discovery.candidates.iter().map(|c| (c.root.as_str(), c.source.as_str())).collect();
+        service.send(
+            Method::POST,
+            "/api/import/stale",
+            &serde_json::json!({ "roots": discovery.synced_roots, "present": present }),
+        )?
+    } else {
+        Vec::new()
+    };
+    observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
+    for (path, error) in &discovery.unreadable {
+        let outcome = Outcome::Failed { reason: error.to_string() };
+        report.record(path, &outcome);
+        observer.file_done(path, &outcome);
+    }
+    let groups = request.groups.join(",");
+    let limit = settings.ingest.max_file_size;
+    for candidate in &discovery.candidates {
+        let read = std::fs::metadata(&candidate.path).map_err(IngestError::Io).and_then(|meta| {
+            if meta.len() > limit.as_u64() {
+                Err(IngestError::TooLarge { size: bytesize::ByteSize(meta.len()), limit })
+            } else {
+                std::fs::read(&candidate.path).map_err(IngestError::Io)
+            }
+        });
+        let outcome = match read {
+            Ok(bytes) => service.put_bytes(
+                &format!(
+                    "/api/import?root={}&source={}&display={}&groups={}&dry_run={}",
+                    escape(&candidate.root),
+                    escape(&candidate.source),
+                    escape(&candidate.display),
+                    escape(&groups),
+                    request.dry_run
+                ),
+                bytes,
+            )?,
+            Err(error) => Outcome::Failed { reason: error.to_string() },
+        };
+        report.record(&candidate.display, &outcome);
+        observer.file_done(&candidate.display, &outcome);
+    }
+    for stale in removals {
+        if !request.dry_run {
+            let _: serde_json::Value =
+                service.send(Method::DELETE, &format!("/api/documents/{}", stale.id), &())?;
+        }
+        report.record(&stale.shown, &Outcome::Removed);
+        observer.file_done(&stale.shown, &Outcome::Removed);
+    }
+    Ok(report)
+}
+
+/// A document `import --sync` removes, as `POST /api/import/stale` lists it.
+#[derive(serde::Deserialize)]
+struct Stale {
+    id: u64,
+    shown: String,
+}
+
 /// Runs `work` with a progress bar on a terminal, or progress lines otherwise.
-pub(super) fn with_progress<T>(
-    work: impl FnOnce(&mut dyn ImportObserver) -> crate::Result<T>,
-) -> crate::Result<T> {
+pub(super) fn with_progress<T, E>(
+    work: impl FnOnce(&mut dyn ImportObserver) -> Result<T, E>,
+) -> Result<T, E> {
     if std::io::stderr().is_terminal() {
         let mut bar = BarProgress::default();
         let result = work(&mut bar);

@@ -60,33 +60,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             serve::run(settings)
         }
-        Command::Reindex(args) => {
-            let mut app = open_existing(settings)?;
-            let chunks = if args.reembed {
-                let model = app.embedder().map(|e| e.profile().name.clone());
-                let chunks =
-                    import::with_progress(|observer| app.reembed(observer)).context("while re-embedding")?;
-                if !args.output.json {
-                    match model {
-                        Some(model) => println!("Re-embedded every chunk with {model}."),
-                        None => println!("Dropped all embeddings (embed.model = \"none\")."),
-                    }
-                }
-                chunks
-            } else {
-                app.reindex().context("while rebuilding the indexes")?
-            };
-            if args.output.json {
-                print_json(&serde_json::json!({ "indexed_chunks": chunks, "reembedded": args.reembed }))?;
-            } else {
-                println!("Rebuilt the search indexes: {chunks} chunks.");
-            }
-            Ok(exit::OK)
-        }
+        Command::Reindex(args) => reindex(settings, args),
         Command::Completions { .. } | Command::Man => unreachable!("handled before loading settings"),
         Command::Stats(output) => {
-            let app = open_existing(settings)?;
-            let stats = app.stats()?;
+            let stats: Stats = match remote::open(settings)? {
+                remote::Source::Local(app) => app.stats()?,
+                remote::Source::Service(service) => service.get("/api/stats")?,
+            };
             if output.json {
                 print_json(&stats)?;
             } else {
@@ -95,6 +75,74 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+fn reindex(settings: Settings, args: crate::cli::ReindexArgs) -> anyhow::Result<i32> {
+    let done = match remote::open(settings)? {
+        remote::Source::Local(mut app) if args.reembed => {
+            let model = app.embedder().map(|e| e.profile().name.clone());
+            let chunks =
+                import::with_progress(|observer| app.reembed(observer)).context("while re-embedding")?;
+            crate::admin::Reindexed { indexed_chunks: chunks, reembedded: true, model }
+        }
+        remote::Source::Local(mut app) => crate::admin::Reindexed {
+            indexed_chunks: app.reindex().context("while rebuilding the indexes")?,
+            reembedded: false,
+            model: None,
+        },
+        remote::Source::Service(service) => {
+            let path = if args.reembed { "/api/reindex?reembed=true" } else { "/api/reindex" };
+            let mut done = None;
+            let mut failure = None;
+            import::with_progress(|observer| {
+                service
+                    .stream_lines(path, |line| {
+                        let event: serde_json::Value = serde_json::from_str(line)?;
+                        if let Some(files) = event["started"].as_u64() {
+                            observer.started(files as usize);
+                        } else if let Some(file) = event["file"].as_str() {
+                            let outcome: crate::ingest::Outcome =
+                                serde_json::from_value(event["outcome"].clone())?;
+                            observer.file_done(file, &outcome);
+                        } else if !event["done"].is_null() {
+                            done = Some(serde_json::from_value(event["done"].clone())?);
+                        } else if let Some(error) = event["error"].as_str() {
+                            failure = Some((error.to_owned(), event["fault"].as_bool().unwrap_or(true)));
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| crate::Error::Usage(format!("{e:#}")))
+            })?;
+            match (done, failure) {
+                (Some(done), _) => done,
+                (None, Some((error, false))) => anyhow::bail!(crate::Error::Usage(error)),
+                (None, Some((error, true))) => {
+                    anyhow::bail!(anyhow::anyhow!(error).context(if args.reembed {
+                        "while re-embedding"
+                    } else {
+                        "while rebuilding the indexes"
+                    }))
+                }
+                (None, None) => {
+                    anyhow::bail!("the service stopped before it finished; run the command again")
+                }
+            }
+        }
+    };
+    if args.output.json {
+        print_json(
+            &serde_json::json!({ "indexed_chunks": done.indexed_chunks, "reembedded": done.reembedded }),
+        )?;
+        return Ok(exit::OK);
+    }
+    if done.reembedded {
+        match &done.model {
+            Some(model) => println!("Re-embedded every chunk with {model}."),
+            None => println!("Dropped all embeddings (embed.model = \"none\")."),
+        }
+    }
+    println!("Rebuilt the search indexes: {} chunks.", done.indexed_chunks);
+    Ok(exit::OK)
 }
 
 fn config_check(loaded: &LoadedSettings, json: bool) -> anyhow::Result<i32> {

@@ -5,19 +5,20 @@ use std::io::Write;
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 
-use super::{open_existing, print_json};
-use crate::chat::Action;
+use reqwest::Method;
+
+use super::print_json;
+use super::remote::Source;
+use crate::admin;
 use crate::cli::{AssignArgs, BroadcastArgs, OnboardingCommand, PlansCommand, StatusArgs, exit};
 use crate::config::Settings;
-use crate::i18n::escape_html;
-use crate::onboarding::{self, Helpers, Plan, plan::DayCount};
-use crate::store::{Broadcast, Recipient};
+use crate::onboarding::{self, Plan, plan::DayCount};
 
 pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result<i32> {
     if let PlansCommand::Show { id, output } = &command {
         let plan: Option<Plan> = match super::remote::open(settings)? {
-            super::remote::Source::Local(app) => app.store().plan(id)?,
-            super::remote::Source::Service(service) => {
+            Source::Local(app) => app.store().plan(id)?,
+            Source::Service(service) => {
                 let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
                 service.get(&format!("/api/plans/{path}"))?
             }
@@ -26,17 +27,14 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
     }
     if let PlansCommand::List(output) = command {
         let plans: Vec<Plan> = match super::remote::open(settings)? {
-            super::remote::Source::Local(app) => app.store().plans()?,
-            super::remote::Source::Service(service) => service.get("/api/plans")?,
+            Source::Local(app) => app.store().plans()?,
+            Source::Service(service) => service.get("/api/plans")?,
         };
         return list_plans(&plans, output.json);
     }
-    let app = open_existing(settings)?;
-    let store = app.store();
     match command {
         PlansCommand::Import { files, output } => {
-            let sources: std::collections::HashSet<String> =
-                store.documents()?.into_iter().map(|d| d.source).collect();
+            let source = super::remote::open(settings)?;
             let mut imported = Vec::new();
             let mut failed = 0;
             for file in &files {
@@ -48,11 +46,28 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
                         continue;
                     }
                 };
-                match onboarding::plan::parse(file, &text, &|link| sources.contains(link)) {
-                    Ok(plan) => {
-                        store.put_plan(&plan.id, &plan)?;
-                        imported.push(plan);
+                let name = file.display().to_string();
+                let checked = match &source {
+                    Source::Local(app) => admin::import_plan(app, &name, &text)?,
+                    Source::Service(service) => {
+                        match service.put_bytes_or_refusal(
+                            &format!("/api/plans?name={}", super::remote::escape(&name)),
+                            text.into_bytes(),
+                        )? {
+                            Ok(plan) => Ok(plan),
+                            Err(refusal) => Err(refusal["errors"]
+                                .as_array()
+                                .map(|errors| {
+                                    errors.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect()
+                                })
+                                .unwrap_or_else(|| {
+                                    vec![refusal["error"].as_str().unwrap_or_default().to_owned()]
+                                })),
+                        }
                     }
+                };
+                match checked {
+                    Ok(plan) => imported.push(plan),
                     Err(errors) => {
                         for error in &errors {
                             eprintln!("{error}");
@@ -155,27 +170,26 @@ fn first_line(text: &str) -> String {
 }
 
 pub(super) fn assign(settings: Settings, args: AssignArgs) -> anyhow::Result<i32> {
-    let app = open_existing(settings)?;
-    let store = app.store();
-    let employee = onboarding::find_employee(store, &args.employee)?;
-    let who = |name: &Option<String>| -> anyhow::Result<_> {
-        Ok(match name {
-            Some(name) => Some(onboarding::find_employee(store, name)?.id),
-            None => None,
-        })
+    let request = admin::Assign {
+        employee: args.employee,
+        plan: args.plan,
+        start: args.start,
+        buddy: args.buddy,
+        manager: args.manager,
+        hr: args.hr,
+        timezone: args.timezone,
     };
-    let helpers = Helpers {
-        buddy: who(&args.buddy)?,
-        manager: who(&args.manager)?,
-        hr: who(&args.hr)?,
-        timezone: args.timezone.clone(),
+    let assigned: admin::Assigned = match super::remote::open(settings)? {
+        Source::Local(app) => admin::assign(&app, &request, jiff::Timestamp::now().as_second())?,
+        Source::Service(service) => service.send(Method::POST, "/api/assignments", &request)?,
     };
-    let now = jiff::Timestamp::now().as_second();
-    let assignment = onboarding::assign(store, employee.id, &args.plan, args.start.as_deref(), helpers, now)?;
     if args.output.json {
-        print_json(&assignment)?;
+        print_json(&assigned.assignment)?;
     } else {
-        println!("{} follows plan {} from {}.", employee.name, assignment.plan, assignment.start_date);
+        println!(
+            "{} follows plan {} from {}.",
+            assigned.name, assigned.assignment.plan, assigned.assignment.start_date
+        );
     }
     Ok(exit::OK)
 }
@@ -188,10 +202,10 @@ pub(super) fn run(settings: Settings, command: OnboardingCommand) -> anyhow::Res
 
 fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
     let all: Vec<onboarding::Progress> = match super::remote::open(settings)? {
-        super::remote::Source::Local(app) => {
+        Source::Local(app) => {
             onboarding::everyone(app.store(), app.calendar(), jiff::Timestamp::now().as_second())?
         }
-        super::remote::Source::Service(service) => service.get("/api/onboarding")?,
+        Source::Service(service) => service.get("/api/onboarding")?,
     };
     let rows: Vec<onboarding::Progress> = all
         .into_iter()
@@ -271,95 +285,48 @@ fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {
 }
 
 pub(super) fn broadcast(settings: Settings, args: BroadcastArgs) -> anyhow::Result<i32> {
-    let app = open_existing(settings)?;
-    let store = app.store();
+    let source = super::remote::open(settings)?;
     if let Some(id) = args.status {
-        let Some(broadcast) = store.broadcast(id)? else {
-            eprintln!("No broadcast {id}.");
-            return Ok(exit::USAGE);
+        let status: admin::BroadcastStatus = match &source {
+            Source::Local(app) => admin::broadcast_status(app, id)?,
+            Source::Service(service) => service.get(&format!("/api/broadcasts/{id}"))?,
         };
-        let deliveries = store.deliveries(id)?;
-        let delivered = deliveries.values().filter(|&&d| d).count();
-        let refused = deliveries.values().filter(|&&d| !d).count();
-        let queued = broadcast.recipients.len() - delivered - refused;
         if args.output.json {
-            print_json(&serde_json::json!({
-                "id": id,
-                "recipients": broadcast.recipients.len(),
-                "delivered": delivered,
-                "refused": refused,
-                "queued": queued,
-                "unreachable": broadcast.unreachable,
-            }))?;
+            print_json(&status)?;
         } else {
             println!(
-                "Broadcast {id}: {delivered} delivered, {refused} refused by Telegram, {queued} still queued \
+                "Broadcast {id}: {} delivered, {} refused by Telegram, {} still queued \
                  (of {} recipients); {} not in Telegram.",
-                broadcast.recipients.len(),
-                broadcast.unreachable.len()
+                status.delivered,
+                status.refused,
+                status.queued,
+                status.recipients,
+                status.unreachable.len()
             );
         }
         return Ok(exit::OK);
     }
-    let text = args.text.unwrap_or_default();
-    if text.trim().is_empty() {
-        eprintln!("The message is empty.");
-        return Ok(exit::USAGE);
-    }
-    if text.chars().count() > crate::answer::TELEGRAM_MESSAGE_LIMIT {
-        eprintln!(
-            "The message is longer than Telegram's {} characters.",
-            crate::answer::TELEGRAM_MESSAGE_LIMIT
-        );
-        return Ok(exit::USAGE);
-    }
-    let groups: Vec<String> =
-        args.groups.iter().map(|g| crate::search::normalize_group(g)).collect::<Result<_, _>>()?;
-    let matches = |e: &crate::store::Employee| {
-        e.active
-            && (groups.is_empty() || groups.iter().any(|g| e.groups.contains(g)))
-            && (args.departments.is_empty()
-                || args.departments.iter().any(|d| e.department.eq_ignore_ascii_case(d.trim())))
+    let request = admin::BroadcastRequest {
+        text: args.text.unwrap_or_default(),
+        groups: args.groups,
+        departments: args.departments,
     };
-    let mut recipients = Vec::new();
-    let mut unreachable = Vec::new();
-    for employee in store.employees()?.into_iter().filter(matches) {
-        match employee.telegram_id {
-            Some(chat) => recipients.push(Recipient { employee: employee.id, chat }),
-            None => unreachable.push(employee.id),
-        }
-    }
-    let html = escape_html(text.trim());
-    let draft = Broadcast {
-        id: 0,
-        text: text.trim().to_owned(),
-        created_at: jiff::Timestamp::now().as_second(),
-        recipients,
-        unreachable,
+    let queued: admin::Queued = match &source {
+        Source::Local(app) => admin::broadcast(app, &request, jiff::Timestamp::now().as_second())?,
+        Source::Service(service) => service.send(Method::POST, "/api/broadcasts", &request)?,
     };
-    let created = store.create_broadcast(draft, |broadcast, chat| Action::Broadcast {
-        broadcast,
-        chat,
-        html: html.clone(),
-    })?;
     if args.output.json {
-        print_json(&serde_json::json!({
-            "id": created.id,
-            "queued": created.recipients.len(),
-            "unreachable": created.unreachable,
-        }))?;
+        print_json(&queued)?;
     } else {
         println!(
             "Broadcast {} queued for {} employees; `sputnik serve` sends it within Telegram's limits. \
              `sputnik broadcast --status {}` reports the deliveries.",
-            created.id,
-            created.recipients.len(),
-            created.id
+            queued.id, queued.queued, queued.id
         );
-        if !created.unreachable.is_empty() {
+        if !queued.unreachable.is_empty() {
             println!(
                 "{} matching employees have not joined Telegram yet and will not get it.",
-                created.unreachable.len()
+                queued.unreachable.len()
             );
         }
     }

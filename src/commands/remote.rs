@@ -3,6 +3,7 @@
 //! the token in `<data_dir>/admin.token` (or `http.admin_token`) and print the answer with the
 //! same code as when they read the store themselves: the output is the same either way.
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::Settings;
@@ -24,7 +25,16 @@ pub(super) struct Remote {
 
 /// Opens the knowledge base, or, when the running service holds it, connects to the service.
 pub(super) fn open(settings: Settings) -> anyhow::Result<Source> {
-    match App::open_existing(settings.clone()) {
+    connect(settings.clone(), App::open_existing(settings))
+}
+
+/// Like [`open`], but creates the data directory when there is none yet (for `import`).
+pub(super) fn open_or_create(settings: Settings) -> anyhow::Result<Source> {
+    connect(settings.clone(), App::open(settings))
+}
+
+fn connect(settings: Settings, opened: crate::Result<App>) -> anyhow::Result<Source> {
+    match opened {
         Ok(app) => {
             super::report_repair(&app);
             Ok(Source::Local(Box::new(app)))
@@ -65,24 +75,109 @@ impl Remote {
 
     /// GETs `path` from the admin API and decodes its JSON.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
+        self.call(self.client.get(self.url(path)))
+    }
+
+    /// Sends `body` as JSON with `method` and decodes the JSON answer.
+    pub fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(self.client.request(method, self.url(path)).json(body))
+    }
+
+    /// PUTs raw bytes (a file) and decodes the JSON answer.
+    pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<T> {
+        self.call(self.client.put(self.url(path)).body(bytes))
+    }
+
+    /// Like [`Remote::put_bytes`], but a refusal's whole JSON body comes back as `Err` for the
+    /// caller to read (a plan's list of problems).
+    pub fn put_bytes_or_refusal<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Result<T, serde_json::Value>> {
+        let request = self.client.put(self.url(path)).body(bytes).bearer_auth(&self.token);
         self.runtime.block_on(async {
-            let response = self.client.get(&url).bearer_auth(&self.token).send().await.map_err(|e| {
-                Error::Usage(format!(
-                    "the service holds the data directory but {} does not answer: {e}",
-                    self.base
-                ))
-            })?;
+            let response = request.send().await.map_err(|e| self.unreachable(e))?;
             let status = response.status();
             let body = response.text().await?;
-            if !status.is_success() {
-                let reason = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| format!("the service answered {status}"));
-                anyhow::bail!(Error::Usage(reason));
+            if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
+                && let Ok(refusal) = serde_json::from_str::<serde_json::Value>(&body)
+            {
+                return Ok(Err(refusal));
             }
-            Ok(serde_json::from_str(&body)?)
+            Ok(Ok(decode(status, &body)?))
         })
     }
+
+    /// POSTs to `path` and hands each line of the streamed answer to `line` as it arrives.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let request = self.client.post(self.url(path)).bearer_auth(&self.token);
+        self.runtime.block_on(async {
+            let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.text().await?;
+                decode::<serde_json::Value>(status, &body)?;
+                return Ok(());
+            }
+            let mut pending = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..=end);
+                    line(&text)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        Error::Usage(format!("the service holds the data directory but {} does not answer: {e}", self.base))
+    }
+
+    fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let request = request.bearer_auth(&self.token);
+        self.runtime.block_on(async {
+            let response = request.send().await.map_err(|e| self.unreachable(e))?;
+            let status = response.status();
+            let body = response.text().await?;
+            decode(status, &body)
+        })
+    }
+}
+
+/// The answer's JSON, or the error the service reported: one the user can fix (422) is a usage
+/// error, as it would have been had the command opened the store itself; anything else a fault.
+fn decode<T: DeserializeOwned>(status: reqwest::StatusCode, body: &str) -> anyhow::Result<T> {
+    if status.is_success() {
+        return Ok(serde_json::from_str(body)?);
+    }
+    let reason = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("the service answered {status}"));
+    if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+        anyhow::bail!(Error::Usage(reason))
+    }
+    anyhow::bail!(reason)
+}
+
+/// Escapes a value for a URL query or path segment.
+pub(super) fn escape(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }

@@ -2,12 +2,15 @@
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use super::{open_existing, print_json};
+use reqwest::Method;
+
+use super::print_json;
+use super::remote::Source;
+use crate::admin::{self, EmployeeChange};
 use crate::cli::{InviteArgs, UsersCommand, exit};
-use crate::config::{Settings, parse_duration_seconds};
-use crate::people::{self, InviteRequest};
-use crate::store::{Employee, EmployeeId, Role};
-use crate::{App, Error};
+use crate::config::Settings;
+use crate::people::CreatedInvite;
+use crate::store::{Employee, Role};
 
 pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i32> {
     match command {
@@ -15,8 +18,8 @@ pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i
         UsersCommand::Assign(args) => super::onboarding::assign(settings, args),
         UsersCommand::List(output) => {
             let employees: Vec<crate::store::Employee> = match super::remote::open(settings)? {
-                super::remote::Source::Local(app) => app.store().employees()?,
-                super::remote::Source::Service(service) => service.get("/api/users")?,
+                Source::Local(app) => app.store().employees()?,
+                Source::Service(service) => service.get("/api/users")?,
             };
             if output.json {
                 print_json(&employees)?;
@@ -42,8 +45,10 @@ pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i
             Ok(exit::OK)
         }
         UsersCommand::Show { id, output } => {
-            let app = open_existing(settings)?;
-            let employee = find(&app, id)?;
+            let employee: Employee = match super::remote::open(settings)? {
+                Source::Local(app) => admin::employee_by_id(&app, id)?,
+                Source::Service(service) => service.get(&format!("/api/users/{id}"))?,
+            };
             if output.json {
                 print_json(&employee)?;
             } else {
@@ -62,34 +67,41 @@ pub(super) fn run(settings: Settings, command: UsersCommand) -> anyhow::Result<i
             }
             Ok(exit::OK)
         }
-        UsersCommand::Deactivate { id } => change(settings, id, "Deactivated", |e| e.active = false),
-        UsersCommand::Activate { id } => change(settings, id, "Activated", |e| e.active = true),
-        UsersCommand::Promote { id } => change(settings, id, "Promoted to admin:", |e| e.role = Role::Admin),
-        UsersCommand::Demote { id } => {
-            change(settings, id, "Made an ordinary employee:", |e| e.role = Role::Employee)
+        UsersCommand::Deactivate { id } => {
+            change(settings, id, "Deactivated", EmployeeChange { active: Some(false), role: None })
         }
+        UsersCommand::Activate { id } => {
+            change(settings, id, "Activated", EmployeeChange { active: Some(true), role: None })
+        }
+        UsersCommand::Promote { id } => change(
+            settings,
+            id,
+            "Promoted to admin:",
+            EmployeeChange { active: None, role: Some(Role::Admin) },
+        ),
+        UsersCommand::Demote { id } => change(
+            settings,
+            id,
+            "Made an ordinary employee:",
+            EmployeeChange { active: None, role: Some(Role::Employee) },
+        ),
     }
 }
 
 fn invite(settings: Settings, args: InviteArgs) -> anyhow::Result<i32> {
-    let lifetime = args.expires.as_deref().unwrap_or(&settings.chat.invite_lifetime);
-    let lifetime_seconds =
-        parse_duration_seconds(lifetime).map_err(|reason| Error::Usage(format!("--expires: {reason}")))?;
-    let configured = settings.telegram.bot_username.clone();
-    let app = App::open(settings)?;
-    // Without a configured name, use the one Telegram reported when `sputnik serve` last ran.
-    let bot =
-        if configured.is_empty() { app.store().bot_username()?.unwrap_or_default() } else { configured };
-    let request = InviteRequest {
+    let request = admin::Invite {
         name: args.name,
         department: args.department,
         position: args.position,
         role: args.role,
         groups: args.groups,
         start_date: args.start_date,
-        lifetime_seconds,
+        expires: args.expires,
     };
-    let created = people::invite(app.store(), &request, &bot, jiff::Timestamp::now().as_second())?;
+    let created: CreatedInvite = match super::remote::open_or_create(settings)? {
+        Source::Local(app) => admin::invite(&app, &request, jiff::Timestamp::now().as_second())?,
+        Source::Service(service) => service.send(Method::POST, "/api/invites", &request)?,
+    };
     if args.output.json {
         print_json(&serde_json::json!({
             "code": created.code,
@@ -118,18 +130,13 @@ fn invite(settings: Settings, args: InviteArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn change(settings: Settings, id: u64, done: &str, apply: impl FnOnce(&mut Employee)) -> anyhow::Result<i32> {
-    let app = open_existing(settings)?;
-    find(&app, id)?;
-    let employee = app.store().update_employee(EmployeeId(id), apply)?;
+fn change(settings: Settings, id: u64, done: &str, change: EmployeeChange) -> anyhow::Result<i32> {
+    let employee: Employee = match super::remote::open(settings)? {
+        Source::Local(app) => admin::change_employee(&app, id, &change)?,
+        Source::Service(service) => service.send(Method::PATCH, &format!("/api/users/{id}"), &change)?,
+    };
     println!("{done} {} (id {}).", employee.name, employee.id);
     Ok(exit::OK)
-}
-
-fn find(app: &App, id: u64) -> anyhow::Result<Employee> {
-    app.store()
-        .employee(EmployeeId(id))?
-        .ok_or_else(|| Error::Usage(format!("no employee with id {id}: see `sputnik users list`")).into())
 }
 
 fn role(role: Role) -> &'static str {

@@ -13,11 +13,11 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 
 use super::{Shared, read};
-use crate::store::{DocumentId, Role};
+use crate::store::DocumentId;
 use crate::{Error, people};
 
 const SMALL_BODY: usize = 64 * 1024;
@@ -68,15 +68,29 @@ pub(super) fn router(app: Shared, token: &str, max_upload: usize) -> Router {
     let rest = Router::new()
         .route("/api/documents", get(documents))
         .route("/api/documents/{id}", delete(remove_document))
+        .route("/api/documents/remove", post(remove_documents))
         .route("/api/document", get(document))
+        .route("/api/import/stale", post(stale))
         .route("/api/users", get(users))
-        .route("/api/invites", axum::routing::post(create_invite))
+        .route("/api/users/{id}", get(user).patch(change_user))
+        .route("/api/invites", post(create_invite))
+        .route("/api/assignments", post(assign))
         .route("/api/plans", get(plans).put(import_plan))
         .route("/api/plans/{id}", get(plan))
         .route("/api/onboarding", get(onboarding_status))
+        .route("/api/broadcasts", post(broadcast))
+        .route("/api/broadcasts/{id}", get(broadcast_status))
         .route("/api/report", get(report))
+        .route("/api/stats", get(stats))
+        .route("/api/reindex", post(reindex))
         .layer(DefaultBodyLimit::max(SMALL_BODY));
-    uploads.merge(rest).route_layer(middleware::from_fn_with_state(api.clone(), authorise)).with_state(api)
+    let imports =
+        Router::new().route("/api/import", put(import_file)).layer(DefaultBodyLimit::max(max_upload));
+    uploads
+        .merge(imports)
+        .merge(rest)
+        .route_layer(middleware::from_fn_with_state(api.clone(), authorise))
+        .with_state(api)
 }
 
 async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Response {
@@ -99,16 +113,20 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
 ) -> Response {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Json(value).into_response(),
-        Ok(Err(e)) => {
-            let status = if e.is_user_error() {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
-        }
+        Ok(Err(e)) => error_response(e),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// 422 for what the caller can fix, 500 for faults; the reason in `error`.
+fn error_response(e: Error) -> Response {
+    let status =
+        if e.is_user_error() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::INTERNAL_SERVER_ERROR };
+    (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+}
+
+fn write(app: &super::Shared) -> std::sync::RwLockWriteGuard<'_, crate::App> {
+    app.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn documents(State(api): State<Api>) -> Response {
@@ -142,100 +160,187 @@ struct Named {
 }
 
 async fn upload(State(api): State<Api>, Query(named): Query<Named>, body: Bytes) -> Response {
+    let prepared = {
+        let app = api.app.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let name = Path::new(&named.name)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.starts_with('.') && !n.is_empty())
+                .ok_or_else(|| Error::Usage("name must be a plain file name, like handbook.md".into()))?
+                .to_owned();
+            let app = read(&app);
+            let uploads = app.settings().data_dir.join("uploads");
+            std::fs::create_dir_all(&uploads)
+                .map_err(|e| Error::Usage(format!("cannot create {}: {e}", uploads.display())))?;
+            let path = uploads.join(&name);
+            std::fs::write(&path, &body)
+                .map_err(|e| Error::Usage(format!("cannot save {}: {e}", path.display())))?;
+            let candidate = crate::ingest::Candidate {
+                root: uploads.to_string_lossy().into_owned(),
+                source: name.clone(),
+                display: name,
+                path,
+                bytes: Some(body.to_vec()),
+            };
+            Ok((candidate.display.clone(), app.prepare_import(&candidate, &[], false)?))
+        })
+        .await
+    };
+    let (display, prepared) = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(e)) => return error_response(e),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
     blocking(move || {
-        let name = Path::new(&named.name)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.starts_with('.') && !n.is_empty())
-            .ok_or_else(|| Error::Usage("name must be a plain file name, like handbook.md".into()))?
-            .to_owned();
-        let mut app = api.app.write().unwrap_or_else(|p| p.into_inner());
-        let uploads = app.settings().data_dir.join("uploads");
-        std::fs::create_dir_all(&uploads)
-            .map_err(|e| Error::Usage(format!("cannot create {}: {e}", uploads.display())))?;
-        let path = uploads.join(&name);
-        std::fs::write(&path, &body)
-            .map_err(|e| Error::Usage(format!("cannot save {}: {e}", path.display())))?;
-        let request = crate::ingest::ImportRequest { paths: vec![path], ..Default::default() };
-        app.import(&request, &mut crate::ingest::Quiet)
+        let outcome = write(&api.app).apply_import(prepared)?;
+        let mut report = crate::ingest::ImportReport::default();
+        report.record(&display, &outcome);
+        Ok(report)
     })
     .await
 }
 
-async fn remove_document(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
+#[derive(Deserialize)]
+struct ImportFile {
+    /// The directory it is imported relative to, and its path inside it, as the CLI found them.
+    root: String,
+    source: String,
+    /// How the CLI shows it.
+    display: String,
+    /// Comma-separated access groups.
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// One file of a `sputnik import` run while the service holds the store: the CLI walks the
+/// directories and sends each file; the service decides, parses and embeds it under a read lock
+/// (answers keep flowing) and writes it under a short write lock. Answers with the [`Outcome`].
+///
+/// [`Outcome`]: crate::ingest::Outcome
+async fn import_file(State(api): State<Api>, Query(file): Query<ImportFile>, body: Bytes) -> Response {
+    if file.root.is_empty()
+        || file.source.is_empty()
+        || file.source.split('/').any(|p| p == ".." || p.is_empty())
+    {
+        return error_response(Error::Usage("root and source must name a file inside a directory".into()));
+    }
+    let app = api.app.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let groups: Vec<String> =
+            file.groups.split(',').filter(|g| !g.trim().is_empty()).map(str::to_owned).collect();
+        let candidate = crate::ingest::Candidate {
+            path: Path::new(&file.root).join(&file.source),
+            root: file.root,
+            source: file.source,
+            display: file.display,
+            bytes: Some(body.to_vec()),
+        };
+        read(&app).prepare_import(&candidate, &groups, file.dry_run)
+    })
+    .await;
+    match prepared {
+        Ok(Ok(prepared)) => blocking(move || write(&api.app).apply_import(prepared)).await,
+        Ok(Err(e)) => error_response(e),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Present {
+    /// Directories walked completely.
+    roots: Vec<String>,
+    /// (root, source) of every file found in them.
+    present: Vec<(String, String)>,
+}
+
+/// The documents `import --sync` would remove: imported from one of `roots`, file not present.
+async fn stale(State(api): State<Api>, Json(present): Json<Present>) -> Response {
     blocking(move || {
-        let mut app = api.app.write().unwrap_or_else(|p| p.into_inner());
-        app.remove_document(DocumentId(id))
+        let stale = crate::ingest::stale_documents(read(&api.app).store(), &present.roots, &present.present)?;
+        Ok(stale
+            .into_iter()
+            .map(|(id, shown)| serde_json::json!({"id": id, "shown": shown}))
+            .collect::<Vec<_>>())
     })
     .await
+}
+
+#[derive(Deserialize)]
+struct References {
+    documents: Vec<String>,
+}
+
+async fn remove_documents(State(api): State<Api>, Json(references): Json<References>) -> Response {
+    blocking(move || crate::admin::remove_documents(&mut write(&api.app), &references.documents)).await
+}
+
+async fn remove_document(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
+    blocking(move || write(&api.app).remove_document(DocumentId(id))).await
 }
 
 async fn users(State(api): State<Api>) -> Response {
     blocking(move || Ok(read(&api.app).store().employees()?)).await
 }
 
-#[derive(Deserialize)]
-struct NewInvite {
-    name: String,
-    department: String,
-    #[serde(default)]
-    position: Option<String>,
-    #[serde(default)]
-    admin: bool,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    start_date: Option<String>,
+async fn user(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
+    blocking(move || crate::admin::employee_by_id(&read(&api.app), id)).await
 }
 
-async fn create_invite(State(api): State<Api>, Json(new): Json<NewInvite>) -> Response {
-    blocking(move || {
-        let app = read(&api.app);
-        let lifetime = crate::config::parse_duration_seconds(&app.settings().chat.invite_lifetime)
-            .map_err(Error::Usage)?;
-        let request = people::InviteRequest {
-            name: new.name,
-            department: new.department,
-            position: new.position,
-            role: if new.admin { Role::Admin } else { Role::Employee },
-            groups: new.groups,
-            start_date: new.start_date,
-            lifetime_seconds: lifetime,
-        };
-        let bot = app.store().bot_username()?.unwrap_or_default();
-        let created = people::invite(app.store(), &request, &bot, jiff::Timestamp::now().as_second())?;
-        Ok(serde_json::json!({
-            "employee": created.employee.id,
-            "code": created.code,
-            "link": created.link,
-            "expires_at": created.expires_at,
-        }))
-    })
-    .await
+async fn change_user(
+    State(api): State<Api>,
+    UrlPath(id): UrlPath<u64>,
+    Json(change): Json<crate::admin::EmployeeChange>,
+) -> Response {
+    blocking(move || crate::admin::change_employee(&read(&api.app), id, &change)).await
+}
+
+async fn create_invite(State(api): State<Api>, Json(invite): Json<crate::admin::Invite>) -> Response {
+    blocking(move || crate::admin::invite(&read(&api.app), &invite, jiff::Timestamp::now().as_second())).await
+}
+
+async fn assign(State(api): State<Api>, Json(request): Json<crate::admin::Assign>) -> Response {
+    blocking(move || crate::admin::assign(&read(&api.app), &request, jiff::Timestamp::now().as_second()))
+        .await
+}
+
+async fn broadcast(State(api): State<Api>, Json(request): Json<crate::admin::BroadcastRequest>) -> Response {
+    blocking(move || crate::admin::broadcast(&read(&api.app), &request, jiff::Timestamp::now().as_second()))
+        .await
+}
+
+async fn broadcast_status(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
+    blocking(move || crate::admin::broadcast_status(&read(&api.app), id)).await
+}
+
+async fn stats(State(api): State<Api>) -> Response {
+    blocking(move || read(&api.app).stats()).await
 }
 
 async fn plans(State(api): State<Api>) -> Response {
     blocking(move || Ok(read(&api.app).store().plans::<crate::onboarding::Plan>()?)).await
 }
 
+/// Checks and stores a plan file; refused with 422 and every problem in `errors`.
 async fn import_plan(State(api): State<Api>, Query(named): Query<Named>, body: Bytes) -> Response {
-    blocking(move || {
+    let checked = tokio::task::spawn_blocking(move || {
         let text = String::from_utf8(body.to_vec())
-            .map_err(|_| Error::Usage("the plan is not UTF-8 text".into()))?;
-        let app = read(&api.app);
-        let sources: std::collections::HashSet<String> =
-            app.store().documents()?.into_iter().map(|d| d.source).collect();
-        match crate::onboarding::plan::parse(Path::new(&named.name), &text, &|l| sources.contains(l)) {
-            Ok(plan) => {
-                app.store().put_plan(&plan.id, &plan)?;
-                Ok(plan)
-            }
-            Err(errors) => {
-                Err(Error::Usage(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
-            }
-        }
+            .map_err(|_| Error::Usage(format!("{}: the plan is not UTF-8 text", named.name)))?;
+        crate::admin::import_plan(&read(&api.app), &named.name, &text)
     })
-    .await
+    .await;
+    match checked {
+        Ok(Ok(Ok(plan))) => Json(plan).into_response(),
+        Ok(Ok(Err(errors))) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"error": errors.join("\n"), "errors": errors})),
+        )
+            .into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn onboarding_status(State(api): State<Api>) -> Response {
@@ -265,4 +370,58 @@ async fn report(State(api): State<Api>, Query(since): Query<Since>) -> Response 
         crate::report::build(&app, now - window, now + 1)
     })
     .await
+}
+
+#[derive(Deserialize)]
+struct ReindexQuery {
+    #[serde(default)]
+    reembed: bool,
+}
+
+/// `sputnik reindex [--reembed]` while the service runs. The answer is a stream of JSON lines,
+/// so the CLI can draw progress: `{"started": N}`, `{"file": …, "outcome": …}` per document
+/// re-embedded, then `{"done": …}` or `{"error": …}`. Re-embedding runs under a read lock (the
+/// bot keeps answering with the old vectors); only the switch at the end takes the write lock.
+async fn reindex(State(api): State<Api>, Query(query): Query<ReindexQuery>) -> Response {
+    use tokio_stream::StreamExt;
+    let (lines, received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = api.app.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut observer = StreamObserver(lines.clone());
+        let result = (|| -> Result<crate::admin::Reindexed, Error> {
+            if !query.reembed {
+                let indexed_chunks = write(&app).reindex()?;
+                return Ok(crate::admin::Reindexed { indexed_chunks, reembedded: false, model: None });
+            }
+            let model = {
+                let app = read(&app);
+                app.stage_embeddings(&mut observer)?;
+                app.embedder().map(|e| e.profile().name.clone())
+            };
+            let indexed_chunks = write(&app).switch_embeddings()?;
+            Ok(crate::admin::Reindexed { indexed_chunks, reembedded: true, model })
+        })();
+        let last = match result {
+            Ok(done) => serde_json::json!({ "done": done }),
+            Err(e) => serde_json::json!({ "error": e.to_string(), "fault": !e.is_user_error() }),
+        };
+        let _ = lines.send(format!("{last}\n"));
+    });
+    let body = axum::body::Body::from_stream(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(received).map(Ok::<_, std::convert::Infallible>),
+    );
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// Sends import progress as JSON lines.
+struct StreamObserver(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl crate::ingest::ImportObserver for StreamObserver {
+    fn started(&mut self, files: usize) {
+        let _ = self.0.send(format!("{}\n", serde_json::json!({ "started": files })));
+    }
+
+    fn file_done(&mut self, path: &str, outcome: &crate::ingest::Outcome) {
+        let _ = self.0.send(format!("{}\n", serde_json::json!({ "file": path, "outcome": outcome })));
+    }
 }

@@ -65,7 +65,7 @@ pub struct ImportRequest {
 }
 
 /// The fate of one file (or one removed document).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Outcome {
     Added { chunks: usize },
@@ -112,7 +112,8 @@ impl ImportReport {
         self.failed > 0
     }
 
-    fn record(&mut self, path: &str, outcome: &Outcome) {
+    /// Counts one file's outcome.
+    pub fn record(&mut self, path: &str, outcome: &Outcome) {
         match outcome {
             Outcome::Added { chunks } => {
                 self.added += 1;
@@ -137,26 +138,37 @@ impl ImportReport {
 
 /// A file found for import.
 #[derive(Debug, Clone)]
-struct Candidate {
-    /// Where to read it.
-    path: PathBuf,
+pub struct Candidate {
+    /// Where to read it (its name also gives the format and a fallback title).
+    pub path: PathBuf,
     /// Directory it is imported relative to (absolute, canonical).
-    root: String,
+    pub root: String,
     /// Path inside `root` with `/` separators: what people see and cite.
-    source: String,
+    pub source: String,
     /// How it is shown in progress and errors.
-    display: String,
+    pub display: String,
+    /// The file's bytes when they came with the request (the admin API) instead of from disk.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Everything found under the requested paths.
 #[derive(Debug, Default)]
-struct Discovery {
-    candidates: Vec<Candidate>,
+pub struct Discovery {
+    pub candidates: Vec<Candidate>,
     /// Paths that could not be examined at all, with the reason.
-    unreadable: Vec<(String, IngestError)>,
+    pub unreadable: Vec<(String, IngestError)>,
     /// Directory roots whose walk completed, eligible for `sync`.
-    synced_roots: Vec<String>,
-    skipped: usize,
+    pub synced_roots: Vec<String>,
+    pub skipped: usize,
+}
+
+/// Finds what `request` would import: the files under its paths that pass the filters.
+pub fn discover_request(
+    settings: &IngestSettings,
+    request: &ImportRequest,
+) -> Result<Discovery, IngestError> {
+    let filter = PathFilter::new(settings, request)?;
+    Ok(discover(&request.paths, &filter))
 }
 
 /// The derived indexes an import keeps in step with the store, and the model that embeds
@@ -200,12 +212,17 @@ pub fn import(
     request: &ImportRequest,
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportReport, crate::Error> {
-    let filter = PathFilter::new(settings, request)?;
-    let discovery = discover(&request.paths, &filter);
+    let discovery = discover_request(settings, request)?;
     let mut report =
         ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
 
-    let removals = if request.sync { stale_documents(store, &discovery)? } else { Vec::new() };
+    let removals = if request.sync {
+        let present: Vec<(String, String)> =
+            discovery.candidates.iter().map(|c| (c.root.clone(), c.source.clone())).collect();
+        stale_documents(store, &discovery.synced_roots, &present)?
+    } else {
+        Vec::new()
+    };
     observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
 
     for (path, error) in &discovery.unreadable {
@@ -214,58 +231,12 @@ pub fn import(
         observer.file_done(path, &outcome);
     }
 
-    let pipeline = pipeline_fingerprint(settings);
-    let limits = ParseLimits {
-        max_unpacked_bytes: settings.max_unpacked_size.as_u64(),
-        max_compression_ratio: settings.max_compression_ratio,
-        max_pdf_pages: settings.max_pdf_pages,
-    };
-    let sizes = ChunkSizes {
-        target_tokens: settings.chunk_target_tokens,
-        max_tokens: settings.chunk_max_tokens,
-        overlap_tokens: settings.chunk_overlap_tokens,
-    };
     let Indexes { lexical, mut vectors, embedder } = indexes;
     let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
 
     for candidate in &discovery.candidates {
-        let outcome = match import_file(store, candidate, request, settings, &pipeline, &limits, sizes) {
-            Ok(Decision::Unchanged) => Outcome::Unchanged,
-            Ok(Decision::Write { document, existed }) => {
-                let chunks = document.chunks.len();
-                if !request.dry_run {
-                    let embedded = match embedder {
-                        Some(embedder) => Some(embed_chunks(embedder, &document.title, &document.chunks)?),
-                        None => None,
-                    };
-                    let chunk_vectors = embedder
-                        .zip(embedded.as_deref())
-                        .map(|(e, vectors)| ChunkVectors { model: &e.profile().name, vectors });
-                    let (record, _) = store.put_document(document.clone(), chunk_vectors)?;
-                    writer.index.replace_document(&record, &document.chunks)?;
-                    if let (Some(index), Some(embedded)) = (vectors.as_deref_mut(), embedded) {
-                        let rows: Vec<(u32, Vec<f32>)> =
-                            document.chunks.iter().map(|c| c.ordinal).zip(embedded).collect();
-                        index.replace_document(&record, &rows);
-                    }
-                    writer.changed()?;
-                }
-                if existed { Outcome::Updated { chunks } } else { Outcome::Added { chunks } }
-            }
-            Ok(Decision::Regroup { id, groups }) => {
-                if !request.dry_run {
-                    let (record, _) = store.set_groups(id, groups)?;
-                    let chunks = store.chunks(id)?;
-                    writer.index.replace_document(&record, &chunks)?;
-                    if let Some(index) = vectors.as_deref_mut() {
-                        index.set_groups(&record);
-                    }
-                    writer.changed()?;
-                }
-                Outcome::Updated { chunks: 0 }
-            }
-            Err(error) => Outcome::Failed { reason: error.to_string() },
-        };
+        let prepared = prepare(store, embedder, settings, candidate, request)?;
+        let outcome = apply(&mut writer, vectors.as_deref_mut(), prepared)?;
         report.record(&candidate.display, &outcome);
         observer.file_done(&candidate.display, &outcome);
     }
@@ -284,6 +255,109 @@ pub fn import(
     }
     writer.finish()?;
     Ok(report)
+}
+
+/// One file decided and, when it is to be written, parsed, chunked and embedded: the slow
+/// part of an import, which only reads the store. [`apply_prepared`] writes it.
+#[derive(Debug)]
+pub struct Prepared {
+    decision: Result<Decision, String>,
+    embedded: Option<(String, Vec<Vec<f32>>)>,
+    dry_run: bool,
+}
+
+/// Decides what to do with one file and does the slow work for it; a file that cannot be
+/// imported becomes a failed outcome, not an error (errors are faults of the store or model).
+pub fn prepare(
+    store: &Store,
+    embedder: Option<&Embedder>,
+    settings: &IngestSettings,
+    candidate: &Candidate,
+    request: &ImportRequest,
+) -> Result<Prepared, crate::Error> {
+    let limits = ParseLimits {
+        max_unpacked_bytes: settings.max_unpacked_size.as_u64(),
+        max_compression_ratio: settings.max_compression_ratio,
+        max_pdf_pages: settings.max_pdf_pages,
+    };
+    let sizes = ChunkSizes {
+        target_tokens: settings.chunk_target_tokens,
+        max_tokens: settings.chunk_max_tokens,
+        overlap_tokens: settings.chunk_overlap_tokens,
+    };
+    let pipeline = pipeline_fingerprint(settings);
+    let decision = import_file(store, candidate, request, settings, &pipeline, &limits, sizes);
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err(crate::Error::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            return Ok(Prepared { decision: Err(e.to_string()), embedded: None, dry_run: request.dry_run });
+        }
+    };
+    let embedded = match (&decision, embedder) {
+        (Decision::Write { document, .. }, Some(embedder)) if !request.dry_run => Some((
+            embedder.profile().name.clone(),
+            embed_chunks(embedder, &document.title, &document.chunks)?,
+        )),
+        _ => None,
+    };
+    Ok(Prepared { decision: Ok(decision), embedded, dry_run: request.dry_run })
+}
+
+/// Writes one prepared file to the store and both indexes, and commits the full-text index.
+pub fn apply_prepared(
+    store: &Store,
+    lexical: &mut LexicalIndex,
+    vectors: Option<&mut VectorIndex>,
+    prepared: Prepared,
+) -> Result<Outcome, crate::Error> {
+    let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
+    let outcome = apply(&mut writer, vectors, prepared)?;
+    writer.finish()?;
+    Ok(outcome)
+}
+
+fn apply(
+    writer: &mut IndexFollower<'_>,
+    vectors: Option<&mut VectorIndex>,
+    prepared: Prepared,
+) -> Result<Outcome, crate::Error> {
+    let store = writer.store;
+    let decision = match prepared.decision {
+        Ok(decision) => decision,
+        Err(reason) => return Ok(Outcome::Failed { reason }),
+    };
+    Ok(match decision {
+        Decision::Unchanged => Outcome::Unchanged,
+        Decision::Write { document, existed } => {
+            let chunks = document.chunks.len();
+            if !prepared.dry_run {
+                let chunk_vectors =
+                    prepared.embedded.as_ref().map(|(model, vectors)| ChunkVectors { model, vectors });
+                let (record, _) = store.put_document(document.clone(), chunk_vectors)?;
+                writer.index.replace_document(&record, &document.chunks)?;
+                if let (Some(index), Some((_, embedded))) = (vectors, prepared.embedded) {
+                    let rows: Vec<(u32, Vec<f32>)> =
+                        document.chunks.iter().map(|c| c.ordinal).zip(embedded).collect();
+                    index.replace_document(&record, &rows);
+                }
+                writer.changed()?;
+            }
+            if existed { Outcome::Updated { chunks } } else { Outcome::Added { chunks } }
+        }
+        Decision::Regroup { id, groups } => {
+            if !prepared.dry_run {
+                let (record, _) = store.set_groups(id, groups)?;
+                let chunks = store.chunks(id)?;
+                writer.index.replace_document(&record, &chunks)?;
+                if let Some(index) = vectors {
+                    index.set_groups(&record);
+                }
+                writer.changed()?;
+            }
+            Outcome::Updated { chunks: 0 }
+        }
+    })
 }
 
 /// Keeps the index in step with store writes, committing now and then and at the end.
@@ -319,6 +393,7 @@ impl IndexFollower<'_> {
     }
 }
 
+#[derive(Debug)]
 enum Decision {
     Unchanged,
     Regroup { id: DocumentId, groups: Vec<String> },
@@ -335,14 +410,24 @@ fn import_file(
     sizes: ChunkSizes,
 ) -> Result<Decision, crate::Error> {
     let format = Format::from_path(&candidate.path).ok_or(IngestError::Unsupported)?;
-    let size = std::fs::metadata(&candidate.path).map_err(IngestError::Io)?.len();
+    let size = match &candidate.bytes {
+        Some(bytes) => bytes.len() as u64,
+        None => std::fs::metadata(&candidate.path).map_err(IngestError::Io)?.len(),
+    };
     if size > settings.max_file_size.as_u64() {
         return Err(
             IngestError::TooLarge { size: bytesize::ByteSize(size), limit: settings.max_file_size }.into()
         );
     }
-    let bytes = std::fs::read(&candidate.path).map_err(IngestError::Io)?;
-    let content_hash = blake3::hash(&bytes).to_hex().to_string();
+    let read;
+    let bytes = match &candidate.bytes {
+        Some(bytes) => bytes,
+        None => {
+            read = std::fs::read(&candidate.path).map_err(IngestError::Io)?;
+            &read
+        }
+    };
+    let content_hash = blake3::hash(bytes).to_hex().to_string();
     let existing = store.find_by_source(&SourceKey { root: &candidate.root, source: &candidate.source })?;
     if let Some(existing) = &existing
         && existing.content_hash == content_hash
@@ -353,7 +438,7 @@ fn import_file(
         }
         return Ok(Decision::Regroup { id: existing.id, groups: request.groups.clone() });
     }
-    let parsed = parse::parse(format, &bytes, limits).map_err(IngestError::Parse)?;
+    let parsed = parse::parse(format, bytes, limits).map_err(IngestError::Parse)?;
     let chunks = chunk::chunk_document(&parsed, sizes);
     if chunks.is_empty() {
         return Err(IngestError::Parse(ParseError::NoText).into());
@@ -389,11 +474,15 @@ fn pipeline_fingerprint(settings: &IngestSettings) -> String {
     )
 }
 
-/// Documents previously imported from a fully walked directory whose files are gone.
-fn stale_documents(store: &Store, discovery: &Discovery) -> Result<Vec<(DocumentId, String)>, crate::Error> {
-    let present: HashSet<(&str, &str)> =
-        discovery.candidates.iter().map(|c| (c.root.as_str(), c.source.as_str())).collect();
-    let roots: HashSet<&str> = discovery.synced_roots.iter().map(String::as_str).collect();
+/// Documents previously imported from one of the fully walked directories `roots` whose files
+/// are not among `present` (root, source) any more, with how each is shown.
+pub fn stale_documents(
+    store: &Store,
+    roots: &[String],
+    present: &[(String, String)],
+) -> Result<Vec<(DocumentId, String)>, crate::Error> {
+    let present: HashSet<(&str, &str)> = present.iter().map(|(r, s)| (r.as_str(), s.as_str())).collect();
+    let roots: HashSet<&str> = roots.iter().map(String::as_str).collect();
     Ok(store
         .documents()?
         .into_iter()
@@ -472,6 +561,7 @@ fn discover(paths: &[PathBuf], filter: &PathFilter) -> Discovery {
                     root: root.to_owned(),
                     source: name.to_owned(),
                     display: shown,
+                    bytes: None,
                 });
             }
         }
@@ -527,6 +617,7 @@ fn walk_directory(
                 root: root_str.to_owned(),
                 source: relative,
                 display: shown,
+                bytes: None,
             });
         }
     }

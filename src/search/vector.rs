@@ -61,7 +61,7 @@ struct Row {
 }
 
 /// Which algorithm answers queries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorStrategy {
     Exact,

@@ -1107,6 +1107,16 @@ fn the_admin_api_needs_its_token_and_limits_bodies() {
         ("PUT", "/api/plans?name=p.toml"),
         ("GET", "/api/onboarding"),
         ("GET", "/api/report"),
+        ("PUT", "/api/import?root=/tmp&source=a.md&display=a.md"),
+        ("POST", "/api/import/stale"),
+        ("POST", "/api/documents/remove"),
+        ("GET", "/api/users/1"),
+        ("PATCH", "/api/users/1"),
+        ("POST", "/api/assignments"),
+        ("POST", "/api/broadcasts"),
+        ("GET", "/api/broadcasts/1"),
+        ("GET", "/api/stats"),
+        ("POST", "/api/reindex"),
     ] {
         assert_eq!(
             http(port, method, path, None, b""),
@@ -1133,6 +1143,12 @@ fn the_admin_api_needs_its_token_and_limits_bodies() {
     let too_big = vec![b'a'; 150 * 1024];
     assert_eq!(http(port, "PUT", "/api/documents?name=big.md", Some(&token), &too_big).0, 413);
     assert_eq!(http(port, "POST", "/api/invites", Some(&token), &vec![b'{'; 70 * 1024]).0, 413);
+    assert_eq!(
+        http(port, "PUT", "/api/import?root=/tmp&source=big.md&display=big.md", Some(&token), &too_big).0,
+        413
+    );
+    let (status, escaped) = api("PUT", "/api/import?root=/tmp&source=../etc/passwd.md&display=x", b"# x");
+    assert_eq!(status, 422, "{escaped}");
 
     let (status, invite) = api(
         "POST",
@@ -1318,9 +1334,17 @@ fn admin_commands_print_the_same_while_the_service_runs() {
     let server = Server::start();
     let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
     assert_eq!(http_get(port, "/livez").0, 200);
-    let locked = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(["stats"]));
+    // Searching needs the store itself (the service answers questions in Telegram meanwhile).
+    let locked = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(["search", "vacation"]));
     assert!(stderr(&locked).contains("in use by another Sputnik process"), "{}", stderr(&locked));
     let while_running = outputs("running");
+    // Sizes are the service's own (the store file grows while it runs, so no exact comparison).
+    let stats = json(&run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(["stats", "--json"])));
+    assert_eq!(
+        (stats["documents"].as_u64(), stats["indexed_chunks"].as_u64()),
+        (Some(22), Some(108)),
+        "{stats}"
+    );
     let (code, log) = terminate(bot);
     assert_eq!(code, Some(0), "{log}");
     let while_stopped = outputs("stopped");
@@ -1331,4 +1355,242 @@ fn admin_commands_print_the_same_while_the_service_runs() {
     assert!(while_running[6].1.contains("\"name\": \"Nina\""), "{}", while_running[6].1);
     assert!(while_running[12].1.contains("task laptop: Collect your laptop"), "{}", while_running[12].1);
     assert!(while_running[14].2.contains("en/nowhere.md"), "{}", while_running[14].2);
+}
+
+/// The files the mutating-commands test imports, reset before each run.
+fn admin_test_docs(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("parking.md"),
+        "# Parking\n\nBicycles park in the inner yard, cars in the garage.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("canteen.md"),
+        "# Canteen\n\nLunch is served from 12:00 to 15:00 on the ground floor.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("wifi.txt"),
+        "The guest Wi-Fi network is Polaris-Guest; its password is at reception.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("scan.pdf"), b"%PDF-1.4 this is not really a PDF").unwrap();
+}
+
+const TEST_PLAN: &str = r#"id = "sales-start"
+title = "Your first week in Sales"
+language = "en"
+departments = ["Sales"]
+
+[[task]]
+id = "parking"
+title = "Find where to park"
+due_day = 1
+links = ["parking.md"]
+"#;
+
+/// Every admin command that changes something prints the same, and leaves the same state,
+/// whether `sputnik serve` holds the data directory (the command goes through its admin API)
+/// or not (the command opens the store itself).
+#[test]
+fn changing_admin_commands_work_the_same_while_the_service_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    let plan = tmp.path().join("sales.toml");
+    std::fs::write(&plan, TEST_PLAN).unwrap();
+    let broken_plan = tmp.path().join("broken.toml");
+    std::fs::write(&broken_plan, TEST_PLAN.replace("due_day = 1", "due_day = 0")).unwrap();
+    let d = |name: &str| docs.join(name).display().to_string();
+    let p = |path: &Path| path.display().to_string();
+    // Each step: the command line, and the exit code it must end with.
+    let steps: Vec<(Vec<String>, i32)> = vec![
+        (vec!["import".into(), p(&docs)], 3),
+        (vec!["import".into(), "--group".into(), "Sales".into(), d("wifi.txt")], 0),
+        (vec!["import".into(), "--dry-run".into(), p(&docs)], 3),
+        (vec!["import".into(), "--group".into(), "no such group!".into(), d("wifi.txt")], 2),
+        (vec!["docs".into(), "list".into()], 0),
+        (vec!["docs".into(), "remove".into(), "canteen.md".into(), "nowhere.md".into()], 2),
+        (vec!["docs".into(), "remove".into(), "--json".into(), "canteen.md".into()], 0),
+        // Files change on disk: scan.pdf and wifi.txt go, parking.md changes; --sync follows.
+        (vec!["#edit".into()], 0),
+        (vec!["import".into(), "--sync".into(), "--json".into(), p(&docs)], 0),
+        (vec!["plans".into(), "import".into(), p(&plan), p(&broken_plan)], 3),
+        (
+            vec![
+                "users".into(),
+                "invite".into(),
+                "--name".into(),
+                "Olga".into(),
+                "--department".into(),
+                "Sales".into(),
+                "--start-date".into(),
+                "2026-12-01".into(),
+            ],
+            0,
+        ),
+        (
+            vec![
+                "users".into(),
+                "invite".into(),
+                "--name".into(),
+                "Boris".into(),
+                "--department".into(),
+                "Sales".into(),
+                "--role".into(),
+                "admin".into(),
+                "--json".into(),
+            ],
+            0,
+        ),
+        (
+            vec![
+                "users".into(),
+                "invite".into(),
+                "--name".into(),
+                "".into(),
+                "--department".into(),
+                "Sales".into(),
+            ],
+            2,
+        ),
+        (
+            vec![
+                "users".into(),
+                "assign".into(),
+                "Olga".into(),
+                "--plan".into(),
+                "sales-start".into(),
+                "--buddy".into(),
+                "Boris".into(),
+                "--timezone".into(),
+                "Europe/Moscow".into(),
+            ],
+            0,
+        ),
+        (vec!["users".into(), "assign".into(), "Olga".into(), "--plan".into(), "nowhere".into()], 2),
+        (vec!["users".into(), "show".into(), "1".into()], 0),
+        (vec!["users".into(), "show".into(), "9".into()], 2),
+        (vec!["users".into(), "deactivate".into(), "2".into()], 0),
+        (vec!["users".into(), "activate".into(), "2".into()], 0),
+        (vec!["users".into(), "promote".into(), "1".into()], 0),
+        (vec!["users".into(), "demote".into(), "1".into()], 0),
+        (vec!["users".into(), "list".into()], 0),
+        (
+            vec![
+                "broadcast".into(),
+                "--department".into(),
+                "Sales".into(),
+                "The office is closed on Friday.".into(),
+            ],
+            0,
+        ),
+        (vec!["broadcast".into(), "   ".into()], 2),
+        (vec!["broadcast".into(), "--status".into(), "1".into(), "--json".into()], 0),
+        (vec!["broadcast".into(), "--status".into(), "7".into()], 2),
+        (vec!["onboarding".into(), "status".into(), "--json".into()], 0),
+        (vec!["reindex".into()], 0),
+        (vec!["reindex".into(), "--reembed".into(), "--json".into()], 0),
+        (vec!["docs".into(), "show".into(), "parking.md".into(), "--full".into()], 0),
+        (vec!["stats".into()], 0),
+    ];
+    // Output that differs by nature between two runs: invite codes, times, the data directory.
+    let stable = |text: &str, data: &Path| -> String {
+        let mut out = text.replace(&data.display().to_string(), "<DATA>");
+        for (pattern, with) in [
+            (r"[0-9a-f]{32}", "<CODE>"),
+            (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}( UTC)?", "<TIME>"),
+            (r#""(expires_at|created_at|updated_at|imported_at|assigned_at)": \d+"#, "<TIME>"),
+            (r"(Store|Full-text index|Embeddings|Store revision) .*", "<SIZE>"),
+        ] {
+            out = regex_replace(&out, pattern, with);
+        }
+        out
+    };
+    let run_steps = |data: &Path, listen: &str, label: &str| -> Vec<(i32, String, String)> {
+        admin_test_docs(&docs);
+        steps
+            .iter()
+            .map(|(args, expected)| {
+                if args[0] == "#edit" {
+                    std::fs::remove_file(docs.join("scan.pdf")).unwrap();
+                    std::fs::remove_file(docs.join("wifi.txt")).unwrap();
+                    std::fs::write(
+                        docs.join("parking.md"),
+                        "# Parking\n\nThe garage is closed; park outside.\n",
+                    )
+                    .unwrap();
+                    return (0, String::new(), String::new());
+                }
+                // The bot's name is configured: a stopped service that never ran could not know it.
+                let output = run(sputnik_with_model(data)
+                    .env("SPUTNIK_HTTP_LISTEN", listen)
+                    .env("SPUTNIK_TELEGRAM__BOT_USERNAME", "SputnikTestBot")
+                    .args(args));
+                let code = output.status.code().unwrap_or(-1);
+                assert_eq!(
+                    code,
+                    *expected,
+                    "{label}: sputnik {args:?}\n{}{}",
+                    stdout(&output),
+                    stderr(&output)
+                );
+                (code, stable(&stdout(&output), data), stable(&stderr(&output), data))
+            })
+            .collect()
+    };
+
+    let stopped_data = tmp.path().join("stopped");
+    let stopped = run_steps(&stopped_data, "127.0.0.1:9", "stopped");
+
+    let running_data = tmp.path().join("running");
+    let server = Server::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let bot = serve_with(sputnik_with_model(&running_data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
+    assert_eq!(http_get(port, "/livez").0, 200);
+    let running = run_steps(&running_data, &listen, "running");
+    // The service really held the store: the same command without its address cannot work.
+    let refused =
+        run(sputnik_with_model(&running_data).env("SPUTNIK_HTTP_LISTEN", "").args(["docs", "list"]));
+    assert!(stderr(&refused).contains("stop the service"), "{}", stderr(&refused));
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+
+    for (((args, _), stopped), running) in steps.iter().zip(&stopped).zip(&running) {
+        assert_eq!(running, stopped, "`sputnik {}` differs", args.join(" "));
+    }
+    // What the steps did, seen in the output (identical in both modes, as checked above).
+    let out = |i: usize| format!("{}{}", stopped[i].1, stopped[i].2);
+    assert!(
+        out(0).contains("3 added") && out(0).contains("1 failed") && out(0).contains("scan.pdf"),
+        "{}",
+        out(0)
+    );
+    assert!(out(1).contains("1 updated"), "{}", out(1));
+    assert!(out(2).contains("1 updated, 2 unchanged") && out(2).contains("Dry run"), "{}", out(2));
+    assert!(out(5).contains("nowhere.md"), "{}", out(5));
+    assert!(out(8).contains("\"removed\": 1") && out(8).contains("\"updated\": 1"), "{}", out(8));
+    assert!(out(9).contains("Imported plan sales-start") && out(9).contains("broken.toml:"), "{}", out(9));
+    assert!(out(13).contains("Olga follows plan sales-start"), "{}", out(13));
+    assert!(
+        out(22).contains("queued for 0 employees")
+            && out(22).contains("2 matching employees have not joined"),
+        "{}",
+        out(22)
+    );
+    assert!(out(28).contains("\"reembedded\": true"), "{}", out(28));
+    assert!(out(29).contains("The garage is closed"), "{}", out(29));
+    // And the stores hold the same afterwards.
+    for args in [["docs", "list", "--json"], ["users", "list", "--json"], ["plans", "list", "--json"]] {
+        let a = run(sputnik_with_model(&stopped_data).args(args));
+        let b = run(sputnik_with_model(&running_data).args(args));
+        assert_eq!(stable(&stdout(&a), &stopped_data), stable(&stdout(&b), &running_data), "{args:?}");
+    }
+}
+
+/// Replaces every match of `pattern` (a regex) in `text`.
+fn regex_replace(text: &str, pattern: &str, with: &str) -> String {
+    regex::Regex::new(pattern).unwrap().replace_all(text, with).into_owned()
 }
