@@ -677,7 +677,7 @@ impl Engine {
                 let html = message(
                     language,
                     "quiz_question",
-                    &[("task", &escape_html(&task.title)), ("question", &escape_html(&quiz.question))],
+                    &[("task", &task.title), ("question", &quiz.question)],
                 );
                 let buttons = quiz
                     .choices
@@ -711,9 +711,9 @@ impl Engine {
                     message(
                         language,
                         "quiz_question",
-                        &[("task", &escape_html(&task.title)), ("question", &escape_html(&quiz.question))]
+                        &[("task", &task.title), ("question", &quiz.question)]
                     ),
-                    escape_html(&verdict)
+                    verdict
                 );
                 Ok(vec![answer(Some(verdict)), Action::Edit { chat, message_id, html, buttons: Vec::new() }])
             }
@@ -721,11 +721,7 @@ impl Engine {
                 let Some(task) = task_of(&task) else { return unknown() };
                 let Some(link) = task.links.get(index) else { return unknown() };
                 if link.starts_with("http://") || link.starts_with("https://") {
-                    let html = message(
-                        language,
-                        "link_url",
-                        &[("task", &escape_html(&task.title)), ("url", &escape_html(link))],
-                    );
+                    let html = message(language, "link_url", &[("task", &task.title), ("url", link)]);
                     return Ok(vec![answer(None), send(chat, html)]);
                 }
                 let html = match self.document_excerpt(employee, link, language)? {

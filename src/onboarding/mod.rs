@@ -446,7 +446,7 @@ pub fn tick(app: &App, calendar: &Calendar, now: i64) -> Result<TickReport, Erro
         {
             let mut actions = vec![send(
                 chat,
-                message(language, "buddy_intro_newcomer", &[("buddy", &escape_html(&buddy.name))]),
+                message(language, "buddy_intro_newcomer", &[("buddy", &buddy.name)]),
                 Vec::new(),
             )];
             if let (true, Some(buddy_chat)) = (buddy.active, buddy.telegram_id) {
@@ -456,10 +456,7 @@ pub fn tick(app: &App, calendar: &Calendar, now: i64) -> Result<TickReport, Erro
                     message(
                         buddy_language,
                         "buddy_intro_buddy",
-                        &[
-                            ("name", &escape_html(&employee.name)),
-                            ("department", &escape_html(&employee.department)),
-                        ],
+                        &[("name", &employee.name), ("department", &employee.department)],
                     ),
                     Vec::new(),
                 ));
@@ -519,10 +516,10 @@ pub fn tick(app: &App, calendar: &Calendar, now: i64) -> Result<TickReport, Erro
                     target_language,
                     "escalation",
                     &[
-                        ("name", &escape_html(&employee.name)),
-                        ("task", &escape_html(&task.title)),
+                        ("name", &employee.name),
+                        ("task", &task.title),
                         ("days", &late.to_string()),
-                        ("plan", &escape_html(&plan.title)),
+                        ("plan", &plan.title),
                     ],
                 );
                 let key = format!("escalate/{}", task.id);
