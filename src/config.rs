@@ -80,6 +80,21 @@ pub struct Settings {
     pub telegram: TelegramSettings,
     pub onboarding: OnboardingSettings,
     pub http: HttpSettings,
+    pub report: ReportSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// The weekday admins get last week's digest in Telegram (at the start of working hours,
+    /// `onboarding.timezone`; the next working day if that day is off); "off" sends none.
+    pub weekly_digest: String,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings { weekly_digest: "monday".into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -312,6 +327,7 @@ impl Default for Settings {
             telegram: TelegramSettings::default(),
             onboarding: OnboardingSettings::default(),
             http: HttpSettings::default(),
+            report: ReportSettings::default(),
         }
     }
 }
@@ -444,6 +460,13 @@ impl Settings {
                     return fail(key, format!("has an invalid glob {pattern:?}: {e}"));
                 }
             }
+        }
+        let digest = self.report.weekly_digest.trim();
+        if !digest.eq_ignore_ascii_case("off") && crate::onboarding::calendar::weekday(digest).is_none() {
+            return fail(
+                "report.weekly_digest",
+                format!("{digest:?} is neither a weekday like \"monday\" nor \"off\""),
+            );
         }
         if self.search.default_k == 0 || self.search.default_k > 100 {
             return fail("search.default_k", "must be between 1 and 100".into());

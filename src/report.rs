@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::i18n::message;
 use crate::search::analysis;
-use crate::store::{DocumentId, QuestionRecord};
+use crate::store::{DocumentId, Language, QuestionRecord};
 use crate::{App, Error};
 
 /// Two questions belong to one gap when they share at least this share of their words
@@ -217,4 +218,102 @@ fn group_gaps(app: &App, weak: &[&QuestionRecord]) -> Vec<Gap> {
         .collect();
     gaps.sort_by_key(|g| std::cmp::Reverse(g.count));
     gaps
+}
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+/// Knowledge gaps the weekly digest lists.
+const DIGEST_GAPS: usize = 3;
+
+/// Queues last week's digest for every active admin in Telegram, once per ISO week: at the
+/// first working hours on or after `report.weekly_digest`'s weekday (in the default time zone).
+/// Returns how many were queued; `send_once` makes repeats and restarts harmless.
+pub fn weekly_digest(app: &App, now: i64) -> Result<usize, Error> {
+    let Some(day) = crate::onboarding::calendar::weekday(&app.settings().report.weekly_digest) else {
+        return Ok(0);
+    };
+    let calendar = app.calendar();
+    let local = calendar.local(now, &calendar.default_zone);
+    if !calendar.in_working_hours(&local)
+        || local.weekday().to_monday_zero_offset() < day.to_monday_zero_offset()
+    {
+        return Ok(0);
+    }
+    let store = app.store();
+    let admins: Vec<(crate::store::Employee, i64)> = store
+        .employees()?
+        .into_iter()
+        .filter(|e| e.active && e.role == crate::store::Role::Admin)
+        .filter_map(|e| e.telegram_id.map(|chat| (e, chat)))
+        .collect();
+    if admins.is_empty() {
+        return Ok(0);
+    }
+    let week = local.date().iso_week_date();
+    let key = format!("digest/{}-W{:02}", week.year(), week.week());
+    let report = build(app, now - 7 * DAY, now)?;
+    let mut queued = 0;
+    for (admin, chat) in admins {
+        let html = digest_html(&report, admin.language.unwrap_or(Language::En), &calendar.default_zone);
+        let action = crate::chat::Action::Send { chat, html, buttons: Vec::new() };
+        queued += usize::from(store.send_once(admin.id, &key, &[action], now)?);
+    }
+    Ok(queued)
+}
+
+/// The digest as Telegram HTML.
+pub fn digest_html(report: &Report, language: Language, zone: &jiff::tz::TimeZone) -> String {
+    let date = |at: i64| {
+        jiff::Timestamp::from_second(at)
+            .map(|t| t.to_zoned_datetime(zone.clone()).date().to_string())
+            .unwrap_or_default()
+    };
+    let mut lines = vec![message(
+        language,
+        "digest_title",
+        &[("since", &date(report.since)), ("until", &date(report.until - 1))],
+    )];
+    lines.push(if report.questions == 0 {
+        message(language, "digest_no_questions", &[])
+    } else {
+        message(
+            language,
+            "digest_questions",
+            &[
+                ("questions", &report.questions.to_string()),
+                ("answered", &report.answered.to_string()),
+                ("rate", &format!("{:.0}", report.answer_rate * 100.0)),
+                ("helpful", &report.helpful.to_string()),
+                ("unhelpful", &report.unhelpful.to_string()),
+            ],
+        )
+    });
+    if !report.gaps.is_empty() {
+        lines.push(String::new());
+        lines.push(message(language, "digest_gaps", &[]));
+        for gap in report.gaps.iter().take(DIGEST_GAPS) {
+            let example = gap.examples.first().map_or("", String::as_str);
+            lines.push(message(
+                language,
+                "digest_gap",
+                &[("question", example), ("count", &gap.count.to_string())],
+            ));
+        }
+    }
+    if !report.onboarding.is_empty() {
+        let sum = |f: fn(&DepartmentOnboarding) -> u64| report.onboarding.iter().map(f).sum::<u64>();
+        lines.push(String::new());
+        lines.push(message(
+            language,
+            "digest_onboarding",
+            &[
+                ("employees", &sum(|d| d.employees).to_string()),
+                ("completed", &sum(|d| d.completed).to_string()),
+                ("overdue", &sum(|d| d.overdue_tasks).to_string()),
+            ],
+        ));
+    }
+    lines.push(String::new());
+    lines.push(message(language, "digest_footer", &[]));
+    lines.join("\n")
 }

@@ -450,7 +450,14 @@ async fn schedule_loop(
         let (app_ref, clock) = (app.clone(), options.clock.clone());
         let ticked = tokio::task::spawn_blocking(move || {
             let app = read(&app_ref);
-            crate::onboarding::tick(&app, app.calendar(), clock())
+            let now = clock();
+            let report = crate::onboarding::tick(&app, app.calendar(), now)?;
+            match crate::report::weekly_digest(&app, now) {
+                Ok(0) => {}
+                Ok(digests) => tracing::info!(digests, "weekly digest queued for the admins"),
+                Err(e) => tracing::error!(error = %e, "could not build the weekly digest; retrying"),
+            }
+            Ok::<_, Error>(report)
         })
         .await;
         match ticked {

@@ -122,7 +122,8 @@ impl Calendar {
     }
 }
 
-fn weekday(name: &str) -> Option<Weekday> {
+/// A weekday by its English name or three-letter abbreviation, any case.
+pub fn weekday(name: &str) -> Option<Weekday> {
     Some(match name.trim().to_ascii_lowercase().as_str() {
         "monday" | "mon" => Weekday::Monday,
         "tuesday" | "tue" => Weekday::Tuesday,

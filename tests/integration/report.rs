@@ -125,6 +125,85 @@ fn the_report_shows_what_the_history_holds() {
     assert!(table.contains("7 questions, 4 answered (57 %)"), "{table}");
 }
 
+/// Admins get last week's figures in Telegram once a week, at the start of working hours on the
+/// configured day (or the next working day), never twice.
+#[test]
+fn admins_get_a_weekly_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::lexical_only(tmp.path().join("data"));
+    settings.onboarding.holidays = vec!["2026-11-16".into()];
+    let mut app = App::open(settings).unwrap();
+    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = Arc::new(RwLock::new(app));
+    let now = Arc::new(AtomicI64::new(START));
+    let clock = now.clone();
+    let engine =
+        Engine::new(app.clone(), EngineSettings::default(), Arc::new(move || clock.load(Ordering::SeqCst)));
+    for (user, role) in [(1, Role::Employee), (7, Role::Admin), (8, Role::Admin)] {
+        let request = InviteRequest {
+            name: format!("Person {user}"),
+            department: "Office".into(),
+            position: None,
+            role,
+            groups: vec![],
+            start_date: None,
+            lifetime_seconds: 30 * DAY,
+        };
+        let code = people::invite(app.read().unwrap().store(), &request, "Bot", START).unwrap().code;
+        say(&engine, user, &format!("/start {code}"));
+    }
+    say(&engine, 8, "/lang ru");
+    say(&engine, 1, "How do I book a meeting room?");
+    say(&engine, 1, "What is the weather on Mars?");
+    say(&engine, 1, "Weather on Mars today?");
+    let digests_at = |at: i64| -> Vec<(i64, String)> {
+        let app = app.read().unwrap();
+        let queued = sputnik::report::weekly_digest(&app, at).unwrap();
+        let items = app.store().outbox(1000).unwrap();
+        for (id, _) in &items {
+            app.store().outbox_done(*id).unwrap();
+        }
+        let sent: Vec<(i64, String)> = items
+            .into_iter()
+            .filter_map(|(_, action)| match action {
+                Action::Send { chat, html, .. } => Some((chat, html)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), queued);
+        sent
+    };
+    let hour = 3600;
+    // START is Monday 10:00 Moscow: this week's digest goes out now, once, to both admins only.
+    let first = digests_at(START);
+    assert_eq!(first.iter().map(|(chat, _)| *chat).collect::<Vec<_>>(), [7, 8]);
+    let english = &first[0].1;
+    assert!(english.contains("<b>Weekly report</b>, 2026-10-26 – 2026-11-02"), "{english}");
+    assert!(english.contains("No questions this week."), "{english}");
+    assert!(first[1].1.contains("Отчёт за неделю"), "{}", first[1].1);
+    assert!(digests_at(START + hour).is_empty(), "twice in one week");
+    assert!(digests_at(START + DAY).is_empty(), "Tuesday: already sent this week");
+    // Next Monday: 08:00 is before working hours; 09:00 it goes out with last week's questions.
+    let monday = START + 7 * DAY;
+    assert!(digests_at(monday - 2 * hour).is_empty());
+    let second = digests_at(monday - hour);
+    assert_eq!(second.len(), 2);
+    let english = &second[0].1;
+    assert!(english.contains("Questions: 3, answered: 1 (33 %)"), "{english}");
+    assert!(english.contains("• What is the weather on Mars? — 2×"), "{english}");
+    assert!(second[1].1.contains("Вопросов: 3, с ответом: 1 (33 %)"), "{}", second[1].1);
+    // The Monday after is a holiday: Tuesday instead.
+    assert!(digests_at(START + 14 * DAY).is_empty(), "holiday");
+    assert_eq!(digests_at(START + 15 * DAY).len(), 2);
+    // "off" sends none.
+    let mut settings = app.read().unwrap().settings().clone();
+    settings.report.weekly_digest = "off".into();
+    drop(engine);
+    drop(app);
+    let app = App::open(settings).unwrap();
+    assert_eq!(sputnik::report::weekly_digest(&app, START + 21 * DAY).unwrap(), 0);
+}
+
 fn sender(user: i64) -> Sender {
     Sender {
         origin: Origin::Telegram { user_id: user },
