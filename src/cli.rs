@@ -79,6 +79,18 @@ pub enum Command {
     Chat(ChatArgs),
     /// Run the Telegram bot (long polling) until SIGTERM or Ctrl-C.
     Serve,
+    /// Write a consistent snapshot of the store (documents, embeddings, employees, plans,
+    /// logs) to a file; works while `sputnik serve` runs.
+    Backup(BackupArgs),
+    /// Replace the store with a backup and rebuild the indexes; the service must be stopped.
+    /// The current store is kept beside it.
+    Restore(RestoreArgs),
+    /// Exit 0 when the running service is ready (its /readyz answers 200), 1 otherwise: for
+    /// scripts and monitors.
+    Healthcheck(JsonFlag),
+    /// Check the configuration, bot token, model files, data directory, disk space and indexes,
+    /// and say how to fix what is wrong.
+    Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -86,6 +98,33 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `sputnik man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to create, or a directory to create `sputnik-YYYYMMDD-HHMMSS.redb` in.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file written by `sputnik backup`.
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Skip the checks that need the network (the bot token against Telegram).
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub output: JsonFlag,
 }
 
 #[derive(Debug, Args)]

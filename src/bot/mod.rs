@@ -138,9 +138,15 @@ pub async fn serve_with(
         tokio::spawn(crate::http::serve(listener, app.clone(), token, shutdown.clone()))
     });
 
+    // Under systemd (Type=notify) the unit becomes active now: Telegram answered, the store and
+    // indexes are open, HTTP is bound, and every loop is running.
+    notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("answering in Telegram")]);
+    tracing::info!("ready");
+
     poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 
     // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: delivering queued messages");
     wake.notify_one();
     let drained = wait_for_empty_outbox(&app, Duration::from_secs(5)).await;
@@ -496,6 +502,15 @@ async fn wait_for_empty_outbox(app: &Arc<RwLock<App>>, limit: Duration) -> bool 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tells systemd about a state change when it started us with a notify socket; a no-op otherwise.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        tracing::warn!(error = %e, "could not notify systemd");
     }
 }
 

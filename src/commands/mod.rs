@@ -3,8 +3,10 @@
 
 mod chat;
 mod docs;
+mod doctor;
 mod import;
 mod onboarding;
+mod ops;
 mod remote;
 mod report;
 mod search;
@@ -38,6 +40,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         _ => {}
     }
     let flags = FlagOverrides { data_dir: cli.data_dir.clone() };
+    // The doctor reports a broken configuration instead of failing on it.
+    if let Command::Doctor(args) = cli.command {
+        return doctor::run(cli.config.as_deref(), &flags, args);
+    }
     let loaded = Settings::load(cli.config.as_deref(), &flags).map_err(crate::Error::from)?;
     tracing::debug!(file = ?loaded.file, "configuration loaded");
     let settings = loaded.settings.clone();
@@ -61,6 +67,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             serve::run(settings)
         }
         Command::Reindex(args) => reindex(settings, args),
+        Command::Backup(args) => ops::backup(settings, args),
+        Command::Restore(args) => ops::restore(settings, args),
+        Command::Healthcheck(output) => ops::healthcheck(settings, output),
+        Command::Doctor(_) => unreachable!("handled before loading settings"),
         Command::Completions { .. } | Command::Man => unreachable!("handled before loading settings"),
         Command::Stats(output) => {
             let stats: Stats = match remote::open(settings)? {

@@ -142,6 +142,53 @@ impl Remote {
         })
     }
 
+    /// GETs `path` into the file `dest`, with a byte progress bar on a terminal.
+    pub fn download(&self, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {
+        use std::io::{IsTerminal, Write};
+        let request = self.client.get(self.url(path)).bearer_auth(&self.token);
+        self.runtime.block_on(async {
+            let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.text().await?;
+                decode::<serde_json::Value>(status, &body)?;
+                anyhow::bail!("the service answered {status}");
+            }
+            let expected = response.content_length();
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(expected.unwrap_or(0));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} · {bytes_per_sec}",
+                    )
+                    .expect("valid template"),
+                );
+                bar
+            });
+            let mut file = std::fs::File::create(dest)
+                .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+            let mut written = 0u64;
+            while let Some(chunk) = response.chunk().await? {
+                file.write_all(&chunk)
+                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", dest.display())))?;
+                written += chunk.len() as u64;
+                if let Some(bar) = &bar {
+                    bar.set_position(written);
+                }
+            }
+            file.sync_all()?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            if let Some(expected) = expected
+                && expected != written
+            {
+                anyhow::bail!("the service sent {written} of {expected} bytes; try again");
+            }
+            Ok(written)
+        })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -45,6 +45,14 @@ pub struct ModelFile {
     pub sha256: String,
 }
 
+impl ModelFile {
+    /// Whether Sputnik reads this file to embed; the rest (`reference/`: the upstream engine
+    /// and image the parity tests compare against) are not installed by the packages.
+    pub fn used_at_run_time(&self) -> bool {
+        !self.path.starts_with("reference/")
+    }
+}
+
 impl ModelProfile {
     /// The profile of a model Sputnik knows by name.
     pub fn named(name: &str) -> Option<&'static ModelProfile> {

@@ -83,6 +83,7 @@ pub(super) fn router(app: Shared, token: &str, max_upload: usize) -> Router {
         .route("/api/report", get(report))
         .route("/api/stats", get(stats))
         .route("/api/reindex", post(reindex))
+        .route("/api/backup", get(backup))
         .layer(DefaultBodyLimit::max(SMALL_BODY));
     let imports =
         Router::new().route("/api/import", put(import_file)).layer(DefaultBodyLimit::max(max_upload));
@@ -423,5 +424,38 @@ impl crate::ingest::ImportObserver for StreamObserver {
 
     fn file_done(&mut self, path: &str, outcome: &crate::ingest::Outcome) {
         let _ = self.0.send(format!("{}\n", serde_json::json!({ "file": path, "outcome": outcome })));
+    }
+}
+
+/// A consistent snapshot of the store (`sputnik backup` while the service runs): copied under
+/// the write lock into the data directory, then streamed from an unlinked file.
+async fn backup(State(api): State<Api>) -> Response {
+    let snapshot = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64), Error> {
+        let app = read(&api.app);
+        let stamp = jiff::Timestamp::now().as_nanosecond();
+        let path = app.settings().data_dir.join(format!(".backup-{stamp}.redb"));
+        let result = app.store().snapshot_to(&path).map_err(Error::from).and_then(|bytes| {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| Error::Usage(format!("cannot read the snapshot {}: {e}", path.display())))?;
+            Ok((file, bytes))
+        });
+        let _ = std::fs::remove_file(&path);
+        result
+    })
+    .await;
+    match snapshot {
+        Ok(Ok((file, bytes))) => {
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::CONTENT_LENGTH, bytes.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => error_response(e),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -138,6 +138,27 @@ impl LexicalIndex {
         Ok((index, OpenOutcome::Rebuilt { reason, chunks }))
     }
 
+    /// Checks, without changing anything, that the index in `dir` reflects `store`: `Ok` with
+    /// its chunk count, or `Err` with why it would be rebuilt on the next open.
+    pub fn check(dir: &Path, store: &Store) -> Result<Result<u64, String>, crate::Error> {
+        let expected = IndexState::of(store)?;
+        Ok(match Self::open_existing(dir) {
+            Ok(index) => match index.state()? {
+                Some(state) if state == expected => Ok(index.num_chunks()),
+                Some(state) => Err(format!(
+                    "the index reflects store revision {} (instance {}), the store is at {} (instance {})",
+                    state.store_revision,
+                    state.store_instance,
+                    expected.store_revision,
+                    expected.store_instance
+                )),
+                None => Err("the index has no commit record".to_owned()),
+            },
+            Err(_) if !dir.exists() => Err("there is no index yet".to_owned()),
+            Err(e) => Err(format!("the index could not be opened ({e})")),
+        })
+    }
+
     fn open_existing(dir: &Path) -> Result<LexicalIndex, SearchError> {
         let index = Index::open_in_dir(dir)?;
         let (schema, fields) = schema();

@@ -59,6 +59,8 @@ pub enum StoreError {
     EmbeddingModelMismatch { stored: String, configured: String },
     #[error("chunk {document}/{ordinal} has no {model} embedding; run `sputnik reindex --reembed`")]
     MissingEmbedding { document: u64, ordinal: u32, model: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl StoreError {
@@ -118,6 +120,18 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Copies the store file to `dest` as of its last commit: a write transaction is held while
+    /// the bytes are copied, so no write can land half-way, and dropped without changes. The
+    /// copy was not closed by redb, so opening it replays the last commit (what a restart after
+    /// a crash does); [`Store::open`] on it checks it.
+    pub fn snapshot_to(&self, dest: &Path) -> StoreResult<u64> {
+        let txn = self.db.begin_write()?;
+        let copied = std::fs::copy(&self.path, dest)
+            .map_err(|source| StoreError::Io { path: dest.to_owned(), source })?;
+        txn.abort()?;
+        Ok(copied)
     }
 
     /// How many write transactions this handle has committed since it was opened.

@@ -1594,3 +1594,132 @@ fn changing_admin_commands_work_the_same_while_the_service_runs() {
 fn regex_replace(text: &str, pattern: &str, with: &str) -> String {
     regex::Regex::new(pattern).unwrap().replace_all(text, with).into_owned()
 }
+
+/// The operations an IT admin scripts: systemd readiness, `healthcheck`, `backup` taken while
+/// the service runs, `restore` elsewhere giving the same answers, `doctor`.
+#[test]
+fn backup_while_serving_restores_elsewhere_with_the_same_answers() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let handbook = tmp.path().join("handbook");
+    std::fs::create_dir_all(&handbook).unwrap();
+    for name in ["parental-leave.md", "it-equipment.md", "office-facilities.html"] {
+        std::fs::copy(repo_path("assets/handbook/en").join(name), handbook.join(name)).unwrap();
+    }
+    let data = tmp.path().join("data");
+    assert!(run(sputnik_with_model(&data).arg("import").arg(&handbook)).status.success());
+    invite(&data, "Olga", &["managers"]);
+
+    // Readiness goes to systemd's notify socket once Telegram, the store and HTTP are up.
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let server = Server::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = sputnik_with_model(&data);
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let bot = serve_with(command, &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
+    let mut buffer = [0u8; 512];
+    let received = socket.recv(&mut buffer).expect("a readiness notification");
+    let ready = String::from_utf8_lossy(&buffer[..received]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert_eq!(http_get(port, "/readyz").0, 200, "readiness is announced only once HTTP answers");
+
+    let sputnik_here = || {
+        let mut command = sputnik_with_model(&data);
+        command.env("SPUTNIK_HTTP_LISTEN", &listen);
+        command
+    };
+    let health = run(sputnik_here().arg("healthcheck"));
+    assert_eq!(health.status.code(), Some(0), "{}", stdout(&health));
+    assert!(stdout(&health).starts_with("ready:"), "{}", stdout(&health));
+
+    // Backup while serving, through the service.
+    let backups = tmp.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let taken = run(sputnik_here().args(["backup", "--json"]).arg(&backups));
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let taken = json(&taken);
+    assert_eq!((taken["documents"].as_u64(), taken["employees"].as_u64()), (Some(3), Some(1)), "{taken}");
+    let file = std::path::PathBuf::from(taken["file"].as_str().unwrap());
+    assert!(file.starts_with(&backups) && file.is_file());
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1, "no partial file left behind");
+    let again = run(sputnik_here().arg("backup").arg(&file));
+    assert_eq!(again.status.code(), Some(2), "an existing file is never overwritten");
+    // Restoring into the data directory the service holds is refused, and changes nothing.
+    let refused = run(sputnik_here().arg("restore").arg(&file));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("stop it"), "{}", stderr(&refused));
+
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+    let stopping = socket.recv(&mut buffer).map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned());
+    assert!(stopping.as_deref().is_ok_and(|s| s.contains("STOPPING=1")), "{stopping:?}");
+    let health = run(sputnik_here().arg("healthcheck"));
+    assert_eq!(health.status.code(), Some(1), "{}", stdout(&health));
+    assert!(stdout(&health).starts_with("not ready: nothing answers"), "{}", stdout(&health));
+
+    // Restored elsewhere: the same documents, people and answers.
+    let elsewhere = tmp.path().join("elsewhere");
+    let restored = run(sputnik_with_model(&elsewhere).arg("restore").arg(&file));
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert!(stdout(&restored).contains("Rebuilt the search indexes"), "{}", stdout(&restored));
+    for args in [
+        vec!["search", "how many days of paternity leave", "--json"],
+        vec!["search", "where do I get a laptop", "--json"],
+        vec!["search", "ноутбук", "--json", "--mode", "dense"],
+        vec!["users", "list", "--json"],
+    ] {
+        let original = run(sputnik_with_model(&data).args(&args));
+        let copy = run(sputnik_with_model(&elsewhere).args(&args));
+        assert!(original.status.success(), "{}", stderr(&original));
+        assert_eq!(stdout(&original), stdout(&copy), "{args:?}");
+    }
+    let doctor = run(sputnik_with_model(&elsewhere)
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .args(["doctor", "--offline"]));
+    assert_eq!(doctor.status.code(), Some(0), "{}", stdout(&doctor));
+    assert!(stdout(&doctor).contains("full-text index up to date"), "{}", stdout(&doctor));
+
+    // Restoring over an existing store keeps the old one beside it; a bad file changes nothing.
+    let over = run(sputnik_with_model(&elsewhere).args(["restore", "--json"]).arg(&file));
+    assert!(over.status.success(), "{}", stderr(&over));
+    let kept = json(&over)["previous_store"].as_str().unwrap().to_owned();
+    assert!(Path::new(&kept).is_file(), "{kept}");
+    let garbage = tmp.path().join("garbage.redb");
+    std::fs::write(&garbage, b"not a store").unwrap();
+    let bad = run(sputnik_with_model(&elsewhere).arg("restore").arg(&garbage));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("not a usable Sputnik backup"), "{}", stderr(&bad));
+    let still = run(sputnik_with_model(&elsewhere).args(["stats", "--json"]));
+    assert_eq!(json(&still)["documents"], 3);
+
+    // The doctor names what is wrong and how to fix it: a damaged model file, a missing token.
+    let models = tmp.path().join("models");
+    let e5 = models.join("multilingual-e5-small");
+    std::fs::create_dir_all(&e5).unwrap();
+    std::fs::copy(repo_path("models/multilingual-e5-small/tokenizer.json"), e5.join("tokenizer.json"))
+        .unwrap();
+    std::fs::write(e5.join("model.gguf"), b"truncated").unwrap();
+    let sick = run(sputnik_with_model(&elsewhere).env("SPUTNIK_EMBED__MODELS_DIR", &models).args([
+        "doctor",
+        "--offline",
+        "--json",
+    ]));
+    assert_eq!(sick.status.code(), Some(1));
+    let report = json(&sick);
+    let check =
+        |name: &str| report["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(check("model")["status"], "fail");
+    assert!(check("model")["detail"].as_str().unwrap().contains("damaged"), "{report}");
+    assert_eq!(check("bot token")["status"], "fail");
+    assert!(check("bot token")["fix"].as_str().unwrap().contains("@BotFather"), "{report}");
+    // Online, the token is checked against the (fake) Bot API.
+    let online = run(sputnik_with_model(&elsewhere)
+        .env("SPUTNIK_TELEGRAM_TOKEN", TOKEN)
+        .env("SPUTNIK_TELEGRAM_API_URL", format!("http://{}", server.address))
+        .args(["doctor"]));
+    assert!(stdout(&online).contains("Telegram knows it as @"), "{}", stdout(&online));
+    assert!(!stdout(&online).contains("TEST-TOKEN"));
+}

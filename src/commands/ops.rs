@@ -1,0 +1,236 @@
+//! `sputnik backup`, `restore` and `healthcheck`: operations an IT admin scripts around the
+//! service.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::print_json;
+use super::remote::Source;
+use crate::cli::{BackupArgs, JsonFlag, RestoreArgs, exit};
+use crate::config::Settings;
+use crate::store::{Store, StoreError};
+use crate::{App, Error};
+
+/// What a backup (or a restored store) holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contents {
+    pub file: PathBuf,
+    pub bytes: u64,
+    pub documents: u64,
+    pub chunks: u64,
+    pub employees: usize,
+    pub plans: usize,
+    pub questions: usize,
+    pub embedding_model: Option<String>,
+}
+
+impl Contents {
+    /// Opens `file` as a store (which checks it and replays its last commit) and counts.
+    fn of(file: &Path) -> Result<Contents, Error> {
+        let store = Store::open(file)?;
+        let counts = store.counts()?;
+        let contents = Contents {
+            file: file.to_owned(),
+            bytes: 0,
+            documents: counts.documents,
+            chunks: counts.chunks,
+            employees: store.employees()?.len(),
+            plans: store.plans::<serde_json::Value>()?.len(),
+            questions: store.questions()?.len(),
+            embedding_model: store.embedding_model()?,
+        };
+        drop(store);
+        let bytes = std::fs::metadata(file).map_or(0, |m| m.len());
+        Ok(Contents { bytes, ..contents })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} documents, {} chunks, {} employees, {} plans, {} logged questions{} ({})",
+            self.documents,
+            self.chunks,
+            self.employees,
+            self.plans,
+            self.questions,
+            self.embedding_model.as_deref().map(|m| format!(", embeddings by {m}")).unwrap_or_default(),
+            bytesize::ByteSize(self.bytes)
+        )
+    }
+}
+
+pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32> {
+    let dest = if args.dest.is_dir() {
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        args.dest.join(format!("sputnik-{stamp}.redb"))
+    } else {
+        args.dest.clone()
+    };
+    if dest.exists() {
+        anyhow::bail!(Error::Usage(format!(
+            "{} exists already; name a new file or a directory",
+            dest.display()
+        )));
+    }
+    let partial = partial_path(&dest);
+    let written = match super::remote::open(settings)? {
+        Source::Local(app) => app.store().snapshot_to(&partial).map_err(Error::from),
+        Source::Service(service) => {
+            service.download("/api/backup", &partial).map_err(|e| Error::Usage(format!("{e:#}")))
+        }
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.into());
+    }
+    // Check it opens and count what it holds before giving it its name.
+    let contents = match Contents::of(&partial) {
+        Ok(contents) => contents,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            anyhow::bail!(Error::Usage(format!("the snapshot does not open, nothing kept: {e}")));
+        }
+    };
+    std::fs::rename(&partial, &dest)
+        .map_err(|e| Error::Usage(format!("cannot name the backup {}: {e}", dest.display())))?;
+    let contents = Contents { file: dest.clone(), ..contents };
+    if args.output.json {
+        print_json(&contents)?;
+    } else {
+        println!("Backed up {} to {}.", contents.describe(), dest.display());
+        println!("Restore with: sputnik restore {}", dest.display());
+    }
+    Ok(exit::OK)
+}
+
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
+pub(super) fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<i32> {
+    if !args.src.is_file() {
+        anyhow::bail!(Error::Usage(format!("{} is not a backup file", args.src.display())));
+    }
+    let store_path = settings.store_path();
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        Error::Usage(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
+    })?;
+    // The current store must not be in use: restoring under a running service would lose
+    // whatever it writes next.
+    if store_path.exists() {
+        match Store::open(&store_path) {
+            Ok(store) => drop(store),
+            Err(StoreError::Locked { .. }) => anyhow::bail!(Error::Usage(
+                "the service is running and holds the data directory: stop it (systemctl stop sputnik), \
+                 restore, then start it again"
+                    .into()
+            )),
+            // A damaged store is exactly what a restore is for.
+            Err(e) => tracing::warn!(error = %e, "the current store does not open; replacing it"),
+        }
+    }
+    let incoming = partial_path(&store_path);
+    std::fs::copy(&args.src, &incoming).map_err(|e| {
+        Error::Usage(format!("cannot copy {} into {}: {e}", args.src.display(), incoming.display()))
+    })?;
+    let contents = match Contents::of(&incoming) {
+        Ok(contents) => contents,
+        Err(e) => {
+            let _ = std::fs::remove_file(&incoming);
+            anyhow::bail!(Error::Usage(format!(
+                "{} is not a usable Sputnik backup, nothing changed: {e}",
+                args.src.display()
+            )));
+        }
+    };
+    let kept = if store_path.exists() {
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        let kept = store_path.with_file_name(format!("sputnik.redb.before-restore-{stamp}"));
+        std::fs::rename(&store_path, &kept)
+            .map_err(|e| Error::Usage(format!("cannot move the current store aside: {e}")))?;
+        Some(kept)
+    } else {
+        None
+    };
+    std::fs::rename(&incoming, &store_path)
+        .map_err(|e| Error::Usage(format!("cannot put the backup in place: {e}")))?;
+    // The indexes belong to the old store: rebuild them from the restored one.
+    let index_dir = settings.index_dir();
+    if index_dir.exists() {
+        std::fs::remove_dir_all(&index_dir)
+            .map_err(|e| Error::Usage(format!("cannot remove the old index {}: {e}", index_dir.display())))?;
+    }
+    let app = App::open_existing(settings)?;
+    let indexed = app.stats()?.indexed_chunks;
+    drop(app);
+    let contents = Contents { file: store_path.clone(), ..contents };
+    if args.output.json {
+        print_json(
+            &serde_json::json!({ "restored": contents, "previous_store": kept, "indexed_chunks": indexed }),
+        )?;
+    } else {
+        println!("Restored {} from {}.", contents.describe(), args.src.display());
+        println!("Rebuilt the search indexes: {indexed} chunks.");
+        if let Some(kept) = kept {
+            println!(
+                "The previous store is kept as {} (delete it when you no longer need it).",
+                kept.display()
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Exit 0 when the service answers `/readyz` with 200; 1 with the reason otherwise.
+pub(super) fn healthcheck(settings: Settings, output: JsonFlag) -> anyhow::Result<i32> {
+    let verdict = readiness(&settings);
+    if output.json {
+        print_json(
+            &serde_json::json!({ "ready": verdict.is_ok(), "detail": verdict.as_ref().unwrap_or_else(|e| e) }),
+        )?;
+    } else {
+        match &verdict {
+            Ok(detail) => println!("ready: {detail}"),
+            Err(reason) => println!("not ready: {reason}"),
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(if verdict.is_ok() { exit::OK } else { exit::FAILURE })
+}
+
+/// What `/readyz` says, or why the service cannot be asked.
+pub(super) fn readiness(settings: &Settings) -> Result<String, String> {
+    let listen = settings.http.listen.trim();
+    if listen.is_empty() {
+        return match Store::open(&settings.store_path()) {
+            Err(StoreError::Locked { .. }) => {
+                Ok("the service holds the data directory (http.listen is off, so readiness is not checked)"
+                    .into())
+            }
+            _ => Err(format!("no service runs on {}", settings.data_dir.display())),
+        };
+    }
+    let address = listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+    let url = format!("http://{address}/readyz");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response =
+            client.get(&url).send().await.map_err(|e| format!("nothing answers on {address}: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(format!("{address} {}", body.trim()))
+        } else {
+            Err(format!("{address} answered {status}: {}", body.trim()))
+        }
+    })
+}
