@@ -1,6 +1,7 @@
 //! Embeddings and hybrid retrieval: query embedding latency, passage embedding throughput,
 //! import throughput with embeddings, exact scan against HNSW at 10k and 100k vectors, hybrid
-//! search latency at 10k and 100k chunks (cold and warm query cache), and peak RSS.
+//! search latency at 10k and 100k chunks (cold and warm query cache), peak RSS, and the time
+//! `sputnik serve` takes from start to ready at 10k and 100k chunks.
 //!
 //! Needs the models (`models/fetch`); the model figures are taken for each of them, side by side
 //! (`SPUTNIK_BENCH_MODELS` picks some). Vector-only measurements use clustered synthetic
@@ -210,6 +211,87 @@ fn bench(c: &mut Criterion) {
     if part("hybrid") {
         bench_hybrid(c, tmp.path(), &words);
     }
+    if part("coldstart") {
+        bench_coldstart(tmp.path(), &words);
+    }
+}
+
+/// `sputnik serve` from process start to systemd readiness (READY=1 on NOTIFY_SOCKET: Telegram
+/// answered, store, indexes and model open, HTTP listening) on 10k and 100k chunks, against a
+/// Bot API stand-in on 127.0.0.1. The full-text index is built beforehand, as after any earlier
+/// run; the vector index and the model load at start, as they always do.
+fn bench_coldstart(tmp: &Path, words: &[String]) {
+    use std::os::unix::net::UnixDatagram;
+    let api = fake_bot_api();
+    for n in [10_000usize, 100_000] {
+        let data = tmp.join(format!("coldstart-{n}"));
+        if !data.exists() {
+            fill_store(&data, n, words);
+            drop(App::open(model_settings(&data)).unwrap());
+        }
+        let mut samples = Vec::new();
+        for _ in 0..3 {
+            let socket_path = tmp.join("notify.sock");
+            let _ = std::fs::remove_file(&socket_path);
+            let socket = UnixDatagram::bind(&socket_path).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+            let started = Instant::now();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"))
+                .arg("serve")
+                .env("SPUTNIK_DATA_DIR", &data)
+                .env("SPUTNIK_EMBED__MODELS_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+                .env("SPUTNIK_TELEGRAM_TOKEN", "1:bench")
+                .env("SPUTNIK_TELEGRAM_API_URL", &api)
+                .env("SPUTNIK_HTTP_LISTEN", "127.0.0.1:0")
+                .env("NOTIFY_SOCKET", &socket_path)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut buffer = [0u8; 256];
+            let received = socket.recv(&mut buffer).expect("READY=1");
+            samples.push(started.elapsed());
+            assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
+            let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        let best = samples.iter().min().unwrap();
+        println!("cold start to ready, {n} chunks: {:.2} s (best of 3; {samples:?})", best.as_secs_f64());
+    }
+}
+
+/// A Bot API stand-in: getMe answers, getUpdates waits a little and returns nothing, the rest
+/// says ok. Returns its base URL.
+fn fake_bot_api() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = axum::Router::new().route(
+                "/{token}/{method}",
+                axum::routing::any(
+                    |axum::extract::Path((_, method)): axum::extract::Path<(String, String)>| async move {
+                        let result = match method.to_ascii_lowercase().as_str() {
+                            "getme" => serde_json::json!({"id": 1, "is_bot": true, "first_name": "Bench",
+                            "username": "BenchBot", "can_join_groups": false,
+                            "can_read_all_group_messages": false, "supports_inline_queries": false,
+                            "has_main_web_app": false}),
+                            "getupdates" => {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                serde_json::json!([])
+                            }
+                            _ => serde_json::json!(true),
+                        };
+                        axum::Json(serde_json::json!({"ok": true, "result": result}))
+                    },
+                ),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{address}")
 }
 
 fn bench_model(c: &mut Criterion, tmp: &Path, words: &[String], model: &str) {

@@ -95,6 +95,7 @@ impl App {
     }
 
     fn open_dir(settings: Settings) -> Result<App> {
+        refuse_foreign_data_dir(&settings.data_dir)?;
         let calendar =
             onboarding::Calendar::new(&settings.onboarding).map_err(|e| Error::Usage(e.to_string()))?;
         let store = Store::open(&settings.store_path())?;
@@ -344,6 +345,30 @@ impl App {
         }
         Ok(record)
     }
+}
+
+/// Root must not write into a data directory that belongs to the service's user: files it
+/// created (a rebuilt index, a new segment) would be unwritable for the service afterwards.
+pub fn refuse_foreign_data_dir(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(data_dir) else { return Ok(()) };
+    if !rustix::process::geteuid().is_root() || dir.uid() == 0 {
+        return Ok(());
+    }
+    let owner = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.get(2) == Some(&dir.uid().to_string().as_str())).then(|| fields[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| dir.uid().to_string());
+    Err(Error::Usage(format!(
+        "{} belongs to {owner}; run Sputnik as that user so the service can still write what this command \
+         creates: sudo -u {owner} sputnik …",
+        data_dir.display()
+    )))
 }
 
 fn normalize_groups(groups: &[String]) -> Result<Vec<String>> {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::print_json;
-use super::remote::Source;
 use crate::cli::{BackupArgs, JsonFlag, RestoreArgs, exit};
 use crate::config::Settings;
 use crate::store::{Store, StoreError};
@@ -74,11 +73,20 @@ pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32
         )));
     }
     let partial = partial_path(&dest);
-    let written = match super::remote::open(settings)? {
-        Source::Local(app) => app.store().snapshot_to(&partial).map_err(Error::from),
-        Source::Service(service) => {
-            service.download("/api/backup", &partial).map_err(|e| Error::Usage(format!("{e:#}")))
-        }
+    let store_path = settings.store_path();
+    if !store_path.is_file() {
+        anyhow::bail!(Error::Usage(format!(
+            "no knowledge base in {} to back up",
+            settings.data_dir.display()
+        )));
+    }
+    // Only the store is opened (not the indexes), so root may back up a service's data directory.
+    let written = match Store::open(&store_path) {
+        Ok(store) => store.snapshot_to(&partial).map_err(Error::from),
+        Err(StoreError::Locked { .. }) => super::remote::Remote::new(&settings)?
+            .download("/api/backup", &partial)
+            .map_err(|e| Error::Usage(format!("{e:#}"))),
+        Err(e) => Err(e.into()),
     };
     if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
@@ -115,6 +123,7 @@ pub(super) fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<i
         anyhow::bail!(Error::Usage(format!("{} is not a backup file", args.src.display())));
     }
     let store_path = settings.store_path();
+    crate::refuse_foreign_data_dir(&settings.data_dir)?;
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         Error::Usage(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
     })?;

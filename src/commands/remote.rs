@@ -45,7 +45,7 @@ fn connect(settings: Settings, opened: crate::Result<App>) -> anyhow::Result<Sou
 }
 
 impl Remote {
-    fn new(settings: &Settings) -> anyhow::Result<Remote> {
+    pub(super) fn new(settings: &Settings) -> anyhow::Result<Remote> {
         let listen = settings.http.listen.trim();
         if listen.is_empty() {
             anyhow::bail!(Error::Usage(

@@ -1,0 +1,44 @@
+# Builds Sputnik's static binary and its .deb and .rpm packages (docs/install.md):
+#   make package        both packages in target/package/
+#   make static         only the static x86_64 binary (musl, mimalloc)
+# Needs: rustup target x86_64-unknown-linux-musl, Debian's musl-tools, cargo-deb and
+# cargo-generate-rpm (packaging/setup installs all of them), and the model (models/fetch).
+
+TARGET  := x86_64-unknown-linux-musl
+BIN     := target/$(TARGET)/release/sputnik
+STAGE   := target/package/stage
+MODEL   := multilingual-e5-small
+
+.PHONY: package static stage deb rpm check
+
+package: deb rpm
+
+static:
+	cargo build --release --locked --target $(TARGET)
+
+# Files the packages take that the binary generates (man page, completions) or that are
+# adapted for an installed system (the configuration).
+stage: static
+	rm -rf $(STAGE)
+	mkdir -p $(STAGE)/completions $(STAGE)/models/$(MODEL)
+	$(BIN) man | gzip -9n > $(STAGE)/sputnik.1.gz
+	$(BIN) completions bash > $(STAGE)/completions/sputnik.bash
+	$(BIN) completions zsh > $(STAGE)/completions/_sputnik
+	$(BIN) completions fish > $(STAGE)/completions/sputnik.fish
+	sed -e 's|^data_dir = .*|data_dir = "/var/lib/sputnik"|' \
+	    -e 's|^models_dir = .*|models_dir = "/usr/share/sputnik/models"|' \
+	    assets/sputnik.example.toml > $(STAGE)/sputnik.toml
+	grep -q '^data_dir = "/var/lib/sputnik"' $(STAGE)/sputnik.toml
+	grep -q '^models_dir = "/usr/share/sputnik/models"' $(STAGE)/sputnik.toml
+	test -f models/$(MODEL)/model.gguf || models/fetch $(MODEL)
+	cp models/$(MODEL)/model.gguf models/$(MODEL)/tokenizer.json $(STAGE)/models/$(MODEL)/
+
+deb: stage
+	cargo deb --no-build --no-strip --target $(TARGET) --output target/package/
+
+rpm: stage
+	cargo generate-rpm --target $(TARGET) --output target/package/
+
+# Contents, metadata, an install into a throwaway Debian root, the unit, a backup round trip.
+check: package
+	packaging/check
