@@ -81,6 +81,49 @@ pub struct Settings {
     pub onboarding: OnboardingSettings,
     pub http: HttpSettings,
     pub report: ReportSettings,
+    pub llm: LlmSettings,
+}
+
+/// Generated answers from an OpenAI-compatible endpoint (docs/llm.md); off while `url` is empty.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// Base URL of the API, the part before `/chat/completions`, e.g. "http://127.0.0.1:8000/v1"
+    /// (vLLM, llama.cpp server), "http://127.0.0.1:11434/v1" (Ollama). Empty: extractive answers.
+    pub url: String,
+    /// Model name as the endpoint knows it.
+    pub model: String,
+    /// Sent as `Authorization: Bearer …` when set; never printed.
+    pub api_key: Secret,
+    /// Longest wait for a whole answer; past it the extractive answer is sent.
+    pub timeout_seconds: u64,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Refuse endpoints that are not on the local network (loopback, private, link-local).
+    pub local_only: bool,
+    /// Earlier questions of the same employee, within `history_minutes`, used to rewrite a
+    /// follow-up into a standalone search query; 0 turns rewriting off.
+    pub history_turns: usize,
+    pub history_minutes: u64,
+    /// Least time between two edits of a streaming answer in Telegram.
+    pub edit_interval_ms: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout_seconds: 30,
+            max_tokens: 500,
+            temperature: 0.2,
+            local_only: true,
+            history_turns: 3,
+            history_minutes: 10,
+            edit_interval_ms: 1500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -328,6 +371,7 @@ impl Default for Settings {
             onboarding: OnboardingSettings::default(),
             http: HttpSettings::default(),
             report: ReportSettings::default(),
+            llm: LlmSettings::default(),
         }
     }
 }
@@ -461,6 +505,33 @@ impl Settings {
                 }
             }
         }
+        let llm = &self.llm;
+        if !llm.url.trim().is_empty() {
+            match llm.url.trim().parse::<url::Url>() {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return fail(
+                        "llm.url",
+                        format!("{:?} is not an http(s) URL like http://127.0.0.1:8000/v1", llm.url),
+                    );
+                }
+            }
+            if llm.model.trim().is_empty() {
+                return fail("llm.model", "must name the model when llm.url is set".into());
+            }
+        }
+        if !(1..=600).contains(&llm.timeout_seconds) {
+            return fail("llm.timeout_seconds", "must be between 1 and 600".into());
+        }
+        if !(16..=8192).contains(&llm.max_tokens) {
+            return fail("llm.max_tokens", "must be between 16 and 8192".into());
+        }
+        if !(0.0..=2.0).contains(&llm.temperature) {
+            return fail("llm.temperature", "must be between 0 and 2".into());
+        }
+        if llm.edit_interval_ms < 1000 {
+            return fail("llm.edit_interval_ms", "must be at least 1000 (Telegram's limits)".into());
+        }
         let digest = self.report.weekly_digest.trim();
         if !digest.eq_ignore_ascii_case("off") && crate::onboarding::calendar::weekday(digest).is_none() {
             return fail(
@@ -520,7 +591,7 @@ impl Settings {
     /// The effective configuration as TOML, secrets masked, for `sputnik config check`.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
-        for secret in [&mut shown.telegram.bot_token, &mut shown.http.admin_token] {
+        for secret in [&mut shown.telegram.bot_token, &mut shown.http.admin_token, &mut shown.llm.api_key] {
             if !secret.is_empty() {
                 *secret = Secret::new("***");
             }

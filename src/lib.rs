@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod i18n;
 pub mod ingest;
+pub mod llm;
 pub mod metrics;
 pub mod onboarding;
 pub mod people;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub cache_hit_ratio: prometheus::Gauge,
     pub index: IntGaugeVec,
     pub outbox_depth: IntGauge,
+    llm_answers: IntCounterVec,
+    llm_seconds: prometheus::Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,8 +96,24 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let outbox_depth =
         IntGauge::new("outbox_depth", "Messages waiting for Telegram (answers, reminders, broadcasts)")
             .expect("valid metric");
+    let llm_answers = IntCounterVec::new(
+        Opts::new(
+            "llm_answers_total",
+            "Generated answers, by outcome: generated, or why the extractive answer went out instead \
+             (timeout, error, refused, uncited; rewrite_* for follow-up rewriting)",
+        ),
+        &["outcome"],
+    )
+    .expect("valid metric");
+    let llm_seconds = prometheus::Histogram::with_opts(
+        HistogramOpts::new("llm_seconds", "Time the language model took for an answer")
+            .buckets(vec![0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0]),
+    )
+    .expect("valid metric");
     for collector in [
-        Box::new(stage_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(llm_answers.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(llm_seconds.clone()),
+        Box::new(stage_seconds.clone()),
         Box::new(answer_seconds.clone()),
         Box::new(questions.clone()),
         Box::new(feedback.clone()),
@@ -126,6 +144,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     for result in ["hit", "miss"] {
         cache.with_label_values(&[result]);
     }
+    for outcome in ["generated", "timeout", "error", "refused", "uncited"] {
+        llm_answers.with_label_values(&[outcome]);
+    }
     Metrics {
         registry,
         stage_seconds,
@@ -138,6 +159,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_hit_ratio,
         index,
         outbox_depth,
+        llm_answers,
+        llm_seconds,
     }
 });
 
@@ -172,6 +195,15 @@ pub fn feedback(helpful: bool) {
 
 pub fn telegram_error(kind: &str) {
     METRICS.telegram_errors.with_label_values(&[kind]).inc();
+}
+
+/// One generated answer's outcome (and, when it was produced, how long the model took).
+pub fn llm_answer(outcome: &str) {
+    METRICS.llm_answers.with_label_values(&[outcome]).inc();
+}
+
+pub fn llm_time(seconds: f64) {
+    METRICS.llm_seconds.observe(seconds);
 }
 
 pub fn telegram_retry() {

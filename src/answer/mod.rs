@@ -155,19 +155,18 @@ pub fn compose(
 
 /// "1. <b>Title</b> › Section — <code>path</code>" lines.
 pub fn sources_list(sources: &[AnswerSource]) -> String {
-    sources
-        .iter()
-        .map(|s| {
-            let mut line = format!("{}. <b>{}</b>", s.number, escape_html(&s.title));
-            for heading in &s.heading_path {
-                line.push_str(" › ");
-                line.push_str(&escape_html(heading));
-            }
-            line.push_str(&format!(" — <code>{}</code>", escape_html(&s.source)));
-            line
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    sources.iter().map(source_line).collect::<Vec<_>>().join("\n")
+}
+
+/// One line of [`sources_list`].
+pub fn source_line(s: &AnswerSource) -> String {
+    let mut line = format!("{}. <b>{}</b>", s.number, escape_html(&s.title));
+    for heading in &s.heading_path {
+        line.push_str(" › ");
+        line.push_str(&escape_html(heading));
+    }
+    line.push_str(&format!(" — <code>{}</code>", escape_html(&s.source)));
+    line
 }
 
 /// Up to `wanted` sentences of `text` that share the most terms with the question, kept in

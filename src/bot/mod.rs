@@ -114,6 +114,8 @@ pub async fn serve_with(
         )),
     };
     let poll_timeout = telegram.poll_timeout_seconds;
+    // A refused endpoint (not local while llm.local_only) stops the start with the reason.
+    let llm = crate::llm::Client::new(&settings.llm).map_err(|e| Error::Usage(e.to_string()))?;
     let limits = sender::Limits {
         per_chat_interval: Duration::from_millis(telegram.per_chat_interval_ms),
         per_second: telegram.messages_per_second,
@@ -131,7 +133,7 @@ pub async fn serve_with(
     let wake = Arc::new(tokio::sync::Notify::new());
     let sender_stop = CancellationToken::new();
     let sender =
-        tokio::spawn(sender::run(bot.clone(), app.clone(), limits, wake.clone(), sender_stop.clone()));
+        tokio::spawn(sender::run(bot.clone(), app.clone(), limits, llm, wake.clone(), sender_stop.clone()));
     let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
     let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
     let http = http_listener.map(|(listener, token)| {

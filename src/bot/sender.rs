@@ -45,6 +45,7 @@ pub(super) async fn run(
     bot: Bot,
     app: Arc<RwLock<App>>,
     limits: Limits,
+    llm: Option<crate::llm::Client>,
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
@@ -86,13 +87,20 @@ pub(super) async fn run(
         let mut tasks = tokio::task::JoinSet::new();
         for (chat, items) in by_chat {
             let (bot, app, global, per_chat) = (bot.clone(), app.clone(), global.clone(), per_chat.clone());
+            let llm = llm.clone();
             tasks.spawn(async move {
                 for (id, action) in items {
                     if needs_pacing(&action) {
                         per_chat.until_key_ready(&chat).await;
                     }
                     global.until_ready().await;
-                    match deliver(&bot, &action).await {
+                    let delivered = match &action {
+                        Action::Generate(generation) => {
+                            generate(&bot, llm.as_ref(), generation, &per_chat, &global).await
+                        }
+                        _ => deliver(&bot, &action).await,
+                    };
+                    match delivered {
                         Delivery::Later => return false,
                         outcome @ (Delivery::Done | Delivery::Refused) => {
                             let record = match &action {
@@ -135,6 +143,7 @@ fn chat_of(action: &Action) -> i64 {
         | Action::Broadcast { chat, .. }
         | Action::Edit { chat, .. }
         | Action::EditButtons { chat, .. } => *chat,
+        Action::Generate(generation) => generation.chat,
         // Button answers are not chat messages; group them on their own.
         Action::AnswerButton { .. } => 0,
     }
@@ -190,6 +199,18 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
                 }
                 request.await.map(|_| ())
             }
+            // Streamed by `generate`; here only its fallback could be meant.
+            Action::Generate(generation) => {
+                let mut result = Ok(());
+                for part in &generation.fallback {
+                    result = bot
+                        .send_message(ChatId(generation.chat), part.clone())
+                        .parse_mode(ParseMode::Html)
+                        .await
+                        .map(|_| ());
+                }
+                result
+            }
         };
         match result {
             Ok(()) => return Delivery::Done,
@@ -225,4 +246,117 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
             }
         }
     }
+}
+
+/// Writes a generated answer into the chat as the model streams it: the first text goes out as
+/// a message, later text edits it at most once per `llm.edit_interval_ms` (and within the
+/// per-chat and global limits), and the finished answer, checked and with its sources, replaces
+/// it. If the model fails, times out, refuses or cites nothing, the extractive answer goes out
+/// instead (replacing any partial text), and the failure is counted.
+async fn generate(
+    bot: &Bot,
+    llm: Option<&crate::llm::Client>,
+    generation: &crate::llm::Generation,
+    per_chat: &DefaultKeyedRateLimiter<i64>,
+    global: &DefaultDirectRateLimiter,
+) -> Delivery {
+    let chat = generation.chat;
+    let result = match llm {
+        None => Err((crate::llm::LlmError::Network("generated answers are off".into()), None)),
+        Some(llm) => {
+            let started = std::time::Instant::now();
+            let interval = Duration::from_millis(llm.settings().edit_interval_ms);
+            let (text_tx, mut text_rx) = tokio::sync::watch::channel(String::new());
+            let stream = llm.stream(&generation.request, move |text| {
+                let _ = text_tx.send(text.to_owned());
+            });
+            tokio::pin!(stream);
+            let mut message: Option<MessageId> = None;
+            let mut last_shown: Option<tokio::time::Instant> = None;
+            let result = loop {
+                tokio::select! {
+                    result = &mut stream => break result,
+                    changed = text_rx.changed() => if changed.is_err() { break (&mut stream).await },
+                }
+                if let Some(shown) = last_shown {
+                    tokio::select! {
+                        result = &mut stream => break result,
+                        _ = tokio::time::sleep_until(shown + interval) => {}
+                    }
+                }
+                let text = text_rx.borrow_and_update().clone();
+                if text.trim().is_empty() || text.trim().starts_with(crate::llm::NO_ANSWER) {
+                    continue;
+                }
+                let html = crate::llm::partial_html(&text);
+                per_chat.until_key_ready(&chat).await;
+                global.until_ready().await;
+                let shown = match message {
+                    None => bot
+                        .send_message(ChatId(chat), html)
+                        .parse_mode(ParseMode::Html)
+                        .await
+                        .map(|sent| message = Some(sent.id)),
+                    Some(id) => bot
+                        .edit_message_text(ChatId(chat), id, html)
+                        .parse_mode(ParseMode::Html)
+                        .await
+                        .map(|_| ()),
+                };
+                if let Err(e) = shown {
+                    // A partial view is a courtesy: the finished answer is sent regardless.
+                    crate::metrics::telegram_error("streaming");
+                    tracing::debug!(error = %e, "could not show a partial answer");
+                }
+                last_shown = Some(tokio::time::Instant::now());
+            };
+            crate::metrics::llm_time(started.elapsed().as_secs_f64());
+            match result {
+                Ok(text) => crate::llm::final_parts(generation, &text).map(|parts| (parts, message)),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| (e, message))
+        }
+    };
+    let (parts, message) = match result {
+        Ok((parts, message)) => {
+            crate::metrics::llm_answer("generated");
+            (parts, message)
+        }
+        Err((e, message)) => {
+            crate::metrics::llm_answer(e.kind());
+            tracing::warn!(error = %e, "no generated answer; sending the extractive one");
+            (generation.fallback.clone(), message)
+        }
+    };
+    let last = parts.len().saturating_sub(1);
+    for (i, part) in parts.iter().enumerate() {
+        let buttons = if i == last { generation.buttons.clone() } else { Vec::new() };
+        let action = match (i, message) {
+            (0, Some(id)) => {
+                Action::Edit { chat, message_id: id.0, html: part.clone(), buttons: buttons.clone() }
+            }
+            _ => Action::Send { chat, html: part.clone(), buttons: buttons.clone() },
+        };
+        per_chat.until_key_ready(&chat).await;
+        global.until_ready().await;
+        match deliver(bot, &action).await {
+            Delivery::Done => {}
+            Delivery::Later => return Delivery::Later,
+            // Telegram could not take the HTML: the same text, plain.
+            Delivery::Refused => {
+                let plain = crate::i18n::escape_html(&crate::answer::strip_tags(part));
+                let action = match action {
+                    Action::Edit { chat, message_id, buttons, .. } => {
+                        Action::Edit { chat, message_id, html: plain, buttons }
+                    }
+                    _ => Action::Send { chat, html: plain, buttons },
+                };
+                if let Delivery::Later = deliver(bot, &action).await {
+                    return Delivery::Later;
+                }
+            }
+        }
+    }
+    Delivery::Done
 }

@@ -121,6 +121,9 @@ pub enum Action {
         callback_id: String,
         text: Option<String>,
     },
+    /// Write the answer with the language model and stream it into the chat; the extractive
+    /// answer inside goes out instead if generation fails.
+    Generate(Box<crate::llm::Generation>),
 }
 
 /// Time in unix seconds; injectable so tests can move it.
@@ -158,6 +161,8 @@ pub struct Engine {
     settings: EngineSettings,
     limiter: DefaultKeyedRateLimiter<i64>,
     clock: Clock,
+    /// The language model, when `llm.url` is set (and allowed).
+    llm: Option<crate::llm::Client>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -173,7 +178,17 @@ impl Engine {
         let per_minute = NonZeroU32::new(settings.questions_per_minute.max(1)).expect("at least one");
         let burst = NonZeroU32::new(settings.burst.max(1)).expect("at least one");
         let limiter = governor::RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
-        Engine { app, settings, limiter, clock }
+        let llm = {
+            let app = app.read().unwrap_or_else(|p| p.into_inner());
+            match crate::llm::Client::new(&app.settings().llm) {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::error!(error = %e, "generated answers are off");
+                    None
+                }
+            }
+        };
+        Engine { app, settings, limiter, clock, llm }
     }
 
     /// Handles one event. Internal failures become a translated apology; the error is logged
@@ -524,8 +539,12 @@ impl Engine {
         let mut actions = vec![Action::Typing { chat }];
         let started = std::time::Instant::now();
         let app = self.app();
+        let query = match &self.llm {
+            Some(llm) => self.standalone_query(llm, employee, text)?,
+            None => text.to_owned(),
+        };
         let request = SearchRequest {
-            query: text.to_owned(),
+            query,
             k: app.settings().answer.max_sources.max(5),
             groups: employee.groups.clone(),
             mode: None,
@@ -552,12 +571,82 @@ impl Engine {
         })?;
         tracing::debug!(employee = %employee.id, question = record.id, answered = answer.found, "answered a question");
         let parts = answer::split_message(&answer.html, TELEGRAM_MESSAGE_LIMIT);
+        if self.llm.is_some() && answer.found {
+            // The passages the extractive answer drew on, whole, in the same numbering.
+            let passages = answer
+                .sources
+                .iter()
+                .filter_map(|source| {
+                    let hit = outcome
+                        .hits
+                        .iter()
+                        .find(|h| h.document_id == source.document && h.chunk == source.ordinal)?;
+                    Some(crate::llm::Passage {
+                        number: source.number,
+                        citation: source.citation(),
+                        source: source.source.clone(),
+                        text: hit.text.clone(),
+                    })
+                })
+                .collect();
+            actions.push(Action::Generate(Box::new(crate::llm::Generation {
+                chat,
+                request: crate::llm::GenerationRequest { question: text.to_owned(), language, passages },
+                fallback: parts,
+                sources: answer.sources.iter().map(|s| (s.number, answer::source_line(s))).collect(),
+                sources_heading: escape_html(&message(language, "answer_sources", &[])),
+                buttons: feedback_buttons(record.id, language),
+            })));
+            return Ok(actions);
+        }
         let last = parts.len().saturating_sub(1);
         for (i, part) in parts.into_iter().enumerate() {
             let buttons = if i == last { feedback_buttons(record.id, language) } else { Vec::new() };
             actions.push(Action::Send { chat, html: part, buttons });
         }
         Ok(actions)
+    }
+
+    /// The question as a standalone search query: a follow-up ("and for managers?") asked within
+    /// `llm.history_minutes` of earlier questions is rewritten by the model with them as context.
+    /// Any failure keeps the question as asked.
+    fn standalone_query(
+        &self,
+        llm: &crate::llm::Client,
+        employee: &Employee,
+        text: &str,
+    ) -> Result<String, Error> {
+        let settings = llm.settings();
+        if settings.history_turns == 0 {
+            return Ok(text.to_owned());
+        }
+        let since = (self.clock)() - settings.history_minutes as i64 * 60;
+        let mut earlier: Vec<QuestionRecord> = self
+            .app()
+            .store()
+            .questions()?
+            .into_iter()
+            .filter(|q| q.employee == employee.id && q.asked_at >= since)
+            .collect();
+        if earlier.is_empty() {
+            return Ok(text.to_owned());
+        }
+        earlier.sort_by_key(|q| q.asked_at);
+        let previous: Vec<String> =
+            earlier.iter().rev().take(settings.history_turns).rev().map(|q| q.text.clone()).collect();
+        let messages = crate::llm::rewrite_messages(&previous, text);
+        let timeout = std::time::Duration::from_secs(settings.timeout_seconds.min(10));
+        match crate::llm::block_on(llm.complete(&messages, 64, timeout)) {
+            Ok(query) if !query.trim().is_empty() && query.chars().count() <= 500 => {
+                Ok(query.trim().trim_matches('"').to_owned())
+            }
+            Ok(_) => Ok(text.to_owned()),
+            Err(e) => {
+                crate::metrics::llm_answer(&format!("rewrite_{}", e.kind()));
+                tracing::warn!(error = %e, "could not rewrite a follow-up question; searching it as asked");
+                Ok(text.to_owned())
+            }
+        }
     }
 
     fn feedback_reason(

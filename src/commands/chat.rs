@@ -22,6 +22,8 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
         bot_username: settings.telegram.bot_username.clone(),
         invite_lifetime: parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?,
     };
+    let generator = crate::llm::Client::new(&settings.llm).map_err(|e| Error::Usage(e.to_string()))?;
+    let _ = GENERATOR.set(generator);
     let app = open_existing(settings)?;
     let employee = match args.employee {
         Some(id) => app
@@ -100,11 +102,52 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
                 Action::Broadcast { html, .. } => writeln!(out, "{}", render(&html))?,
                 Action::AnswerButton { text: Some(text), .. } => writeln!(out, "({text})")?,
                 Action::AnswerButton { text: None, .. } => {}
+                Action::Generate(generation) => {
+                    message_id += 1;
+                    let html = generate_in_terminal(&generation, &mut out)?;
+                    writeln!(out, "{}", render(&html))?;
+                    buttons = generation.buttons.clone();
+                    let labels: Vec<String> =
+                        buttons.iter().enumerate().map(|(i, b)| format!("/{} {}", i + 1, b.label)).collect();
+                    writeln!(out, "[{}]", labels.join("   "))?;
+                }
             }
         }
     }
     Ok(exit::OK)
 }
+
+/// Streams a generated answer into the terminal (the text as it comes, on one line, dimmed
+/// when interactive), then returns the finished answer's HTML — or the extractive one when the
+/// model fails, with the reason on stderr.
+fn generate_in_terminal(generation: &crate::llm::Generation, out: &mut impl Write) -> anyhow::Result<String> {
+    let Some(client) = GENERATOR.get().cloned().flatten() else {
+        return Ok(generation.fallback.join("\n"));
+    };
+    let mut shown = 0usize;
+    let streamed = crate::llm::block_on(client.stream(&generation.request, |text| {
+        let new: String = text.chars().skip(shown).collect();
+        shown = text.chars().count();
+        let _ = write!(out, "{new}");
+        let _ = out.flush();
+    }));
+    if shown > 0 {
+        writeln!(out, "\n")?;
+    }
+    match streamed.and_then(|text| crate::llm::final_parts(generation, &text)) {
+        Ok(parts) => {
+            crate::metrics::llm_answer("generated");
+            Ok(parts.join("\n"))
+        }
+        Err(e) => {
+            eprintln!("(no generated answer: {e}; the extractive one follows)");
+            Ok(generation.fallback.join("\n"))
+        }
+    }
+}
+
+/// The language model the terminal chat streams answers from (set once at start).
+static GENERATOR: std::sync::OnceLock<Option<crate::llm::Client>> = std::sync::OnceLock::new();
 
 /// Telegram HTML as terminal text: tags dropped (bold kept on a terminal).
 fn render(html: &str) -> String {
