@@ -234,9 +234,16 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
             let socket_path = tmp.join("notify.sock");
             let _ = std::fs::remove_file(&socket_path);
             let socket = UnixDatagram::bind(&socket_path).unwrap();
-            socket.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            let log_path = tmp.join("serve.log");
+            let log = std::fs::File::create(&log_path).unwrap();
             let started = Instant::now();
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"))
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"));
+            // The bench's own SPUTNIK_BENCH_* settings are not configuration.
+            for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPUTNIK_")) {
+                command.env_remove(key);
+            }
+            let mut child = command
                 .arg("serve")
                 .env("SPUTNIK_DATA_DIR", &data)
                 .env("SPUTNIK_EMBED__MODELS_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
@@ -244,11 +251,13 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
                 .env("SPUTNIK_TELEGRAM_API_URL", &api)
                 .env("SPUTNIK_HTTP_LISTEN", "127.0.0.1:0")
                 .env("NOTIFY_SOCKET", &socket_path)
-                .stderr(std::process::Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             let mut buffer = [0u8; 256];
-            let received = socket.recv(&mut buffer).expect("READY=1");
+            let received = socket.recv(&mut buffer).unwrap_or_else(|e| {
+                panic!("no READY=1 ({e}); sputnik serve said:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
+            });
             samples.push(started.elapsed());
             assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
             let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();

@@ -458,6 +458,17 @@ impl Settings {
         Ok(LoadedSettings { settings, file })
     }
 
+    /// Settings from a configuration file's text alone (defaults underneath, no environment),
+    /// validated as [`Settings::load`] validates them; for checks and fuzzing.
+    pub fn from_toml_str(text: &str) -> Result<Settings, ConfigError> {
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Builds settings for a data directory with every other value at its default (tests, benches).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Settings {
         Settings { data_dir: data_dir.into(), ..Settings::default() }
