@@ -256,7 +256,10 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
                 .unwrap();
             let mut buffer = [0u8; 256];
             let received = socket.recv(&mut buffer).unwrap_or_else(|e| {
-                panic!("no READY=1 ({e}); sputnik serve said:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
+                panic!(
+                    "no READY=1 ({e}); sputnik serve said:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
             });
             samples.push(started.elapsed());
             assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
