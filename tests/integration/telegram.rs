@@ -1810,7 +1810,10 @@ fn fake_llm(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<LlmCall
 fn generated_answers_stream_cite_and_fall_back() {
     let tmp = tempfile::tempdir().unwrap();
     let data = knowledge_base(tmp.path());
-    let codes: Vec<String> = (0..7).map(|i| invite(&data, &format!("Person {i}"), &["managers"])).collect();
+    // Person 6 is not in "managers": nothing of the managers' guide may reach the model for them.
+    let codes: Vec<String> = (0..7)
+        .map(|i| invite(&data, &format!("Person {i}"), if i == 6 { &[] } else { &["managers"] }))
+        .collect();
     let llm_runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (llm_url, llm_calls) = fake_llm(&llm_runtime);
@@ -1941,9 +1944,28 @@ fn generated_answers_stream_cite_and_fall_back() {
         assert!(fallback.contains(source) && fallback.contains("<b>Sources:</b>"), "{question}: {fallback}");
         assert!(!fallback.contains("Too late") && !fallback.contains("probably"), "{fallback}");
     }
+    // Access groups hold in the prompt too: an employee outside "managers" asking the managers'
+    // question sends the model nothing from the managers' guide.
+    let before = llm_calls.lock().unwrap().len();
+    server.text(7006, "en", "What is the salary review budget for my team?");
+    let outsider = server.wait_for(7006, 2)[1]["text"].as_str().unwrap().to_owned();
+    assert!(!outsider.contains("salary-review.md"), "{outsider}");
+    std::thread::sleep(Duration::from_millis(500));
+    let outsider_calls = llm_calls.lock().unwrap().len() - before;
+    for call in &llm_calls.lock().unwrap()[before..] {
+        let prompt = call.body.to_string();
+        assert!(!prompt.contains("salary-review.md") && !prompt.contains("Salary review guide"), "{prompt}");
+    }
     let (_, metrics) = http_get(port, "/metrics");
     for (outcome, count) in
-        [("generated", 3.0), ("timeout", 1.0), ("error", 1.0), ("refused", 1.0), ("uncited", 1.0)]
+        // The outsider's question, if anything public answered it, met the "uncited" script too.
+        [
+            ("generated", 3.0),
+            ("timeout", 1.0),
+            ("error", 1.0),
+            ("refused", 1.0),
+            ("uncited", 1.0 + outsider_calls as f64),
+        ]
     {
         assert_eq!(
             metric(&metrics, &format!("sputnik_llm_answers_total{{outcome=\"{outcome}\"}}")),
