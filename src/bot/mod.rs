@@ -252,7 +252,7 @@ async fn poll(
             let handled = tokio::task::spawn_blocking(move || {
                 let actions: Vec<Action> = match &event {
                     Some(event) => engine
-                        .handle(event)
+                        .handle_update(id, event)
                         .into_iter()
                         .filter(|a| !matches!(a, Action::Typing { .. }))
                         .collect(),

@@ -173,6 +173,11 @@ impl std::fmt::Debug for Engine {
 
 const FEEDBACK_PREFIX: &str = "fb";
 
+thread_local! {
+    /// The Telegram update being handled on this thread, if any (see [`Engine::handle_update`]).
+    static CURRENT_UPDATE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 impl Engine {
     pub fn new(app: Arc<RwLock<App>>, settings: EngineSettings, clock: Clock) -> Engine {
         let per_minute = NonZeroU32::new(settings.questions_per_minute.max(1)).expect("at least one");
@@ -189,6 +194,15 @@ impl Engine {
             }
         };
         Engine { app, settings, limiter, clock, llm }
+    }
+
+    /// Handles the event of Telegram update `update`. Handling it again (the process died before
+    /// the update was committed) logs its question once, not twice.
+    pub fn handle_update(&self, update: u64, event: &Event) -> Vec<Action> {
+        CURRENT_UPDATE.with(|current| current.set(Some(update)));
+        let actions = self.handle(event);
+        CURRENT_UPDATE.with(|current| current.set(None));
+        actions
     }
 
     /// Handles one event. Internal failures become a translated apology; the error is logged
@@ -555,20 +569,24 @@ impl Engine {
             answer::compose(&outcome, language, &app.settings().answer, &app.answer_floors())
         };
         crate::metrics::question(answer.found, started.elapsed().as_secs_f64());
-        let record = app.store().record_question(QuestionRecord {
-            id: 0,
-            employee: employee.id,
-            asked_at: (self.clock)(),
-            language: outcome.language,
-            text: text.to_owned(),
-            answered: answer.found,
-            sources: answer
-                .sources
-                .iter()
-                .map(|s| CitedChunk { document: s.document, ordinal: s.ordinal, score: s.score })
-                .collect(),
-            feedback: None,
-        })?;
+        let update = CURRENT_UPDATE.with(std::cell::Cell::get);
+        let record = app.store().record_question_once(
+            update,
+            QuestionRecord {
+                id: 0,
+                employee: employee.id,
+                asked_at: (self.clock)(),
+                language: outcome.language,
+                text: text.to_owned(),
+                answered: answer.found,
+                sources: answer
+                    .sources
+                    .iter()
+                    .map(|s| CitedChunk { document: s.document, ordinal: s.ordinal, score: s.score })
+                    .collect(),
+                feedback: None,
+            },
+        )?;
         tracing::debug!(employee = %employee.id, question = record.id, answered = answer.found, "answered a question");
         let parts = answer::split_message(&answer.html, TELEGRAM_MESSAGE_LIMIT);
         if self.llm.is_some() && answer.found {

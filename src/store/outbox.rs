@@ -31,7 +31,7 @@ pub struct Recipient {
     pub chat: i64,
 }
 
-use super::schema::{BROADCASTS, DELIVERIES, META, META_TEXT, OUTBOX, meta_keys};
+use super::schema::{BROADCASTS, DELIVERIES, META, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta_keys};
 use super::{Store, StoreResult, decode, encode};
 
 impl Store {
@@ -47,6 +47,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             let offset = meta.get(meta_keys::TELEGRAM_OFFSET)?.map(|v| v.value()).unwrap_or(0);
             meta.insert(meta_keys::TELEGRAM_OFFSET, offset.max(update_id + 1))?;
+            txn.open_table(UPDATE_QUESTIONS)?.remove(update_id)?;
         }
         append(&txn, actions)?;
         self.commit(txn)

@@ -8,7 +8,9 @@
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{EMPLOYEES, INVITES, META, QUESTIONS, SESSIONS, TELEGRAM_USERS, meta_keys};
+use super::schema::{
+    EMPLOYEES, INVITES, META, QUESTIONS, SESSIONS, TELEGRAM_USERS, UPDATE_QUESTIONS, meta_keys,
+};
 use super::{DocumentId, Language, Store, StoreError, StoreResult, decode, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -289,14 +291,36 @@ impl Store {
     }
 
     /// Appends a question to the conversation log and makes it the employee's last question.
-    pub fn record_question(&self, mut record: QuestionRecord) -> StoreResult<QuestionRecord> {
+    pub fn record_question(&self, record: QuestionRecord) -> StoreResult<QuestionRecord> {
+        self.record_question_once(None, record)
+    }
+
+    /// Logs a question asked in Telegram update `update`; when that update was already handled
+    /// (the process died before [`Store::commit_update`]), returns the record logged then.
+    pub fn record_question_once(
+        &self,
+        update: Option<u64>,
+        mut record: QuestionRecord,
+    ) -> StoreResult<QuestionRecord> {
         let txn = self.db.begin_write()?;
+        if let Some(update) = update {
+            let logged = txn.open_table(UPDATE_QUESTIONS)?.get(update)?.map(|v| v.value());
+            if let Some(existing) =
+                logged.map(|id| read_question(&txn.open_table(QUESTIONS)?, id)).transpose()?.flatten()
+            {
+                txn.abort()?;
+                return Ok(existing);
+            }
+        }
         {
             let mut meta = txn.open_table(META)?;
             let id = meta.get(meta_keys::NEXT_QUESTION_ID)?.map(|v| v.value()).unwrap_or(1);
             meta.insert(meta_keys::NEXT_QUESTION_ID, id + 1)?;
             record.id = id;
             txn.open_table(QUESTIONS)?.insert(id, encode(&record).as_slice())?;
+            if let Some(update) = update {
+                txn.open_table(UPDATE_QUESTIONS)?.insert(update, id)?;
+            }
             let mut sessions = txn.open_table(SESSIONS)?;
             let mut session = read_session(&sessions, record.employee)?;
             session.last_question = Some(id);

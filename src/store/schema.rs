@@ -42,6 +42,10 @@ pub(super) const BROADCASTS: TableDefinition<u64, &[u8]> = TableDefinition::new(
 pub(super) const DELIVERIES: TableDefinition<(u64, i64), u8> = TableDefinition::new("deliveries");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+/// Telegram update id → the question it logged, until the update is committed: a crash in
+/// between re-handles the update without logging the question twice. Opened only in write
+/// transactions, so it needs no migration.
+pub(super) const UPDATE_QUESTIONS: TableDefinition<u64, u64> = TableDefinition::new("update_questions");
 
 /// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table
 /// per model, so re-embedding with another model never mixes vectors of two models.

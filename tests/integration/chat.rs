@@ -242,3 +242,30 @@ fn commands_language_and_admin_only_features() {
     assert!(texts(&h.say(72, "ru", &format!("/start {code}")))[0].contains("Пётр Сидоров"));
     assert!(texts(&h.say(71, "en", "/invite nobody"))[0].starts_with("Usage"));
 }
+
+/// A process that dies after handling an update but before committing it gets the update again
+/// after the restart: the question is answered again (the first answer was never sent) but
+/// logged once. A later update with the same text is a new question.
+#[test]
+fn an_update_handled_twice_logs_its_question_once() {
+    let h = harness(EngineSettings::default());
+    let code = h.invite("Vera", Role::Employee, &[]);
+    h.say(501, "en", &format!("/start {code}"));
+    let from = Sender {
+        origin: Origin::Telegram { user_id: 501 },
+        first_name: "V".into(),
+        language_code: Some("en".into()),
+    };
+    let ask = Event::Text { from, chat: 501, text: "How do I get a laptop?".into() };
+    let first = h.engine.handle_update(10, &ask);
+    let again = h.engine.handle_update(10, &ask);
+    assert_eq!(first, again, "the same answer, with the same feedback buttons");
+    let store = || h.app.read().unwrap();
+    assert_eq!(store().store().questions().unwrap().len(), 1);
+    store().store().commit_update(10, &again).unwrap();
+    h.engine.handle_update(11, &ask);
+    assert_eq!(store().store().questions().unwrap().len(), 2, "a new update is a new question");
+    // Without an update id (the terminal chat), every message is its own question.
+    h.say(501, "en", "How do I get a laptop?");
+    assert_eq!(store().store().questions().unwrap().len(), 3);
+}
