@@ -639,19 +639,16 @@ impl Engine {
             return Ok(text.to_owned());
         }
         let since = (self.clock)() - settings.history_minutes as i64 * 60;
-        let mut earlier: Vec<QuestionRecord> = self
+        let previous: Vec<String> = self
             .app()
             .store()
-            .questions()?
+            .recent_questions(employee.id, since, settings.history_turns)?
             .into_iter()
-            .filter(|q| q.employee == employee.id && q.asked_at >= since)
+            .map(|q| q.text)
             .collect();
-        if earlier.is_empty() {
+        if previous.is_empty() {
             return Ok(text.to_owned());
         }
-        earlier.sort_by_key(|q| q.asked_at);
-        let previous: Vec<String> =
-            earlier.iter().rev().take(settings.history_turns).rev().map(|q| q.text.clone()).collect();
         let messages = crate::llm::rewrite_messages(&previous, text);
         let timeout = std::time::Duration::from_secs(settings.timeout_seconds.min(10));
         match crate::llm::block_on(llm.complete(&messages, 64, timeout)) {

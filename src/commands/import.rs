@@ -12,7 +12,7 @@ use super::print_json;
 use super::remote::{Remote, Source, escape};
 use crate::cli::{ImportArgs, exit};
 use crate::config::Settings;
-use crate::ingest::{self, ImportObserver, ImportReport, ImportRequest, IngestError, Outcome};
+use crate::ingest::{self, ImportObserver, ImportReport, ImportRequest, Outcome};
 
 pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
     let request = ImportRequest {
@@ -50,8 +50,6 @@ fn import_through(
         crate::search::normalize_group(group).map_err(crate::Error::from)?;
     }
     let discovery = ingest::discover_request(&settings.ingest, request).map_err(crate::Error::from)?;
-    let mut report =
-        ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
     let removals: Vec<Stale> = if request.sync {
         let present: Vec<(&str, &str)> =
             discovery.candidates.iter().map(|c| (c.root.as_str(), c.source.as_str())).collect();
@@ -63,22 +61,11 @@ fn import_through(
     } else {
         Vec::new()
     };
-    observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
-    for (path, error) in &discovery.unreadable {
-        let outcome = Outcome::Failed { reason: error.to_string() };
-        report.record(path, &outcome);
-        observer.file_done(path, &outcome);
-    }
+    let mut report = ingest::start_report(&discovery, request.dry_run, removals.len(), observer);
     let groups = request.groups.join(",");
     let limit = settings.ingest.max_file_size;
     for candidate in &discovery.candidates {
-        let read = std::fs::metadata(&candidate.path).map_err(IngestError::Io).and_then(|meta| {
-            if meta.len() > limit.as_u64() {
-                Err(IngestError::TooLarge { size: bytesize::ByteSize(meta.len()), limit })
-            } else {
-                std::fs::read(&candidate.path).map_err(IngestError::Io)
-            }
-        });
+        let read = ingest::read_file(&candidate.path, limit);
         let outcome = match read {
             Ok(bytes) => service.put_bytes(
                 &format!(

@@ -222,7 +222,7 @@ pub(super) fn readiness(settings: &Settings) -> Result<String, String> {
             _ => Err(format!("no service runs on {}", settings.data_dir.display())),
         };
     }
-    let address = listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+    let address = super::remote::local_address(listen);
     let url = format!("http://{address}/readyz");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;

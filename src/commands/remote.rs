@@ -68,7 +68,7 @@ impl Remote {
         } else {
             settings.http.admin_token.expose().to_owned()
         };
-        let address = listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+        let address = local_address(listen);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok(Remote { base: format!("http://{address}"), token, client: reqwest::Client::new(), runtime })
     }
@@ -120,15 +120,9 @@ impl Remote {
         path: &str,
         mut line: impl FnMut(&str) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let request = self.client.post(self.url(path)).bearer_auth(&self.token);
+        let request = self.client.post(self.url(path));
         self.runtime.block_on(async {
-            let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.text().await?;
-                decode::<serde_json::Value>(status, &body)?;
-                return Ok(());
-            }
+            let mut response = self.send_checked(request).await?;
             let mut pending = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 pending.extend_from_slice(&chunk);
@@ -145,15 +139,9 @@ impl Remote {
     /// GETs `path` into the file `dest`, with a byte progress bar on a terminal.
     pub fn download(&self, path: &str, dest: &std::path::Path) -> anyhow::Result<u64> {
         use std::io::{IsTerminal, Write};
-        let request = self.client.get(self.url(path)).bearer_auth(&self.token);
+        let request = self.client.get(self.url(path));
         self.runtime.block_on(async {
-            let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.text().await?;
-                decode::<serde_json::Value>(status, &body)?;
-                anyhow::bail!("the service answered {status}");
-            }
+            let mut response = self.send_checked(request).await?;
             let expected = response.content_length();
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new(expected.unwrap_or(0));
@@ -189,6 +177,20 @@ impl Remote {
         })
     }
 
+    /// Sends `request` with the token; a refusal becomes the error the service reported.
+    async fn send_checked(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await?;
+        match decode::<serde_json::Value>(status, &body) {
+            Err(refusal) => Err(refusal),
+            Ok(_) => anyhow::bail!("the service answered {status}"),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -222,6 +224,12 @@ fn decode<T: DeserializeOwned>(status: reqwest::StatusCode, body: &str) -> anyho
         anyhow::bail!(Error::Usage(reason))
     }
     anyhow::bail!(reason)
+}
+
+/// Where to reach a service listening on `listen` from this machine (a wildcard address
+/// becomes the loopback one).
+pub(super) fn local_address(listen: &str) -> String {
+    listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
 }
 
 /// Escapes a value for a URL query or path segment.

@@ -213,9 +213,6 @@ pub fn import(
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportReport, crate::Error> {
     let discovery = discover_request(settings, request)?;
-    let mut report =
-        ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
-
     let removals = if request.sync {
         let present: Vec<(String, String)> =
             discovery.candidates.iter().map(|c| (c.root.clone(), c.source.clone())).collect();
@@ -223,13 +220,7 @@ pub fn import(
     } else {
         Vec::new()
     };
-    observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals.len());
-
-    for (path, error) in &discovery.unreadable {
-        let outcome = Outcome::Failed { reason: error.to_string() };
-        report.record(path, &outcome);
-        observer.file_done(path, &outcome);
-    }
+    let mut report = start_report(&discovery, request.dry_run, removals.len(), observer);
 
     let Indexes { lexical, mut vectors, embedder } = indexes;
     let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
@@ -410,23 +401,15 @@ fn import_file(
     sizes: ChunkSizes,
 ) -> Result<Decision, crate::Error> {
     let format = Format::from_path(&candidate.path).ok_or(IngestError::Unsupported)?;
-    let size = match &candidate.bytes {
-        Some(bytes) => bytes.len() as u64,
-        None => std::fs::metadata(&candidate.path).map_err(IngestError::Io)?.len(),
-    };
-    if size > settings.max_file_size.as_u64() {
-        return Err(
-            IngestError::TooLarge { size: bytesize::ByteSize(size), limit: settings.max_file_size }.into()
-        );
-    }
     let read;
     let bytes = match &candidate.bytes {
-        Some(bytes) => bytes,
+        Some(bytes) => within_limit(bytes.len() as u64, settings.max_file_size).map(|()| bytes)?,
         None => {
-            read = std::fs::read(&candidate.path).map_err(IngestError::Io)?;
+            read = read_file(&candidate.path, settings.max_file_size)?;
             &read
         }
     };
+    let size = bytes.len() as u64;
     let content_hash = blake3::hash(bytes).to_hex().to_string();
     let existing = store.find_by_source(&SourceKey { root: &candidate.root, source: &candidate.source })?;
     if let Some(existing) = &existing
@@ -459,6 +442,37 @@ fn import_file(
         chunks,
     };
     Ok(Decision::Write { document, existed: existing.is_some() })
+}
+
+/// A file's bytes, refusing one over `limit` before reading it.
+pub fn read_file(path: &Path, limit: bytesize::ByteSize) -> Result<Vec<u8>, IngestError> {
+    within_limit(std::fs::metadata(path)?.len(), limit)?;
+    Ok(std::fs::read(path)?)
+}
+
+fn within_limit(size: u64, limit: bytesize::ByteSize) -> Result<(), IngestError> {
+    if size > limit.as_u64() {
+        return Err(IngestError::TooLarge { size: bytesize::ByteSize(size), limit });
+    }
+    Ok(())
+}
+
+/// The report of an import that is about to walk `discovery`: tells `observer` how many
+/// outcomes to expect (`removals` included) and records the paths that could not be examined.
+pub fn start_report(
+    discovery: &Discovery,
+    dry_run: bool,
+    removals: usize,
+    observer: &mut dyn ImportObserver,
+) -> ImportReport {
+    let mut report = ImportReport { dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+    observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals);
+    for (path, error) in &discovery.unreadable {
+        let outcome = Outcome::Failed { reason: error.to_string() };
+        report.record(path, &outcome);
+        observer.file_done(path, &outcome);
+    }
+    report
 }
 
 /// "vacation-policy_2024.md" → "vacation policy 2024".

@@ -95,14 +95,9 @@ pub struct Generation {
 /// The finished answer as Telegram messages: the model's text with valid citations, rendered,
 /// then the sources it cites. `Err` when the answer must not be used.
 pub fn final_parts(generation: &Generation, text: &str) -> Result<Vec<String>, LlmError> {
-    let checked = check(
-        text,
-        generation
-            .request
-            .passages
-            .len()
-            .max(generation.request.passages.iter().map(|p| p.number).max().unwrap_or(0)),
-    )?;
+    // Passages are numbered 1..=n, as the extractive answer numbered its sources.
+    let passages = generation.request.passages.iter().map(|p| p.number).max().unwrap_or(0);
+    let checked = check(text, passages)?;
     let mut html = to_telegram_html(&checked.text);
     html.push_str(&format!("\n\n<b>{}</b>\n", generation.sources_heading));
     let lines: Vec<&str> = generation

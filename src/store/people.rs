@@ -336,6 +336,31 @@ impl Store {
         read_question(&txn.open_table(QUESTIONS)?, id)
     }
 
+    /// `employee`'s last `limit` questions asked at or after `since`, oldest first. Reads from
+    /// the newest back and stops at `since` (ids grow with time), not the whole log.
+    pub fn recent_questions(
+        &self,
+        employee: EmployeeId,
+        since: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<QuestionRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUESTIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev() {
+            let (id, bytes) = row?;
+            let record: QuestionRecord = decode(bytes.value(), || format!("question {}", id.value()))?;
+            if record.asked_at < since || out.len() == limit {
+                break;
+            }
+            if record.employee == employee {
+                out.push(record);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     pub fn questions(&self) -> StoreResult<Vec<QuestionRecord>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(QUESTIONS)?;
