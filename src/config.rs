@@ -310,6 +310,9 @@ pub struct TelegramSettings {
     pub api_url: String,
     /// Seconds one long-polling request waits for updates.
     pub poll_timeout_seconds: u32,
+    /// Seconds any request to the Bot API may take before it is abandoned and retried (a long
+    /// poll gets its own wait on top).
+    pub request_timeout_seconds: u64,
     /// Least time between two messages to one chat, in milliseconds (Telegram: about 1 s).
     pub per_chat_interval_ms: u64,
     /// Most messages per second overall (Telegram: about 30).
@@ -323,6 +326,7 @@ impl Default for TelegramSettings {
             bot_username: String::new(),
             api_url: "https://api.telegram.org".into(),
             poll_timeout_seconds: 10,
+            request_timeout_seconds: 15,
             per_chat_interval_ms: 1000,
             messages_per_second: 30,
         }
@@ -587,11 +591,14 @@ impl Settings {
         if url::Url::parse(&self.telegram.api_url).is_err() {
             return fail("telegram.api_url", format!("{:?} is not a URL", self.telegram.api_url));
         }
-        if self.telegram.messages_per_second == 0 || self.telegram.poll_timeout_seconds > 15 {
-            return fail(
-                "telegram.messages_per_second",
-                "must be at least 1, and telegram.poll_timeout_seconds at most 15".into(),
-            );
+        if self.telegram.messages_per_second == 0 {
+            return fail("telegram.messages_per_second", "must be at least 1".into());
+        }
+        if self.telegram.poll_timeout_seconds > 50 {
+            return fail("telegram.poll_timeout_seconds", "must be at most 50 (Telegram's limit)".into());
+        }
+        if !(1..=300).contains(&self.telegram.request_timeout_seconds) {
+            return fail("telegram.request_timeout_seconds", "must be from 1 to 300".into());
         }
         if self.embed.query_cache == 0 {
             return fail("embed.query_cache", "must be at least 1".into());

@@ -84,7 +84,22 @@ pub async fn serve_with(
         url: telegram.api_url.clone(),
         reason: e.to_string(),
     })?;
-    let bot = Bot::new(telegram.bot_token.expose()).set_api_url(api_url);
+    // Two clients: every request is abandoned (and retried) after request_timeout_seconds; a
+    // long poll may take its wait on top of that.
+    let request_timeout = Duration::from_secs(telegram.request_timeout_seconds);
+    let client = |timeout: Duration| {
+        teloxide::net::default_reqwest_settings()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| BotError::Unreachable { url: telegram.api_url.clone(), reason: e.to_string() })
+    };
+    let bot =
+        Bot::with_client(telegram.bot_token.expose(), client(request_timeout)?).set_api_url(api_url.clone());
+    let poller = Bot::with_client(
+        telegram.bot_token.expose(),
+        client(request_timeout + Duration::from_secs(telegram.poll_timeout_seconds.into()))?,
+    )
+    .set_api_url(api_url);
     let me = match bot.get_me().await {
         Ok(me) => me,
         Err(RequestError::Api(e)) => return Err(BotError::Unauthorized(e.to_string()).into()),
@@ -145,7 +160,7 @@ pub async fn serve_with(
     notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("answering in Telegram")]);
     tracing::info!("ready");
 
-    poll(&bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
+    poll(&poller, &bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 
     // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
@@ -170,6 +185,7 @@ pub async fn serve_with(
 }
 
 async fn poll(
+    poller: &Bot,
     bot: &Bot,
     app: &Arc<RwLock<App>>,
     engine: &Arc<Engine>,
@@ -190,7 +206,7 @@ async fn poll(
                 Err(_) => return,
             }
         };
-        let request = bot
+        let request = poller
             .get_updates()
             .offset(offset as i32)
             .timeout(poll_timeout)

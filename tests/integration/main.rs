@@ -7,6 +7,8 @@ mod chat;
 mod cli;
 mod common;
 mod crash;
+mod fake_bot;
+mod faults;
 mod handbook;
 mod incremental;
 mod multilingual;
