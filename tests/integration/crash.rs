@@ -1,72 +1,196 @@
 //! Crash safety of import: a process killed with SIGKILL at any moment leaves a store and an
 //! index that are consistent once reopened, and a rerun completes the import.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sputnik::search::OpenOutcome;
 use sputnik::store::{ChunkRecord, Format, Language, NewDocument, Store};
 
 use crate::common::*;
 
-const FILES: usize = 300;
+const FILES: usize = 200;
+/// Kills of a running import the test needs at least.
+const IMPORT_KILLS: usize = 50;
+/// A document state that means "not in the store".
+const ABSENT: u32 = u32::MAX;
 
-fn write_corpus(dir: &std::path::Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..FILES {
-        let body = (0..6)
-            .map(|p| {
-                format!(
-                    "Paragraph {p} of note {i} talks about warehouse routing, pallets and carriers in depth."
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        std::fs::write(
-            dir.join(format!("note-{i:03}.md")),
-            format!("# Note {i}\n\nMarker zq{i}x.\n\n{body}\n"),
-        )
-        .unwrap();
+/// A small random source for kill moments and edits; SPUTNIK_CRASH_SEED replays a run.
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new() -> Dice {
+        let seed =
+            std::env::var("SPUTNIK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            });
+        eprintln!("crash test seed {seed} (SPUTNIK_CRASH_SEED={seed} replays it)");
+        Dice(seed | 1)
+    }
+
+    /// A number in 0..n (xorshift64*).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
     }
 }
 
+fn note(i: usize, version: u32) -> String {
+    let body = (0..6)
+        .map(|p| {
+            format!("Paragraph {p} of note {i} in revision rev{version}w talks about warehouse routing, pallets and carriers.")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    format!("# Note {i}\n\nMarker zq{i}v{version}x.\n\n{body}\n")
+}
+
+fn note_path(dir: &std::path::Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("note-{i:03}.md"))
+}
+
+/// The revisions a stored chunk text mentions.
+fn revisions(text: &str) -> impl Iterator<Item = u32> + '_ {
+    static PATTERN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\brev(\d+)w\b").unwrap());
+    PATTERN.captures_iter(text).map(|c| c[1].parse().unwrap())
+}
+
+/// `sputnik import --sync` killed with SIGKILL at random moments, over and over, while files
+/// change and disappear between runs. After every kill the store and the full-text index agree,
+/// every document is whole and at a revision some import was given, and nothing an import
+/// finished (acknowledged with exit code 0) is lost: a finished import's revisions stay until a
+/// later import replaces them.
 #[test]
-fn an_import_killed_with_sigkill_and_run_again_is_consistent_and_complete() {
+fn imports_killed_at_random_moments_lose_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
-    write_corpus(&corpus);
+    std::fs::create_dir_all(&corpus).unwrap();
     let data = tmp.path().join("data");
-
-    let mut interrupted = 0;
-    for delay_ms in [60u64, 250, 600, 1200] {
+    let mut dice = Dice::new();
+    // What is on disk (None: deleted) and what each document may be in the store.
+    let mut on_disk: Vec<Option<u32>> = vec![Some(0); FILES];
+    let mut allowed: Vec<std::collections::BTreeSet<u32>> = vec![[ABSENT, 0].into(); FILES];
+    for i in 0..FILES {
+        std::fs::write(note_path(&corpus, i), note(i, 0)).unwrap();
+    }
+    // How long a whole import took last; kills land anywhere in it.
+    let mut full_run = Duration::from_millis(1500);
+    let (mut kills, mut finished, mut midway, mut round) = (0, 0, 0, 0u32);
+    let mut stored = vec![ABSENT; FILES];
+    while kills < IMPORT_KILLS {
+        round += 1;
+        // Edit a quarter or all of the files, delete or restore a few.
+        let edits = if dice.below(2) == 0 { FILES / 4 } else { FILES };
+        for e in 0..edits {
+            let i = if edits == FILES { e } else { dice.below(FILES as u64) as usize };
+            if dice.below(20) == 0 {
+                if on_disk[i].is_some() {
+                    std::fs::remove_file(note_path(&corpus, i)).unwrap();
+                    on_disk[i] = None;
+                    allowed[i].insert(ABSENT);
+                    continue;
+                }
+            }
+            std::fs::write(note_path(&corpus, i), note(i, round)).unwrap();
+            on_disk[i] = Some(round);
+            allowed[i].insert(round);
+        }
+        let started = Instant::now();
         let mut child = sputnik(&data)
-            .arg("import")
+            .args(["import", "--sync"])
             .arg(&corpus)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            interrupted += 1;
+        // Every fifth round runs to the end: that import is acknowledged.
+        if round % 5 != 0 {
+            std::thread::sleep(Duration::from_millis(10 + dice.below(full_run.as_millis() as u64)));
         }
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
+        let status = if round % 5 != 0 && child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL on Unix
+            child.wait().unwrap();
+            kills += 1;
+            None
+        } else {
+            let status = child.wait().unwrap();
+            full_run = started.elapsed();
+            Some(status)
+        };
+        if let Some(status) = status {
+            assert!(status.success(), "round {round}: the import failed");
+            finished += 1;
+            for i in 0..FILES {
+                allowed[i] = [on_disk[i].unwrap_or(ABSENT)].into();
+            }
+        }
+        let present = check_store(&data, &allowed, round, &mut dice);
+        // A kill in the middle: of the files this import had to write, some are written.
+        let pending: Vec<usize> = (0..FILES).filter(|&i| stored[i] != on_disk[i].unwrap_or(ABSENT)).collect();
+        if status.is_none()
+            && pending.iter().any(|&i| present[i] == on_disk[i].unwrap_or(ABSENT))
+            && pending.iter().any(|&i| present[i] != on_disk[i].unwrap_or(ABSENT))
+        {
+            midway += 1;
+        }
+        stored = present;
     }
-    assert!(interrupted > 0, "no import was still running when killed; the corpus is too small");
+    eprintln!(
+        "import: {kills} kills in {round} rounds ({midway} left the store part old, part new), \
+         {finished} imports finished; last full run {full_run:?}"
+    );
+    assert!(finished >= 5);
+    assert!(midway >= IMPORT_KILLS / 4, "only {midway} kills landed while files were being written");
+}
 
-    let output = run(sputnik(&data).arg("import").arg(&corpus));
-    assert!(output.status.success(), "{}", stderr(&output));
-
-    let app = open_app(&data);
+/// The store and index after a kill: consistent, every document whole and allowed. Returns
+/// each note's stored revision.
+fn check_store(
+    data: &std::path::Path,
+    allowed: &[std::collections::BTreeSet<u32>],
+    round: u32,
+    dice: &mut Dice,
+) -> Vec<u32> {
+    let app = open_app(data);
     let stats = app.stats().unwrap();
-    assert_eq!(stats.documents as usize, FILES);
-    assert_eq!(stats.chunks, stats.indexed_chunks, "store and index disagree");
+    assert_eq!(stats.chunks, stats.indexed_chunks, "round {round}: store and index disagree");
     let documents = app.documents().unwrap();
-    assert!(documents.iter().all(|d| d.chunk_count as usize == app.chunks(d.id).unwrap().len()));
-    for i in (0..FILES).step_by(7) {
-        let hits = search(&app, &format!("zq{i}x"), 1, &[]);
-        assert_eq!(sources(&hits), [format!("note-{i:03}.md")], "note {i}");
+    let mut present = vec![ABSENT; FILES];
+    for document in &documents {
+        let i: usize = document.source.trim_start_matches("note-").trim_end_matches(".md").parse().unwrap();
+        assert_eq!(present[i], ABSENT, "round {round}: {} stored twice", document.source);
+        let chunks = app.chunks(document.id).unwrap();
+        assert_eq!(
+            document.chunk_count as usize,
+            chunks.len(),
+            "round {round}: {} is not whole",
+            document.source
+        );
+        let revisions: std::collections::BTreeSet<u32> =
+            chunks.iter().flat_map(|c| revisions(&c.text)).collect();
+        assert_eq!(revisions.len(), 1, "round {round}: {} mixes revisions {revisions:?}", document.source);
+        present[i] = *revisions.first().unwrap();
     }
+    for i in 0..FILES {
+        assert!(
+            allowed[i].contains(&present[i]),
+            "round {round}: note {i} is at {:?}, allowed {:?}",
+            present[i],
+            allowed[i]
+        );
+    }
+    // The index finds sampled documents by their marker, and only them.
+    for _ in 0..20 {
+        let i = dice.below(FILES as u64) as usize;
+        if present[i] == ABSENT {
+            continue;
+        }
+        let hits = search(&app, &format!("zq{i}v{}x", present[i]), 3, &[]);
+        assert_eq!(sources(&hits), [format!("note-{i:03}.md")], "round {round}: note {i}");
+    }
+    present
 }
 
 #[test]
