@@ -243,3 +243,242 @@ fn an_index_behind_the_store_is_repaired_when_opened() {
     let stats = app.stats().unwrap();
     assert_eq!(stats.chunks, stats.indexed_chunks);
 }
+
+/// Kills of a running service the serve test needs at least.
+const SERVE_KILLS: usize = 50;
+
+/// Questions the sample handbook answers, so every reply carries its 👍/👎 buttons.
+const QUESTIONS: [&str; 4] = [
+    "How do I get a laptop?",
+    "How do I book a meeting room?",
+    "How many days of paternity leave do fathers get?",
+    "How do I submit my travel expenses?",
+];
+
+/// `sputnik serve` killed with SIGKILL at random moments while employees join, ask, rate
+/// answers and tick tasks and the schedule sends day-one messages. Afterwards every update was
+/// handled exactly once (joins, questions logged, ratings, ticks), every reply and scheduled
+/// message was delivered, and a message came twice only if Telegram took it in the instant
+/// before a kill (the outbox forgets a message once Telegram confirms it; a kill between the two
+/// sends it again — at least once, never lost).
+#[test]
+fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
+    use crate::fake_bot::*;
+    const HIRES: usize = 12;
+    const STAFF: usize = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    assert!(
+        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
+            .status
+            .success()
+    );
+    // Working hours all day in a zone where it is about noon now, so day-one messages go out
+    // at once and no day ends during the test.
+    let now = jiff::Timestamp::now().as_second();
+    let utc_hour = now / 3600 % 24;
+    let offset = 12 - utc_hour;
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let today = jiff::Timestamp::from_second(now + offset * 3600).unwrap().strftime("%Y-%m-%d").to_string();
+    let config = tmp.path().join("sputnik.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[onboarding]\ntimezone = \"{zone}\"\nwork_start = \"00:00\"\nwork_end = \"23:59\"\n\
+             weekend = []\nholidays = []\n"
+        ),
+    )
+    .unwrap();
+    let codes: Vec<String> = (0..HIRES + STAFF)
+        .map(|i| {
+            if i < HIRES {
+                invite_to(&data, &format!("Hire {i}"), "Engineering", Some(&today))
+            } else {
+                invite_to(&data, &format!("Staff {i}"), "Sales", None)
+            }
+        })
+        .collect();
+    let chat = |i: usize| 9000 + i as i64;
+    let server = Server::start();
+    let start = || {
+        let mut command = sputnik(&data);
+        command.arg("--config").arg(&config);
+        serve_with(command, &server, &[])
+    };
+
+    let mut dice = Dice::new();
+    let mut joined = 0usize;
+    let mut asked = vec![0usize; HIRES + STAFF];
+    let mut pressed: std::collections::BTreeSet<u64> = Default::default();
+    let mut ticked = 0usize;
+    let mut kills: Vec<Instant> = Vec::new();
+    let (mut round, mut in_flight) = (0, 0);
+    while kills.len() < SERVE_KILLS {
+        round += 1;
+        let mut running = start();
+        // Work for this life: joins, questions, ratings of answers already out, ticks.
+        for _ in 0..2 {
+            if joined < HIRES + STAFF {
+                server.text(chat(joined), "en", &format!("/start {}", codes[joined]));
+                joined += 1;
+            }
+        }
+        let answers_before = answered(&server, chat).len();
+        for _ in 0..12 {
+            if joined > 0 {
+                let i = dice.below(joined as u64) as usize;
+                server.text(chat(i), "en", QUESTIONS[asked[i] % QUESTIONS.len()]);
+                asked[i] += 1;
+            }
+        }
+        for (user, question) in answered(&server, chat) {
+            if pressed.len() < 2 * round && pressed.insert(question) {
+                server.press(chat(user), 1, &format!("fb:1:{question}"));
+            }
+        }
+        if ticked < 2 * HIRES && ticked / 2 < joined.min(HIRES) {
+            let task = if ticked % 2 == 0 { "laptop" } else { "vpn" };
+            server.press(chat(ticked / 2), 1, &format!("ob:t:{task}"));
+            ticked += 1;
+        }
+        // A third of the lives die at any moment (starting up included); the others once
+        // their first answer is out, a few milliseconds into answering.
+        if round % 3 == 0 {
+            std::thread::sleep(Duration::from_millis(dice.below(700)));
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while answered(&server, chat).len() == answers_before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(dice.below(40)));
+        }
+        // Killed in the middle of the work: some of this life's answers out, not all.
+        let out = answered(&server, chat).len();
+        if out > answers_before && out < asked.iter().sum::<usize>() {
+            in_flight += 1;
+        }
+        let mut child = running.0.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills.push(Instant::now());
+    }
+    // Everyone joins and ticks; the last life runs until every update is handled.
+    while joined < HIRES + STAFF {
+        server.text(chat(joined), "en", &format!("/start {}", codes[joined]));
+        joined += 1;
+    }
+    while ticked < 2 * HIRES {
+        let task = if ticked % 2 == 0 { "laptop" } else { "vpn" };
+        server.press(chat(ticked / 2), 1, &format!("ob:t:{task}"));
+        ticked += 1;
+    }
+    let running = start();
+    let questions: usize = asked.iter().sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = server.fake.updates.lock().unwrap().is_empty()
+            && answered(&server, chat).len() >= questions
+            && (0..HIRES)
+                .all(|i| texts_to(&server, chat(i)).iter().any(|t| t.contains("Welcome to Polaris")));
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service did not catch up after {round} kills");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, log) = crate::fake_bot::terminate(running);
+    assert_eq!(code, Some(0), "{log}");
+
+    // Deliveries: each message once, or twice where its first copy was taken just before a kill.
+    let sent: Vec<(i64, String, String, Instant)> = server
+        .fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == "sendmessage")
+        .map(|c| {
+            (
+                c.body["chat_id"].as_i64().unwrap(),
+                c.body["text"].as_str().unwrap().to_owned(),
+                c.body["reply_markup"].to_string(),
+                c.at,
+            )
+        })
+        .collect();
+    let mut first_copy: std::collections::HashMap<(i64, String, String), Instant> = Default::default();
+    let mut repeats = 0;
+    for (chat, text, buttons, at) in &sent {
+        match first_copy.get(&(*chat, text.clone(), buttons.clone())) {
+            None => {
+                first_copy.insert((*chat, text.clone(), buttons.clone()), *at);
+            }
+            Some(first) => {
+                repeats += 1;
+                assert!(
+                    kills.iter().any(|k| *first <= *k && *k - *first < Duration::from_secs(2)),
+                    "sent twice though no kill followed the first copy closely: {chat} {text}"
+                );
+            }
+        }
+    }
+    assert!(repeats <= kills.len());
+    assert!(in_flight >= SERVE_KILLS / 5, "only {in_flight} kills landed in the middle of the work");
+    for i in 0..HIRES + STAFF {
+        let texts = texts_to(&server, chat(i));
+        let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
+        let count = |needle: &str| distinct.iter().filter(|t| t.contains(needle)).count();
+        assert_eq!(count("Welcome, <b>"), 1, "chat {}: {texts:#?}", chat(i));
+        assert_eq!(count("Welcome to Polaris Systems"), usize::from(i < HIRES), "{texts:#?}");
+    }
+
+    // The ledger in the store: each question logged once and answered in one message, each
+    // rating and tick recorded.
+    let app = open_app(&data);
+    let records = app.store().questions().unwrap();
+    assert_eq!(records.len(), questions, "questions logged");
+    let mut in_answers: Vec<u64> = answered(&server, chat).into_iter().map(|(_, q)| q).collect();
+    in_answers.sort();
+    in_answers.dedup();
+    let mut ids: Vec<u64> = records.iter().map(|q| q.id).collect();
+    ids.sort();
+    assert_eq!(in_answers, ids, "every logged question was answered");
+    let rated: std::collections::BTreeSet<u64> =
+        records.iter().filter(|q| q.feedback.as_ref().is_some_and(|f| f.helpful)).map(|q| q.id).collect();
+    assert_eq!(rated, pressed, "ratings recorded");
+    let stats = app.stats().unwrap();
+    assert_eq!(stats.chunks, stats.indexed_chunks);
+    drop(app);
+    let report = json(&run(sputnik(&data).arg("--config").arg(&config).args(["report", "--format", "json"])));
+    let engineering = &report["onboarding"][0];
+    assert_eq!(
+        (engineering["department"].as_str(), engineering["tasks_done"].as_u64()),
+        (Some("Engineering"), Some(2 * HIRES as u64)),
+        "{report}"
+    );
+    eprintln!(
+        "serve: {} kills in {round} lives ({in_flight} in the middle of answering); {questions} questions, {} ratings, {ticked} ticks, {} messages, {repeats} sent again after a kill",
+        kills.len(),
+        pressed.len(),
+        sent.len()
+    );
+}
+
+/// (employee index, question id) of every answer delivered so far, from its 👍 button.
+fn answered(server: &crate::fake_bot::Server, chat: impl Fn(usize) -> i64) -> Vec<(usize, u64)> {
+    let first_chat = chat(0);
+    server
+        .calls("sendMessage")
+        .iter()
+        .filter_map(|m| {
+            let data = m["reply_markup"]["inline_keyboard"][0][0]["callback_data"].as_str()?;
+            let question = data.strip_prefix("fb:1:")?.parse().ok()?;
+            Some(((m["chat_id"].as_i64()? - first_chat) as usize, question))
+        })
+        .collect()
+}
