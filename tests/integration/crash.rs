@@ -85,13 +85,11 @@ fn imports_killed_at_random_moments_lose_nothing_acknowledged() {
         let edits = if dice.below(2) == 0 { FILES / 4 } else { FILES };
         for e in 0..edits {
             let i = if edits == FILES { e } else { dice.below(FILES as u64) as usize };
-            if dice.below(20) == 0 {
-                if on_disk[i].is_some() {
-                    std::fs::remove_file(note_path(&corpus, i)).unwrap();
-                    on_disk[i] = None;
-                    allowed[i].insert(ABSENT);
-                    continue;
-                }
+            if dice.below(20) == 0 && on_disk[i].is_some() {
+                std::fs::remove_file(note_path(&corpus, i)).unwrap();
+                on_disk[i] = None;
+                allowed[i].insert(ABSENT);
+                continue;
             }
             std::fs::write(note_path(&corpus, i), note(i, round)).unwrap();
             on_disk[i] = Some(round);
@@ -312,7 +310,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
 
     let mut dice = Dice::new();
     let mut joined = 0usize;
-    let mut asked = vec![0usize; HIRES + STAFF];
+    let mut asked = [0usize; HIRES + STAFF];
     let mut pressed: std::collections::BTreeSet<u64> = Default::default();
     let mut ticked = 0usize;
     let mut kills: Vec<Instant> = Vec::new();
@@ -341,7 +339,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
             }
         }
         if ticked < 2 * HIRES && ticked / 2 < joined.min(HIRES) {
-            let task = if ticked % 2 == 0 { "laptop" } else { "vpn" };
+            let task = if ticked.is_multiple_of(2) { "laptop" } else { "vpn" };
             server.press(chat(ticked / 2), 1, &format!("ob:t:{task}"));
             ticked += 1;
         }
@@ -372,7 +370,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
         joined += 1;
     }
     while ticked < 2 * HIRES {
-        let task = if ticked % 2 == 0 { "laptop" } else { "vpn" };
+        let task = if ticked.is_multiple_of(2) { "laptop" } else { "vpn" };
         server.press(chat(ticked / 2), 1, &format!("ob:t:{task}"));
         ticked += 1;
     }
