@@ -15,4 +15,5 @@ mod multilingual;
 mod onboarding;
 mod report;
 mod semantic;
+mod soak;
 mod telegram;
