@@ -250,7 +250,10 @@ fn no_group_content_reaches_anyone_outside_the_group() {
     let employee = texts_to(&server, EMPLOYEE);
     assert!(employee.iter().any(|t| t.contains("for admins only")), "{employee:#?}");
     assert!(employee.iter().any(|t| t.contains("not available to you")), "{employee:#?}");
-    assert!(texts_to(&server, ADMIN).iter().any(|t| t.contains("not available to you")));
+    let admin = texts_to(&server, ADMIN);
+    assert!(admin.iter().any(|t| t.contains("not available to you")), "{admin:#?}");
+    assert!(admin.iter().any(|t| t.contains("Documents: ")), "the admin's /stats: {admin:#?}");
+    assert!(!texts_to(&server, MANAGER).iter().any(|t| t.contains("Documents: ")));
     // The model was never shown the guide for anyone outside the group.
     for prompt in &prompts.lock().unwrap()[..prompts_before_manager] {
         assert!(leaks(prompt).is_empty(), "a prompt held {:?}: {prompt}", leaks(prompt));
