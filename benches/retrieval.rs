@@ -229,7 +229,7 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
             fill_store(&data, n, words);
             drop(App::open(model_settings(&data)).unwrap());
         }
-        let mut samples = Vec::new();
+        let (mut samples, mut ready_rss) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             let socket_path = tmp.join("notify.sock");
             let _ = std::fs::remove_file(&socket_path);
@@ -263,11 +263,21 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
             });
             samples.push(started.elapsed());
             assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+            let rss_kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0.0);
+            ready_rss.push(rss_kib / 1024.0);
             let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
         let best = samples.iter().min().unwrap();
-        println!("cold start to ready, {n} chunks: {:.2} s (best of 3; {samples:?})", best.as_secs_f64());
+        println!(
+            "cold start to ready, {n} chunks: {:.2} s (best of 3; {samples:?}); RSS at ready {ready_rss:.0?} MiB",
+            best.as_secs_f64()
+        );
     }
 }
 
