@@ -671,6 +671,22 @@ mod tests {
     }
 
     #[test]
+    fn telegram_timeouts_are_bounded() {
+        for (toml, key) in [
+            ("[telegram]\nrequest_timeout_seconds = 0\n", "telegram.request_timeout_seconds"),
+            ("[telegram]\nrequest_timeout_seconds = 301\n", "telegram.request_timeout_seconds"),
+            ("[telegram]\npoll_timeout_seconds = 51\n", "telegram.poll_timeout_seconds"),
+            ("[telegram]\nmessages_per_second = 0\n", "telegram.messages_per_second"),
+        ] {
+            let err = load_from(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let loaded =
+            load_from("[telegram]\npoll_timeout_seconds = 50\nrequest_timeout_seconds = 5\n").unwrap();
+        assert_eq!(loaded.settings.telegram.request_timeout_seconds, 5);
+    }
+
+    #[test]
     fn secrets_never_print() {
         let mut settings = Settings::default();
         settings.telegram.bot_token = Secret::new("123:very-secret");
