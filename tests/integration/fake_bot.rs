@@ -194,7 +194,7 @@ fn take(counter: &AtomicU32) -> bool {
 }
 
 /// An answer that never comes: longer than any client waits (the tests set
-/// telegram.request_timeout_seconds to 2).
+/// telegram.request_timeout_seconds to 4).
 async fn stall() -> axum::response::Response {
     tokio::time::sleep(Duration::from_secs(60)).await;
     axum::http::StatusCode::GATEWAY_TIMEOUT.into_response()

@@ -115,7 +115,7 @@ fn telegram_faults_lose_no_reply_and_double_only_what_telegram_took_unanswered()
     let server = Server::start();
     let port = free_port();
     let bot = InProcess::start_with(&data, &server, now.clone(), |settings| {
-        settings.telegram.request_timeout_seconds = 2;
+        settings.telegram.request_timeout_seconds = 4;
         settings.http.listen = format!("127.0.0.1:{port}");
     });
 
