@@ -52,7 +52,8 @@ fn queries(count: usize) -> Vec<String> {
 }
 
 fn import(data: &Path, corpus: &Path) -> (App, usize) {
-    let mut app = App::open(Settings::for_data_dir(data)).unwrap();
+    // Full text only: this bench measures parsing, the store and tantivy (retrieval.rs has embeddings).
+    let mut app = App::open(Settings::lexical_only(data)).unwrap();
     let request = ImportRequest { paths: vec![corpus.to_path_buf()], ..Default::default() };
     let report = app.import(&request, &mut Quiet).unwrap();
     assert_eq!(report.failed, 0);
