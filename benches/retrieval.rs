@@ -106,7 +106,12 @@ fn peak_rss_mib() -> f64 {
 
 /// A memory figure of this process from /proc/self/status, in MiB.
 fn status_mib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    process_status_mib("self", key)
+}
+
+/// A `/proc/<process>/status` figure in MiB (0 if unreadable).
+fn process_status_mib(process: &str, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
@@ -263,13 +268,7 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
             });
             samples.push(started.elapsed());
             assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
-            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-            let rss_kib: f64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0.0);
-            ready_rss.push(rss_kib / 1024.0);
+            ready_rss.push(process_status_mib(&child.id().to_string(), "VmRSS:"));
             let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }

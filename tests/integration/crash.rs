@@ -15,10 +15,10 @@ const IMPORT_KILLS: usize = 50;
 const ABSENT: u32 = u32::MAX;
 
 /// A small random source for kill moments and edits; SPUTNIK_CRASH_SEED replays a run.
-pub struct Dice(u64);
+struct Dice(u64);
 
 impl Dice {
-    pub fn new() -> Dice {
+    fn new() -> Dice {
         let seed =
             std::env::var("SPUTNIK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -28,7 +28,7 @@ impl Dice {
     }
 
     /// A number in 0..n (xorshift64*).
-    pub fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -265,12 +265,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
     const HIRES: usize = 12;
     const STAFF: usize = 12;
     let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    assert!(
-        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
-            .status
-            .success()
-    );
+    let data = knowledge_base_with_plan(tmp.path());
     // Working hours all day in a zone where it is about noon now, so day-one messages go out
     // at once and no day ends during the test.
     let now = jiff::Timestamp::now().as_second();
@@ -325,7 +320,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
                 joined += 1;
             }
         }
-        let answers_before = answered(&server, chat).len();
+        let answers_before = answered(&server, chat(0)).len();
         for _ in 0..12 {
             if joined > 0 {
                 let i = dice.below(joined as u64) as usize;
@@ -333,7 +328,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
                 asked[i] += 1;
             }
         }
-        for (user, question) in answered(&server, chat) {
+        for (user, question) in answered(&server, chat(0)) {
             if pressed.len() < 2 * round && pressed.insert(question) {
                 server.press(chat(user), 1, &format!("fb:1:{question}"));
             }
@@ -349,13 +344,13 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
             std::thread::sleep(Duration::from_millis(dice.below(700)));
         } else {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while answered(&server, chat).len() == answers_before && Instant::now() < deadline {
+            while answered(&server, chat(0)).len() == answers_before && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
             std::thread::sleep(Duration::from_millis(dice.below(40)));
         }
         // Killed in the middle of the work: some of this life's answers out, not all.
-        let out = answered(&server, chat).len();
+        let out = answered(&server, chat(0)).len();
         if out > answers_before && out < asked.iter().sum::<usize>() {
             in_flight += 1;
         }
@@ -379,7 +374,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = server.fake.updates.lock().unwrap().is_empty()
-            && answered(&server, chat).len() >= questions
+            && answered(&server, chat(0)).len() >= questions
             && (0..HIRES)
                 .all(|i| texts_to(&server, chat(i)).iter().any(|t| t.contains("Welcome to Polaris")));
         if done {
@@ -440,7 +435,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
     let app = open_app(&data);
     let records = app.store().questions().unwrap();
     assert_eq!(records.len(), questions, "questions logged");
-    let mut in_answers: Vec<u64> = answered(&server, chat).into_iter().map(|(_, q)| q).collect();
+    let mut in_answers: Vec<u64> = answered(&server, chat(0)).into_iter().map(|(_, q)| q).collect();
     in_answers.sort();
     in_answers.dedup();
     let mut ids: Vec<u64> = records.iter().map(|q| q.id).collect();
@@ -468,8 +463,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
 }
 
 /// (employee index, question id) of every answer delivered so far, from its 👍 button.
-fn answered(server: &crate::fake_bot::Server, chat: impl Fn(usize) -> i64) -> Vec<(usize, u64)> {
-    let first_chat = chat(0);
+fn answered(server: &crate::fake_bot::Server, first_chat: i64) -> Vec<(usize, u64)> {
     server
         .calls("sendMessage")
         .iter()

@@ -417,6 +417,49 @@ pub fn knowledge_base(tmp: &Path) -> std::path::PathBuf {
     data
 }
 
+/// [`knowledge_base`] and the sample engineering onboarding plan.
+pub fn knowledge_base_with_plan(tmp: &Path) -> std::path::PathBuf {
+    let data = knowledge_base(tmp);
+    let plan = repo_path("assets/plans/engineering.en.toml");
+    assert!(run(sputnik(&data).args(["plans", "import"]).arg(plan)).status.success());
+    data
+}
+
+/// An employee invited straight in the store, and joined from `telegram` unless `None`; returns
+/// the invite code. For tests that need hundreds of people quickly.
+pub fn invite_in_store(
+    app: &sputnik::App,
+    name: &str,
+    department: &str,
+    telegram: Option<i64>,
+    now: i64,
+) -> String {
+    let request = sputnik::people::InviteRequest {
+        name: name.into(),
+        department: department.into(),
+        position: None,
+        role: sputnik::store::Role::Employee,
+        groups: vec![],
+        start_date: None,
+        lifetime_seconds: 86_400,
+    };
+    let created = sputnik::people::invite(app.store(), &request, "", now).unwrap();
+    if let Some(user) = telegram {
+        let hash = sputnik::store::invite_hash(&created.code);
+        app.store().redeem_invite(&hash, user, now).unwrap().unwrap();
+    }
+    created.code
+}
+
+/// The sample handbook's question set as (question, language), through the eval loader.
+pub fn handbook_questions() -> Vec<(String, String)> {
+    sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.query, q.lang.unwrap_or_else(|| "en".into())))
+        .collect()
+}
+
 pub fn invite(data: &Path, name: &str, groups: &[&str]) -> String {
     let mut command = sputnik(data);
     command.args(["users", "invite", "--name", name, "--department", "Sales", "--json"]);

@@ -92,12 +92,7 @@ fn distinct_texts(server: &Server, chat: i64) -> Vec<String> {
 #[test]
 fn telegram_faults_lose_no_reply_and_double_only_what_telegram_took_unanswered() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    assert!(
-        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
-            .status
-            .success()
-    );
+    let data = knowledge_base_with_plan(tmp.path());
     // New hires starting on Monday get the engineering plan when they join; the others are staff.
     let codes: Vec<String> = (0..NEW_HIRES + OTHERS)
         .map(|i| {

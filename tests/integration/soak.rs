@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::*;
 use crate::fake_bot::*;
 
@@ -35,29 +33,10 @@ fn soak_1000_employees_at_a_steady_rate() {
         let app = sputnik::App::open(model_settings(&data)).unwrap();
         let now = jiff::Timestamp::now().as_second();
         for i in 0..EMPLOYEES {
-            let request = sputnik::people::InviteRequest {
-                name: format!("Employee {i}"),
-                department: "Soak".into(),
-                position: None,
-                role: sputnik::store::Role::Employee,
-                groups: vec![],
-                start_date: None,
-                lifetime_seconds: 86_400,
-            };
-            let created = sputnik::people::invite(app.store(), &request, "", now).unwrap();
-            let hash = sputnik::store::invite_hash(&created.code);
-            app.store().redeem_invite(&hash, FIRST_CHAT + i, now).unwrap().unwrap();
+            invite_in_store(&app, &format!("Employee {i}"), "Soak", Some(FIRST_CHAT + i), now);
         }
     }
-    let questions: Vec<(String, String)> =
-        std::fs::read_to_string(repo_path("assets/handbook-questions.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let q: Value = serde_json::from_str(l).unwrap();
-                (q["query"].as_str().unwrap().to_owned(), q["lang"].as_str().unwrap().to_owned())
-            })
-            .collect();
+    let questions = handbook_questions();
     let server = Server::start();
     let bot = serve_with(sputnik_with_model(&data), &server, &[]);
     let pid = bot.0.as_ref().unwrap().id();

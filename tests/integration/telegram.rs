@@ -242,32 +242,10 @@ fn load_1000_employees_ask_5_questions_each() {
     assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
     let codes: Vec<String> = {
         let app = sputnik::App::open(model_settings(&data)).unwrap();
-        (0..EMPLOYEES)
-            .map(|i| {
-                let request = sputnik::people::InviteRequest {
-                    name: format!("Employee {i}"),
-                    department: "Load".into(),
-                    position: None,
-                    role: sputnik::store::Role::Employee,
-                    groups: vec![],
-                    start_date: None,
-                    lifetime_seconds: 86_400,
-                };
-                sputnik::people::invite(app.store(), &request, "", jiff::Timestamp::now().as_second())
-                    .unwrap()
-                    .code
-            })
-            .collect()
+        let now = jiff::Timestamp::now().as_second();
+        (0..EMPLOYEES).map(|i| invite_in_store(&app, &format!("Employee {i}"), "Load", None, now)).collect()
     };
-    let questions: Vec<(String, String)> =
-        std::fs::read_to_string(repo_path("assets/handbook-questions.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let q: Value = serde_json::from_str(l).unwrap();
-                (q["query"].as_str().unwrap().to_owned(), q["lang"].as_str().unwrap().to_owned())
-            })
-            .collect();
+    let questions = handbook_questions();
     let server = Server::start();
     let unthrottled =
         [("SPUTNIK_TELEGRAM__PER_CHAT_INTERVAL_MS", "1"), ("SPUTNIK_TELEGRAM__MESSAGES_PER_SECOND", "10000")];
@@ -344,12 +322,7 @@ fn onboarding_through_telegram_with_a_simulated_clock() {
     const BORIS: i64 = 4002;
     const MARIA: i64 = 4003;
     let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    assert!(
-        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
-            .status
-            .success()
-    );
+    let data = knowledge_base_with_plan(tmp.path());
     let nina = invite_to(&data, "Nina Newcomer", "Engineering", Some("2026-11-30"));
     let boris = invite_to(&data, "Boris Buddy", "Platform", None);
     let maria = invite_to(&data, "Maria Manager", "Engineering", None);
@@ -472,21 +445,10 @@ fn broadcast_to_1000_employees_within_telegram_limits() {
     {
         let app = sputnik::App::open(sputnik::Settings::lexical_only(&data)).unwrap();
         for i in 0..EMPLOYEES {
-            let request = sputnik::people::InviteRequest {
-                name: format!("Employee {i}"),
-                department: if i < EMPLOYEES - 5 { "Load".into() } else { "Elsewhere".into() },
-                position: None,
-                role: sputnik::store::Role::Employee,
-                groups: vec![],
-                start_date: None,
-                lifetime_seconds: 86_400,
-            };
-            let created = sputnik::people::invite(app.store(), &request, "", 1_790_000_000).unwrap();
-            if i != 0 {
-                // Employee 0 never joins Telegram.
-                let hash = sputnik::store::invite_hash(&created.code);
-                app.store().redeem_invite(&hash, 10_000 + i, 1_790_000_001).unwrap().unwrap();
-            }
+            let department = if i < EMPLOYEES - 5 { "Load" } else { "Elsewhere" };
+            // Employee 0 never joins Telegram.
+            let telegram = (i != 0).then_some(10_000 + i);
+            invite_in_store(&app, &format!("Employee {i}"), department, telegram, 1_790_000_000);
         }
     }
     let queued = json(&run(sputnik(&data).args([
@@ -826,12 +788,7 @@ fn the_dashboard_shows_what_the_api_reports() {
 #[test]
 fn admin_commands_print_the_same_while_the_service_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    assert!(
-        run(sputnik(&data).args(["plans", "import"]).arg(repo_path("assets/plans/engineering.en.toml")))
-            .status
-            .success()
-    );
+    let data = knowledge_base_with_plan(tmp.path());
     let invited = run(sputnik(&data).args([
         "users",
         "invite",
