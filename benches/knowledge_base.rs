@@ -106,35 +106,48 @@ fn bench(c: &mut Criterion) {
     };
     println!("reindex 10k corpus: {:.2} s", started.elapsed().as_secs_f64());
 
+    // With snippets, as `sputnik search` shows hits; without, as answers use them.
     let queries = queries(400);
-    let mut latencies = Vec::with_capacity(queries.len() * 3);
-    for _ in 0..3 {
-        for query in &queries {
-            let request = SearchRequest { query: query.clone(), k: 5, groups: vec![], mode: None };
-            let started = Instant::now();
-            let hits = app.search(&request).unwrap();
-            latencies.push(started.elapsed());
-            std::hint::black_box(hits);
+    for snippets in [true, false] {
+        let mut latencies = Vec::with_capacity(queries.len() * 3);
+        for _ in 0..3 {
+            for query in &queries {
+                let request =
+                    SearchRequest { query: query.clone(), k: 5, groups: vec![], mode: None, snippets };
+                let started = Instant::now();
+                let hits = app.search(&request).unwrap();
+                latencies.push(started.elapsed());
+                std::hint::black_box(hits);
+            }
         }
+        latencies.sort();
+        println!(
+            "search k=5 {} over {chunks} chunks, {} queries: p50 {:?} p95 {:?} p99 {:?}",
+            if snippets { "with snippets" } else { "for answers" },
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.95),
+            percentile(&latencies, 0.99)
+        );
     }
-    latencies.sort();
-    println!(
-        "search k=5 over {chunks} chunks, {} queries: p50 {:?} p95 {:?} p99 {:?}",
-        latencies.len(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.95),
-        percentile(&latencies, 0.99)
-    );
 
     let mut group = c.benchmark_group("search_10k_chunks");
-    let mut next = 0usize;
-    group.bench_function("k5_with_snippets", |b| {
-        b.iter(|| {
-            next = (next + 1) % queries.len();
-            let request = SearchRequest { query: queries[next].clone(), k: 5, groups: vec![], mode: None };
-            app.search(&request).unwrap()
-        })
-    });
+    for (name, snippets) in [("k5_with_snippets", true), ("k5_for_answers", false)] {
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % queries.len();
+                let request = SearchRequest {
+                    query: queries[next].clone(),
+                    k: 5,
+                    groups: vec![],
+                    mode: None,
+                    snippets,
+                };
+                app.search(&request).unwrap()
+            })
+        });
+    }
     group.finish();
 }
 

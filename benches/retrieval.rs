@@ -459,7 +459,13 @@ fn bench_hybrid(c: &mut Criterion, tmp: &Path, words: &[String]) {
             for (i, question) in questions.iter().enumerate() {
                 // The first round's texts are new to the cache (cold); later rounds repeat them.
                 let query = format!("{question} {i}");
-                let request = SearchRequest { query, k: 5, groups: vec![], mode: Some(SearchMode::Hybrid) };
+                let request = SearchRequest {
+                    query,
+                    k: 5,
+                    groups: vec![],
+                    mode: Some(SearchMode::Hybrid),
+                    snippets: false,
+                };
                 let started = Instant::now();
                 let outcome = app.search(&request).unwrap();
                 (if round == 0 { &mut cold } else { &mut warm }).push(started.elapsed());
@@ -489,6 +495,7 @@ fn bench_hybrid(c: &mut Criterion, tmp: &Path, words: &[String]) {
                         k: 5,
                         groups: vec![],
                         mode: Some(SearchMode::Hybrid),
+                        snippets: false,
                     };
                     app.search(&request).unwrap()
                 })

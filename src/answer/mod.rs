@@ -270,7 +270,6 @@ pub fn strip_tags(html: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::SearchMode;
-    use crate::search::Snippet;
 
     fn hit(text: &str, lexical: Option<f32>, dense: Option<f32>, id: u64) -> SearchHit {
         SearchHit {
@@ -287,7 +286,7 @@ mod tests {
             source: "en/it.md".into(),
             language: Language::En,
             chunk: 0,
-            snippet: Snippet { text: text.into(), highlights: vec![] },
+            snippet: None,
             text: text.into(),
         }
     }

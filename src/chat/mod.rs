@@ -562,6 +562,7 @@ impl Engine {
             k: app.settings().answer.max_sources.max(5),
             groups: employee.groups.clone(),
             mode: None,
+            snippets: false,
         };
         let outcome = app.search(&request)?;
         let answer = {

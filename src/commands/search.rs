@@ -14,7 +14,13 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
         return Err(crate::Error::Usage("--k must be between 1 and 1000".into()).into());
     }
     let app = open_existing(settings)?;
-    let request = SearchRequest { query: args.query.join(" "), k, groups: args.groups, mode: args.mode };
+    let request = SearchRequest {
+        query: args.query.join(" "),
+        k,
+        groups: args.groups,
+        mode: args.mode,
+        snippets: true,
+    };
     let outcome = app.search(&request)?;
     if args.output.json {
         print_json(&outcome)?;
@@ -47,7 +53,9 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
             _ => String::new(),
         };
         println!("   {} · score {:.3}{legs}", hit.source, hit.score);
-        println!("   {}", hit.snippet.marked(open, close).replace('\n', " "));
+        if let Some(snippet) = &hit.snippet {
+            println!("   {}", snippet.marked(open, close).replace('\n', " "));
+        }
         println!();
     }
     Ok(exit::OK)

@@ -14,7 +14,10 @@ use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, Te
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::tokenizer::TokenStream;
+use tantivy::{
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, TantivyDocument, Term,
+};
 
 use super::SearchError;
 use super::analysis::{self, EXACT, STEMMED};
@@ -377,16 +380,90 @@ impl LexicalIndex {
         Ok(weights)
     }
 
-    /// The share (by weight) of the question's terms that occur in `text`.
+    /// The share (by weight) of the question's terms that occur in `text`, by analysing it:
+    /// for chunks the index does not hold (see [`Self::chunk_coverage`]).
     pub fn coverage(&self, weights: &[(String, f32)], text: &str) -> f32 {
         let total: f32 = weights.iter().map(|(_, w)| w).sum();
         if total <= 0.0 {
             return 0.0;
         }
         let Some(mut analyzer) = self.index.tokenizers().get(STEMMED) else { return 0.0 };
-        let present = analysis::terms(&mut analyzer, text);
-        let matched: f32 = weights.iter().filter(|(t, _)| present.contains(t)).map(|(_, w)| w).sum();
+        let mut present = vec![false; weights.len()];
+        let mut missing = weights.len();
+        let mut stream = analyzer.token_stream(text);
+        while missing > 0 && stream.advance() {
+            let token = &stream.token().text;
+            for (slot, (term, _)) in weights.iter().enumerate() {
+                if !present[slot] && term == token {
+                    present[slot] = true;
+                    missing -= 1;
+                }
+            }
+        }
+        let matched: f32 = weights.iter().zip(&present).filter(|(_, p)| **p).map(|((_, w), _)| w).sum();
         matched / total
+    }
+
+    /// For each chunk, the share (by weight) of the question's terms found in its text, title or
+    /// headings, read from the index's postings rather than by analysing the text again (which
+    /// costs more than the search itself). `None` for a chunk the index does not hold.
+    pub fn chunk_coverage(
+        &self,
+        weights: &[(String, f32)],
+        chunks: &[(DocumentId, u32)],
+    ) -> Result<Vec<Option<f32>>, SearchError> {
+        let f = self.fields;
+        let searcher = self.reader.searcher();
+        let mut matched: Vec<Option<f32>> = vec![None; chunks.len()];
+        for segment in searcher.segment_readers() {
+            // The live tantivy document of each chunk this segment holds, in document order.
+            let keys = segment.inverted_index(f.chunk_key)?;
+            let mut located: Vec<(DocId, usize)> = Vec::new();
+            for (slot, &(document, ordinal)) in chunks.iter().enumerate() {
+                if matched[slot].is_some() {
+                    continue;
+                }
+                let key = Term::from_field_u64(f.chunk_key, chunk_key(document, ordinal));
+                let postings = keys
+                    .read_postings(&key, IndexRecordOption::Basic)
+                    .map_err(|e| SearchError::io(&self.dir, e))?;
+                let Some(mut postings) = postings else { continue };
+                let mut doc = postings.doc();
+                while doc != TERMINATED && segment.is_deleted(doc) {
+                    doc = postings.advance();
+                }
+                if doc != TERMINATED {
+                    located.push((doc, slot));
+                    matched[slot] = Some(0.0);
+                }
+            }
+            if located.is_empty() {
+                continue;
+            }
+            located.sort_unstable();
+            let fields = [segment.inverted_index(f.body)?, segment.inverted_index(f.heading)?];
+            for (term, weight) in weights {
+                let mut contains = vec![false; located.len()];
+                for (index, field) in fields.iter().zip([f.body, f.heading]) {
+                    let term = Term::from_field_text(field, term);
+                    let postings = index
+                        .read_postings(&term, IndexRecordOption::Basic)
+                        .map_err(|e| SearchError::io(&self.dir, e))?;
+                    let Some(mut postings) = postings else { continue };
+                    for (found, &(doc, _)) in contains.iter_mut().zip(&located) {
+                        let at = if postings.doc() >= doc { postings.doc() } else { postings.seek(doc) };
+                        *found |= at == doc;
+                    }
+                }
+                for (found, &(_, slot)) in contains.iter().zip(&located) {
+                    if let (true, Some(sum)) = (*found, matched[slot].as_mut()) {
+                        *sum += weight;
+                    }
+                }
+            }
+        }
+        let total: f32 = weights.iter().map(|(_, w)| w).sum();
+        Ok(matched.into_iter().map(|m| m.map(|m| if total > 0.0 { m / total } else { 0.0 })).collect())
     }
 
     /// Number of indexed chunks.

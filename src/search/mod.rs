@@ -73,6 +73,9 @@ pub struct SearchRequest {
     pub groups: Vec<String>,
     /// Which legs to use; `None` means the configured default.
     pub mode: Option<SearchMode>,
+    /// Whether hits carry a highlighted snippet, for showing to a person (`sputnik search`).
+    /// Answers draw on whole chunks and skip them: snippets cost more than the search.
+    pub snippets: bool,
 }
 
 /// One ranked chunk with its citation.
@@ -97,7 +100,9 @@ pub struct SearchHit {
     pub source: String,
     pub language: Language,
     pub chunk: u32,
-    pub snippet: Snippet,
+    /// A passage around the matched words, when the request asked for snippets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snippet: Option<Snippet>,
     /// The chunk's whole text, for composing answers.
     #[serde(skip)]
     pub text: String,
@@ -224,25 +229,37 @@ impl Retriever<'_> {
         lexical: &mut Vec<(DocumentId, u32, f32)>,
     ) -> Result<(), crate::Error> {
         let keys: Vec<_> = lexical.iter().map(|&(d, o, _)| (d, o)).collect();
-        let resolved = self.store.chunks_with_documents(&keys)?;
         let weights = self.lexical.term_weights(query)?;
-        let mut keep = resolved.iter().map(|found| {
-            found.as_ref().is_some_and(|(document, chunk)| {
-                self.coverage(&weights, document, chunk) >= self.settings.lexical_min_coverage
-            })
-        });
+        // A hit the index no longer holds was deleted since it was found: dropped too.
+        let mut keep = self
+            .lexical
+            .chunk_coverage(&weights, &keys)?
+            .into_iter()
+            .map(|coverage| coverage.is_some_and(|c| c >= self.settings.lexical_min_coverage));
         lexical.retain(|_| keep.next().unwrap_or(false));
         Ok(())
     }
 
+    /// Term coverage of resolved chunks: from the index, or from the text for a chunk the
+    /// index does not hold.
     fn coverage(
         &self,
         weights: &[(String, f32)],
-        document: &crate::store::DocumentRecord,
-        chunk: &crate::store::ChunkRecord,
-    ) -> f32 {
-        let context = format!("{}\n{}\n{}", document.title, chunk.heading_path.join("\n"), chunk.text);
-        self.lexical.coverage(weights, &context)
+        chunks: &[(crate::store::DocumentRecord, crate::store::ChunkRecord)],
+    ) -> Result<Vec<f32>, crate::Error> {
+        let keys: Vec<_> = chunks.iter().map(|(document, chunk)| (document.id, chunk.ordinal)).collect();
+        let from_index = self.lexical.chunk_coverage(weights, &keys)?;
+        Ok(chunks
+            .iter()
+            .zip(from_index)
+            .map(|((document, chunk), coverage)| {
+                coverage.unwrap_or_else(|| {
+                    let context =
+                        format!("{}\n{}\n{}", document.title, chunk.heading_path.join("\n"), chunk.text);
+                    self.lexical.coverage(weights, &context)
+                })
+            })
+            .collect())
     }
 
     /// Runs `request` and resolves the top hits through the store, with snippets.
@@ -258,20 +275,21 @@ impl Retriever<'_> {
         let resolved = self.store.chunks_with_documents(&keys)?;
         // The indexes are committed after the store, so a chunk can only be missing here if the
         // store changed underneath a long-lived reader; skip it rather than cite nothing.
-        let found: Vec<_> = retrieved
-            .candidates
-            .iter()
-            .zip(resolved)
-            .filter_map(|(c, found)| found.map(|f| (c, f)))
-            .collect();
-        let texts: Vec<&str> = found.iter().map(|(_, (_, chunk))| chunk.text.as_str()).collect();
-        let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
+        let (candidates, found): (Vec<&Candidate>, Vec<_>) =
+            retrieved.candidates.iter().zip(resolved).filter_map(|(c, found)| found.map(|f| (c, f))).unzip();
+        let mut snippets: Vec<Option<Snippet>> = if request.snippets {
+            let texts: Vec<&str> = found.iter().map(|(_, chunk)| chunk.text.as_str()).collect();
+            let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
+            snippets.into_iter().map(Some).collect()
+        } else {
+            vec![None; found.len()]
+        };
         let weights = self.lexical.term_weights(&request.query)?;
-        let coverage: Vec<f32> =
-            found.iter().map(|(_, (document, chunk))| self.coverage(&weights, document, chunk)).collect();
-        let hits = found
+        let coverage = self.coverage(&weights, &found)?;
+        let hits = candidates
             .into_iter()
-            .zip(snippets)
+            .zip(found)
+            .zip(snippets.drain(..))
             .zip(coverage)
             .enumerate()
             .map(|(i, (((candidate, (document, chunk)), snippet), term_coverage))| SearchHit {

@@ -76,6 +76,7 @@ pub fn search_mode(
         k,
         groups: groups.iter().map(|g| g.to_string()).collect(),
         mode,
+        snippets: true,
     };
     app.search(&request).unwrap().hits
 }

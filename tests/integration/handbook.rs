@@ -86,8 +86,9 @@ fn hits_cite_title_section_source_and_highlight_matches() {
     assert_eq!(top.source, "en/it-equipment.md");
     assert_eq!(top.title, "IT equipment");
     assert_eq!(top.heading_path, ["Replacing a broken laptop"]);
-    assert!(!top.snippet.highlights.is_empty());
-    let marked = top.snippet.marked("[", "]");
+    let snippet = top.snippet.as_ref().expect("search asked for snippets");
+    assert!(!snippet.highlights.is_empty());
+    let marked = snippet.marked("[", "]");
     assert!(marked.to_lowercase().contains("[charging]"), "{marked}");
 
     // Russian: stemming finds inflected forms, ё and е are the same letter.

@@ -138,3 +138,48 @@ fn include_and_exclude_globs_select_files() {
         app.documents().unwrap().iter().all(|d| d.source.starts_with("ru/") && !d.source.ends_with(".pdf"))
     );
 }
+
+/// How much of a question a passage holds gates answers. Search reads it from the index's
+/// postings; it must equal what analysing the passage (title, headings, text) gives, also after
+/// an edit leaves a deleted copy of each changed chunk behind in an older segment.
+#[test]
+fn term_coverage_read_from_the_index_matches_the_passage_text_after_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let handbook = copy_handbook(tmp.path());
+    let mut app = open_app(&tmp.path().join("data"));
+    import(&mut app, &[&handbook], Default::default());
+    let edited = handbook.join("en/it-equipment.md");
+    let text = std::fs::read_to_string(&edited).unwrap();
+    std::fs::write(&edited, text.replace("from the spare pool", "from the quarantine cabinet")).unwrap();
+    let report = import(&mut app, &[&handbook], Default::default());
+    assert_eq!(report.updated, 1, "{report:?}");
+
+    let (index, _) = sputnik::search::LexicalIndex::open(&app.settings().index_dir(), app.store()).unwrap();
+    let questions =
+        sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
+    let extra = ["quarantine cabinet zebra", "spare pool laptop", "IT equipment", "отпуск заявление жираф"];
+    let mut compared = 0;
+    let mut partial = 0;
+    for question in questions.iter().map(|q| q.query.as_str()).chain(extra) {
+        let weights = index.term_weights(question).unwrap();
+        for hit in search(&app, question, 8, &[]) {
+            let passage = format!("{}\n{}\n{}", hit.title, hit.heading_path.join("\n"), hit.text);
+            let expected = index.coverage(&weights, &passage);
+            assert!(
+                (hit.term_coverage - expected).abs() < 1e-5,
+                "{question:?} on {} #{}: index says {}, the text {expected}",
+                hit.source,
+                hit.chunk,
+                hit.term_coverage
+            );
+            compared += 1;
+            partial += usize::from(expected > 0.0 && expected < 1.0);
+        }
+    }
+    assert!(compared >= 100 && partial >= 20, "compared {compared}, partial {partial}");
+
+    // The edited chunk holds "quarantine" and "cabinet" but no zebra: neither none nor all.
+    let hits = search(&app, "quarantine cabinet zebra", 3, &[]);
+    assert_eq!(hits[0].source, "en/it-equipment.md");
+    assert!(hits[0].term_coverage > 0.3 && hits[0].term_coverage < 0.9, "{}", hits[0].term_coverage);
+}

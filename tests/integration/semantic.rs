@@ -136,6 +136,7 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
             k: 3,
             groups: vec![],
             mode: None,
+            snippets: false,
         })
         .unwrap();
     assert!(
@@ -214,6 +215,7 @@ fn switching_models_requires_reembedding_and_mixing_is_refused() {
             k: 3,
             groups: vec![],
             mode: None,
+            snippets: false,
         })
         .unwrap();
     assert!(outcome.dense_skipped.is_some_and(|r| r.contains("reembed")));
