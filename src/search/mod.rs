@@ -262,7 +262,7 @@ impl Retriever<'_> {
             .collect())
     }
 
-    /// Runs `request` and resolves the top hits through the store, with snippets.
+    /// Runs `request` and resolves the top hits through the store (with snippets if asked).
     pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome, crate::Error> {
         if request.query.trim().is_empty() {
             return Err(SearchError::EmptyQuery.into());
@@ -277,7 +277,7 @@ impl Retriever<'_> {
         // store changed underneath a long-lived reader; skip it rather than cite nothing.
         let (candidates, found): (Vec<&Candidate>, Vec<_>) =
             retrieved.candidates.iter().zip(resolved).filter_map(|(c, found)| found.map(|f| (c, f))).unzip();
-        let mut snippets: Vec<Option<Snippet>> = if request.snippets {
+        let snippets: Vec<Option<Snippet>> = if request.snippets {
             let texts: Vec<&str> = found.iter().map(|(_, chunk)| chunk.text.as_str()).collect();
             let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
             snippets.into_iter().map(Some).collect()
@@ -289,7 +289,7 @@ impl Retriever<'_> {
         let hits = candidates
             .into_iter()
             .zip(found)
-            .zip(snippets.drain(..))
+            .zip(snippets)
             .zip(coverage)
             .enumerate()
             .map(|(i, (((candidate, (document, chunk)), snippet), term_coverage))| SearchHit {
