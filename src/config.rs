@@ -589,7 +589,8 @@ impl Settings {
             );
         }
         if url::Url::parse(&self.telegram.api_url).is_err() {
-            return fail("telegram.api_url", format!("{:?} is not a URL", self.telegram.api_url));
+            let shown = mask_secrets(&self.telegram.api_url, &[self.telegram.bot_token.expose().to_owned()]);
+            return fail("telegram.api_url", format!("{shown:?} is not a URL"));
         }
         if self.telegram.messages_per_second == 0 {
             return fail("telegram.messages_per_second", "must be at least 1".into());
@@ -603,18 +604,41 @@ impl Settings {
         if self.embed.query_cache == 0 {
             return fail("embed.query_cache", "must be at least 1".into());
         }
+        // What `serve` builds from the settings is built here too, so `config check`, `doctor`
+        // and `serve` accept and refuse the same files.
+        if let Err(e) = crate::onboarding::Calendar::new(&self.onboarding) {
+            return Err(ConfigError::Value { key: e.field_key(), reason: e.message });
+        }
+        // Empty turns HTTP off.
+        if !self.http.listen.trim().is_empty()
+            && self.http.listen.trim().parse::<std::net::SocketAddr>().is_err()
+        {
+            return fail(
+                "http.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.http.listen),
+            );
+        }
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets masked, for `sputnik config check`.
+    /// The effective configuration as TOML, secrets masked, for `sputnik config check`. Besides
+    /// the secret keys, any value holding a secret or something shaped like a bot token is
+    /// masked: a token pasted into the wrong key is still a token.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
+        let secrets: Vec<String> = [&self.telegram.bot_token, &self.http.admin_token, &self.llm.api_key]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.expose().to_owned())
+            .collect();
         for secret in [&mut shown.telegram.bot_token, &mut shown.http.admin_token, &mut shown.llm.api_key] {
             if !secret.is_empty() {
                 *secret = Secret::new("***");
             }
         }
-        toml::to_string_pretty(&shown).expect("settings always serialise to TOML")
+        let mut value = toml::Value::try_from(&shown).expect("settings always serialise to TOML");
+        mask_strings(&mut value, &secrets);
+        toml::to_string_pretty(&value).expect("settings always serialise to TOML")
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -624,6 +648,41 @@ impl Settings {
     pub fn index_dir(&self) -> PathBuf {
         self.data_dir.join("index")
     }
+}
+
+fn mask_strings(value: &mut toml::Value, secrets: &[String]) {
+    match value {
+        toml::Value::String(text) => *text = mask_secrets(text, secrets),
+        toml::Value::Array(items) => items.iter_mut().for_each(|item| mask_strings(item, secrets)),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, item)| mask_strings(item, secrets)),
+        _ => {}
+    }
+}
+
+/// `text` with every occurrence of a secret, and every word shaped like a Telegram bot token
+/// (digits, a colon, 30 or more token characters), replaced by `***`.
+pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    let mut masked = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        masked = masked.replace(secret.as_str(), "***");
+    }
+    let token_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(masked.len());
+    let mut rest = masked.as_str();
+    while let Some(colon) = rest.find(':') {
+        let digits = rest[..colon].chars().rev().take_while(char::is_ascii_digit).count();
+        let tail = rest[colon + 1..].chars().take_while(|&c| token_char(c)).count();
+        if digits >= 5 && tail >= 30 {
+            out.push_str(&rest[..colon - digits]);
+            out.push_str("***");
+            rest = &rest[colon + 1 + tail..];
+        } else {
+            out.push_str(&rest[..=colon]);
+            rest = &rest[colon + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// figment's messages name the key and the source; flatten its error list into one line each.
@@ -684,6 +743,38 @@ mod tests {
         let loaded =
             load_from("[telegram]\npoll_timeout_seconds = 50\nrequest_timeout_seconds = 5\n").unwrap();
         assert_eq!(loaded.settings.telegram.request_timeout_seconds, 5);
+    }
+
+    #[test]
+    fn config_check_refuses_what_serve_refuses() {
+        // Each passed `config check` and `doctor`, then stopped `serve` and `users list`.
+        for (toml, key) in [
+            ("[onboarding]\ntimezone = \"Mars/Olympus\"", "onboarding.timezone"),
+            ("[onboarding]\nwork_start = \"25:00\"", "onboarding.work_start"),
+            ("[onboarding]\nholidays = [\"nope\"]", "onboarding.holidays"),
+            ("[onboarding]\nweekend = [\"funday\"]", "onboarding.weekend"),
+            ("[http]\nlisten = \"garbage\"", "http.listen"),
+        ] {
+            match Settings::from_toml_str(toml) {
+                Err(ConfigError::Value { key: found, .. }) => assert_eq!(found, key, "{toml}"),
+                other => panic!("{toml}: expected a refusal naming {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_in_the_wrong_key_is_masked_too() {
+        let token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+        let settings = Settings::from_toml_str(&format!(
+            "[telegram]\nbot_token = \"{token}\"\nbot_username = \"{token}\"\napi_url = \"https://api.telegram.org/bot{token}\""
+        ))
+        .unwrap();
+        let shown = settings.to_masked_toml();
+        assert!(!shown.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), "{shown}");
+        assert!(shown.contains("https://api.telegram.org/bot***"), "{shown}");
+        // A token nobody configured as one is still recognised by its shape.
+        assert_eq!(mask_secrets(&format!("x {token} y"), &[]), "x *** y");
+        assert_eq!(mask_secrets("09:00 and 12345:short", &[]), "09:00 and 12345:short");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub cache_hit_ratio: prometheus::Gauge,
     pub index: IntGaugeVec,
     pub outbox_depth: IntGauge,
+    /// HTTP connections closed unserved because the connection limit was reached.
+    pub http_refused: IntCounter,
     llm_answers: IntCounterVec,
     llm_seconds: prometheus::Histogram,
 }
@@ -96,6 +98,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let outbox_depth =
         IntGauge::new("outbox_depth", "Messages waiting for Telegram (answers, reminders, broadcasts)")
             .expect("valid metric");
+    let http_refused = IntCounter::new(
+        "http_connections_refused_total",
+        "HTTP connections closed unserved because the connection limit was reached",
+    )
+    .expect("valid metric");
     let llm_answers = IntCounterVec::new(
         Opts::new(
             "llm_answers_total",
@@ -123,6 +130,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(cache_hit_ratio.clone()),
         Box::new(index.clone()),
         Box::new(outbox_depth.clone()),
+        Box::new(http_refused.clone()),
     ] {
         registry.register(collector).expect("each metric registered once");
     }
@@ -159,6 +167,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_hit_ratio,
         index,
         outbox_depth,
+        http_refused,
         llm_answers,
         llm_seconds,
     }

@@ -2,8 +2,8 @@
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use super::print_json;
 use super::remote::Source;
+use super::{print_json, printable};
 use crate::cli::{DocsCommand, exit};
 use crate::config::Settings;
 use crate::store::DocumentRecord;
@@ -33,8 +33,8 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
                 for d in &documents {
                     table.add_row([
                         d.id.to_string(),
-                        d.source.clone(),
-                        d.title.clone(),
+                        printable(&d.source).into_owned(),
+                        printable(&d.title).into_owned(),
                         d.language.to_string(),
                         d.format.to_string(),
                         d.chunk_count.to_string(),
@@ -64,8 +64,9 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
                 print_json(&serde_json::json!({ "document": record, "chunks": chunks }))?;
                 return Ok(exit::OK);
             }
-            println!("{} (id {})", record.title, record.id);
-            println!("  source     {}", std::path::Path::new(&record.root).join(&record.source).display());
+            println!("{} (id {})", printable(&record.title), record.id);
+            let source = std::path::Path::new(&record.root).join(&record.source);
+            println!("  source     {}", printable(&source.display().to_string()));
             println!(
                 "  language   {}   format {}   size {}",
                 record.language,
@@ -84,7 +85,7 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
                 let path = if chunk.heading_path.is_empty() {
                     "—".to_owned()
                 } else {
-                    chunk.heading_path.join(" › ")
+                    printable(&chunk.heading_path.join(" › ")).into_owned()
                 };
                 println!(
                     "\n  #{} {path} (~{} tokens, bytes {}..{})",
@@ -109,7 +110,12 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
                 print_json(&removed)?;
             } else {
                 for d in &removed {
-                    println!("Removed {} ({}, {} chunks).", d.source, d.title, d.chunk_count);
+                    println!(
+                        "Removed {} ({}, {} chunks).",
+                        printable(&d.source),
+                        printable(&d.title),
+                        d.chunk_count
+                    );
                 }
             }
         }

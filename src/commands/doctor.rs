@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::print_json;
 use crate::cli::{DoctorArgs, exit};
 use crate::config::{FlagOverrides, Settings};
-use crate::embed::profile::ModelProfile;
+use crate::embed::profile::{ModelFilesError, ModelProfile};
 use crate::search::LexicalIndex;
 use crate::store::{Store, StoreError};
 
@@ -123,11 +122,7 @@ fn bot_token(settings: &Settings, offline: bool) -> Check {
         Err(e) => return Check::fail(NAME, format!("cannot start a runtime: {e}"), "report this as a bug"),
     };
     let Ok(api_url) = telegram.api_url.parse::<url::Url>() else {
-        return Check::fail(
-            NAME,
-            format!("telegram.api_url {:?} is not a URL", telegram.api_url),
-            "set it to https://api.telegram.org",
-        );
+        return Check::fail(NAME, "telegram.api_url is not a URL", "set it to https://api.telegram.org");
     };
     use teloxide::prelude::Requester;
     let bot = teloxide::Bot::new(telegram.bot_token.expose()).set_api_url(api_url);
@@ -144,13 +139,19 @@ fn bot_token(settings: &Settings, offline: bool) -> Check {
         ),
         Ok(Err(e)) => Check::fail(
             NAME,
-            format!("cannot reach {}: {}", telegram.api_url, e),
+            crate::config::mask_secrets(
+                &format!("cannot reach {}: {}", telegram.api_url, e),
+                &[telegram.bot_token.expose().to_owned()],
+            ),
             "check DNS and outbound HTTPS to api.telegram.org; behind a proxy set HTTPS_PROXY for the \
              service (systemctl edit sputnik → Environment=HTTPS_PROXY=http://proxy:3128)",
         ),
         Err(_) => Check::fail(
             NAME,
-            format!("{} did not answer within 20 s", telegram.api_url),
+            crate::config::mask_secrets(
+                &format!("{} did not answer within 20 s", telegram.api_url),
+                &[telegram.bot_token.expose().to_owned()],
+            ),
             "check outbound HTTPS to api.telegram.org and HTTPS_PROXY",
         ),
     }
@@ -171,54 +172,32 @@ fn model(settings: &Settings) -> Check {
         );
     };
     let dir = settings.embed.models_dir.join(&profile.name);
-    let mut bytes = 0u64;
-    let files: Vec<_> = profile.files.iter().filter(|f| f.used_at_run_time()).collect();
-    for file in &files {
-        let path = dir.join(&file.path);
-        let digest = match sha256_file(&path) {
-            Ok((digest, size)) => {
-                bytes += size;
-                digest
-            }
-            Err(e) => {
-                return Check::fail(
-                    NAME,
-                    format!("{}: {e}", path.display()),
-                    format!(
-                        "install the model files in {} (the package puts them in \
-                         /usr/share/sputnik/models; from source: models/fetch {}), or point embed.models_dir \
-                         at them",
-                        dir.display(),
-                        profile.name
-                    ),
-                );
-            }
-        };
-        if digest != file.sha256 {
-            return Check::fail(
-                NAME,
-                format!("{} is damaged (its checksum does not match the manifest)", path.display()),
-                "reinstall the package (or run models/fetch again) to restore the file",
-            );
-        }
-    }
-    Check::ok(
-        NAME,
-        format!(
-            "{} in {}: {} files match their checksums ({})",
-            profile.name,
-            dir.display(),
-            files.len(),
-            bytesize::ByteSize(bytes)
+    match profile.verify_files(&settings.embed.models_dir) {
+        Ok((files, bytes)) => Check::ok(
+            NAME,
+            format!(
+                "{} in {}: {files} files match their checksums ({})",
+                profile.name,
+                dir.display(),
+                bytesize::ByteSize(bytes)
+            ),
         ),
-    )
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher)?;
-    Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), size))
+        Err(e @ ModelFilesError::Unreadable { .. }) => Check::fail(
+            NAME,
+            e.to_string(),
+            format!(
+                "install the model files in {} (the package puts them in /usr/share/sputnik/models; \
+                 from source: models/fetch {}), or point embed.models_dir at them",
+                dir.display(),
+                profile.name
+            ),
+        ),
+        Err(e @ ModelFilesError::Damaged { .. }) => Check::fail(
+            NAME,
+            e.to_string(),
+            "reinstall the package (or run models/fetch again) to restore the file",
+        ),
+    }
 }
 
 /// The data directory exists (or can be made) and is writable.

@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use reqwest::Method;
 
-use super::print_json;
 use super::remote::{Remote, Source, escape};
+use super::{print_json, printable};
 use crate::cli::{ImportArgs, exit};
 use crate::config::Settings;
 use crate::ingest::{self, ImportObserver, ImportReport, ImportRequest, Outcome};
@@ -61,7 +61,7 @@ fn import_through(
     } else {
         Vec::new()
     };
-    let mut report = ingest::start_report(&discovery, request.dry_run, removals.len(), observer);
+    let mut report = ingest::start_report(&discovery, request, removals.len(), observer);
     let groups = request.groups.join(",");
     let limit = settings.ingest.max_file_size;
     for candidate in &discovery.candidates {
@@ -132,13 +132,19 @@ fn print_summary(report: &ImportReport) {
         },
     );
     for removed in &report.removed_sources {
-        println!("  removed: {removed}");
+        println!("  removed: {}", printable(removed));
+    }
+    for root in report.sync_skipped.iter().map(|r| printable(r)) {
+        println!(
+            "  sync skipped for {root}: part of it could not be read (see the errors above), so \
+             nothing was removed from it"
+        );
     }
 }
 
 fn failure_line(path: &str, outcome: &Outcome) -> Option<String> {
     match outcome {
-        Outcome::Failed { reason } => Some(format!("error: {path}: {reason}")),
+        Outcome::Failed { reason } => Some(format!("error: {}: {}", printable(path), printable(reason))),
         _ => None,
     }
 }

@@ -205,6 +205,20 @@ fn report_repair(app: &App) {
     }
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences, carriage returns,
+/// line breaks in a file name) are shown escaped, so a file or document name can neither
+/// recolour the terminal nor forge a line of output.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect(),
+    )
+}
+
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;

@@ -26,19 +26,20 @@ pub struct Contents {
 }
 
 impl Contents {
-    /// Opens `file` as a store (which checks it and replays its last commit) and counts.
+    /// Opens `file` as a store (which verifies every page's checksum and replays its last
+    /// commit), then reads and cross-checks every record ([`Store::verify`]) and counts.
     fn of(file: &Path) -> Result<Contents, Error> {
         let store = Store::open(file)?;
-        let counts = store.counts()?;
+        let verified = store.verify()?;
         let contents = Contents {
             file: file.to_owned(),
             bytes: 0,
-            documents: counts.documents,
-            chunks: counts.chunks,
-            employees: store.employees()?.len(),
-            plans: store.plans::<serde_json::Value>()?.len(),
-            questions: store.questions()?.len(),
-            embedding_model: store.embedding_model()?,
+            documents: verified.documents,
+            chunks: verified.chunks,
+            employees: verified.employees as usize,
+            plans: verified.plans as usize,
+            questions: verified.questions as usize,
+            embedding_model: verified.embedding_model,
         };
         drop(store);
         let bytes = std::fs::metadata(file).map_or(0, |m| m.len());
@@ -73,6 +74,8 @@ pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32
         )));
     }
     let partial = partial_path(&dest);
+    // Left by an interrupted backup: never part of a finished one.
+    let _ = std::fs::remove_file(&partial);
     let store_path = settings.store_path();
     if !store_path.is_file() {
         anyhow::bail!(Error::Usage(format!(
@@ -97,7 +100,7 @@ pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32
         Ok(contents) => contents,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            anyhow::bail!(Error::Usage(format!("the snapshot does not open, nothing kept: {e}")));
+            anyhow::bail!(Error::Usage(format!("the backup did not verify, nothing kept: {e}")));
         }
     };
     std::fs::rename(&partial, &dest)
@@ -142,9 +145,20 @@ pub(super) fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<i
         }
     }
     let incoming = partial_path(&store_path);
-    std::fs::copy(&args.src, &incoming).map_err(|e| {
-        Error::Usage(format!("cannot copy {} into {}: {e}", args.src.display(), incoming.display()))
-    })?;
+    let _ = std::fs::remove_file(&incoming);
+    let copied = std::fs::File::open(&args.src).and_then(|mut from| {
+        let mut to = crate::store::create_private(&incoming)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()
+    });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&incoming);
+        anyhow::bail!(Error::Usage(format!(
+            "cannot copy {} into {}: {e}",
+            args.src.display(),
+            incoming.display()
+        )));
+    }
     let contents = match Contents::of(&incoming) {
         Ok(contents) => contents,
         Err(e) => {

@@ -39,7 +39,18 @@ fn connect(settings: Settings, opened: crate::Result<App>) -> anyhow::Result<Sou
             super::report_repair(&app);
             Ok(Source::Local(Box::new(app)))
         }
-        Err(Error::Store(StoreError::Locked { .. })) => Ok(Source::Service(Remote::new(&settings)?)),
+        Err(Error::Store(StoreError::Locked { path })) => {
+            if !service_listens(&settings) {
+                // The lock is held, but not by a service answering on http.listen: another
+                // command (an import, a reindex) is still at work.
+                anyhow::bail!(Error::Usage(format!(
+                    "the data directory is in use by another Sputnik command ({}); wait for it to \
+                     finish (an import or reindex still running?) and run this again",
+                    path.display()
+                )));
+            }
+            Ok(Source::Service(Remote::new(&settings)?))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -153,7 +164,7 @@ impl Remote {
                 );
                 bar
             });
-            let mut file = std::fs::File::create(dest)
+            let mut file = crate::store::create_private(dest)
                 .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
             let mut written = 0u64;
             while let Some(chunk) = response.chunk().await? {
@@ -228,6 +239,19 @@ fn decode<T: DeserializeOwned>(status: reqwest::StatusCode, body: &str) -> anyho
 
 /// Where to reach a service listening on `listen` from this machine (a wildcard address
 /// becomes the loopback one).
+/// Whether something accepts connections on the service's `http.listen` address.
+fn service_listens(settings: &Settings) -> bool {
+    use std::net::ToSocketAddrs;
+    let listen = settings.http.listen.trim();
+    if listen.is_empty() {
+        // HTTP is off: only the service could be holding the store for long; Remote::new says so.
+        return true;
+    }
+    local_address(listen).to_socket_addrs().ok().and_then(|mut a| a.next()).is_some_and(|address| {
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1)).is_ok()
+    })
+}
+
 pub(super) fn local_address(listen: &str) -> String {
     listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]")
 }

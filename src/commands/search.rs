@@ -41,7 +41,7 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
             citation.push_str(" › ");
             citation.push_str(heading);
         }
-        println!("{}. {citation}", hit.rank);
+        println!("{}. {}", hit.rank, super::printable(&citation));
         let legs = match (hit.lexical_rank, hit.dense_rank) {
             (Some(l), Some(d)) => format!(" (full-text #{l}, semantic #{d})"),
             (Some(l), None) if outcome.mode != crate::config::SearchMode::Lexical => {
@@ -52,7 +52,7 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
             }
             _ => String::new(),
         };
-        println!("   {} · score {:.3}{legs}", hit.source, hit.score);
+        println!("   {} · score {:.3}{legs}", super::printable(&hit.source), hit.score);
         if let Some(snippet) = &hit.snippet {
             println!("   {}", snippet.marked(open, close).replace('\n', " "));
         }

@@ -53,7 +53,38 @@ impl ModelFile {
     }
 }
 
+/// Why a model's files cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFilesError {
+    #[error("{path}: {source}")]
+    Unreadable { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{path} is damaged (its checksum does not match the manifest)")]
+    Damaged { path: std::path::PathBuf },
+}
+
 impl ModelProfile {
+    /// Checks every file Sputnik reads of this model, in `models_dir`, against the manifest's
+    /// SHA-256: `(files, bytes)` when all match. A file damaged in place keeps its size, and the
+    /// model is mapped from disk, so only the checksum tells.
+    pub fn verify_files(&self, models_dir: &std::path::Path) -> Result<(usize, u64), ModelFilesError> {
+        use sha2::{Digest, Sha256};
+        let dir = models_dir.join(&self.name);
+        let mut bytes = 0u64;
+        let files: Vec<&ModelFile> = self.files.iter().filter(|f| f.used_at_run_time()).collect();
+        for file in &files {
+            let path = dir.join(&file.path);
+            let unreadable = |source| ModelFilesError::Unreadable { path: path.clone(), source };
+            let mut reader = std::fs::File::open(&path).map_err(unreadable)?;
+            let mut hasher = Sha256::new();
+            bytes += std::io::copy(&mut reader, &mut hasher).map_err(unreadable)?;
+            let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if digest != file.sha256 {
+                return Err(ModelFilesError::Damaged { path });
+            }
+        }
+        Ok((files.len(), bytes))
+    }
+
     /// The profile of a model Sputnik knows by name.
     pub fn named(name: &str) -> Option<&'static ModelProfile> {
         MANIFEST.model.iter().find(|m| m.name == name)

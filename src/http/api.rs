@@ -99,13 +99,20 @@ async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Resp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .unwrap_or_default();
     // blake3::Hash compares in constant time.
     if blake3::hash(given.trim().as_bytes()) != api.token {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     next.run(request).await
+}
+
+/// The credentials of an `Authorization: Bearer …` header; the scheme's name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted too.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// Runs `work` on a blocking thread; errors become a JSON body with the reason.
@@ -457,5 +464,20 @@ async fn backup(State(api): State<Api>) -> Response {
         }
         Ok(Err(e)) => error_response(e),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        // `Authorization: bearer …` was refused although the scheme's name is case-insensitive.
+        for header in ["Bearer t0k3n", "bearer t0k3n", "BEARER t0k3n", " Bearer t0k3n"] {
+            assert_eq!(bearer_credentials(header), Some("t0k3n"), "{header}");
+        }
+        assert_eq!(bearer_credentials("Basic dXNlcg=="), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
     }
 }

@@ -1,11 +1,17 @@
 //! The service's HTTP side, next to the bot: `/livez` (the process answers), `/readyz` (the
 //! store, the indexes and the model answer), `/metrics` (Prometheus text format) and the admin
 //! API under `/api/` (see [`api`]). It listens on `http.listen`, 127.0.0.1:8080 by default.
+//!
+//! Bounded so that no client can take it out of monitoring: `/readyz` answers from a state a
+//! background task keeps current (a flood of readiness probes costs no thread and no model
+//! call); connections are limited below the process's open-file limit, and one that sends no
+//! request head within [`HEADER_TIMEOUT`] (idle keep-alive, half-sent) is closed.
 
 pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +34,18 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|e| Error::Usage(format!("cannot listen on {address} (http.listen): {e}")))
 }
 
+/// How long a connection may take to send a request head, and stay idle between requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the readiness `/readyz` reports is refreshed.
+const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Connections served at once: half the open-file limit (the rest is for the store, the index,
+/// the model and Telegram), between 16 and 1,024.
+pub fn connection_limit() -> usize {
+    let files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1024);
+    usize::try_from(files / 2).unwrap_or(1024).clamp(16, 1024)
+}
+
 /// Serves until `shutdown` is cancelled; `/api/` answers requests bearing `token`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -36,21 +54,66 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let max_upload = read(&app).settings().ingest.max_file_size.as_u64() as usize;
+    let readiness = Readiness::default();
+    tokio::spawn(keep_readiness_current(app.clone(), readiness.clone(), shutdown.clone()));
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/dashboard", get(dashboard))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz).with_state(readiness))
         .route("/metrics", get(metrics_text))
         .with_state(app.clone())
         .merge(api::router(app, &token, max_upload));
+    let limit = connection_limit();
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "HTTP listening");
+        tracing::info!(%address, connections = limit, "HTTP listening");
     }
-    let result =
-        axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the HTTP server stopped");
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: let connections finish before retrying.
+                tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Full: closed at once rather than queued, so the file limit is never reached;
+            // slots free up within HEADER_TIMEOUT as idle connections are closed.
+            metrics::METRICS.http_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), connection).await;
+                }
+            }
+        });
     }
+    // Requests under way finish (an upload being applied, a backup being streamed).
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// The read-only dashboard: one page, embedded in the binary; its data comes from `/api/report`
@@ -67,26 +130,102 @@ pub(crate) fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {
     app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Touches each part: counts in the store, the index's chunk count, an embedding from the model.
-async fn readyz(State(app): State<Shared>) -> Response {
-    let checked = tokio::task::spawn_blocking(move || {
-        let app = read(&app);
-        let store = app.store().counts().map(|_| "ok").unwrap_or("failing");
-        let index = app.stats().map(|_| "ok").unwrap_or("failing");
-        let model = match app.embedder() {
-            Some(embedder) => embedder.embed_raw(vec!["ready".into()]).map(|_| "ok").unwrap_or("failing"),
-            None => "off",
+/// What `/readyz` answers: the last check of each part, kept current by
+/// [`keep_readiness_current`]; `None` until the first check has run.
+#[derive(Clone, Default)]
+struct Readiness(Arc<RwLock<Option<serde_json::Value>>>);
+
+/// Checks each part every [`READINESS_INTERVAL`]: counts in the store, the index's chunk count,
+/// an embedding from the model, and the model's files against their checksums (again whenever
+/// a file's size or modification time changes: the weights are mapped from disk, so a file
+/// damaged in place changes what the model computes).
+async fn keep_readiness_current(app: Shared, readiness: Readiness, shutdown: CancellationToken) {
+    let mut verified: Option<(Vec<(u64, std::time::SystemTime)>, &'static str)> = None;
+    loop {
+        let checked = tokio::task::spawn_blocking({
+            let app = app.clone();
+            let previous = verified.take();
+            move || {
+                let app = read(&app);
+                let store = app.store().counts().map(|_| "ok").unwrap_or("failing");
+                let index = app.stats().map(|_| "ok").unwrap_or("failing");
+                let (model, files) = match app.embedder() {
+                    Some(embedder) => {
+                        let settings = &app.settings().embed;
+                        let files = model_files_state(settings, previous);
+                        let answers = embedder.embed_raw(vec!["ready".into()]).is_ok();
+                        let model = if !answers {
+                            "failing"
+                        } else if files.1 != "ok" {
+                            files.1
+                        } else {
+                            "ok"
+                        };
+                        (model, Some(files))
+                    }
+                    None => ("off", None),
+                };
+                (serde_json::json!({"store": store, "index": index, "model": model}), files)
+            }
+        })
+        .await;
+        let parts = match checked {
+            Ok((parts, files)) => {
+                verified = files;
+                parts
+            }
+            Err(_) => serde_json::json!({"store": "failing", "index": "failing", "model": "failing"}),
         };
-        serde_json::json!({"store": store, "index": index, "model": model})
-    })
-    .await;
-    match checked {
-        Ok(parts) => {
-            let ready = parts.as_object().is_some_and(|p| p.values().all(|v| v != "failing"));
+        *readiness.0.write().unwrap_or_else(|p| p.into_inner()) = Some(parts);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(READINESS_INTERVAL) => {}
+        }
+    }
+}
+
+/// The model files' (size, modification time) and whether they matched their checksums; the
+/// files are hashed again only when those change.
+fn model_files_state(
+    settings: &crate::config::EmbedSettings,
+    previous: Option<(Vec<(u64, std::time::SystemTime)>, &'static str)>,
+) -> (Vec<(u64, std::time::SystemTime)>, &'static str) {
+    let Some(profile) = crate::embed::ModelProfile::named(settings.model.trim()) else {
+        return (Vec::new(), "failing");
+    };
+    let dir = settings.models_dir.join(&profile.name);
+    let stamps: Vec<(u64, std::time::SystemTime)> = profile
+        .files
+        .iter()
+        .filter(|f| f.used_at_run_time())
+        .filter_map(|f| std::fs::metadata(dir.join(&f.path)).ok())
+        .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        .collect();
+    if let Some((seen, verdict)) = previous
+        && seen == stamps
+    {
+        return (seen, verdict);
+    }
+    let verdict = match profile.verify_files(&settings.models_dir) {
+        Ok(_) => "ok",
+        Err(e) => {
+            tracing::error!(error = %e, "the model's files do not match their checksums");
+            "damaged"
+        }
+    };
+    (stamps, verdict)
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let parts = readiness.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match parts {
+        Some(parts) => {
+            let ready = parts.as_object().is_some_and(|p| p.values().all(|v| v == "ok" || v == "off"));
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, axum::Json(parts)).into_response()
         }
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"starting": true})))
+            .into_response(),
     }
 }
 

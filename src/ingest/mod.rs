@@ -7,7 +7,11 @@
 //! - a changed file replaces its document and all of its chunks in one store transaction, and
 //!   the index follows at the next commit (a crash in between is repaired when the index opens);
 //! - `sync` removes documents of an imported directory whose files are gone, but never for a
-//!   directory that could not be read, so a missing mount does not wipe the knowledge base.
+//!   directory that could not be read, so a missing mount does not wipe the knowledge base; the
+//!   report says for which directories it could not run;
+//! - a directory import reads only what lies under the directory: a symbolic link is followed
+//!   only when its target is inside it, and a file is opened without following a link, so a
+//!   link planted in a shared folder cannot publish `/etc/passwd` or the admin token.
 
 pub mod chunk;
 pub mod lang;
@@ -49,6 +53,13 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
+    #[error(
+        "a link to {target}, outside the imported folder; not imported (import that file or \
+         folder by its own path if it belongs in the knowledge base)"
+    )]
+    LinkOutside { target: String },
+    #[error("a link that cannot be followed ({0}); not imported")]
+    BrokenLink(std::io::Error),
 }
 
 /// What to import and how.
@@ -99,6 +110,8 @@ pub struct ImportReport {
     pub chunks_written: usize,
     pub failures: Vec<FailedFile>,
     pub removed_sources: Vec<String>,
+    /// Directories `--sync` could not clean because part of them could not be read.
+    pub sync_skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +172,8 @@ pub struct Discovery {
     pub unreadable: Vec<(String, IngestError)>,
     /// Directory roots whose walk completed, eligible for `sync`.
     pub synced_roots: Vec<String>,
+    /// Directories (as given) whose walk could not complete: `sync` must not run for them.
+    pub incomplete_roots: Vec<String>,
     pub skipped: usize,
 }
 
@@ -220,7 +235,7 @@ pub fn import(
     } else {
         Vec::new()
     };
-    let mut report = start_report(&discovery, request.dry_run, removals.len(), observer);
+    let mut report = start_report(&discovery, request, removals.len(), observer);
 
     let Indexes { lexical, mut vectors, embedder } = indexes;
     let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
@@ -444,10 +459,20 @@ fn import_file(
     Ok(Decision::Write { document, existed: existing.is_some() })
 }
 
-/// A file's bytes, refusing one over `limit` before reading it.
+/// A file's bytes, refusing one over `limit` before reading it. The file is opened without
+/// following a link in its last component (discovery resolved and checked every link), so a
+/// file swapped for a link after discovery is refused, not read.
 pub fn read_file(path: &Path, limit: bytesize::ByteSize) -> Result<Vec<u8>, IngestError> {
-    within_limit(std::fs::metadata(path)?.len(), limit)?;
-    Ok(std::fs::read(path)?)
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let size = file.metadata()?.len();
+    within_limit(size, limit)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    // A file that grows while it is read is still held to the limit.
+    file.by_ref().take(limit.as_u64() + 1).read_to_end(&mut bytes)?;
+    within_limit(bytes.len() as u64, limit)?;
+    Ok(bytes)
 }
 
 fn within_limit(size: u64, limit: bytesize::ByteSize) -> Result<(), IngestError> {
@@ -461,11 +486,15 @@ fn within_limit(size: u64, limit: bytesize::ByteSize) -> Result<(), IngestError>
 /// outcomes to expect (`removals` included) and records the paths that could not be examined.
 pub fn start_report(
     discovery: &Discovery,
-    dry_run: bool,
+    request: &ImportRequest,
     removals: usize,
     observer: &mut dyn ImportObserver,
 ) -> ImportReport {
-    let mut report = ImportReport { dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+    let mut report =
+        ImportReport { dry_run: request.dry_run, skipped: discovery.skipped, ..ImportReport::default() };
+    if request.sync {
+        report.sync_skipped = discovery.incomplete_roots.clone();
+    }
     observer.started(discovery.candidates.len() + discovery.unreadable.len() + removals);
     for (path, error) in &discovery.unreadable {
         let outcome = Outcome::Failed { reason: error.to_string() };
@@ -595,8 +624,10 @@ fn walk_directory(
         return;
     };
     let mut complete = true;
+    // Links are not followed by the walk: each one is resolved and checked below, so a link can
+    // neither leave the directory nor send the walk round in a loop.
     let walker = walkdir::WalkDir::new(root)
-        .follow_links(true)
+        .follow_links(false)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_str().is_some_and(|n| n.starts_with('.')));
@@ -611,11 +642,28 @@ fn walk_directory(
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
-            continue;
-        }
         let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
         let shown = given.join(relative).display().to_string();
+        let path = if entry.path_is_symlink() {
+            match std::fs::canonicalize(entry.path()) {
+                // A link to a folder inside: its files are imported from where they lie.
+                Ok(target) if target.starts_with(root) && target.is_dir() => continue,
+                Ok(target) if target.starts_with(root) => target,
+                Ok(target) => {
+                    let target = target.display().to_string();
+                    discovery.unreadable.push((shown, IngestError::LinkOutside { target }));
+                    continue;
+                }
+                Err(e) => {
+                    discovery.unreadable.push((shown, IngestError::BrokenLink(e)));
+                    continue;
+                }
+            }
+        } else if entry.file_type().is_file() {
+            entry.path().to_owned()
+        } else {
+            continue;
+        };
         let Some(relative) = relative.to_str() else {
             discovery.unreadable.push((shown, IngestError::NonUtf8Name));
             continue;
@@ -627,7 +675,7 @@ fn walk_directory(
         }
         if seen.insert(entry.path().to_owned()) {
             discovery.candidates.push(Candidate {
-                path: entry.path().to_owned(),
+                path,
                 root: root_str.to_owned(),
                 source: relative,
                 display: shown,
@@ -637,5 +685,7 @@ fn walk_directory(
     }
     if complete {
         discovery.synced_roots.push(root_str.to_owned());
+    } else {
+        discovery.incomplete_roots.push(given.display().to_string());
     }
 }

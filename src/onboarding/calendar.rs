@@ -28,6 +28,20 @@ pub struct CalendarError {
     pub message: String,
 }
 
+impl CalendarError {
+    /// The configuration key at fault, as `config check` names keys.
+    pub fn field_key(&self) -> &'static str {
+        match self.field {
+            "timezone" => "onboarding.timezone",
+            "work_start" => "onboarding.work_start",
+            "work_end" => "onboarding.work_end",
+            "weekend" => "onboarding.weekend",
+            "holidays" => "onboarding.holidays",
+            _ => "onboarding",
+        }
+    }
+}
+
 fn bad(field: &'static str, message: String) -> CalendarError {
     CalendarError { field, message }
 }

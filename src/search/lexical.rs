@@ -162,13 +162,33 @@ impl LexicalIndex {
         })
     }
 
+    /// Opens the index only after every file it uses passed its checksum: tantivy trusts its
+    /// files and panics on a damaged one (a few flipped bytes in a `.fast` file did), so a
+    /// damaged index is found here and rebuilt from the store instead. The panic guard covers
+    /// damage the checksums cannot see (a file changed together with its checksum).
     fn open_existing(dir: &Path) -> Result<LexicalIndex, SearchError> {
-        let index = Index::open_in_dir(dir)?;
-        let (schema, fields) = schema();
-        if index.schema() != schema {
-            return Err(SearchError::IndexMismatch("schema differs".into()));
-        }
-        Self::wrap(dir, index, fields)
+        let guarded = std::panic::catch_unwind(|| -> Result<LexicalIndex, SearchError> {
+            let index = Index::open_in_dir(dir)?;
+            let (schema, fields) = schema();
+            if index.schema() != schema {
+                return Err(SearchError::IndexMismatch("schema differs".into()));
+            }
+            let damaged = index.validate_checksum()?;
+            if !damaged.is_empty() {
+                let mut names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+                names.sort();
+                return Err(SearchError::IndexDamaged(format!("checksum mismatch in {}", names.join(", "))));
+            }
+            Self::wrap(dir, index, fields)
+        });
+        guarded.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unreadable".to_owned());
+            Err(SearchError::IndexDamaged(what))
+        })
     }
 
     fn wrap(dir: &Path, index: Index, fields: Fields) -> Result<LexicalIndex, SearchError> {

@@ -26,6 +26,8 @@ pub enum SearchError {
     Index(#[from] tantivy::TantivyError),
     #[error("full-text index does not match: {0}")]
     IndexMismatch(String),
+    #[error("full-text index is damaged: {0}")]
+    IndexDamaged(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the question is empty")]

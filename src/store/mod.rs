@@ -26,7 +26,9 @@ pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, New
 pub use schema::SCHEMA_VERSION;
 
 use schema::{
-    CHUNKS, DOCUMENTS, META, META_TEXT, SOURCES, embeddings_table, embeddings_table_name, meta_keys,
+    ASSIGNMENTS, BROADCASTS, CHUNKS, DELIVERIES, DOCUMENTS, EMPLOYEES, INVITES, META, META_TEXT,
+    NOTIFICATIONS, OUTBOX, PLANS, QUESTIONS, SESSIONS, SOURCES, TASK_STATES, TELEGRAM_USERS,
+    UPDATE_QUESTIONS, embeddings_table, embeddings_table_name, meta_keys,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,22 @@ pub enum StoreError {
     UnknownEmployee(u64),
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: redb::DatabaseError },
+    #[error(
+        "the store {path} is an empty file: it was truncated or wiped, not left by Sputnik. \
+         Restore the latest backup (`sputnik restore FILE`); Sputnik will not start an empty \
+         knowledge base over it"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "{path} is not a Sputnik store ({reason}); point data_dir at Sputnik's data directory, or \
+         restore a backup (`sputnik restore FILE`)"
+    )]
+    Foreign { path: PathBuf, reason: String },
+    #[error(
+        "the store {path} is damaged ({reason}); `sputnik doctor` says what can be saved from it, \
+         and `sputnik restore FILE` puts the latest backup back"
+    )]
+    Damaged { path: PathBuf, reason: String },
     #[error("store: {0}")]
     Database(#[from] redb::Error),
     #[error("store record is corrupt ({what}): {source}")]
@@ -68,11 +86,34 @@ impl StoreError {
         matches!(
             self,
             StoreError::Locked { .. }
+                | StoreError::Empty { .. }
+                | StoreError::Foreign { .. }
+                | StoreError::Damaged { .. }
                 | StoreError::UnknownDocument(_)
                 | StoreError::UnknownEmployee(_)
                 | StoreError::TooNew { .. }
                 | StoreError::EmbeddingModelMismatch { .. }
         )
+    }
+}
+
+/// What a failed open means for the person running Sputnik.
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    let path = path.to_owned();
+    match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path },
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) if reason.contains("magic") => {
+            StoreError::Foreign { path, reason: "not a redb database".to_owned() }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::Damaged { path, reason }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Foreign { path, reason: e.to_string() }
+        }
+        source => StoreError::Open { path, source },
     }
 }
 
@@ -88,6 +129,24 @@ macro_rules! redb_errors {
 redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What [`Store::verify`] read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verified {
+    pub documents: u64,
+    pub chunks: u64,
+    pub employees: u64,
+    pub plans: u64,
+    pub questions: u64,
+    pub embedding_model: Option<String>,
+}
+
+/// Creates `path` (which must not exist) readable and writable by its owner only: a store, a
+/// backup or a snapshot holds every document and every employee.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
 
 /// Counts for `sputnik stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,14 +173,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store file and migrates it to the current schema.
+    /// Opens (creating if there is no file) the store and migrates it to the current schema.
+    ///
+    /// A file that is there is checked, not assumed: an empty file is refused (redb would take
+    /// it for a new database, and an import would then build an empty knowledge base over a
+    /// wiped one), so is a file that is not a Sputnik store, and every page's checksum is
+    /// verified on open, so a damaged file is reported here as [`StoreError::Damaged`] instead of
+    /// panicking deep inside a later read.
     pub fn open(path: &Path) -> StoreResult<Store> {
-        let db =
-            redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path.to_owned() },
-                source => StoreError::Open { path: path.to_owned(), source },
-            })?;
+        let existed = match std::fs::metadata(path) {
+            Ok(meta) if meta.len() == 0 => return Err(StoreError::Empty { path: path.to_owned() }),
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(source) => return Err(StoreError::Io { path: path.to_owned(), source }),
+        };
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(CACHE_BYTES).set_check_integrity_on_open(true);
+        let opened = if existed { builder.open(path) } else { builder.create(path) };
+        let db = opened.map_err(|source| open_error(path, source))?;
         let store = Store { db, path: path.to_owned(), commits: AtomicU64::new(0) };
+        if existed {
+            schema::check_is_sputnik(&store.db, path)?;
+        }
         schema::migrate(&store.db, path)?;
         Ok(store)
     }
@@ -130,14 +203,111 @@ impl Store {
         &self.path
     }
 
+    /// Reads every record of every table and checks that they agree with each other: each
+    /// source names a stored document, each chunk belongs to one, and each chunk has exactly one
+    /// embedding of the stored model. What `restore` and `backup` check before they trust a
+    /// file, and `doctor` before it says the store is right; a failure is
+    /// [`StoreError::Damaged`] naming the first disagreement.
+    pub fn verify(&self) -> StoreResult<Verified> {
+        let damaged = |reason: String| StoreError::Damaged { path: self.path.clone(), reason };
+        let txn = self.db.begin_read()?;
+        let mut documents = std::collections::HashMap::new();
+        for row in txn.open_table(DOCUMENTS)?.iter()? {
+            let (id, bytes) = row?;
+            let record: DocumentRecord = decode(bytes.value(), || format!("document {}", id.value()))?;
+            documents.insert(id.value(), record);
+        }
+        for row in txn.open_table(SOURCES)?.iter()? {
+            let (source, id) = row?;
+            if !documents.contains_key(&id.value()) {
+                return Err(damaged(format!(
+                    "source {} names a missing document {}",
+                    source.value(),
+                    id.value()
+                )));
+            }
+        }
+        let mut chunks = 0u64;
+        for row in txn.open_table(CHUNKS)?.iter()? {
+            let (key, bytes) = row?;
+            let (document, ordinal) = key.value();
+            let _: ChunkRecord = decode(bytes.value(), || format!("chunk {document}/{ordinal}"))?;
+            if !documents.contains_key(&document) {
+                return Err(damaged(format!("chunk {document}/{ordinal} belongs to a missing document")));
+            }
+            chunks += 1;
+        }
+        let model = txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
+        if let Some(model) = &model {
+            let name = embeddings_table_name(model);
+            let table = txn.open_table(embeddings_table(&name))?;
+            let chunk_table = txn.open_table(CHUNKS)?;
+            let mut embedded = 0u64;
+            for row in table.iter()? {
+                let (key, _) = row?;
+                let (document, ordinal) = key.value();
+                if chunk_table.get((document, ordinal))?.is_none() {
+                    return Err(damaged(format!("an embedding of {document}/{ordinal} has no chunk")));
+                }
+                embedded += 1;
+            }
+            if embedded != chunks {
+                return Err(damaged(format!("{chunks} chunks but {embedded} {model} embeddings")));
+            }
+        }
+        // The rest is read through: every page of every table must be readable.
+        macro_rules! rows {
+            ($($table:expr),*) => {{
+                let mut rows = 0u64;
+                $(for row in txn.open_table($table)?.iter()? { row?; rows += 1; })*
+                rows
+            }};
+        }
+        let employees = rows!(EMPLOYEES);
+        let questions = rows!(QUESTIONS);
+        let plans = rows!(PLANS);
+        rows!(
+            META,
+            TELEGRAM_USERS,
+            INVITES,
+            SESSIONS,
+            OUTBOX,
+            ASSIGNMENTS,
+            TASK_STATES,
+            NOTIFICATIONS,
+            BROADCASTS,
+            DELIVERIES,
+            UPDATE_QUESTIONS
+        );
+        drop(txn);
+        // Records are decoded, not only read, where a reader would trip over them later.
+        self.employees()?;
+        self.questions()?;
+        self.plans::<serde_json::Value>()?;
+        Ok(Verified {
+            documents: documents.len() as u64,
+            chunks,
+            employees,
+            plans,
+            questions,
+            embedding_model: model,
+        })
+    }
+
     /// Copies the store file to `dest` as of its last commit: a write transaction is held while
     /// the bytes are copied, so no write can land half-way, and dropped without changes. The
     /// copy was not closed by redb, so opening it replays the last commit (what a restart after
     /// a crash does); [`Store::open`] on it checks it.
     pub fn snapshot_to(&self, dest: &Path) -> StoreResult<u64> {
         let txn = self.db.begin_write()?;
-        let copied = std::fs::copy(&self.path, dest)
-            .map_err(|source| StoreError::Io { path: dest.to_owned(), source })?;
+        let copied = (|| {
+            let mut from = std::fs::File::open(&self.path)?;
+            let mut to = create_private(dest)?;
+            let copied = std::io::copy(&mut from, &mut to)?;
+            to.sync_all()?;
+            Ok(copied)
+        })()
+        .map_err(|source| StoreError::Io { path: dest.to_owned(), source })?;
         txn.abort()?;
         Ok(copied)
     }

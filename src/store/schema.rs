@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::{StoreError, StoreResult};
 
@@ -137,6 +137,20 @@ fn add_onboarding_v5(txn: &WriteTransaction) -> StoreResult<()> {
 }
 
 /// Brings the file up to [`SCHEMA_VERSION`], refusing files from a newer binary.
+/// Refuses a redb file that holds tables but not Sputnik's: another program's database. A file
+/// with no tables at all is one whose creation was interrupted, and is set up as new.
+pub(super) fn check_is_sputnik(db: &Database, path: &Path) -> StoreResult<()> {
+    let txn = db.begin_read()?;
+    let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    if tables.is_empty() || tables.iter().any(|t| t == META.name()) {
+        return Ok(());
+    }
+    Err(StoreError::Foreign {
+        path: path.to_owned(),
+        reason: format!("a redb database with other tables: {}", tables.join(", ")),
+    })
+}
+
 pub(super) fn migrate(db: &Database, path: &Path) -> StoreResult<()> {
     // The common case, a current file, needs no write transaction at all.
     {

@@ -2,9 +2,10 @@
 //! paragraphs, table cells are separated by `|`, and scripts, styles and navigation are skipped.
 
 use ego_tree::NodeRef;
+use ego_tree::iter::Edge;
 use scraper::{Html, Node, Selector};
 
-use super::{ParsedDocument, SectionBuilder, collapse_whitespace};
+use super::{MAX_NESTING, ParseError, ParsedDocument, SectionBuilder, collapse_whitespace};
 
 const SKIPPED: &[&str] =
     &["script", "style", "noscript", "template", "head", "nav", "svg", "iframe", "button", "form"];
@@ -37,8 +38,13 @@ const BLOCKS: &[&str] = &[
     "summary",
 ];
 
-pub(super) fn parse(text: &str) -> ParsedDocument {
+pub(super) fn parse(text: &str) -> Result<ParsedDocument, ParseError> {
     let html = Html::parse_document(text);
+    // The walk below recurses once per element level: measure the depth first, without
+    // recursion, and refuse a tree deeper than the bound.
+    if nesting_depth(&html) > MAX_NESTING {
+        return Err(ParseError::TooDeep { format: "HTML", what: "elements", limit: MAX_NESTING });
+    }
     let mut builder = SectionBuilder::default();
     let title = Selector::parse("title").expect("a valid selector");
     if let Some(title) = html.select(&title).next() {
@@ -46,7 +52,21 @@ pub(super) fn parse(text: &str) -> ParsedDocument {
     }
     let mut walker = Walker { builder };
     walker.walk(html.tree.root());
-    walker.builder.finish()
+    Ok(walker.builder.finish())
+}
+
+fn nesting_depth(html: &Html) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for edge in html.tree.root().traverse() {
+        match edge {
+            Edge::Open(_) => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Edge::Close(_) => depth -= 1,
+        }
+    }
+    deepest
 }
 
 struct Walker {
@@ -122,9 +142,27 @@ fn text_of(node: NodeRef<'_, Node>) -> String {
 mod tests {
     use super::*;
 
+    fn parse_ok(text: &str) -> ParsedDocument {
+        parse(text).expect("parses")
+    }
+
+    #[test]
+    fn nested_tables_deeper_than_the_bound_are_refused_not_a_stack_overflow() {
+        // 5,000 nested tables (about 160 KB) overflowed the main thread's stack and aborted
+        // `sputnik import` and `sputnik serve`.
+        let deep = format!("{}x{}", "<table><tr><td>".repeat(5_000), "</td></tr></table>".repeat(5_000));
+        let refused = parse(&deep).unwrap_err();
+        assert!(matches!(refused, ParseError::TooDeep { format: "HTML", .. }), "{refused}");
+        let divs = format!("{}x{}", "<div>".repeat(50_000), "</div>".repeat(50_000));
+        assert!(matches!(parse(&divs), Err(ParseError::TooDeep { .. })));
+        // Nesting a real page uses stays well inside.
+        let fine = format!("{}<p>Deep but fine.</p>{}", "<div>".repeat(100), "</div>".repeat(100));
+        assert_eq!(parse_ok(&fine).sections[0].paragraphs, ["Deep but fine."]);
+    }
+
     #[test]
     fn headings_paragraphs_tables_and_no_scripts() {
-        let doc = parse(
+        let doc = parse_ok(
             "<html><head><title>IT guide</title><style>p{}</style></head><body>\
              <nav>Home | About</nav><h1>IT guide</h1><p>Welcome&nbsp;aboard.</p>\
              <h2>VPN</h2><p>Install the <b>client</b>.</p><script>alert(1)</script>\

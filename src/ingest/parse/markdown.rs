@@ -2,9 +2,9 @@
 
 use pulldown_cmark::{Event, HeadingLevel, MetadataBlockKind, Options, Parser, Tag, TagEnd};
 
-use super::{ParsedDocument, SectionBuilder};
+use super::{MAX_NESTING, ParseError, ParsedDocument, SectionBuilder};
 
-pub(super) fn parse(text: &str) -> ParsedDocument {
+pub(super) fn parse(text: &str) -> Result<ParsedDocument, ParseError> {
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
         | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS
@@ -14,8 +14,23 @@ pub(super) fn parse(text: &str) -> ParsedDocument {
     let mut code: Option<String> = None;
     let mut in_metadata = false;
     let mut front_matter_title = None;
+    let mut depth = 0usize;
 
     for event in Parser::new_ext(text, options) {
+        match &event {
+            Event::Start(_) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ParseError::TooDeep {
+                        format: "Markdown",
+                        what: "blocks",
+                        limit: MAX_NESTING,
+                    });
+                }
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         match event {
             Event::Start(Tag::MetadataBlock(MetadataBlockKind::YamlStyle)) => in_metadata = true,
             Event::End(TagEnd::MetadataBlock(_)) => in_metadata = false,
@@ -70,7 +85,7 @@ pub(super) fn parse(text: &str) -> ParsedDocument {
     if let Some(title) = front_matter_title {
         builder.set_title_if_missing(&title);
     }
-    builder.finish()
+    Ok(builder.finish())
 }
 
 fn heading_level(level: HeadingLevel) -> u8 {
@@ -96,9 +111,28 @@ fn yaml_title(block: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn parse_ok(text: &str) -> ParsedDocument {
+        parse(text).expect("parses")
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_bound_is_refused() {
+        for deep in [">".repeat(100_000) + " quoted", "* ".repeat(20_000) + "item", "[".repeat(50_000)] {
+            match parse(&deep) {
+                Err(ParseError::TooDeep { format: "Markdown", .. }) => {}
+                // Nesting the parser flattens (brackets are text) is fine as long as it returns.
+                Ok(_) => {}
+                Err(other) => panic!("unexpected refusal: {other}"),
+            }
+        }
+        let quotes = ">".repeat(100_000) + " quoted";
+        assert!(matches!(parse(&quotes), Err(ParseError::TooDeep { .. })));
+        assert!(parse_ok(&(">".repeat(20) + " fine")).sections[0].paragraphs[0].contains("fine"));
+    }
+
     #[test]
     fn headings_lists_tables_and_code() {
-        let doc = parse(
+        let doc = parse_ok(
             "# Employee handbook\n\nIntro text.\n\n## Leave\n\n- 28 days\n- carry over 5\n\n\
              ### Sick leave\n\n| Days | Paper |\n|---|---|\n| 3 | none |\n\n```\nvpn connect\n```\n",
         );
@@ -113,7 +147,7 @@ mod tests {
 
     #[test]
     fn front_matter_title_is_used_when_there_is_no_h1() {
-        let doc = parse("---\ntitle: \"Отпуск\"\n---\n\n## Сроки\n\nЗаявление за две недели.\n");
+        let doc = parse_ok("---\ntitle: \"Отпуск\"\n---\n\n## Сроки\n\nЗаявление за две недели.\n");
         assert_eq!(doc.title.as_deref(), Some("Отпуск"));
         assert_eq!(doc.sections[0].heading_path, ["Сроки"]);
     }

@@ -33,6 +33,12 @@ impl ParsedDocument {
     }
 }
 
+/// How deep elements may nest in any document (HTML elements, DOCX/ODT XML elements, Markdown
+/// blocks, PDF drawings inside drawings). Real documents stay far below it (a page exported
+/// from a wiki nests about 30 deep); a parser that walks a tree recursively needs the bound so
+/// that a small hostile file cannot overflow the stack, which aborts the whole process.
+pub const MAX_NESTING: usize = 256;
+
 /// Resource bounds a parser must respect.
 #[derive(Debug, Clone, Copy)]
 pub struct ParseLimits {
@@ -59,6 +65,18 @@ pub enum ParseError {
     Corrupt { format: &'static str, reason: String },
     #[error("{member} would expand beyond the safe limit ({detail}); refusing a possible zip bomb")]
     ArchiveBomb { member: String, detail: String },
+    #[error(
+        "the {format} nests {what} deeper than {limit} levels; refusing a file built to exhaust the \
+         parser (no real document needs this: save it again from its editor)"
+    )]
+    TooDeep { format: &'static str, what: &'static str, limit: usize },
+    #[error(
+        "the {format}'s {what} refer to themselves in a loop; refusing a file built to hang the \
+         parser (save it again from its editor)"
+    )]
+    Loop { format: &'static str, what: &'static str },
+    #[error("the {format} draws more than {limit} {what}; refusing a file built to hang the parser")]
+    TooMany { format: &'static str, what: &'static str, limit: usize },
 }
 
 impl ParseError {
@@ -73,9 +91,9 @@ pub fn parse(format: Format, bytes: &[u8], limits: &ParseLimits) -> Result<Parse
         return Err(ParseError::Empty);
     }
     let parsed = match format {
-        Format::Markdown => markdown::parse(text::decode(bytes, "Markdown")?),
+        Format::Markdown => markdown::parse(text::decode(bytes, "Markdown")?)?,
         Format::Text => text::parse(text::decode(bytes, "plain")?),
-        Format::Html => html::parse(text::decode(bytes, "HTML")?),
+        Format::Html => html::parse(text::decode(bytes, "HTML")?)?,
         Format::Pdf => pdf::parse(bytes, limits)?,
         Format::Docx => docx::parse(bytes, limits)?,
         Format::Odt => odt::parse(bytes, limits)?,
@@ -100,7 +118,8 @@ impl SectionBuilder {
     /// title when the document has none from metadata.
     pub fn heading(&mut self, level: u8, text: &str) {
         self.end_paragraph();
-        let text = collapse_whitespace(text);
+        let text: String = text.chars().filter(|c| !c.is_control() || c.is_whitespace()).collect();
+        let text = collapse_whitespace(&text);
         if text.is_empty() {
             return;
         }
@@ -119,7 +138,8 @@ impl SectionBuilder {
     }
 
     pub fn set_title_if_missing(&mut self, title: &str) {
-        let title = collapse_whitespace(title);
+        let title: String = title.chars().filter(|c| !c.is_control() || c.is_whitespace()).collect();
+        let title = collapse_whitespace(&title);
         if self.title.is_none() && !title.is_empty() {
             self.title = Some(title);
         }
@@ -130,7 +150,9 @@ impl SectionBuilder {
     }
 
     pub fn text(&mut self, text: &str) {
-        self.paragraph.push_str(text);
+        // Control characters (terminal escape sequences among them) carry no meaning in a
+        // passage and would reach terminals and Telegram as they are.
+        self.paragraph.extend(text.chars().filter(|c| !c.is_control() || c.is_whitespace()));
     }
 
     /// Closes the current paragraph; whitespace is collapsed and empty paragraphs dropped.
@@ -152,6 +174,7 @@ impl SectionBuilder {
     /// Adds a paragraph whose line breaks matter (code, preformatted text).
     pub fn preformatted(&mut self, text: &str) {
         self.end_paragraph();
+        let text: String = text.chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\t')).collect();
         let text = text.trim_matches('\n').trim_end();
         if text.trim().is_empty() {
             return;
@@ -169,7 +192,8 @@ impl SectionBuilder {
     }
 }
 
-/// Collapses runs of whitespace (including non-breaking spaces) to one space and trims.
+/// Collapses runs of whitespace (including non-breaking spaces) to one space and trims; other
+/// control characters are dropped.
 pub(crate) fn collapse_whitespace(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for word in text.split(|c: char| c.is_whitespace() || c == '\u{a0}') {
@@ -179,7 +203,7 @@ pub(crate) fn collapse_whitespace(text: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(word);
+        out.extend(word.chars().filter(|c| !c.is_control()));
     }
     out
 }
@@ -213,6 +237,18 @@ mod tests {
         for format in [Format::Markdown, Format::Text, Format::Html, Format::Pdf, Format::Docx, Format::Odt] {
             assert_eq!(parse(format, b"", &LIMITS), Err(ParseError::Empty), "{format}");
         }
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_passage() {
+        let text =
+            "# Ti\x1b[31mtle\n\nRed \x1b[2Jtext\x07 here, in a paragraph long enough to read as text.\n";
+        let doc = parse(Format::Markdown, text.as_bytes(), &LIMITS).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Ti[31mtle"));
+        assert_eq!(
+            doc.sections[0].paragraphs,
+            ["Red [2Jtext here, in a paragraph long enough to read as text."]
+        );
     }
 
     #[test]

@@ -77,14 +77,30 @@ pub(super) fn walk_xml(
     mut visit: impl FnMut(XmlEvent<'_>),
 ) -> Result<(), ParseError> {
     let mut reader = quick_xml::Reader::from_str(xml);
+    // The reader streams and keeps no tree, but what reads its events may keep a stack per
+    // level: the same bound as every other document tree.
+    let mut depth = 0usize;
     loop {
         let event = reader.read_event().map_err(|e| {
             ParseError::corrupt(format, format!("malformed XML at byte {} ({e})", reader.buffer_position()))
         })?;
         match event {
-            Event::Start(e) => visit(XmlEvent::Start(&e)),
+            Event::Start(e) => {
+                depth += 1;
+                if depth > super::MAX_NESTING {
+                    return Err(ParseError::TooDeep {
+                        format,
+                        what: "XML elements",
+                        limit: super::MAX_NESTING,
+                    });
+                }
+                visit(XmlEvent::Start(&e))
+            }
             Event::Empty(e) => visit(XmlEvent::Empty(&e)),
-            Event::End(e) => visit(XmlEvent::End(e.local_name().into_inner())),
+            Event::End(e) => {
+                depth = depth.saturating_sub(1);
+                visit(XmlEvent::End(e.local_name().into_inner()))
+            }
             Event::Text(t) => visit(XmlEvent::Text(&t.xml10_content())),
             Event::CData(t) => visit(XmlEvent::Text(&t)),
             Event::GeneralRef(r) => {
