@@ -294,13 +294,14 @@ fn store_and_indexes(settings: &Settings) -> Vec<Check> {
         }
     };
     let mut checks = Vec::new();
-    let counts = match store.counts() {
+    // Every record read and cross-checked, not only the file opened.
+    let counts = match store.verify().and_then(|_| store.counts()) {
         Ok(counts) => counts,
         Err(e) => {
             return vec![Check::fail(
                 "store",
                 e.to_string(),
-                "restore the latest backup (sputnik restore FILE)",
+                "restore the latest backup (sputnik restore FILE) — the damaged file is kept beside it",
             )];
         }
     };
@@ -322,6 +323,11 @@ fn store_and_indexes(settings: &Settings) -> Vec<Check> {
             "index",
             format!("the full-text index holds {indexed} chunks, the store {}", counts.chunks),
             "sputnik reindex",
+        ),
+        Ok(Err(reason)) if reason.contains("damaged") => Check::fail(
+            "index",
+            reason,
+            "run `sputnik reindex` (or restart the service): it is rebuilt from the store",
         ),
         Ok(Err(reason)) => Check::warn(
             "index",

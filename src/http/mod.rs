@@ -54,8 +54,22 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let max_upload = read(&app).settings().ingest.max_file_size.as_u64() as usize;
+    // The first check is done before the first connection is accepted: /readyz never answers
+    // "starting" once the service has said it is ready.
     let readiness = Readiness::default();
-    tokio::spawn(keep_readiness_current(app.clone(), readiness.clone(), shutdown.clone()));
+    let first = tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || check_readiness(&app, None)
+    })
+    .await;
+    let files = match first {
+        Ok((parts, files)) => {
+            readiness.set(parts);
+            files
+        }
+        Err(_) => None,
+    };
+    tokio::spawn(keep_readiness_current(app.clone(), readiness.clone(), files, shutdown.clone()));
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/dashboard", get(dashboard))
@@ -135,52 +149,62 @@ pub(crate) fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {
 #[derive(Clone, Default)]
 struct Readiness(Arc<RwLock<Option<serde_json::Value>>>);
 
-/// Checks each part every [`READINESS_INTERVAL`]: counts in the store, the index's chunk count,
-/// an embedding from the model, and the model's files against their checksums (again whenever
-/// a file's size or modification time changes: the weights are mapped from disk, so a file
-/// damaged in place changes what the model computes).
-async fn keep_readiness_current(app: Shared, readiness: Readiness, shutdown: CancellationToken) {
-    let mut verified: Option<(Vec<(u64, std::time::SystemTime)>, &'static str)> = None;
+impl Readiness {
+    fn set(&self, parts: serde_json::Value) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(parts);
+    }
+}
+
+/// The model files' (size, modification time) when last hashed, and what the hash said.
+type ModelFilesState = (Vec<(u64, std::time::SystemTime)>, &'static str);
+
+/// Checks each part: counts in the store, the index's chunk count, an embedding from the model,
+/// and the model's files against their checksums (again only when a file's size or modification
+/// time changed: the weights are mapped from disk, so a file damaged in place changes what the
+/// model computes).
+fn check_readiness(
+    app: &Shared,
+    previous: Option<ModelFilesState>,
+) -> (serde_json::Value, Option<ModelFilesState>) {
+    let app = read(app);
+    let store = app.store().counts().map(|_| "ok").unwrap_or("failing");
+    let index = app.stats().map(|_| "ok").unwrap_or("failing");
+    let (model, files) = match app.embedder() {
+        Some(embedder) => {
+            let files = model_files_state(&app.settings().embed, previous);
+            let model = match (embedder.embed_raw(vec!["ready".into()]).is_ok(), files.1) {
+                (false, _) => "failing",
+                (true, verdict) => verdict,
+            };
+            (model, Some(files))
+        }
+        None => ("off", None),
+    };
+    (serde_json::json!({"store": store, "index": index, "model": model}), files)
+}
+
+/// Refreshes `readiness` every [`READINESS_INTERVAL`] until `shutdown`.
+async fn keep_readiness_current(
+    app: Shared,
+    readiness: Readiness,
+    mut files: Option<ModelFilesState>,
+    shutdown: CancellationToken,
+) {
     loop {
-        let checked = tokio::task::spawn_blocking({
-            let app = app.clone();
-            let previous = verified.take();
-            move || {
-                let app = read(&app);
-                let store = app.store().counts().map(|_| "ok").unwrap_or("failing");
-                let index = app.stats().map(|_| "ok").unwrap_or("failing");
-                let (model, files) = match app.embedder() {
-                    Some(embedder) => {
-                        let settings = &app.settings().embed;
-                        let files = model_files_state(settings, previous);
-                        let answers = embedder.embed_raw(vec!["ready".into()]).is_ok();
-                        let model = if !answers {
-                            "failing"
-                        } else if files.1 != "ok" {
-                            files.1
-                        } else {
-                            "ok"
-                        };
-                        (model, Some(files))
-                    }
-                    None => ("off", None),
-                };
-                (serde_json::json!({"store": store, "index": index, "model": model}), files)
-            }
-        })
-        .await;
-        let parts = match checked {
-            Ok((parts, files)) => {
-                verified = files;
-                parts
-            }
-            Err(_) => serde_json::json!({"store": "failing", "index": "failing", "model": "failing"}),
-        };
-        *readiness.0.write().unwrap_or_else(|p| p.into_inner()) = Some(parts);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(READINESS_INTERVAL) => {}
         }
+        let app = app.clone();
+        let previous = files.take();
+        let parts = match tokio::task::spawn_blocking(move || check_readiness(&app, previous)).await {
+            Ok((parts, checked)) => {
+                files = checked;
+                parts
+            }
+            Err(_) => serde_json::json!({"store": "failing", "index": "failing", "model": "failing"}),
+        };
+        readiness.set(parts);
     }
 }
 
@@ -188,8 +212,8 @@ async fn keep_readiness_current(app: Shared, readiness: Readiness, shutdown: Can
 /// files are hashed again only when those change.
 fn model_files_state(
     settings: &crate::config::EmbedSettings,
-    previous: Option<(Vec<(u64, std::time::SystemTime)>, &'static str)>,
-) -> (Vec<(u64, std::time::SystemTime)>, &'static str) {
+    previous: Option<ModelFilesState>,
+) -> ModelFilesState {
     let Some(profile) = crate::embed::ModelProfile::named(settings.model.trim()) else {
         return (Vec::new(), "failing");
     };

@@ -173,7 +173,7 @@ impl LexicalIndex {
             if index.schema() != schema {
                 return Err(SearchError::IndexMismatch("schema differs".into()));
             }
-            let damaged = index.validate_checksum()?;
+            let damaged = index.validate_checksum().map_err(|e| SearchError::IndexDamaged(e.to_string()))?;
             if !damaged.is_empty() {
                 let mut names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
                 names.sort();

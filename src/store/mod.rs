@@ -259,7 +259,11 @@ impl Store {
         macro_rules! rows {
             ($($table:expr),*) => {{
                 let mut rows = 0u64;
-                $(for row in txn.open_table($table)?.iter()? { row?; rows += 1; })*
+                $(match txn.open_table($table) {
+                    // Some tables are created by their first write.
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    table => for row in table?.iter()? { row?; rows += 1; },
+                })*
                 rows
             }};
         }

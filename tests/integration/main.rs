@@ -10,6 +10,7 @@ mod crash;
 mod fake_bot;
 mod faults;
 mod handbook;
+mod hostile;
 mod incremental;
 mod multilingual;
 mod onboarding;

@@ -251,6 +251,84 @@ mod tests {
         );
     }
 
+    /// A document in `format` whose content nests `depth` levels below the format's wrapper
+    /// (html/body, document/body, nothing for Markdown), each level a different construct.
+    fn nested(format: Format, depth: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        let mut pick = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        match format {
+            Format::Html => {
+                let tags = ["div", "section", "article", "blockquote", "span", "em", "aside", "main"];
+                let chosen: Vec<&str> = (0..depth).map(|_| tags[pick(tags.len())]).collect();
+                let open: String = chosen.iter().map(|t| format!("<{t}>")).collect();
+                let close: String = chosen.iter().rev().map(|t| format!("</{t}>")).collect();
+                format!("<html><body>{open}Nested text here.{close}</body></html>").into_bytes()
+            }
+            Format::Markdown => format!("{} Nested text here.\n", ">".repeat(depth)).into_bytes(),
+            Format::Docx | Format::Odt => {
+                let (member, root, para) = if format == Format::Docx {
+                    (
+                        "word/document.xml",
+                        ("<w:document xmlns:w=\"w\"><w:body>", "</w:body></w:document>"),
+                        "w:p",
+                    )
+                } else {
+                    (
+                        "content.xml",
+                        (
+                            "<office:document-content xmlns:office=\"o\" xmlns:text=\"t\"><office:body>",
+                            "</office:body></office:document-content>",
+                        ),
+                        "text:section",
+                    )
+                };
+                let xml = format!(
+                    "{}{}<w:r><w:t>Nested text here.</w:t></w:r>{}{}",
+                    root.0,
+                    format!("<{para}>").repeat(depth),
+                    format!("</{para}>").repeat(depth),
+                    root.1
+                );
+                let mut buffer = std::io::Cursor::new(Vec::new());
+                let mut zip = zip::ZipWriter::new(&mut buffer);
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
+                zip.start_file(member, options).unwrap();
+                std::io::Write::write_all(&mut zip, xml.as_bytes()).unwrap();
+                zip.finish().unwrap();
+                buffer.into_inner()
+            }
+            _ => unreachable!("only tree formats nest"),
+        }
+    }
+
+    #[test]
+    fn any_nesting_is_read_within_the_bound_and_refused_beyond_it() {
+        // A property over random depths and constructs: below the bound a document parses (or
+        // is refused for something else), beyond it the refusal is TooDeep, never a crash.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..240 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let format = [Format::Html, Format::Markdown, Format::Docx, Format::Odt][case % 4];
+            let depth = 1 + (seed >> 33) as usize % 1_200;
+            if (MAX_NESTING - 6..=MAX_NESTING + 4).contains(&depth) {
+                continue; // the wrapper's few levels decide these
+            }
+            let limits = ParseLimits { max_unpacked_bytes: 64 << 20, ..LIMITS };
+            let result = parse(format, &nested(format, depth, seed), &limits);
+            if depth > MAX_NESTING {
+                assert!(matches!(result, Err(ParseError::TooDeep { .. })), "{format} {depth}: {result:?}");
+            } else {
+                assert!(!matches!(result, Err(ParseError::TooDeep { .. })), "{format} {depth}: {result:?}");
+            }
+        }
+    }
+
     #[test]
     fn whitespace_only_text_has_no_text() {
         assert_eq!(parse(Format::Markdown, b"  \n\n\t\n", &LIMITS), Err(ParseError::NoText));
