@@ -189,6 +189,16 @@ impl Store {
         };
         let mut builder = redb::Builder::new();
         builder.set_cache_size(CACHE_BYTES).set_check_integrity_on_open(true);
+        if !existed {
+            // Readable by the service's user alone, as backups are.
+            match create_private(path) {
+                // Another process just made it; redb's lock decides which of us opens it.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => {
+                    other.map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+                }
+            }
+        }
         let opened = if existed { builder.open(path) } else { builder.create(path) };
         let db = opened.map_err(|source| open_error(path, source))?;
         let store = Store { db, path: path.to_owned(), commits: AtomicU64::new(0) };
@@ -793,6 +803,31 @@ mod tests {
         let mut count = 0;
         store.for_each_embedding(|_, _, _| count += 1).unwrap();
         assert_eq!(count, 0);
+    }
+
+    #[test]
+    fn a_new_store_is_private_and_an_empty_or_foreign_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sputnik.redb");
+        drop(Store::open(&path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // An empty file was taken for a new store, over a knowledge base that had been wiped.
+        std::fs::File::create(&path).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::Empty { .. })));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left for the admin to restore");
+
+        std::fs::write(&path, b"not a database at all, just some text that is long enough").unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::Foreign { .. })));
+        let other = dir.path().join("other.redb");
+        {
+            let db = redb::Database::create(&other).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(redb::TableDefinition::<u64, u64>::new("accounts")).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(Store::open(&other), Err(StoreError::Foreign { .. })));
     }
 
     #[test]
