@@ -68,11 +68,10 @@ impl ModelProfile {
     /// model is mapped from disk, so only the checksum tells.
     pub fn verify_files(&self, models_dir: &std::path::Path) -> Result<(usize, u64), ModelFilesError> {
         use sha2::{Digest, Sha256};
-        let dir = models_dir.join(&self.name);
+        let files = self.run_time_files(models_dir);
         let mut bytes = 0u64;
-        let files: Vec<&ModelFile> = self.files.iter().filter(|f| f.used_at_run_time()).collect();
-        for file in &files {
-            let path = dir.join(&file.path);
+        for (file, path) in &files {
+            let path = path.clone();
             let unreadable = |source| ModelFilesError::Unreadable { path: path.clone(), source };
             let mut reader = std::fs::File::open(&path).map_err(unreadable)?;
             let mut hasher = Sha256::new();
@@ -83,6 +82,12 @@ impl ModelProfile {
             }
         }
         Ok((files.len(), bytes))
+    }
+
+    /// The files Sputnik reads of this model, with where they lie under `models_dir`.
+    pub fn run_time_files(&self, models_dir: &std::path::Path) -> Vec<(&ModelFile, std::path::PathBuf)> {
+        let dir = models_dir.join(&self.name);
+        self.files.iter().filter(|f| f.used_at_run_time()).map(|f| (f, dir.join(&f.path))).collect()
     }
 
     /// The profile of a model Sputnik knows by name.

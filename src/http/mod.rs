@@ -217,12 +217,10 @@ fn model_files_state(
     let Some(profile) = crate::embed::ModelProfile::named(settings.model.trim()) else {
         return (Vec::new(), "failing");
     };
-    let dir = settings.models_dir.join(&profile.name);
     let stamps: Vec<(u64, std::time::SystemTime)> = profile
-        .files
-        .iter()
-        .filter(|f| f.used_at_run_time())
-        .filter_map(|f| std::fs::metadata(dir.join(&f.path)).ok())
+        .run_time_files(&settings.models_dir)
+        .into_iter()
+        .filter_map(|(_, path)| std::fs::metadata(path).ok())
         .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
         .collect();
     if let Some((seen, verdict)) = previous

@@ -74,11 +74,7 @@ fn check_page_graph(doc: &Document, page: ObjectId) -> Result<(), ParseError> {
     let mut chain = vec![page];
     loop {
         if resources.is_none() {
-            resources = node
-                .get(b"Resources")
-                .ok()
-                .and_then(|r| doc.dereference(r).ok())
-                .and_then(|(_, r)| r.as_dict().ok());
+            resources = dictionary_at(doc, node, b"Resources");
         }
         let Some(parent) = node.get(b"Parent").ok().and_then(|p| p.as_reference().ok()) else {
             break;
@@ -121,11 +117,7 @@ fn check_drawings<'a>(
         let Some(name) = operation.operands.first().and_then(|o| o.as_name().ok()) else {
             continue;
         };
-        let Some(xobjects) = resources
-            .and_then(|r| r.get(b"XObject").ok())
-            .and_then(|x| doc.dereference(x).ok())
-            .and_then(|(_, x)| x.as_dict().ok())
-        else {
+        let Some(xobjects) = resources.and_then(|r| dictionary_at(doc, r, b"XObject")) else {
             continue;
         };
         let Some((id, Object::Stream(drawing))) =
@@ -148,18 +140,18 @@ fn check_drawings<'a>(
             what: "drawings (XObjects) on one page",
             limit: MAX_DRAWINGS,
         })?;
-        let inner = drawing
-            .dict
-            .get(b"Resources")
-            .ok()
-            .and_then(|r| doc.dereference(r).ok())
-            .and_then(|(_, r)| r.as_dict().ok())
-            .or(resources);
+        let inner = dictionary_at(doc, &drawing.dict, b"Resources").or(resources);
         path.push(id);
         check_drawings(doc, &stream_content(drawing), inner, path, budget)?;
         path.pop();
     }
     Ok(())
+}
+
+/// The dictionary `dict[key]` holds, directly or by reference.
+fn dictionary_at<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&'a Dictionary> {
+    let value = dict.get(key).ok()?;
+    doc.dereference(value).ok()?.1.as_dict().ok()
 }
 
 /// A stream's content as the extractor reads it: decompressed when its filters allow.
