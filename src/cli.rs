@@ -212,7 +212,8 @@ pub enum DocsCommand {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// JSON lines: {"id": "q1", "query": "...", "lang": "ru", "expected": ["path.md"]}.
+    /// JSON lines: {"id": "q1", "query": "...", "lang": "ru", "set": "faq", "expected":
+    /// ["path.md"]}; "expected": [] marks a question the documents cannot answer.
     #[arg(value_name = "QUESTIONS.jsonl")]
     pub questions: PathBuf,
     /// Rank depth.
@@ -222,8 +223,12 @@ pub struct EvalArgs {
     #[arg(long = "group", value_name = "GROUP")]
     pub groups: Vec<String>,
     /// Retrieval to evaluate [config: search.mode].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "compare")]
     pub mode: Option<SearchMode>,
+    /// Evaluate full text, meaning and both fused, one after another, and print one table (with
+    /// --json: each mode's summary).
+    #[arg(long)]
+    pub compare: bool,
     #[command(flatten)]
     pub output: JsonFlag,
 }

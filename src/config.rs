@@ -261,6 +261,11 @@ pub struct SearchSettings {
     /// question's words (weighted by rarity); weaker word matches are left to the meaning leg.
     /// 0 keeps every full-text hit.
     pub lexical_min_coverage: f32,
+    /// With a multilingual model, how much of a question's bias towards its own language the
+    /// meaning leg takes off (0–1): 1 ranks every language's chunks on equal terms (best for
+    /// answers that exist only in the other language), 0 keeps raw similarity (best within one
+    /// language). See docs/quality.md for the measured trade-off.
+    pub language_balance: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -280,6 +285,9 @@ pub struct AnswerSettings {
     pub min_similarity: Option<f32>,
     /// The same for a passage in another language than the question.
     pub min_similarity_other_language: Option<f32>,
+    /// A passage found by meaning must also stand this far above the question's mean similarity
+    /// to the passage's language; unset, the model's calibrated margin applies.
+    pub min_margin: Option<f32>,
     /// Offered when no answer is found, e.g. "hr@example.com" or "@hr_helpdesk".
     pub hr_contact: String,
 }
@@ -293,6 +301,7 @@ impl Default for AnswerSettings {
             min_term_coverage: 0.5,
             min_similarity: None,
             min_similarity_other_language: None,
+            min_margin: None,
             hr_contact: String::new(),
         }
     }
@@ -418,6 +427,7 @@ impl Default for SearchSettings {
             dense_weight: 0.5,
             exact_scan_limit: 200_000,
             lexical_min_coverage: 0.5,
+            language_balance: 0.5,
         }
     }
 }
@@ -562,6 +572,9 @@ impl Settings {
         }
         if self.search.rrf_k.is_nan() || self.search.rrf_k <= 0.0 {
             return fail("search.rrf_k", "must be greater than zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.search.language_balance) {
+            return fail("search.language_balance", "must be between 0 and 1".into());
         }
         if !(0.0..=1.0).contains(&self.search.dense_weight) {
             return fail("search.dense_weight", "must be between 0 and 1".into());

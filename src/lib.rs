@@ -56,6 +56,11 @@ pub struct App {
     calendar: onboarding::Calendar,
 }
 
+/// How strongly the vector index balances languages: only a multilingual model needs it.
+fn balance(settings: &Settings, embedder: &Embedder) -> f32 {
+    if embedder.profile().is_multilingual() { settings.search.language_balance } else { 0.0 }
+}
+
 /// Sizes for `sputnik stats`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Stats {
@@ -120,7 +125,7 @@ impl App {
         let vectors = match &embedder {
             Some(embedder) if embedding_conflict.is_none() => Some(
                 VectorIndex::load(&store, embedder.profile().dimension, settings.search.exact_scan_limit)?
-                    .balance_languages(embedder.profile().is_multilingual()),
+                    .balance_languages(balance(&settings, embedder)),
             ),
             _ => None,
         };
@@ -224,7 +229,9 @@ impl App {
         mode: Option<SearchMode>,
     ) -> Result<EvalReport> {
         let mode = mode.unwrap_or(self.settings.search.mode);
-        search::eval::run(&self.retriever(), questions, k, &normalize_groups(groups)?, mode)
+        let floors = self.answer_floors();
+        let answering = search::eval::Answering { settings: &self.settings.answer, floors: &floors };
+        search::eval::run(&self.retriever(), answering, questions, k, &normalize_groups(groups)?, mode)
     }
 
     /// Rebuilds the full-text and vector indexes from the store; returns the number of chunks
@@ -240,7 +247,7 @@ impl App {
             let limit = self.settings.search.exact_scan_limit;
             self.vectors = Some(
                 VectorIndex::load(&self.store, embedder.profile().dimension, limit)?
-                    .balance_languages(embedder.profile().is_multilingual()),
+                    .balance_languages(balance(&self.settings, embedder)),
             );
         }
         Ok(chunks)
@@ -270,7 +277,10 @@ impl App {
                 let vectors = ingest::embed_chunks(embedder, &document.title, &chunks)?;
                 let rows: Vec<(u32, Vec<f32>)> = chunks.iter().map(|c| c.ordinal).zip(vectors).collect();
                 self.store.put_staged_embeddings(model, document.id, &rows)?;
-                observer.file_done(&document.source, &Outcome::Updated { chunks: rows.len() });
+                observer.file_done(
+                    &document.source,
+                    &Outcome::Updated { chunks: rows.len(), warnings: Vec::new() },
+                );
             }
         }
         Ok(())

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sputnik::ingest::chunk::{ChunkSizes, chunk_document};
+use sputnik::ingest::chunk::{ChunkSizes, Estimate, chunk_document};
 use sputnik::ingest::parse::{ParseLimits, parse};
 use sputnik::store::Format;
 
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = ParseLimits { max_unpacked_bytes: 4 << 20, max_compression_ratio: 100, max_pdf_pages: 50 };
     if let Ok(parsed) = parse(format, bytes, &limits) {
         let sizes = ChunkSizes { target_tokens: 60, max_tokens: 80, overlap_tokens: 10 };
-        let chunks = chunk_document(&parsed, sizes);
+        let chunks = chunk_document(&parsed, sizes, &Estimate);
         for chunk in &chunks {
             assert!(chunk.tokens <= 80 * 2, "a chunk far over its limit: {}", chunk.tokens);
             assert!(!chunk.text.trim().is_empty(), "an empty chunk");

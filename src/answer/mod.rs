@@ -58,18 +58,20 @@ pub struct Floors {
     pub min_term_coverage: f32,
     pub min_similarity: f32,
     pub min_similarity_other_language: f32,
+    pub min_margin: f32,
 }
 
 impl Floors {
     pub fn new(settings: &AnswerSettings, model: Option<&ModelProfile>) -> Floors {
         // Without a model no hit has a dense score; the value only matters for tests.
-        let (same, other) =
-            model.map_or((0.45, 0.45), |m| (m.min_similarity, m.min_similarity_other_language));
+        let (same, other, margin) = model
+            .map_or((0.45, 0.45, 0.0), |m| (m.min_similarity, m.min_similarity_other_language, m.min_margin));
         Floors {
             min_bm25: settings.min_bm25,
             min_term_coverage: settings.min_term_coverage,
             min_similarity: settings.min_similarity.unwrap_or(same),
             min_similarity_other_language: settings.min_similarity_other_language.unwrap_or(other),
+            min_margin: settings.min_margin.unwrap_or(margin),
         }
     }
 }
@@ -84,8 +86,35 @@ pub fn passes_floor(hit: &SearchHit, question_language: Language, floors: &Floor
     } else {
         floors.min_similarity_other_language
     };
-    let by_meaning = hit.dense_score.is_some_and(|s| s >= similarity_floor);
+    let by_meaning = hit.dense_score.is_some_and(|s| s >= similarity_floor)
+        && hit.dense_margin.is_none_or(|m| m >= floors.min_margin);
     by_words || by_meaning
+}
+
+/// How many hits a question's search asks for, to compose its answer from.
+pub fn search_k(settings: &AnswerSettings) -> usize {
+    settings.max_sources.max(5)
+}
+
+/// How much less than the best passage's margin another passage may stand out and still be cited.
+const CITE_MARGIN_GAP: f32 = 0.02;
+
+/// Whether `hit` is nearly as good as `best`: from the same document, or standing out from its
+/// language nearly as far (found by meaning), or matching as many of the question's words nearly
+/// as strongly (found by words alone).
+fn near_best(hit: &SearchHit, best: &SearchHit) -> bool {
+    if hit.document_id == best.document_id {
+        return true;
+    }
+    match (hit.dense_margin, best.dense_margin) {
+        (Some(margin), Some(best_margin)) => margin >= best_margin - CITE_MARGIN_GAP,
+        _ => {
+            hit.lexical_score
+                .zip(best.lexical_score)
+                .is_some_and(|(score, best_score)| score >= 0.8 * best_score)
+                && hit.term_coverage >= best.term_coverage
+        }
+    }
 }
 
 /// Builds the answer to `outcome` in `language`.
@@ -95,10 +124,15 @@ pub fn compose(
     settings: &AnswerSettings,
     floors: &Floors,
 ) -> Answer {
-    let hits: Vec<&SearchHit> = outcome
-        .hits
+    let passing: Vec<&SearchHit> =
+        outcome.hits.iter().filter(|h| passes_floor(h, outcome.language, floors)).collect();
+    // Beyond the best passage, only those that stand near it: more sources that merely passed
+    // the floor were mostly unrelated ones.
+    let hits: Vec<&SearchHit> = passing
         .iter()
-        .filter(|h| passes_floor(h, outcome.language, floors))
+        .enumerate()
+        .filter(|(i, h)| *i == 0 || near_best(h, passing[0]))
+        .map(|(_, h)| *h)
         .take(settings.max_sources)
         .collect();
     if hits.is_empty() {
@@ -144,6 +178,14 @@ pub fn compose(
         }
     }
     let mut html = String::new();
+    // Quoted from documents in the other language only: say so in the employee's language.
+    let cited: Vec<&&SearchHit> = hits
+        .iter()
+        .filter(|h| sources.iter().any(|s| s.document == h.document_id && s.ordinal == h.chunk))
+        .collect();
+    if !cited.is_empty() && cited.iter().all(|h| h.language != language) {
+        html.push_str(&format!("<i>{}</i>\n", escape_html(&message(language, "answer_other_language", &[]))));
+    }
     for (number, excerpt) in &excerpts {
         html.push_str(&escape_html(excerpt));
         html.push_str(&format!(" [{number}]\n\n"));
@@ -178,11 +220,7 @@ fn best_sentences(
     wanted: usize,
     budget: usize,
 ) -> String {
-    let sentences: Vec<&str> = text
-        .split_sentence_bounds()
-        .map(str::trim)
-        .filter(|s| s.chars().any(char::is_alphanumeric))
-        .collect();
+    let sentences = sentences(text);
     let mut scored: Vec<(usize, usize, f32)> = sentences
         .iter()
         .enumerate()
@@ -216,6 +254,105 @@ fn best_sentences(
     }
     chosen.sort_unstable();
     chosen.iter().map(|&i| sentences[i].replace('\n', " ")).collect::<Vec<_>>().join(" ")
+}
+
+/// Words that end with a period without ending the sentence: Russian and English abbreviations
+/// common in company documents (addresses, amounts, references), lowercase, without the period.
+const ABBREVIATIONS: &[&str] = &[
+    "ул",
+    "д",
+    "г",
+    "гг",
+    "корп",
+    "кв",
+    "пр",
+    "просп",
+    "пер",
+    "наб",
+    "обл",
+    "р",
+    "руб",
+    "коп",
+    "тыс",
+    "млн",
+    "млрд",
+    "т",
+    "е",
+    "др",
+    "см",
+    "ст",
+    "стр",
+    "рис",
+    "табл",
+    "им",
+    "англ",
+    "напр",
+    "тел",
+    "доб",
+    "каб",
+    "эт",
+    "мин",
+    "сек",
+    "ч",
+    "e.g",
+    "i.e",
+    "etc",
+    "vs",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "no",
+    "nos",
+    "p",
+    "pp",
+    "fig",
+    "st",
+    "ave",
+    "approx",
+    "dept",
+    "ext",
+    "tel",
+    "inc",
+    "ltd",
+    "co",
+];
+
+/// A passage's sentences, trimmed. Unicode's sentence rules break after every ". " before a
+/// capital; a break after an abbreviation ("ул. Ленина", "e.g. Slack") or an initial ("А. С.
+/// Пушкин") is undone, as is one before a lowercase word.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (at, piece) in text.split_sentence_bound_indices() {
+        let end = at + piece.len();
+        let continues = out.last().is_some_and(|&(start, prev_end)| {
+            let previous = text[start..prev_end].trim_end();
+            let paragraph_break =
+                text[start..prev_end].ends_with("\n\n") || text[start..prev_end].ends_with('\n');
+            let next_lower = piece.trim_start().chars().next().is_some_and(char::is_lowercase);
+            !paragraph_break && (ends_with_abbreviation(previous) || (next_lower && previous.ends_with('.')))
+        });
+        match out.last_mut() {
+            Some(last) if continues => last.1 = end,
+            _ => out.push((at, end)),
+        }
+    }
+    out.into_iter()
+        .map(|(start, end)| text[start..end].trim())
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .collect()
+}
+
+fn ends_with_abbreviation(sentence: &str) -> bool {
+    let Some(body) = sentence.strip_suffix('.') else { return false };
+    let word =
+        body.rsplit(|c: char| c.is_whitespace() || c == '(' || c == '«' || c == '"').next().unwrap_or("");
+    let lower = word.to_lowercase();
+    // A single capital letter is an initial ("А. С. Пушкин"); a single lowercase one or a known
+    // short form is an abbreviation.
+    let single = word.chars().count() == 1 && word.chars().all(char::is_alphabetic);
+    single || ABBREVIATIONS.contains(&lower.as_str()) || lower.ends_with(".е") || lower.ends_with(".д")
 }
 
 /// Splits an HTML message into parts under Telegram's limit, at paragraph breaks, then line
@@ -279,6 +416,7 @@ mod tests {
             dense_rank: dense.map(|_| 1),
             lexical_score: lexical,
             dense_score: dense,
+            dense_margin: None,
             term_coverage: if lexical.is_some_and(|s| s > 5.0) { 1.0 } else { 0.2 },
             document_id: DocumentId(id),
             title: "IT <equipment>".into(),
@@ -334,10 +472,51 @@ mod tests {
         assert!(!passes_floor(&english, Language::En, &floors));
         assert!(passes_floor(&russian, Language::En, &floors));
         assert!(!compose(&outcome("laptop", vec![english]), Language::En, &settings, &floors).found);
-        assert!(compose(&outcome("laptop", vec![russian]), Language::En, &settings, &floors).found);
+        let answer = compose(&outcome("laptop", vec![russian]), Language::En, &settings, &floors);
+        assert!(answer.found && answer.html.contains("Found in the Russian documents"), "{}", answer.html);
+        let close = hit("Laptops are issued on the first day.", None, Some(0.90), 1);
+        let answer = compose(&outcome("laptop", vec![close]), Language::En, &settings, &floors);
+        assert!(answer.found && !answer.html.contains("Russian"), "{}", answer.html);
         // The configuration overrides the model's calibration.
         let strict = AnswerSettings { min_similarity_other_language: Some(0.9), ..AnswerSettings::default() };
         assert_eq!(Floors::new(&strict, Some(e5)).min_similarity_other_language, 0.9);
+    }
+
+    #[test]
+    fn a_passage_must_stand_out_from_its_language_and_only_near_ones_are_cited() {
+        let e5 = ModelProfile::named("multilingual-e5-small").unwrap();
+        let settings = AnswerSettings::default();
+        let floors = Floors::new(&settings, Some(e5));
+        assert_eq!(floors.min_margin, 0.04);
+        let with_margin = |text: &str, cosine: f32, margin: f32, id: u64| SearchHit {
+            dense_margin: Some(margin),
+            ..hit(text, None, Some(cosine), id)
+        };
+        // A high cosine that stands out little from everything else in the language: declined.
+        let flat = with_margin("Parking is in the courtyard.", 0.86, 0.03, 1);
+        assert!(!passes_floor(&flat, Language::En, &floors));
+        assert!(!compose(&outcome("wifi password", vec![flat]), Language::En, &settings, &floors).found);
+        // The best passage and one nearly as good are cited; one far below it is not.
+        let best = with_margin("Laptops are issued on the first day.", 0.88, 0.16, 1);
+        let near = with_margin("Laptop bags come with the laptop.", 0.87, 0.15, 2);
+        let far = with_margin("The office has a laptop-free lounge.", 0.86, 0.125, 3);
+        let answer = compose(&outcome("laptop", vec![best, near, far]), Language::En, &settings, &floors);
+        let cited: Vec<u64> = answer.sources.iter().map(|s| s.document.0).collect();
+        assert_eq!(cited, [1, 2], "{}", answer.html);
+    }
+
+    #[test]
+    fn abbreviations_and_initials_do_not_end_a_sentence() {
+        let text = "Офис находится по адресу: Санкт-Петербург, ул. Ленина, д. 5. Пропуск выдаёт А. С. Петров.\n\nSee e.g. Slack for news. Next one.";
+        assert_eq!(
+            sentences(text),
+            [
+                "Офис находится по адресу: Санкт-Петербург, ул. Ленина, д. 5.",
+                "Пропуск выдаёт А. С. Петров.",
+                "See e.g. Slack for news.",
+                "Next one."
+            ]
+        );
     }
 
     #[test]

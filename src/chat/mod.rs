@@ -559,7 +559,7 @@ impl Engine {
         };
         let request = SearchRequest {
             query,
-            k: app.settings().answer.max_sources.max(5),
+            k: answer::search_k(&app.settings().answer),
             groups: employee.groups.clone(),
             mode: None,
             snippets: false,

@@ -145,6 +145,13 @@ fn print_summary(report: &ImportReport) {
 fn failure_line(path: &str, outcome: &Outcome) -> Option<String> {
     match outcome {
         Outcome::Failed { reason } => Some(format!("error: {}: {}", printable(path), printable(reason))),
+        Outcome::Added { warnings, .. } | Outcome::Updated { warnings, .. } if !warnings.is_empty() => Some(
+            warnings
+                .iter()
+                .map(|w| format!("warning: {}: {}", printable(path), printable(w)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
         _ => None,
     }
 }
@@ -174,7 +181,7 @@ impl ImportObserver for BarProgress {
 
     fn file_done(&mut self, path: &str, outcome: &Outcome) {
         let Some(bar) = &self.bar else { return };
-        if let Outcome::Added { chunks } | Outcome::Updated { chunks } = outcome {
+        if let Outcome::Added { chunks, .. } | Outcome::Updated { chunks, .. } = outcome {
             self.chunks += chunks;
         }
         if let Some(line) = failure_line(path, outcome) {
@@ -225,7 +232,7 @@ impl ImportObserver for LineProgress {
 
     fn file_done(&mut self, path: &str, outcome: &Outcome) {
         self.done += 1;
-        if let Outcome::Added { chunks } | Outcome::Updated { chunks } = outcome {
+        if let Outcome::Added { chunks, .. } | Outcome::Updated { chunks, .. } = outcome {
             self.chunks += chunks;
         }
         if let Some(line) = failure_line(path, outcome) {

@@ -4,9 +4,10 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::{highlight_marks, open_existing, print_json};
 use crate::cli::{EvalArgs, SearchArgs, exit};
+use crate::config::SearchMode;
 use crate::config::Settings;
 use crate::search::SearchRequest;
-use crate::search::eval::{self, Metrics};
+use crate::search::eval;
 
 pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
     let k = args.k.unwrap_or(settings.search.default_k);
@@ -67,37 +68,95 @@ pub(super) fn eval(settings: Settings, args: EvalArgs) -> anyhow::Result<i32> {
     }
     let questions = eval::load_questions(&args.questions)?;
     let app = open_existing(settings)?;
-    let report = app.evaluate(&questions, args.k, &args.groups, args.mode)?;
+    let modes = if args.compare {
+        vec![SearchMode::Lexical, SearchMode::Dense, SearchMode::Hybrid]
+    } else {
+        vec![args.mode.unwrap_or(app.settings().search.mode)]
+    };
+    let mut reports = Vec::new();
+    for mode in modes {
+        reports.push(app.evaluate(&questions, args.k, &args.groups, Some(mode))?);
+    }
     if args.output.json {
-        print_json(&report)?;
+        if args.compare {
+            let summaries: std::collections::BTreeMap<String, &eval::Summary> = reports
+                .iter()
+                .map(|r| (format!("{:?}", r.summary.mode).to_lowercase(), &r.summary))
+                .collect();
+            print_json(&summaries)?;
+        } else {
+            print_json(&reports[0])?;
+        }
         return Ok(exit::OK);
     }
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
-    table.set_header(["set", "questions", "recall@1", "recall@3", "recall@5", "recall@10", "MRR@10"]);
-    let row = |name: &str, m: &Metrics| {
-        vec![
-            name.to_owned(),
-            m.questions.to_string(),
-            format!("{:.3}", m.recall_1),
-            format!("{:.3}", m.recall_3),
-            format!("{:.3}", m.recall_5),
-            format!("{:.3}", m.recall_10),
-            format!("{:.3}", m.mrr_10),
-        ]
-    };
-    table.add_row(row("all", &report.summary.overall));
-    for (lang, metrics) in &report.summary.by_language {
-        table.add_row(row(lang, metrics));
+    let mut header = vec!["mode", "questions", "R@1", "R@3", "R@5", "R@10", "MRR@10", "answered right"];
+    let unanswerable = questions.iter().any(|q| !q.answerable());
+    if unanswerable {
+        header.extend(["cites unrelated", "unanswerable", "declined"]);
+    }
+    table.set_header(header);
+    for report in &reports {
+        let summary = &report.summary;
+        let rows = std::iter::once(("all".to_owned(), &summary.overall))
+            .chain(summary.by_language.iter().map(|(l, m)| (l.clone(), m)))
+            .chain(
+                summary
+                    .by_direction
+                    .iter()
+                    .filter(|_| summary.by_direction.len() > 1)
+                    .map(|(d, m)| (d.clone(), m)),
+            )
+            .chain(summary.by_set.iter().filter(|_| summary.by_set.len() > 1).map(|(s, m)| (s.clone(), m)));
+        for (name, m) in rows {
+            let mut row = vec![
+                format!("{} {name}", mode_name(summary.mode)),
+                m.questions.to_string(),
+                format!("{:.3}", m.recall_1),
+                format!("{:.3}", m.recall_3),
+                format!("{:.3}", m.recall_5),
+                format!("{:.3}", m.recall_10),
+                format!("{:.3}", m.mrr_10),
+                format!("{:.3}", m.answered_right),
+            ];
+            if unanswerable {
+                row.push(format!("{:.3}", m.cited_unrelated));
+                row.push(m.unanswerable.to_string());
+                row.push(if m.unanswerable == 0 {
+                    "–".to_owned()
+                } else {
+                    format!("{:.3}", m.declined_right)
+                });
+            }
+            table.add_row(row);
+        }
     }
     println!("{table}");
-    let misses: Vec<_> = report.queries.iter().filter(|q| q.first_hit.is_none()).collect();
-    if !misses.is_empty() {
-        println!(
-            "Not found in the top {}: {}",
-            args.k,
-            misses.iter().map(|q| q.id.as_str()).collect::<Vec<_>>().join(", ")
-        );
+    if let [report] = reports.as_slice() {
+        let misses: Vec<_> = questions
+            .iter()
+            .zip(&report.queries)
+            .filter(|(q, r)| q.answerable() && r.first_hit.is_none())
+            .map(|(_, r)| r.id.as_str())
+            .collect();
+        if !misses.is_empty() && misses.len() <= 50 {
+            println!("Not found in the top {}: {}", args.k, misses.join(", "));
+        } else if !misses.is_empty() {
+            println!(
+                "Not found in the top {}: {} questions (--json lists every ranking)",
+                args.k,
+                misses.len()
+            );
+        }
     }
     Ok(exit::OK)
+}
+
+fn mode_name(mode: SearchMode) -> &'static str {
+    match mode {
+        SearchMode::Lexical => "full text",
+        SearchMode::Dense => "meaning",
+        SearchMode::Hybrid => "hybrid",
+    }
 }

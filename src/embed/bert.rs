@@ -14,7 +14,7 @@ use super::tokens::{ModelTokenizer, mean_pool};
 
 pub(super) struct BertEncoder {
     model: BertModel,
-    tokenizer: ModelTokenizer,
+    tokenizer: std::sync::Arc<ModelTokenizer>,
     device: Device,
 }
 
@@ -27,7 +27,7 @@ impl BertEncoder {
 
         let config: Config = serde_json::from_slice(&std::fs::read(&config_path).map_err(EmbedError::load)?)
             .map_err(EmbedError::load)?;
-        let tokenizer = ModelTokenizer::load(&tokenizer_path, profile)?;
+        let tokenizer = std::sync::Arc::new(ModelTokenizer::load(&tokenizer_path, profile)?);
         #[allow(unsafe_code)]
         // SAFETY: the weights file is memory-mapped read-only and must not be modified while
         // Sputnik runs; model files are installed once by models/fetch (or the package) and
@@ -38,7 +38,7 @@ impl BertEncoder {
         Ok(BertEncoder { model, tokenizer, device })
     }
 
-    pub fn tokenizer(&self) -> &ModelTokenizer {
+    pub fn tokenizer(&self) -> &std::sync::Arc<ModelTokenizer> {
         &self.tokenizer
     }
 

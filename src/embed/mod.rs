@@ -97,6 +97,8 @@ pub struct CacheStats {
 /// Handle to the inference thread.
 pub struct Embedder {
     profile: &'static ModelProfile,
+    /// The model's tokenizer, shared with the inference thread: chunk sizes are counted in it.
+    tokenizer: Arc<tokens::ModelTokenizer>,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
     cache: Mutex<LruCache<String, Embedding>>,
@@ -135,10 +137,11 @@ impl Embedder {
             .name("sputnik-embed".into())
             .spawn(move || inference_loop(&dir, profile, device, inbox, ready_tx))
             .map_err(EmbedError::load)?;
-        ready_rx.recv().map_err(|_| EmbedError::Stopped)??;
+        let tokenizer = ready_rx.recv().map_err(|_| EmbedError::Stopped)??;
         let capacity = NonZeroUsize::new(settings.query_cache.max(1)).expect("at least one entry");
         Ok(Some(Embedder {
             profile,
+            tokenizer,
             jobs: Some(jobs),
             worker: Some(worker),
             cache: Mutex::new(LruCache::new(capacity)),
@@ -183,6 +186,11 @@ impl Embedder {
         let vector: Embedding = self.embed_raw(vec![text])?.pop().ok_or(EmbedError::Stopped)?.into();
         self.cache.lock().expect("cache lock").put(key, vector.clone());
         Ok(vector)
+    }
+
+    /// How many tokens `text` is in the model's own vocabulary (no special tokens, no truncation).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer.count(text)
     }
 
     /// Token ids of `text` as the model sees it.
@@ -236,7 +244,7 @@ impl Encoder {
         }
     }
 
-    fn tokenizer(&self) -> &tokens::ModelTokenizer {
+    fn tokenizer(&self) -> &Arc<tokens::ModelTokenizer> {
         match self {
             Encoder::Bert(e) => e.tokenizer(),
             Encoder::Quantized(e) => e.tokenizer(),
@@ -263,11 +271,11 @@ fn inference_loop(
     profile: &'static ModelProfile,
     device: candle_core::Device,
     inbox: mpsc::Receiver<Job>,
-    ready: mpsc::Sender<Result<(), EmbedError>>,
+    ready: mpsc::Sender<Result<Arc<tokens::ModelTokenizer>, EmbedError>>,
 ) {
     let encoder = match Encoder::load(dir, profile, device) {
         Ok(encoder) => {
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(Arc::clone(encoder.tokenizer())));
             encoder
         }
         Err(e) => {

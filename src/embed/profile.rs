@@ -36,6 +36,10 @@ pub struct ModelProfile {
     pub min_similarity: f32,
     /// ... and in another language.
     pub min_similarity_other_language: f32,
+    /// Answer floor on the *margin*: how far a passage found by meaning must stand above the
+    /// question's mean similarity to its language (0: no such floor).
+    #[serde(default)]
+    pub min_margin: f32,
     pub files: Vec<ModelFile>,
 }
 

@@ -35,7 +35,7 @@ const Q4_0_BLOCK_BYTES: usize = 18;
 const Q4_0_BLOCK: usize = 32;
 
 pub(super) struct QuantizedEncoder {
-    tokenizer: ModelTokenizer,
+    tokenizer: std::sync::Arc<ModelTokenizer>,
     device: Device,
     words: WordTable,
     positions: Tensor,
@@ -163,7 +163,7 @@ impl QuantizedEncoder {
     pub fn load(dir: &Path, profile: &ModelProfile, device: Device) -> Result<QuantizedEncoder, EmbedError> {
         let file = |name: &str| super::model_file(dir, profile, name);
         let weights = file("model.gguf")?;
-        let tokenizer = ModelTokenizer::load_unigram(&file("tokenizer.json")?, profile)?;
+        let tokenizer = std::sync::Arc::new(ModelTokenizer::load_unigram(&file("tokenizer.json")?, profile)?);
         let mut reader = File::open(&weights).map_err(EmbedError::load)?;
         let content = Content::read(&mut reader).map_err(|e| EmbedError::Load(format!("model.gguf: {e}")))?;
         let mut gguf = Gguf { file: reader, content };
@@ -222,7 +222,7 @@ impl QuantizedEncoder {
         Ok(QuantizedEncoder { tokenizer, device, words, positions, token_type, embed_norm, layers, heads })
     }
 
-    pub fn tokenizer(&self) -> &ModelTokenizer {
+    pub fn tokenizer(&self) -> &std::sync::Arc<ModelTokenizer> {
         &self.tokenizer
     }
 

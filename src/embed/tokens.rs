@@ -71,6 +71,16 @@ impl ModelTokenizer {
         }
     }
 
+    /// How many pieces `text` becomes, without the special tokens and without truncation.
+    pub fn count(&self, text: &str) -> usize {
+        match self {
+            ModelTokenizer::Hf(tokenizer) => tokenizer
+                .encode_fast(text, false)
+                .map_or_else(|_| crate::ingest::chunk::estimate_tokens(text), |e| e.len()),
+            ModelTokenizer::Unigram { tokenizer, .. } => tokenizer.pieces(text).len(),
+        }
+    }
+
     /// Token ids of one text as the model sees it (for parity tests and diagnostics).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
         match self {

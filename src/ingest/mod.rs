@@ -33,7 +33,7 @@ use chunk::ChunkSizes;
 use parse::{ParseError, ParseLimits};
 
 /// Bump when parsing or chunking changes what a file turns into: every file re-imports.
-const PIPELINE_VERSION: u32 = 1;
+const PIPELINE_VERSION: u32 = 2;
 /// Index commits during a long import, so progress survives an interruption.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -79,11 +79,22 @@ pub struct ImportRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Outcome {
-    Added { chunks: usize },
-    Updated { chunks: usize },
+    Added {
+        chunks: usize,
+        /// Parts of the file that could not be read and were left out (a page of a PDF).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    Updated {
+        chunks: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
     Unchanged,
     Removed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Receives progress while an import runs; the CLI draws a bar or logs lines from it.
@@ -109,6 +120,8 @@ pub struct ImportReport {
     pub skipped: usize,
     pub chunks_written: usize,
     pub failures: Vec<FailedFile>,
+    /// Files imported without a part that could not be read (a PDF page), one line per part.
+    pub warnings: Vec<FailedFile>,
     pub removed_sources: Vec<String>,
     /// Directories `--sync` could not clean because part of them could not be read.
     pub sync_skipped: Vec<String>,
@@ -125,16 +138,23 @@ impl ImportReport {
         self.failed > 0
     }
 
+    fn note(&mut self, path: &str, warnings: &[String]) {
+        self.warnings
+            .extend(warnings.iter().map(|w| FailedFile { path: path.to_owned(), reason: w.clone() }));
+    }
+
     /// Counts one file's outcome.
     pub fn record(&mut self, path: &str, outcome: &Outcome) {
         match outcome {
-            Outcome::Added { chunks } => {
+            Outcome::Added { chunks, warnings } => {
                 self.added += 1;
                 self.chunks_written += chunks;
+                self.note(path, warnings);
             }
-            Outcome::Updated { chunks } => {
+            Outcome::Updated { chunks, warnings } => {
                 self.updated += 1;
                 self.chunks_written += chunks;
+                self.note(path, warnings);
             }
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::Removed => {
@@ -291,8 +311,12 @@ pub fn prepare(
         max_tokens: settings.chunk_max_tokens,
         overlap_tokens: settings.chunk_overlap_tokens,
     };
-    let pipeline = pipeline_fingerprint(settings);
-    let decision = import_file(store, candidate, request, settings, &pipeline, &limits, sizes);
+    let counter: &dyn chunk::TokenCounter = match embedder {
+        Some(embedder) => embedder,
+        None => &chunk::Estimate,
+    };
+    let pipeline = pipeline_fingerprint(settings, counter);
+    let decision = import_file(store, candidate, request, settings, &pipeline, &limits, (sizes, counter));
     let decision = match decision {
         Ok(decision) => decision,
         Err(crate::Error::Store(e)) => return Err(e.into()),
@@ -335,7 +359,7 @@ fn apply(
     };
     Ok(match decision {
         Decision::Unchanged => Outcome::Unchanged,
-        Decision::Write { document, existed } => {
+        Decision::Write { document, existed, warnings } => {
             let chunks = document.chunks.len();
             if !prepared.dry_run {
                 let chunk_vectors =
@@ -349,7 +373,7 @@ fn apply(
                 }
                 writer.changed()?;
             }
-            if existed { Outcome::Updated { chunks } } else { Outcome::Added { chunks } }
+            if existed { Outcome::Updated { chunks, warnings } } else { Outcome::Added { chunks, warnings } }
         }
         Decision::Regroup { id, groups } => {
             if !prepared.dry_run {
@@ -361,7 +385,7 @@ fn apply(
                 }
                 writer.changed()?;
             }
-            Outcome::Updated { chunks: 0 }
+            Outcome::Updated { chunks: 0, warnings: Vec::new() }
         }
     })
 }
@@ -403,7 +427,7 @@ impl IndexFollower<'_> {
 enum Decision {
     Unchanged,
     Regroup { id: DocumentId, groups: Vec<String> },
-    Write { document: NewDocument, existed: bool },
+    Write { document: NewDocument, existed: bool, warnings: Vec<String> },
 }
 
 fn import_file(
@@ -413,7 +437,7 @@ fn import_file(
     settings: &IngestSettings,
     pipeline: &str,
     limits: &ParseLimits,
-    sizes: ChunkSizes,
+    (sizes, counter): (ChunkSizes, &dyn chunk::TokenCounter),
 ) -> Result<Decision, crate::Error> {
     let format = Format::from_path(&candidate.path).ok_or(IngestError::Unsupported)?;
     let read;
@@ -437,17 +461,16 @@ fn import_file(
         return Ok(Decision::Regroup { id: existing.id, groups: request.groups.clone() });
     }
     let parsed = parse::parse(format, bytes, limits).map_err(IngestError::Parse)?;
-    let chunks = chunk::chunk_document(&parsed, sizes);
+    let chunks = chunk::chunk_document(&parsed, sizes, counter);
     if chunks.is_empty() {
         return Err(IngestError::Parse(ParseError::NoText).into());
     }
-    let sample: String = chunks.iter().take(4).map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
     let title = parsed.title.clone().unwrap_or_else(|| title_from_file_name(&candidate.path));
     let document = NewDocument {
         root: candidate.root.clone(),
         source: candidate.source.clone(),
         title,
-        language: lang::detect(&sample),
+        language: lang::detect_document(chunks.iter().map(|c| c.text.as_str())),
         groups: request.groups.clone(),
         content_hash,
         pipeline: pipeline.to_owned(),
@@ -456,7 +479,7 @@ fn import_file(
         updated_at: jiff::Timestamp::now().as_second(),
         chunks,
     };
-    Ok(Decision::Write { document, existed: existing.is_some() })
+    Ok(Decision::Write { document, existed: existing.is_some(), warnings: parsed.warnings })
 }
 
 /// A file's bytes, refusing one over `limit` before reading it. The file is opened without
@@ -510,10 +533,13 @@ fn title_from_file_name(path: &Path) -> String {
     parse::collapse_whitespace(&stem.replace(['-', '_'], " "))
 }
 
-fn pipeline_fingerprint(settings: &IngestSettings) -> String {
+fn pipeline_fingerprint(settings: &IngestSettings, counter: &dyn chunk::TokenCounter) -> String {
     format!(
-        "v{PIPELINE_VERSION}/t{}/m{}/o{}",
-        settings.chunk_target_tokens, settings.chunk_max_tokens, settings.chunk_overlap_tokens
+        "v{PIPELINE_VERSION}/t{}/m{}/o{}/{}",
+        settings.chunk_target_tokens,
+        settings.chunk_max_tokens,
+        settings.chunk_overlap_tokens,
+        counter.name()
     )
 }
 

@@ -1,15 +1,22 @@
-//! Retrieval evaluation: how well the knowledge base answers a set of questions whose right
-//! documents are known. Ranking is by distinct documents (a document's best chunk counts), and
-//! the metrics are recall@1/3/5/10 and MRR@10, overall and per language.
+//! Evaluation: how well the knowledge base answers a set of questions whose right documents are
+//! known, and how honestly it declines the ones it cannot answer (`"expected": []`).
+//!
+//! Ranking is by distinct documents (a document's best chunk counts): recall@k is the share of
+//! answerable questions with a right document in the first k, and MRR@10. Each question also goes
+//! through the answer path employees meet (the same floors and citation rules): whether Sputnik
+//! would answer or decline, and which sources it would cite. Figures are given overall, per
+//! language, per direction (question language → language of the right documents) and per set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::Retriever;
+use super::{Retriever, search_depth};
 use crate::Error;
-use crate::config::SearchMode;
+use crate::answer::{self, Floors};
+use crate::config::{AnswerSettings, SearchMode};
+use crate::store::{DocumentId, Language};
 
 pub const CUTOFFS: [usize; 4] = [1, 3, 5, 10];
 
@@ -21,12 +28,23 @@ pub struct EvalQuestion {
     pub query: String,
     #[serde(default)]
     pub lang: Option<String>,
-    /// Source paths (relative to the imported directory) of documents that answer it.
+    /// A label to break the figures down by (the kind of document, the source of the set).
+    #[serde(default)]
+    pub set: Option<String>,
+    /// Source paths (relative to the imported directory) of documents that answer it; empty
+    /// when the knowledge base holds no answer.
     pub expected: Vec<String>,
+}
+
+impl EvalQuestion {
+    pub fn answerable(&self) -> bool {
+        !self.expected.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Metrics {
+    /// Answerable questions; the ranking figures are over these.
     pub questions: usize,
     #[serde(rename = "recall@1")]
     pub recall_1: f64,
@@ -38,6 +56,14 @@ pub struct Metrics {
     pub recall_10: f64,
     #[serde(rename = "mrr@10")]
     pub mrr_10: f64,
+    /// Questions the knowledge base cannot answer.
+    pub unanswerable: usize,
+    /// Share of answerable questions answered with a right document among the sources.
+    pub answered_right: f64,
+    /// Share of unanswerable questions declined.
+    pub declined_right: f64,
+    /// Share of answers to answerable questions that cite a document that is not a right one.
+    pub cited_unrelated: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,16 +72,29 @@ pub struct Summary {
     pub mode: SearchMode,
     pub overall: Metrics,
     pub by_language: BTreeMap<String, Metrics>,
+    /// "en→ru": English questions whose right documents are all Russian; unanswerable
+    /// questions count under their language only.
+    pub by_direction: BTreeMap<String, Metrics>,
+    pub by_set: BTreeMap<String, Metrics>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryResult {
     pub id: String,
     pub lang: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Question language → language of the right documents, for answerable questions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
     /// Distinct documents' source paths in rank order.
     pub ranked: Vec<String>,
     /// 1-based rank of the first expected document within `k`, if found.
     pub first_hit: Option<usize>,
+    /// Whether Sputnik would answer (rather than say it does not know).
+    pub answered: bool,
+    /// Source paths the answer would cite, in citation order.
+    pub cited: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,15 +108,16 @@ pub fn load_questions(path: &Path) -> Result<Vec<EvalQuestion>, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
     let mut questions = Vec::new();
+    let mut ids = HashSet::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let question: EvalQuestion = serde_json::from_str(line)
             .map_err(|e| Error::Usage(format!("{}:{}: {e}", path.display(), number + 1)))?;
-        if question.expected.is_empty() {
+        if !ids.insert(question.id.clone()) {
             return Err(Error::Usage(format!(
-                "{}:{}: question {:?} lists no expected documents",
+                "{}:{}: question id {:?} appears twice",
                 path.display(),
                 number + 1,
                 question.id
@@ -91,89 +131,145 @@ pub fn load_questions(path: &Path) -> Result<Vec<EvalQuestion>, Error> {
     Ok(questions)
 }
 
+/// How answers are composed, for measuring them.
+#[derive(Debug, Clone, Copy)]
+pub struct Answering<'a> {
+    pub settings: &'a AnswerSettings,
+    pub floors: &'a Floors,
+}
+
 /// Runs every question once against the open index.
 pub fn run(
     retriever: &Retriever<'_>,
+    answering: Answering<'_>,
     questions: &[EvalQuestion],
     k: usize,
     groups: &[String],
     mode: SearchMode,
 ) -> Result<EvalReport, Error> {
     let k = k.max(1);
+    let documents: HashMap<DocumentId, (String, Language)> =
+        retriever.store.documents()?.into_iter().map(|d| (d.id, (d.source, d.language))).collect();
+    let languages: HashMap<&str, Language> =
+        documents.values().map(|(source, language)| (source.as_str(), *language)).collect();
+    let answer_k = answer::search_k(answering.settings);
+    let depth = (k * 5).max(search_depth(answer_k));
     let mut queries = Vec::with_capacity(questions.len());
     for question in questions {
-        let ranked = ranked_documents(retriever, &question.query, k, groups, mode)?;
-        let first_hit = ranked.iter().position(|s| question.expected.contains(s)).map(|p| p + 1);
-        queries.push(QueryResult { id: question.id.clone(), lang: question.lang.clone(), ranked, first_hit });
+        let direction = direction(question, &languages);
+        let mut result = QueryResult {
+            id: question.id.clone(),
+            lang: question.lang.clone(),
+            set: question.set.clone(),
+            direction,
+            ranked: Vec::new(),
+            first_hit: None,
+            answered: false,
+            cited: Vec::new(),
+        };
+        if !question.query.trim().is_empty() {
+            let retrieved = retriever.retrieve(&question.query, groups, depth, mode)?;
+            let mut seen = HashSet::new();
+            for candidate in &retrieved.candidates {
+                if result.ranked.len() == k {
+                    break;
+                }
+                if seen.insert(candidate.document)
+                    && let Some((source, _)) = documents.get(&candidate.document)
+                {
+                    result.ranked.push(source.clone());
+                }
+            }
+            let outcome = retriever.resolve(&question.query, mode, retrieved, answer_k, false)?;
+            let composed = answer::compose(&outcome, outcome.language, answering.settings, answering.floors);
+            result.answered = composed.found;
+            result.cited = composed.sources.into_iter().map(|s| s.source).collect();
+        }
+        result.first_hit = result.ranked.iter().position(|s| question.expected.contains(s)).map(|p| p + 1);
+        queries.push(result);
     }
-    let overall = metrics(questions, &queries, |_| true);
-    let mut languages: Vec<String> = questions.iter().filter_map(|q| q.lang.clone()).collect();
-    languages.sort();
-    languages.dedup();
-    let by_language = languages
-        .into_iter()
-        .map(|lang| {
-            let m = metrics(questions, &queries, |q| q.lang.as_deref() == Some(lang.as_str()));
-            (lang, m)
-        })
-        .collect();
-    Ok(EvalReport { summary: Summary { k, mode, overall, by_language }, queries })
+    let group = |label: &dyn Fn(&EvalQuestion, &QueryResult) -> Option<String>| {
+        let mut labels: Vec<String> =
+            questions.iter().zip(&queries).filter_map(|(q, r)| label(q, r)).collect();
+        labels.sort();
+        labels.dedup();
+        labels
+            .into_iter()
+            .map(|name| {
+                let m = metrics(questions, &queries, |q, r| label(q, r).as_deref() == Some(name.as_str()));
+                (name, m)
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let summary = Summary {
+        k,
+        mode,
+        overall: metrics(questions, &queries, |_, _| true),
+        by_language: group(&|q, _| q.lang.clone()),
+        by_direction: group(&|_, r| r.direction.clone()),
+        by_set: group(&|q, _| q.set.clone()),
+    };
+    Ok(EvalReport { summary, queries })
 }
 
-/// Distinct documents in rank order, looking deep enough into the chunk ranking to fill `k`.
-fn ranked_documents(
-    retriever: &Retriever<'_>,
-    query: &str,
-    k: usize,
-    groups: &[String],
-    mode: SearchMode,
-) -> Result<Vec<String>, Error> {
-    if query.trim().is_empty() {
-        return Ok(Vec::new());
+/// "en→en" when a right document is in the question's language, "en→ru" when all are in the
+/// other; `None` for unanswerable questions and for questions without a language.
+fn direction(question: &EvalQuestion, languages: &HashMap<&str, Language>) -> Option<String> {
+    let asked = question.lang.as_deref()?;
+    let mut found: Vec<&str> =
+        question.expected.iter().filter_map(|e| languages.get(e.as_str())).map(|l| l.code()).collect();
+    if found.is_empty() {
+        return None;
     }
-    let retrieved = retriever.retrieve(query, groups, k * 5, mode)?;
-    let mut ranked: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for hit in retrieved.candidates {
-        if !seen.insert(hit.document) {
-            continue;
-        }
-        if let Some(document) = retriever.store.document(hit.document)? {
-            ranked.push(document.source);
-        }
-        if ranked.len() == k {
-            break;
-        }
+    if found.contains(&asked) {
+        return Some(format!("{asked}→{asked}"));
     }
-    Ok(ranked)
+    found.sort();
+    found.dedup();
+    Some(format!("{asked}→{}", found.join("+")))
 }
 
 fn metrics(
     questions: &[EvalQuestion],
     results: &[QueryResult],
-    keep: impl Fn(&EvalQuestion) -> bool,
+    keep: impl Fn(&EvalQuestion, &QueryResult) -> bool,
 ) -> Metrics {
     let mut m = Metrics::default();
     let mut recall = [0.0f64; CUTOFFS.len()];
+    let (mut answered_right, mut declined, mut answers, mut unrelated) = (0usize, 0usize, 0usize, 0usize);
     for (question, result) in questions.iter().zip(results) {
-        if !keep(question) {
+        if !keep(question, result) {
+            continue;
+        }
+        if !question.answerable() {
+            m.unanswerable += 1;
+            declined += usize::from(!result.answered);
             continue;
         }
         m.questions += 1;
         for (slot, &cutoff) in recall.iter_mut().zip(CUTOFFS.iter()) {
-            let top = &result.ranked[..result.ranked.len().min(cutoff)];
-            let found = question.expected.iter().filter(|e| top.contains(e)).count();
-            *slot += found as f64 / question.expected.len() as f64;
+            if result.first_hit.is_some_and(|rank| rank <= cutoff) {
+                *slot += 1.0;
+            }
         }
         if let Some(rank) = result.first_hit.filter(|&r| r <= 10) {
             m.mrr_10 += 1.0 / rank as f64;
         }
+        if result.answered {
+            answers += 1;
+            answered_right += usize::from(result.cited.iter().any(|c| question.expected.contains(c)));
+            unrelated += usize::from(result.cited.iter().any(|c| !question.expected.contains(c)));
+        }
     }
+    let share = |count: usize, of: usize| if of == 0 { 0.0 } else { count as f64 / of as f64 };
     if m.questions > 0 {
         let n = m.questions as f64;
         [m.recall_1, m.recall_3, m.recall_5, m.recall_10] = recall.map(|r| r / n);
         m.mrr_10 /= n;
     }
+    m.answered_right = share(answered_right, m.questions);
+    m.declined_right = share(declined, m.unanswerable);
+    m.cited_unrelated = share(unrelated, answers);
     m
 }
 
@@ -186,6 +282,7 @@ mod tests {
             id: id.into(),
             query: "x".into(),
             lang: Some(lang.into()),
+            set: None,
             expected: expected.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -193,7 +290,16 @@ mod tests {
     fn r(ranked: &[&str], expected: &[&str]) -> QueryResult {
         let ranked: Vec<String> = ranked.iter().map(|s| s.to_string()).collect();
         let first_hit = ranked.iter().position(|s| expected.contains(&s.as_str())).map(|p| p + 1);
-        QueryResult { id: "q".into(), lang: None, ranked, first_hit }
+        QueryResult {
+            id: "q".into(),
+            lang: None,
+            set: None,
+            direction: None,
+            ranked,
+            first_hit,
+            answered: false,
+            cited: Vec::new(),
+        }
     }
 
     #[test]
@@ -204,12 +310,12 @@ mod tests {
             r(&["x.md", "y.md", "b.md"], &["b.md"]),
             r(&["x.md"], &["c.md"]),
         ];
-        let all = metrics(&questions, &results, |_| true);
+        let all = metrics(&questions, &results, |_, _| true);
         assert_eq!(all.questions, 3);
         assert!((all.recall_1 - 1.0 / 3.0).abs() < 1e-9);
         assert!((all.recall_3 - 2.0 / 3.0).abs() < 1e-9);
         assert!((all.mrr_10 - (1.0 + 1.0 / 3.0) / 3.0).abs() < 1e-9);
-        let en = metrics(&questions, &results, |q| q.lang.as_deref() == Some("en"));
+        let en = metrics(&questions, &results, |q, _| q.lang.as_deref() == Some("en"));
         assert_eq!(en.questions, 2);
         assert!((en.recall_3 - 1.0).abs() < 1e-9);
     }

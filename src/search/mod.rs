@@ -92,6 +92,9 @@ pub struct SearchHit {
     /// Each leg's own score: BM25, and cosine similarity.
     pub lexical_score: Option<f32>,
     pub dense_score: Option<f32>,
+    /// The cosine less the question's mean similarity to the chunk's language: how far the
+    /// chunk stands out from the rest of its language.
+    pub dense_margin: Option<f32>,
     /// Share of the question's words (weighted by rarity) that this chunk contains, title and
     /// headings included.
     pub term_coverage: f32,
@@ -131,6 +134,7 @@ pub struct Candidate {
     pub dense_rank: Option<usize>,
     pub lexical_score: Option<f32>,
     pub dense_score: Option<f32>,
+    pub dense_margin: Option<f32>,
 }
 
 /// Everything retrieval reads, borrowed from the open knowledge base.
@@ -207,15 +211,17 @@ impl Retriever<'_> {
         if !dense.is_empty() && self.settings.lexical_min_coverage > 0.0 {
             self.drop_weak_word_matches(query, &mut lexical)?;
         }
-        let cosines: std::collections::HashMap<(DocumentId, u32), f32> =
-            dense.iter().map(|h| ((h.document, h.ordinal), h.cosine)).collect();
+        let cosines: std::collections::HashMap<(DocumentId, u32), (f32, f32)> =
+            dense.iter().map(|h| ((h.document, h.ordinal), (h.cosine, h.margin))).collect();
         let dense: Vec<(DocumentId, u32, f32)> =
             dense.iter().map(|h| (h.document, h.ordinal, h.score)).collect();
         let mut candidates = fuse(&lexical, &dense, self.settings);
         // Ranked by the balanced score; reported (and held to the answer floor) as cosine.
         for candidate in &mut candidates {
             if candidate.dense_score.is_some() {
-                candidate.dense_score = cosines.get(&(candidate.document, candidate.ordinal)).copied();
+                let found = cosines.get(&(candidate.document, candidate.ordinal));
+                candidate.dense_score = found.map(|f| f.0);
+                candidate.dense_margin = found.map(|f| f.1);
             }
         }
         Ok(Retrieved { language, candidates, dense_skipped })
@@ -270,23 +276,34 @@ impl Retriever<'_> {
             return Err(SearchError::EmptyQuery.into());
         }
         let mode = request.mode.unwrap_or(self.settings.mode);
-        let depth = (request.k * 4).max(20);
-        let mut retrieved = self.retrieve(&request.query, &request.groups, depth, mode)?;
-        retrieved.candidates.truncate(request.k);
+        let retrieved = self.retrieve(&request.query, &request.groups, search_depth(request.k), mode)?;
+        self.resolve(&request.query, mode, retrieved, request.k, request.snippets)
+    }
+
+    /// The top `k` of `retrieved` resolved through the store into hits (with snippets if asked).
+    pub fn resolve(
+        &self,
+        query: &str,
+        mode: SearchMode,
+        mut retrieved: Retrieved,
+        k: usize,
+        snippets: bool,
+    ) -> Result<SearchOutcome, crate::Error> {
+        retrieved.candidates.truncate(k);
         let keys: Vec<_> = retrieved.candidates.iter().map(|c| (c.document, c.ordinal)).collect();
         let resolved = self.store.chunks_with_documents(&keys)?;
         // The indexes are committed after the store, so a chunk can only be missing here if the
         // store changed underneath a long-lived reader; skip it rather than cite nothing.
         let (candidates, found): (Vec<&Candidate>, Vec<_>) =
             retrieved.candidates.iter().zip(resolved).filter_map(|(c, found)| found.map(|f| (c, f))).unzip();
-        let snippets: Vec<Option<Snippet>> = if request.snippets {
+        let snippets: Vec<Option<Snippet>> = if snippets {
             let texts: Vec<&str> = found.iter().map(|(_, chunk)| chunk.text.as_str()).collect();
-            let snippets = self.lexical.snippets(&request.query, &texts, self.settings.snippet_chars)?;
+            let snippets = self.lexical.snippets(query, &texts, self.settings.snippet_chars)?;
             snippets.into_iter().map(Some).collect()
         } else {
             vec![None; found.len()]
         };
-        let weights = self.lexical.term_weights(&request.query)?;
+        let weights = self.lexical.term_weights(query)?;
         let coverage = self.coverage(&weights, &found)?;
         let hits = candidates
             .into_iter()
@@ -301,6 +318,7 @@ impl Retriever<'_> {
                 dense_rank: candidate.dense_rank,
                 lexical_score: candidate.lexical_score,
                 dense_score: candidate.dense_score,
+                dense_margin: candidate.dense_margin,
                 term_coverage,
                 document_id: document.id,
                 title: document.title,
@@ -313,13 +331,18 @@ impl Retriever<'_> {
             })
             .collect();
         Ok(SearchOutcome {
-            query: request.query.clone(),
+            query: query.to_owned(),
             language: retrieved.language,
             mode,
             dense_skipped: retrieved.dense_skipped,
             hits,
         })
     }
+}
+
+/// How deep each leg looks for a request of `k` hits.
+pub fn search_depth(k: usize) -> usize {
+    (k * 4).max(20)
 }
 
 /// Combines two ranked lists of (document, ordinal, score), best first. With one list empty the
@@ -343,6 +366,7 @@ pub fn fuse(
                     dense_rank: None,
                     lexical_score: None,
                     dense_score: None,
+                    dense_margin: None,
                 });
                 merged.len() - 1
             });

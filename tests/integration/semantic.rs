@@ -180,10 +180,14 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     let crosslingual =
         sputnik::search::eval::load_questions(&repo_path("assets/handbook-crosslingual.jsonl")).unwrap();
     assert!(crosslingual.len() >= 50);
+    // Languages are balanced at half strength: at full strength Russian questions lost their
+    // Russian answers on real documents (docs/quality.md). On this handbook, whose two languages
+    // hold different documents, that costs the other-language answers dearly (top-3 0.85 → 0.48
+    // for Russian questions): the trade-off is recorded in docs/quality.md, and this is its floor.
     for mode in [SearchMode::Hybrid, SearchMode::Dense] {
         let report = app.evaluate(&crosslingual, 10, &[], Some(mode)).unwrap();
         for (language, summary) in &report.summary.by_language {
-            assert!(summary.recall_3 >= 0.8, "{mode:?}, asked in {language}: top-3 {}", summary.recall_3);
+            assert!(summary.recall_3 >= 0.45, "{mode:?}, asked in {language}: top-3 {}", summary.recall_3);
         }
     }
     // Words alone cannot cross languages: the meaning leg is what finds these.
@@ -235,7 +239,8 @@ fn switching_models_requires_reembedding_and_mixing_is_refused() {
     assert_eq!(search(&app, "lunch noon", 1, &[])[0].source, "canteen.md");
     app.reembed(&mut Quiet).unwrap();
     assert_eq!(app.store().embedding_model().unwrap(), None);
-    assert_eq!(app.import(&request, &mut Quiet).unwrap().unchanged, 2);
+    // Chunks are sized in the model's tokens, so without the model both are chunked again.
+    assert_eq!(app.import(&request, &mut Quiet).unwrap().updated, 2);
 }
 
 #[test]
@@ -273,4 +278,36 @@ fn a_cuda_device_without_cuda_support_is_a_clear_error_at_start() {
         run(sputnik_with_model(&data).env("SPUTNIK_EMBED__DEVICE", "tpu").args(["search", "offices"]));
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("embed.device"), "{}", stderr(&output));
+}
+
+/// Chunks are sized in the model's own tokens: a long Russian section (about twice as many pieces
+/// per word as English in e5's vocabulary) never overflows the chunk maximum, which a word-based
+/// estimate did (words × 4/3 counted ~530 for pieces that were ~850).
+#[test]
+fn russian_chunks_are_sized_in_the_models_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let sentence = "Сотрудник обязан согласовать командировку с руководителем подразделения заранее, \
+                    оформить авансовый отчёт и приложить подтверждающие документы.";
+    let paragraphs: Vec<String> = (0..12).map(|i| format!("{} {sentence}", i + 1).repeat(4)).collect();
+    std::fs::write(docs.join("travel.md"), format!("# Командировки\n\n{}\n", paragraphs.join("\n\n")))
+        .unwrap();
+    let mut app = open_app_with_model(&tmp.path().join("data"));
+    let report = import(&mut app, &[&docs], ImportRequest::default());
+    assert_eq!(report.added, 1, "{report:?}");
+    let document = &app.documents().unwrap()[0];
+    let chunks = app.chunks(document.id).unwrap();
+    let embedder = app.embedder().unwrap();
+    let max = Settings::default().ingest.chunk_max_tokens;
+    let estimate_overflows =
+        chunks.iter().any(|c| c.text.split_whitespace().count() * 4 / 3 < embedder.count_tokens(&c.text));
+    assert!(estimate_overflows, "the word estimate undercounts Russian");
+    for chunk in &chunks {
+        let tokens = embedder.count_tokens(&chunk.text);
+        assert!(tokens <= max, "chunk {} has {tokens} model tokens > {max}", chunk.ordinal);
+        let stored = chunk.tokens as usize;
+        assert!(stored.abs_diff(tokens) * 20 <= tokens, "stored {stored}, the model counts {tokens}");
+    }
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
 }

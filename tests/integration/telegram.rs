@@ -848,7 +848,7 @@ fn admin_commands_print_the_same_while_the_service_runs() {
     let stats = json(&run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).args(["stats", "--json"])));
     assert_eq!(
         (stats["documents"].as_u64(), stats["indexed_chunks"].as_u64()),
-        (Some(22), Some(108)),
+        (Some(22), Some(107)),
         "{stats}"
     );
     let (code, log) = terminate(bot);

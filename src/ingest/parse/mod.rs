@@ -18,6 +18,8 @@ pub struct ParsedDocument {
     /// The document's own title (metadata or first top-level heading), if it has one.
     pub title: Option<String>,
     pub sections: Vec<Section>,
+    /// Parts left out because they could not be read (a PDF page that does not decode).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -188,7 +190,7 @@ impl SectionBuilder {
 
     pub fn finish(mut self) -> ParsedDocument {
         self.end_paragraph();
-        ParsedDocument { title: self.title, sections: self.sections }
+        ParsedDocument { title: self.title, sections: self.sections, warnings: Vec::new() }
     }
 }
 

@@ -36,16 +36,149 @@ pub(super) fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument
         return Err(ParseError::TooManyPages { pages: pages.len(), limit: limits.max_pdf_pages });
     }
     let title = info_title(&doc);
-    let mut sections = Vec::new();
+    let mut texts = Vec::new();
+    let mut warnings = Vec::new();
     for &number in pages.keys() {
-        let text = extract_page(&doc, number)?;
+        match extract_page(&doc, number) {
+            Ok(text) => texts.push((number, text)),
+            // A page the extractor cannot decode is left out; the rest of the document is read.
+            Err(ParseError::Corrupt { reason, .. }) => {
+                warnings.push(format!("{reason}; the page was skipped"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if texts.is_empty() && !warnings.is_empty() {
+        return Err(ParseError::corrupt(FORMAT, "no page could be decoded"));
+    }
+    let running = running_lines(texts.iter().map(|(_, text)| text.as_str()));
+    let mut sections = Vec::new();
+    for (number, text) in texts {
+        let text = join_hyphenated(&drop_lines(&text, &running));
         let paragraphs: Vec<String> =
             split_paragraphs(&text).map(|p| collapse_whitespace(&p)).filter(|p| !p.is_empty()).collect();
+        if paragraphs.is_empty() {
+            continue;
+        }
+        let mut paragraphs = paragraphs.into_iter();
+        // A sentence running on from the previous page is finished there, where it started.
+        if let Some(last) = sections.last_mut().and_then(|s: &mut Section| s.paragraphs.last_mut())
+            && runs_on(last)
+            && let Some(first) = paragraphs.next()
+        {
+            let hyphenated = join_hyphenated(&format!("{last}\n{first}"));
+            *last = hyphenated.replace('\n', " ");
+        }
+        let paragraphs: Vec<String> = paragraphs.collect();
         if !paragraphs.is_empty() {
             sections.push(Section { heading_path: vec![format!("p. {number}")], paragraphs });
         }
     }
-    Ok(ParsedDocument { title, sections })
+    Ok(ParsedDocument { title, sections, warnings })
+}
+
+/// Whether a paragraph ending a page stops mid-sentence: long enough not to be a heading, and
+/// ending in a word, a number or a comma rather than a sentence's end.
+fn runs_on(paragraph: &str) -> bool {
+    paragraph.chars().count() >= 60
+        && paragraph
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || matches!(c, ',' | '-' | '—' | '–'))
+}
+
+/// A line with its page numbers (arabic or roman) and surrounding space taken out, lowercased:
+/// how a running header or footer looks the same on every page.
+fn line_key(line: &str) -> String {
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| {
+            let w = w.trim_matches(|c: char| !c.is_alphanumeric());
+            !w.is_empty()
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !w.chars().all(|c| matches!(c.to_ascii_lowercase(), 'i' | 'v' | 'x' | 'l' | 'c'))
+        })
+        .collect();
+    words.join(" ").to_lowercase()
+}
+
+/// How many lines at the top and at the bottom of a page can be running headers and footers.
+const EDGE_LINES: usize = 3;
+
+/// Running headers and footers: lines near the top or bottom of a page that recur, page numbers
+/// aside, on at least half of the pages (of three or more). Bare page numbers are included.
+fn running_lines<'a>(pages: impl Iterator<Item = &'a str>) -> std::collections::HashSet<String> {
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut total = 0usize;
+    for page in pages {
+        total += 1;
+        let lines: Vec<&str> = page.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let mut edges: Vec<String> = lines
+            .iter()
+            .take(EDGE_LINES)
+            .chain(lines.iter().rev().take(EDGE_LINES))
+            .map(|l| line_key(l))
+            .collect();
+        edges.sort();
+        edges.dedup();
+        for key in edges {
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    let mut running: std::collections::HashSet<String> = counts
+        .into_iter()
+        .filter(|(key, n)| !key.is_empty() && total >= 3 && *n * 2 >= total)
+        .map(|(key, _)| key)
+        .collect();
+    running.insert(String::new());
+    running
+}
+
+/// `page` without its running lines (those at its top and bottom whose key is in `running`).
+fn drop_lines(page: &str, running: &std::collections::HashSet<String>) -> String {
+    let lines: Vec<&str> = page.lines().collect();
+    let content: Vec<usize> = (0..lines.len()).filter(|&i| !lines[i].trim().is_empty()).collect();
+    let edge: std::collections::HashSet<usize> =
+        content.iter().take(EDGE_LINES).chain(content.iter().rev().take(EDGE_LINES)).copied().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(i, line)| {
+            !(edge.contains(i) && !line.trim().is_empty() && running.contains(&line_key(line)))
+        })
+        .map(|(_, line)| *line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Joins words hyphenated at line ends ("разработчи-\nка" → "разработчика"): a letter, a hyphen
+/// ending the line, and a lowercase letter opening the next.
+fn join_hyphenated(text: &str) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut out = String::with_capacity(text.len());
+    let mut joined = false;
+    for (i, raw) in lines.iter().enumerate() {
+        let line = if joined { raw.trim_start() } else { raw };
+        let trimmed = line.trim_end();
+        let next_lower = lines
+            .get(i + 1)
+            .and_then(|next| next.trim_start().chars().next())
+            .is_some_and(char::is_lowercase);
+        let mut tail = trimmed.chars().rev();
+        let last = tail.next();
+        joined = matches!(last, Some('-' | '\u{00AD}'))
+            && tail.next().is_some_and(char::is_alphabetic)
+            && next_lower;
+        if let (true, Some(hyphen)) = (joined, last) {
+            out.push_str(&trimmed[..trimmed.len() - hyphen.len_utf8()]);
+        } else {
+            out.push_str(line);
+            if i + 1 < lines.len() {
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 fn extract_page(doc: &Document, number: u32) -> Result<String, ParseError> {
@@ -276,6 +409,30 @@ mod tests {
     fn a_page_whose_parents_loop_is_refused_not_a_stack_overflow() {
         let refused = parse(&pdf(b"", true), &LIMITS).unwrap_err();
         assert!(matches!(refused, ParseError::Loop { format: "PDF", .. }), "{refused}");
+    }
+
+    #[test]
+    fn running_headers_and_page_numbers_are_dropped_and_hyphenated_words_joined() {
+        let pages: Vec<String> = (1..=4)
+            .map(|n| {
+                format!(
+                    "Руководство начинающего разработчика Debian {}\n\n{} собирает разработчи-\nка команда {}, а well-\nKnown {} остаётся.\n\n{n}\n",
+                    ["i", "ii", "iii", "iv"][n - 1],
+                    ["Пакет", "Архив", "Файл", "Образ"][n - 1],
+                    ["dpkg", "tar", "cp", "dd"][n - 1],
+                    ["один", "два", "три", "четыре"][n - 1]
+                )
+            })
+            .collect();
+        let running = running_lines(pages.iter().map(String::as_str));
+        let page = join_hyphenated(&drop_lines(&pages[1], &running));
+        assert!(!page.contains("Руководство") && !page.trim_end().ends_with('2'), "{page}");
+        assert!(page.contains("Архив собирает разработчика команда tar"), "{page}");
+        assert!(page.contains("well-\nKnown"), "a capital after the hyphen is not a split word: {page}");
+        // Two pages are too few to tell a running header from the text.
+        let running = running_lines(pages[..2].iter().map(String::as_str));
+        let first = drop_lines(&pages[0], &running);
+        assert!(first.contains("Руководство"), "{first:?} {running:?}");
     }
 
     #[test]

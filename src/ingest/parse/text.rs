@@ -34,7 +34,11 @@ pub(super) fn parse(text: &str) -> ParsedDocument {
         }
     }
     let paragraphs: Vec<String> = rest.iter().map(|p| collapse_whitespace(p)).collect();
-    ParsedDocument { title, sections: vec![Section { heading_path: vec![], paragraphs }] }
+    ParsedDocument {
+        title,
+        sections: vec![Section { heading_path: vec![], paragraphs }],
+        warnings: Vec::new(),
+    }
 }
 
 /// Paragraphs are separated by blank lines (also form feeds, which PDF extraction emits).
