@@ -25,7 +25,6 @@ part for CI: OUT/slice/{en,ru} holds its documents.
 """
 
 import argparse
-import gzip
 import hashlib
 import html.parser
 import json
@@ -34,7 +33,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import unicodedata
 from pathlib import Path
 

@@ -328,8 +328,7 @@ pub fn sentences(text: &str) -> Vec<&str> {
         let end = at + piece.len();
         let continues = out.last().is_some_and(|&(start, prev_end)| {
             let previous = text[start..prev_end].trim_end();
-            let paragraph_break =
-                text[start..prev_end].ends_with("\n\n") || text[start..prev_end].ends_with('\n');
+            let paragraph_break = text[start..prev_end].ends_with('\n');
             let next_lower = piece.trim_start().chars().next().is_some_and(char::is_lowercase);
             !paragraph_break && (ends_with_abbreviation(previous) || (next_lower && previous.ends_with('.')))
         });
