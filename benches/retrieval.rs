@@ -418,10 +418,10 @@ fn bench_vectors() {
         let mut recall = 0usize;
         for query in &queries {
             let started = Instant::now();
-            let truth = exact.search(query, &[], 10);
+            let truth = exact.search(query, Language::En, &[], 10);
             exact_times.push(started.elapsed());
             let started = Instant::now();
-            let approx = graph.search(query, &[], 10);
+            let approx = graph.search(query, Language::En, &[], 10);
             graph_times.push(started.elapsed());
             recall += approx.iter().filter(|h| truth.iter().any(|t| t.document == h.document)).count();
         }

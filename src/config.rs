@@ -261,10 +261,11 @@ pub struct SearchSettings {
     /// question's words (weighted by rarity); weaker word matches are left to the meaning leg.
     /// 0 keeps every full-text hit.
     pub lexical_min_coverage: f32,
-    /// With a multilingual model, how much of a question's bias towards its own language the
-    /// meaning leg takes off (0–1): 1 ranks every language's chunks on equal terms (best for
-    /// answers that exist only in the other language), 0 keeps raw similarity (best within one
-    /// language). See docs/quality.md for the measured trade-off.
+    /// With a multilingual model, how much of each language's shared component the meaning leg
+    /// takes off questions and passages before comparing them (0–1; 0 keeps the raw cosine).
+    /// Centred, a question meets the passage that answers it whatever its language, and
+    /// passages made mostly of their language's common ground stop crowding out specific ones.
+    /// See docs/quality.md for what each strength measured.
     pub language_balance: f32,
 }
 
@@ -427,7 +428,7 @@ impl Default for SearchSettings {
             dense_weight: 0.5,
             exact_scan_limit: 200_000,
             lexical_min_coverage: 0.5,
-            language_balance: 0.5,
+            language_balance: 0.75,
         }
     }
 }

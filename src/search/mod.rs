@@ -189,7 +189,7 @@ impl Retriever<'_> {
                     embedder.embed_query(query)?
                 };
                 let _timer = crate::metrics::time(crate::metrics::Stage::Dense);
-                vectors.search(&query_vector, groups, depth)
+                vectors.search(&query_vector, language, groups, depth)
             }
             (_, Some(embedder), Some(_)) => {
                 dense_skipped = Some(format!(

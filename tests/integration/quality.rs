@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::common::*;
 
 fn quality_dir() -> PathBuf {
-    std::env::var_os("SPUTNIK_QUALITY_DIR").map_or_else(|| repo_path("target/quality"), PathBuf::from)
+    std::env::var_os("QUALITY_BENCHMARK_DIR").map_or_else(|| repo_path("target/quality"), PathBuf::from)
 }
 
 fn figure(summary: &serde_json::Value, group: &str, key: &str, metric: &str) -> f64 {
@@ -43,17 +43,18 @@ fn hybrid_is_never_worse_than_its_better_leg_and_unanswerable_questions_are_decl
         );
     }
     // Floors a little under today's figures on this slice (docs/quality.md): a regression shows.
-    for (key, floor) in [("en", 0.9), ("ru", 0.75)] {
+    for (key, floor) in [("en", 0.9), ("ru", 0.85)] {
         let recall = figure(hybrid, "by_language", key, "recall@5");
         assert!(recall >= floor, "hybrid R@5 for {key} questions {recall:.3} < {floor}");
     }
     let crosslingual = ["en→ru", "ru→en"].map(|d| figure(hybrid, "by_direction", d, "recall@5"));
-    assert!(crosslingual.iter().all(|&r| r >= 0.4), "answer only in the other language: {crosslingual:?}");
+    // Three and five questions: one of them is 0.33 / 0.2; today 1.0 and 0.8.
+    assert!(crosslingual.iter().all(|&r| r >= 0.6), "answer only in the other language: {crosslingual:?}");
     let answered = figure(hybrid, "", "", "answered_right");
     let declined = figure(hybrid, "", "", "declined_right");
     let unrelated = figure(hybrid, "", "", "cited_unrelated");
-    assert!(answered >= 0.8, "answerable questions answered with a right source: {answered:.3}");
-    assert!(unrelated <= 0.6, "answers citing an unrelated document: {unrelated:.3}");
+    assert!(answered >= 0.85, "answerable questions answered with a right source: {answered:.3}");
+    assert!(unrelated <= 0.5, "answers citing an unrelated document: {unrelated:.3}");
     // Declining is not yet good enough to hold to a floor (docs/quality.md); it is reported.
     eprintln!("slice: answered right {answered:.3}, declined {declined:.3}, cites unrelated {unrelated:.3}");
 }

@@ -180,14 +180,14 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     let crosslingual =
         sputnik::search::eval::load_questions(&repo_path("assets/handbook-crosslingual.jsonl")).unwrap();
     assert!(crosslingual.len() >= 50);
-    // Languages are balanced at half strength: at full strength Russian questions lost their
-    // Russian answers on real documents (docs/quality.md). On this handbook, whose two languages
-    // hold different documents, that costs the other-language answers dearly (top-3 0.85 → 0.48
-    // for Russian questions): the trade-off is recorded in docs/quality.md, and this is its floor.
+    // Languages are balanced by centring (docs/quality.md): Russian questions answered only in
+    // English measured top-3 0.70 (0.85 with the old full-strength offset, which cost Russian
+    // questions their Russian answers on real documents; 0.48 at half strength), English ones
+    // 0.96.
     for mode in [SearchMode::Hybrid, SearchMode::Dense] {
         let report = app.evaluate(&crosslingual, 10, &[], Some(mode)).unwrap();
         for (language, summary) in &report.summary.by_language {
-            assert!(summary.recall_3 >= 0.45, "{mode:?}, asked in {language}: top-3 {}", summary.recall_3);
+            assert!(summary.recall_3 >= 0.65, "{mode:?}, asked in {language}: top-3 {}", summary.recall_3);
         }
     }
     // Words alone cannot cross languages: the meaning leg is what finds these.
