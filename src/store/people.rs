@@ -254,7 +254,17 @@ impl Store {
             let mut employees = txn.open_table(EMPLOYEES)?;
             match invite {
                 None => Err(InviteRefusal::Unknown),
-                Some(invite) if invite.used_at.is_some() => Err(InviteRefusal::Used),
+                // The same account redeeming its own invite again — the update that joined it
+                // handled a second time after a crash — joins again, changing nothing, so the
+                // reply and the plan assignment that the first run did not finish are made now.
+                Some(invite) if invite.used_at.is_some() => {
+                    match read_employee(&employees, invite.employee.0)? {
+                        Some(employee) if employee.active && employee.telegram_id == Some(telegram_id) => {
+                            Ok(employee)
+                        }
+                        _ => Err(InviteRefusal::Used),
+                    }
+                }
                 Some(invite) if invite.expires_at <= now => Err(InviteRefusal::Expired),
                 Some(mut invite) => {
                     let id = invite.employee.0;
@@ -492,6 +502,9 @@ mod tests {
         assert_eq!(joined.telegram_id, Some(7));
         assert_eq!(store.employee_by_telegram(7).unwrap().unwrap().id, employee.id);
         assert_eq!(store.redeem_invite(&hash, 8, 151).unwrap(), Err(InviteRefusal::Used));
+        // The same account again (its join handled twice after a crash): joined, nothing changes.
+        let again = store.redeem_invite(&hash, 7, 152).unwrap().unwrap();
+        assert_eq!((again.id, again.telegram_id, again.joined_at), (employee.id, Some(7), Some(150)));
 
         let late = invite_hash("code-2");
         store
