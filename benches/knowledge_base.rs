@@ -53,7 +53,7 @@ fn queries(count: usize) -> Vec<String> {
 
 fn import(data: &Path, corpus: &Path) -> (App, usize) {
     // Full text only: this bench measures parsing, the store and tantivy (retrieval.rs has embeddings).
-    let mut app = App::open(Settings::lexical_only(data)).unwrap();
+    let app = App::open(Settings::lexical_only(data)).unwrap();
     let request = ImportRequest { paths: vec![corpus.to_path_buf()], ..Default::default() };
     let report = app.import(&request, &mut Quiet).unwrap();
     assert_eq!(report.failed, 0);
@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
     );
     let started = Instant::now();
     let (app, _) = {
-        let mut app = app;
+        let app = app;
         let reindexed = app.reindex().unwrap();
         (app, reindexed)
     };

@@ -383,7 +383,7 @@ fn bench_import(tmp: &Path, words: &[String], model: &str) {
         }
         std::fs::write(corpus.join(format!("doc-{d}.md")), text).unwrap();
     }
-    let mut app = App::open(named_model_settings(&tmp.join(format!("import-{model}")), model)).unwrap();
+    let app = App::open(named_model_settings(&tmp.join(format!("import-{model}")), model)).unwrap();
     let started = Instant::now();
     let report =
         app.import(&ImportRequest { paths: vec![corpus.clone()], ..Default::default() }, &mut Quiet).unwrap();

@@ -142,7 +142,7 @@ pub fn import_plan(app: &App, name: &str, text: &str) -> Result<std::result::Res
 }
 
 /// Removes documents by id or source; all are resolved first, so a typo removes nothing.
-pub fn remove_documents(app: &mut App, references: &[String]) -> Result<Vec<DocumentRecord>> {
+pub fn remove_documents(app: &App, references: &[String]) -> Result<Vec<DocumentRecord>> {
     let records = references.iter().map(|d| app.resolve_document(d)).collect::<Result<Vec<_>>>()?;
     records.into_iter().map(|record| app.remove_document(record.id)).collect()
 }

@@ -3,7 +3,11 @@
 //!
 //! [`App`] is built from validated [`Settings`] and owns the store (the source of truth), the
 //! indexes derived from it and the embedding model. The CLI, the tests and the benches all go
-//! through it.
+//! through it. The service shares one `Arc<App>` between every task: there is no lock around
+//! it. The store is shared as it is (redb serialises its own writers); the derived indexes sit
+//! behind handles whose locks are held for one scan, one in-memory update or one swap
+//! ([`search::SharedLexical`], [`search::SharedVectors`]); writers (imports, removals, rebuilds)
+//! take turns on a mutex of their own and do their slow part — parsing, embedding — before it.
 
 pub mod admin;
 pub mod answer;
@@ -26,6 +30,7 @@ pub mod search;
 pub mod store;
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use serde::Serialize;
 
@@ -37,7 +42,10 @@ use ingest::{ImportObserver, ImportReport, ImportRequest, Indexes, Outcome};
 use search::eval::{EvalQuestion, EvalReport};
 use search::lexical::IndexState;
 use search::vector::VectorStrategy;
-use search::{LexicalIndex, OpenOutcome, Retriever, SearchOutcome, SearchRequest, VectorIndex};
+use search::{
+    LexicalIndex, OpenOutcome, Retriever, SearchOutcome, SearchRequest, SharedLexical, SharedVectors,
+    VectorIndex,
+};
 use store::{ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts, StoreError};
 
 /// An open knowledge base: store, full-text and vector indexes consistent with it, and the
@@ -46,12 +54,15 @@ use store::{ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts, StoreEr
 pub struct App {
     settings: Settings,
     store: Store,
-    index: LexicalIndex,
-    vectors: Option<VectorIndex>,
+    index: SharedLexical,
+    vectors: SharedVectors,
     embedder: Option<Embedder>,
     /// Set when the stored embeddings do not match the configured model: imports are refused
     /// and the dense leg is off until `reindex --reembed`.
-    embedding_conflict: Option<String>,
+    embedding_conflict: RwLock<Option<String>>,
+    /// Held by whoever writes to the store and the indexes, one writer at a time; readers never
+    /// take it.
+    writing: Mutex<()>,
     opened: OpenOutcome,
     calendar: onboarding::Calendar,
 }
@@ -129,7 +140,27 @@ impl App {
             ),
             _ => None,
         };
-        Ok(App { settings, store, index, vectors, embedder, embedding_conflict, opened, calendar })
+        Ok(App {
+            settings,
+            store,
+            index: SharedLexical::new(index),
+            vectors: SharedVectors::new(vectors),
+            embedder,
+            embedding_conflict: RwLock::new(embedding_conflict),
+            writing: Mutex::new(()),
+            opened,
+            calendar,
+        })
+    }
+
+    /// Why imports are refused and the dense leg is off, if they are (a model conflict).
+    fn embedding_conflict(&self) -> Option<String> {
+        self.embedding_conflict.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The writers' turn: held while the store and the indexes change.
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The answer floors, with the embedding model's calibrated similarity floors where the
@@ -163,30 +194,29 @@ impl App {
     fn retriever(&self) -> Retriever<'_> {
         Retriever {
             store: &self.store,
-            lexical: &self.index,
-            vectors: self.vectors.as_ref(),
+            lexical: self.index.current(),
+            vectors: &self.vectors,
             embedder: self.embedder.as_ref(),
             settings: &self.settings.search,
-            dense_unavailable: self.embedding_conflict.as_deref(),
+            dense_unavailable: self.embedding_conflict(),
         }
     }
 
-    pub fn import(
-        &mut self,
-        request: &ImportRequest,
-        observer: &mut dyn ImportObserver,
-    ) -> Result<ImportReport> {
-        if let Some(conflict) = &self.embedding_conflict
+    /// Imports files and folders: each file is prepared (parsed, chunked, embedded) with no
+    /// lock held, then written in the writers' turn.
+    pub fn import(&self, request: &ImportRequest, observer: &mut dyn ImportObserver) -> Result<ImportReport> {
+        if let Some(conflict) = self.embedding_conflict()
             && !request.dry_run
         {
-            return Err(Error::Usage(conflict.clone()));
+            return Err(Error::Usage(conflict));
         }
         let mut request = request.clone();
         request.groups = normalize_groups(&request.groups)?;
         let indexes = Indexes {
-            lexical: &mut self.index,
-            vectors: self.vectors.as_mut(),
+            lexical: &self.index,
+            vectors: &self.vectors,
             embedder: self.embedder.as_ref(),
+            writing: &self.writing,
         };
         ingest::import(&self.store, indexes, &self.settings.ingest, &request, observer)
     }
@@ -200,10 +230,10 @@ impl App {
         groups: &[String],
         dry_run: bool,
     ) -> Result<ingest::Prepared> {
-        if let Some(conflict) = &self.embedding_conflict
+        if let Some(conflict) = self.embedding_conflict()
             && !dry_run
         {
-            return Err(Error::Usage(conflict.clone()));
+            return Err(Error::Usage(conflict));
         }
         let request =
             ImportRequest { groups: normalize_groups(groups)?, dry_run, ..ImportRequest::default() };
@@ -211,8 +241,9 @@ impl App {
     }
 
     /// Writes what [`App::prepare_import`] prepared.
-    pub fn apply_import(&mut self, prepared: ingest::Prepared) -> Result<ingest::Outcome> {
-        ingest::apply_prepared(&self.store, &mut self.index, self.vectors.as_mut(), prepared)
+    pub fn apply_import(&self, prepared: ingest::Prepared) -> Result<ingest::Outcome> {
+        let _turn = self.writing();
+        ingest::apply_prepared(&self.store, &self.index, &self.vectors, prepared)
     }
 
     pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome> {
@@ -236,19 +267,25 @@ impl App {
 
     /// Rebuilds the full-text and vector indexes from the store; returns the number of chunks
     /// indexed.
-    pub fn reindex(&mut self) -> Result<u64> {
+    pub fn reindex(&self) -> Result<u64> {
+        let _turn = self.writing();
+        self.rebuild_indexes()
+    }
+
+    /// Builds both indexes from the store beside the live ones and swaps them in; questions
+    /// keep being answered from the old ones meanwhile. The caller holds the writers' turn.
+    fn rebuild_indexes(&self) -> Result<u64> {
         // The old index stays readable until it is replaced: its files are unlinked, not
         // truncated, so open memory maps remain valid.
         let (index, chunks) = LexicalIndex::rebuild(&self.settings.index_dir(), &self.store)?;
-        self.index = index;
+        self.index.replace(index);
         if let Some(embedder) = &self.embedder
-            && self.embedding_conflict.is_none()
+            && self.embedding_conflict().is_none()
         {
             let limit = self.settings.search.exact_scan_limit;
-            self.vectors = Some(
-                VectorIndex::load(&self.store, embedder.profile().dimension, limit)?
-                    .balance_languages(balance(&self.settings, embedder)),
-            );
+            let vectors = VectorIndex::load(&self.store, embedder.profile().dimension, limit)?
+                .balance_languages(balance(&self.settings, embedder));
+            self.vectors.replace(Some(vectors));
         }
         Ok(chunks)
     }
@@ -256,7 +293,7 @@ impl App {
     /// Re-embeds every chunk with the configured model (or drops all embeddings when the model
     /// is "none"), then makes that model current in one transaction and rebuilds the indexes.
     /// Until the switch the old embeddings stay in force, so an interrupted run changes nothing.
-    pub fn reembed(&mut self, observer: &mut dyn ImportObserver) -> Result<u64> {
+    pub fn reembed(&self, observer: &mut dyn ImportObserver) -> Result<u64> {
         self.stage_embeddings(observer)?;
         self.switch_embeddings()
     }
@@ -287,12 +324,13 @@ impl App {
     }
 
     /// Makes the staged embeddings current and rebuilds the indexes; returns the chunk count.
-    pub fn switch_embeddings(&mut self) -> Result<u64> {
+    pub fn switch_embeddings(&self) -> Result<u64> {
+        let _turn = self.writing();
         let model = self.embedder.as_ref().map(|e| e.profile().name.clone());
         self.store.switch_embedding_model(model.as_deref())?;
-        self.embedding_conflict = None;
+        *self.embedding_conflict.write().unwrap_or_else(PoisonError::into_inner) = None;
         // The switch bumped the store revision: record it in the full-text index too.
-        self.reindex()
+        self.rebuild_indexes()
     }
 
     pub fn stats(&self) -> Result<Stats> {
@@ -302,13 +340,13 @@ impl App {
             documents,
             chunks,
             store_revision: revision,
-            indexed_chunks: self.index.num_chunks(),
+            indexed_chunks: self.index.current().num_chunks(),
             store_bytes: file_size(&self.settings.store_path()),
-            index_bytes: self.index.size_on_disk(),
+            index_bytes: self.index.current().size_on_disk(),
             embedding_model: self.store.embedding_model()?,
-            vectors: self.vectors.as_ref().map_or(0, VectorIndex::len),
-            vector_strategy: self.vectors.as_ref().map(VectorIndex::strategy),
-            vector_bytes: self.vectors.as_ref().map_or(0, VectorIndex::memory_bytes),
+            vectors: self.vectors.inspect(|v| v.map_or(0, VectorIndex::len)),
+            vector_strategy: self.vectors.inspect(|v| v.map(VectorIndex::strategy)),
+            vector_bytes: self.vectors.inspect(|v| v.map_or(0, VectorIndex::memory_bytes)),
             query_cache: self.embedder.as_ref().map(Embedder::cache_stats),
         })
     }
@@ -346,14 +384,14 @@ impl App {
     }
 
     /// Removes a document from the store and the indexes, committing them.
-    pub fn remove_document(&mut self, id: DocumentId) -> Result<DocumentRecord> {
+    pub fn remove_document(&self, id: DocumentId) -> Result<DocumentRecord> {
+        let _turn = self.writing();
         let (record, _) = self.store.remove_document(id)?;
-        self.index.remove_document(id)?;
-        self.index.commit(IndexState::of(&self.store)?)?;
-        self.index.close_writer()?;
-        if let Some(vectors) = &mut self.vectors {
-            vectors.remove_document(id);
-        }
+        let index = self.index.current();
+        index.remove_document(id)?;
+        index.commit(IndexState::of(&self.store)?)?;
+        index.close_writer()?;
+        self.vectors.update(|vectors| vectors.remove_document(id));
         Ok(record)
     }
 }

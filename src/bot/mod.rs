@@ -12,7 +12,7 @@
 
 mod sender;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use teloxide::payloads::{GetUpdatesSetters, SetMyCommandsSetters};
@@ -137,7 +137,7 @@ pub async fn serve_with(
     };
     let app = tokio::task::spawn_blocking(move || App::open(settings)).await.map_err(join_error)??;
     app.store().set_bot_username(&username)?;
-    let app = Arc::new(RwLock::new(app));
+    let app = Arc::new(app);
     let engine = Arc::new(Engine::new(app.clone(), engine_settings, options.clock.clone()));
 
     if let Err(e) = publish_commands(&bot, &app).await {
@@ -187,7 +187,7 @@ pub async fn serve_with(
 async fn poll(
     poller: &Bot,
     bot: &Bot,
-    app: &Arc<RwLock<App>>,
+    app: &Arc<App>,
     engine: &Arc<Engine>,
     wake: &Arc<tokio::sync::Notify>,
     poll_timeout: u32,
@@ -197,7 +197,7 @@ async fn poll(
     while !shutdown.is_cancelled() {
         let offset = {
             let app = app.clone();
-            match tokio::task::spawn_blocking(move || read(&app).store().telegram_offset()).await {
+            match tokio::task::spawn_blocking(move || app.store().telegram_offset()).await {
                 Ok(Ok(offset)) => offset,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot read the update offset");
@@ -249,8 +249,7 @@ async fn poll(
                 Some(Err(refusal)) => {
                     let app = app.clone();
                     let committed =
-                        tokio::task::spawn_blocking(move || read(&app).store().commit_update(id, &refusal))
-                            .await;
+                        tokio::task::spawn_blocking(move || app.store().commit_update(id, &refusal)).await;
                     if matches!(committed, Ok(Ok(()))) {
                         wake.notify_one();
                         continue;
@@ -274,7 +273,7 @@ async fn poll(
                         .collect(),
                     None => Vec::new(),
                 };
-                read(&app).store().commit_update(id, &actions)
+                app.store().commit_update(id, &actions)
             })
             .await;
             match handled {
@@ -381,7 +380,7 @@ fn sender_of(user: &teloxide::types::User) -> Sender {
 }
 
 /// Command menus in both languages, and the admin menu for each admin's chat.
-async fn publish_commands(bot: &Bot, app: &Arc<RwLock<App>>) -> Result<(), RequestError> {
+async fn publish_commands(bot: &Bot, app: &Arc<App>) -> Result<(), RequestError> {
     let menu = |language: Language, admin: bool| {
         let ru = language == Language::Ru;
         let mut commands = vec![
@@ -421,8 +420,7 @@ async fn publish_commands(bot: &Bot, app: &Arc<RwLock<App>>) -> Result<(), Reque
     let admins: Vec<(i64, Language)> = {
         let app = app.clone();
         tokio::task::spawn_blocking(move || {
-            read(&app)
-                .store()
+            app.store()
                 .employees()
                 .map(|all| {
                     all.into_iter()
@@ -443,14 +441,14 @@ async fn publish_commands(bot: &Bot, app: &Arc<RwLock<App>>) -> Result<(), Reque
 }
 
 /// Deletes conversation-log entries past the retention period, hourly.
-async fn purge_loop(app: Arc<RwLock<App>>, retention_days: u32, shutdown: CancellationToken) {
+async fn purge_loop(app: Arc<App>, retention_days: u32, shutdown: CancellationToken) {
     if retention_days == 0 {
         return;
     }
     loop {
         let app = app.clone();
         let cutoff = jiff::Timestamp::now().as_second() - i64::from(retention_days) * 86_400;
-        match tokio::task::spawn_blocking(move || read(&app).store().purge_questions_before(cutoff)).await {
+        match tokio::task::spawn_blocking(move || app.store().purge_questions_before(cutoff)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(removed)) => tracing::info!(removed, retention_days, "purged old questions"),
             Ok(Err(e)) => tracing::error!(error = %e, "purging old questions failed"),
@@ -465,7 +463,7 @@ async fn purge_loop(app: Arc<RwLock<App>>, retention_days: u32, shutdown: Cancel
 
 /// Queues the onboarding messages that are due, every `schedule_every`, and wakes the sender.
 async fn schedule_loop(
-    app: Arc<RwLock<App>>,
+    app: Arc<App>,
     options: ServeOptions,
     wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
@@ -473,10 +471,10 @@ async fn schedule_loop(
     loop {
         let (app_ref, clock) = (app.clone(), options.clock.clone());
         let ticked = tokio::task::spawn_blocking(move || {
-            let app = read(&app_ref);
+            let app = &*app_ref;
             let now = clock();
-            let report = crate::onboarding::tick(&app, app.calendar(), now)?;
-            match crate::report::weekly_digest(&app, now) {
+            let report = crate::onboarding::tick(app, app.calendar(), now)?;
+            match crate::report::weekly_digest(app, now) {
                 Ok(0) => {}
                 Ok(digests) => tracing::info!(digests, "weekly digest queued for the admins"),
                 Err(e) => tracing::error!(error = %e, "could not build the weekly digest; retrying"),
@@ -506,13 +504,12 @@ async fn schedule_loop(
     }
 }
 
-async fn wait_for_empty_outbox(app: &Arc<RwLock<App>>, limit: Duration) -> bool {
+async fn wait_for_empty_outbox(app: &Arc<App>, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let app_ref = app.clone();
-        let pending = tokio::task::spawn_blocking(move || read(&app_ref).store().outbox_len().unwrap_or(0))
-            .await
-            .unwrap_or(0);
+        let pending =
+            tokio::task::spawn_blocking(move || app_ref.store().outbox_len().unwrap_or(0)).await.unwrap_or(0);
         if pending == 0 {
             return true;
         }
@@ -530,10 +527,6 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
     {
         tracing::warn!(error = %e, "could not notify systemd");
     }
-}
-
-fn read(app: &Arc<RwLock<App>>) -> std::sync::RwLockReadGuard<'_, App> {
-    app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn join_error(e: tokio::task::JoinError) -> Error {

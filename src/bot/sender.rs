@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
@@ -20,7 +20,6 @@ use teloxide::types::{
 use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use super::read;
 use crate::App;
 use crate::chat::{Action, InlineButton};
 
@@ -43,7 +42,7 @@ enum Delivery {
 
 pub(super) async fn run(
     bot: Bot,
-    app: Arc<RwLock<App>>,
+    app: Arc<App>,
     limits: Limits,
     llm: Option<crate::llm::Client>,
     wake: Arc<tokio::sync::Notify>,
@@ -62,7 +61,7 @@ pub(super) async fn run(
     while !stop.is_cancelled() {
         let app_ref = app.clone();
         let batch: Vec<(u64, Action)> =
-            match tokio::task::spawn_blocking(move || read(&app_ref).store().outbox(BATCH)).await {
+            match tokio::task::spawn_blocking(move || app_ref.store().outbox(BATCH)).await {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -110,10 +109,9 @@ pub(super) async fn run(
                                 _ => None,
                             };
                             let app = app.clone();
-                            let _ = tokio::task::spawn_blocking(move || {
-                                read(&app).store().outbox_delivered(id, record)
-                            })
-                            .await;
+                            let _ =
+                                tokio::task::spawn_blocking(move || app.store().outbox_delivered(id, record))
+                                    .await;
                         }
                     }
                 }

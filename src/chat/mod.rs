@@ -10,7 +10,7 @@
 //! - button data is never trusted: feedback only lands on the sender's own question.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -157,7 +157,7 @@ impl Default for EngineSettings {
 }
 
 pub struct Engine {
-    app: Arc<RwLock<App>>,
+    app: Arc<App>,
     settings: EngineSettings,
     limiter: DefaultKeyedRateLimiter<i64>,
     clock: Clock,
@@ -179,12 +179,11 @@ thread_local! {
 }
 
 impl Engine {
-    pub fn new(app: Arc<RwLock<App>>, settings: EngineSettings, clock: Clock) -> Engine {
+    pub fn new(app: Arc<App>, settings: EngineSettings, clock: Clock) -> Engine {
         let per_minute = NonZeroU32::new(settings.questions_per_minute.max(1)).expect("at least one");
         let burst = NonZeroU32::new(settings.burst.max(1)).expect("at least one");
         let limiter = governor::RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
         let llm = {
-            let app = app.read().unwrap_or_else(|p| p.into_inner());
             match crate::llm::Client::new(&app.settings().llm) {
                 Ok(client) => client,
                 Err(e) => {
@@ -302,11 +301,7 @@ impl Engine {
         std::fs::write(&path, content)
             .map_err(|e| Error::Usage(format!("cannot save {}: {e}", path.display())))?;
         let request = crate::ingest::ImportRequest { paths: vec![path.clone()], ..Default::default() };
-        let report = self
-            .app
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .import(&request, &mut crate::ingest::Quiet)?;
+        let report = self.app.import(&request, &mut crate::ingest::Quiet)?;
         tracing::info!(
             added = report.added,
             updated = report.updated,
@@ -338,8 +333,8 @@ impl Engine {
         Ok(vec![send(chat, reply)])
     }
 
-    fn app(&self) -> std::sync::RwLockReadGuard<'_, App> {
-        self.app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn app(&self) -> &App {
+        &self.app
     }
 
     fn on_text(&self, from: &Sender, chat: i64, text: &str) -> Result<Vec<Action>, Error> {
@@ -756,7 +751,6 @@ impl Engine {
         let unknown = || Ok(vec![answer(Some(message(language, "plan_task_unknown", &[])))]);
         match press {
             onboarding::Press::OpenPlan => {
-                drop(app);
                 let mut actions = vec![answer(None)];
                 actions.extend(self.plan(employee, chat, language)?);
                 Ok(actions)

@@ -2,7 +2,7 @@
 //! Telegram. Buttons are pressed by typing their number, e.g. `/1`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::open_existing;
 use crate::answer::strip_tags;
@@ -48,7 +48,7 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
             employee.name, employee.id
         );
     }
-    let engine = Engine::new(Arc::new(RwLock::new(app)), engine_settings, system_clock());
+    let engine = Engine::new(Arc::new(app), engine_settings, system_clock());
     let sender = Sender {
         origin: Origin::Terminal { employee: employee.id },
         first_name: employee.name.clone(),

@@ -99,7 +99,7 @@ pub(super) fn run(settings: Settings, command: DocsCommand) -> anyhow::Result<i3
         }
         DocsCommand::Remove { documents, output } => {
             let removed: Vec<DocumentRecord> = match super::remote::open(settings)? {
-                Source::Local(mut app) => crate::admin::remove_documents(&mut app, &documents)?,
+                Source::Local(app) => crate::admin::remove_documents(&app, &documents)?,
                 Source::Service(service) => service.send(
                     reqwest::Method::POST,
                     "/api/documents/remove",

@@ -24,7 +24,7 @@ pub(super) fn run(settings: Settings, args: ImportArgs) -> anyhow::Result<i32> {
         exclude: args.exclude,
     };
     let report = match super::remote::open_or_create(settings.clone())? {
-        Source::Local(mut app) => with_progress(|observer| app.import(&request, observer))?,
+        Source::Local(app) => with_progress(|observer| app.import(&request, observer))?,
         Source::Service(service) => {
             with_progress(|observer| import_through(&service, &settings, &request, observer))?
         }

@@ -89,13 +89,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn reindex(settings: Settings, args: crate::cli::ReindexArgs) -> anyhow::Result<i32> {
     let done = match remote::open(settings)? {
-        remote::Source::Local(mut app) if args.reembed => {
+        remote::Source::Local(app) if args.reembed => {
             let model = app.embedder().map(|e| e.profile().name.clone());
             let chunks =
                 import::with_progress(|observer| app.reembed(observer)).context("while re-embedding")?;
             crate::admin::Reindexed { indexed_chunks: chunks, reembedded: true, model }
         }
-        remote::Source::Local(mut app) => crate::admin::Reindexed {
+        remote::Source::Local(app) => crate::admin::Reindexed {
             indexed_chunks: app.reindex().context("while rebuilding the indexes")?,
             reembedded: false,
             model: None,

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 
-use super::{Shared, read};
+use super::Shared;
 use crate::store::DocumentId;
 use crate::{Error, people};
 
@@ -133,12 +133,8 @@ fn error_response(e: Error) -> Response {
     (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
 }
 
-fn write(app: &super::Shared) -> std::sync::RwLockWriteGuard<'_, crate::App> {
-    app.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 async fn documents(State(api): State<Api>) -> Response {
-    blocking(move || Ok(read(&api.app).store().documents()?)).await
+    blocking(move || Ok(api.app.store().documents()?)).await
 }
 
 #[derive(Deserialize)]
@@ -149,7 +145,7 @@ struct Reference {
 
 async fn document(State(api): State<Api>, Query(reference): Query<Reference>) -> Response {
     blocking(move || {
-        let app = read(&api.app);
+        let app = api.app;
         let document = app.resolve_document(&reference.r#ref)?;
         let chunks = app.chunks(document.id)?;
         Ok(serde_json::json!({ "document": document, "chunks": chunks }))
@@ -159,7 +155,7 @@ async fn document(State(api): State<Api>, Query(reference): Query<Reference>) ->
 
 /// The plan, or `null` when there is none by that id.
 async fn plan(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Response {
-    blocking(move || Ok(read(&api.app).store().plan::<crate::onboarding::Plan>(&id)?)).await
+    blocking(move || Ok(api.app.store().plan::<crate::onboarding::Plan>(&id)?)).await
 }
 
 #[derive(Deserialize)]
@@ -177,7 +173,6 @@ async fn upload(State(api): State<Api>, Query(named): Query<Named>, body: Bytes)
                 .filter(|n| !n.starts_with('.') && !n.is_empty())
                 .ok_or_else(|| Error::Usage("name must be a plain file name, like handbook.md".into()))?
                 .to_owned();
-            let app = read(&app);
             let uploads = app.settings().data_dir.join("uploads");
             std::fs::create_dir_all(&uploads)
                 .map_err(|e| Error::Usage(format!("cannot create {}: {e}", uploads.display())))?;
@@ -201,7 +196,7 @@ async fn upload(State(api): State<Api>, Query(named): Query<Named>, body: Bytes)
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     blocking(move || {
-        let outcome = write(&api.app).apply_import(prepared)?;
+        let outcome = api.app.apply_import(prepared)?;
         let mut report = crate::ingest::ImportReport::default();
         report.record(&display, &outcome);
         Ok(report)
@@ -246,11 +241,11 @@ async fn import_file(State(api): State<Api>, Query(file): Query<ImportFile>, bod
             display: file.display,
             bytes: Some(body.to_vec()),
         };
-        read(&app).prepare_import(&candidate, &groups, file.dry_run)
+        app.prepare_import(&candidate, &groups, file.dry_run)
     })
     .await;
     match prepared {
-        Ok(Ok(prepared)) => blocking(move || write(&api.app).apply_import(prepared)).await,
+        Ok(Ok(prepared)) => blocking(move || api.app.apply_import(prepared)).await,
         Ok(Err(e)) => error_response(e),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -267,7 +262,7 @@ struct Present {
 /// The documents `import --sync` would remove: imported from one of `roots`, file not present.
 async fn stale(State(api): State<Api>, Json(present): Json<Present>) -> Response {
     blocking(move || {
-        let stale = crate::ingest::stale_documents(read(&api.app).store(), &present.roots, &present.present)?;
+        let stale = crate::ingest::stale_documents(api.app.store(), &present.roots, &present.present)?;
         Ok(stale
             .into_iter()
             .map(|(id, shown)| serde_json::json!({"id": id, "shown": shown}))
@@ -282,19 +277,19 @@ struct References {
 }
 
 async fn remove_documents(State(api): State<Api>, Json(references): Json<References>) -> Response {
-    blocking(move || crate::admin::remove_documents(&mut write(&api.app), &references.documents)).await
+    blocking(move || crate::admin::remove_documents(&api.app, &references.documents)).await
 }
 
 async fn remove_document(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
-    blocking(move || write(&api.app).remove_document(DocumentId(id))).await
+    blocking(move || api.app.remove_document(DocumentId(id))).await
 }
 
 async fn users(State(api): State<Api>) -> Response {
-    blocking(move || Ok(read(&api.app).store().employees()?)).await
+    blocking(move || Ok(api.app.store().employees()?)).await
 }
 
 async fn user(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
-    blocking(move || crate::admin::employee_by_id(&read(&api.app), id)).await
+    blocking(move || crate::admin::employee_by_id(&api.app, id)).await
 }
 
 async fn change_user(
@@ -302,33 +297,31 @@ async fn change_user(
     UrlPath(id): UrlPath<u64>,
     Json(change): Json<crate::admin::EmployeeChange>,
 ) -> Response {
-    blocking(move || crate::admin::change_employee(&read(&api.app), id, &change)).await
+    blocking(move || crate::admin::change_employee(&api.app, id, &change)).await
 }
 
 async fn create_invite(State(api): State<Api>, Json(invite): Json<crate::admin::Invite>) -> Response {
-    blocking(move || crate::admin::invite(&read(&api.app), &invite, jiff::Timestamp::now().as_second())).await
+    blocking(move || crate::admin::invite(&api.app, &invite, jiff::Timestamp::now().as_second())).await
 }
 
 async fn assign(State(api): State<Api>, Json(request): Json<crate::admin::Assign>) -> Response {
-    blocking(move || crate::admin::assign(&read(&api.app), &request, jiff::Timestamp::now().as_second()))
-        .await
+    blocking(move || crate::admin::assign(&api.app, &request, jiff::Timestamp::now().as_second())).await
 }
 
 async fn broadcast(State(api): State<Api>, Json(request): Json<crate::admin::BroadcastRequest>) -> Response {
-    blocking(move || crate::admin::broadcast(&read(&api.app), &request, jiff::Timestamp::now().as_second()))
-        .await
+    blocking(move || crate::admin::broadcast(&api.app, &request, jiff::Timestamp::now().as_second())).await
 }
 
 async fn broadcast_status(State(api): State<Api>, UrlPath(id): UrlPath<u64>) -> Response {
-    blocking(move || crate::admin::broadcast_status(&read(&api.app), id)).await
+    blocking(move || crate::admin::broadcast_status(&api.app, id)).await
 }
 
 async fn stats(State(api): State<Api>) -> Response {
-    blocking(move || read(&api.app).stats()).await
+    blocking(move || api.app.stats()).await
 }
 
 async fn plans(State(api): State<Api>) -> Response {
-    blocking(move || Ok(read(&api.app).store().plans::<crate::onboarding::Plan>()?)).await
+    blocking(move || Ok(api.app.store().plans::<crate::onboarding::Plan>()?)).await
 }
 
 /// Checks and stores a plan file; refused with 422 and every problem in `errors`.
@@ -336,7 +329,7 @@ async fn import_plan(State(api): State<Api>, Query(named): Query<Named>, body: B
     let checked = tokio::task::spawn_blocking(move || {
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| Error::Usage(format!("{}: the plan is not UTF-8 text", named.name)))?;
-        crate::admin::import_plan(&read(&api.app), &named.name, &text)
+        crate::admin::import_plan(&api.app, &named.name, &text)
     })
     .await;
     match checked {
@@ -353,7 +346,7 @@ async fn import_plan(State(api): State<Api>, Query(named): Query<Named>, body: B
 
 async fn onboarding_status(State(api): State<Api>) -> Response {
     blocking(move || {
-        let app = read(&api.app);
+        let app = api.app;
         let now = jiff::Timestamp::now().as_second();
         crate::onboarding::everyone(app.store(), app.calendar(), now)
     })
@@ -373,7 +366,7 @@ fn thirty_days() -> String {
 async fn report(State(api): State<Api>, Query(since): Query<Since>) -> Response {
     blocking(move || {
         let window = crate::config::parse_duration_seconds(&since.since).map_err(Error::Usage)?;
-        let app = read(&api.app);
+        let app = api.app;
         let now = jiff::Timestamp::now().as_second();
         crate::report::build(&app, now - window, now + 1)
     })
@@ -398,15 +391,14 @@ async fn reindex(State(api): State<Api>, Query(query): Query<ReindexQuery>) -> R
         let mut observer = StreamObserver(lines.clone());
         let result = (|| -> Result<crate::admin::Reindexed, Error> {
             if !query.reembed {
-                let indexed_chunks = write(&app).reindex()?;
+                let indexed_chunks = app.reindex()?;
                 return Ok(crate::admin::Reindexed { indexed_chunks, reembedded: false, model: None });
             }
             let model = {
-                let app = read(&app);
                 app.stage_embeddings(&mut observer)?;
                 app.embedder().map(|e| e.profile().name.clone())
             };
-            let indexed_chunks = write(&app).switch_embeddings()?;
+            let indexed_chunks = app.switch_embeddings()?;
             Ok(crate::admin::Reindexed { indexed_chunks, reembedded: true, model })
         })();
         let last = match result {
@@ -438,7 +430,7 @@ impl crate::ingest::ImportObserver for StreamObserver {
 /// the write lock into the data directory, then streamed from an unlinked file.
 async fn backup(State(api): State<Api>) -> Response {
     let snapshot = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64), Error> {
-        let app = read(&api.app);
+        let app = api.app;
         let stamp = jiff::Timestamp::now().as_nanosecond();
         let path = app.settings().data_dir.join(format!(".backup-{stamp}.redb"));
         let result = app.store().snapshot_to(&path).map_err(Error::from).and_then(|bytes| {

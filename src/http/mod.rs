@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{App, Error, metrics};
 
-pub(crate) type Shared = Arc<RwLock<App>>;
+pub(crate) type Shared = Arc<App>;
 
 /// Binds `listen`; a clear error when the address is bad or taken.
 pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, Error> {
@@ -53,7 +53,7 @@ pub async fn serve(
     token: String,
     shutdown: CancellationToken,
 ) {
-    let max_upload = read(&app).settings().ingest.max_file_size.as_u64() as usize;
+    let max_upload = app.settings().ingest.max_file_size.as_u64() as usize;
     // The first check is done before the first connection is accepted: /readyz never answers
     // "starting" once the service has said it is ready.
     let readiness = Readiness::default();
@@ -140,10 +140,6 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-pub(crate) fn read(app: &Shared) -> std::sync::RwLockReadGuard<'_, App> {
-    app.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// What `/readyz` answers: the last check of each part, kept current by
 /// [`keep_readiness_current`]; `None` until the first check has run.
 #[derive(Clone, Default)]
@@ -166,7 +162,6 @@ fn check_readiness(
     app: &Shared,
     previous: Option<ModelFilesState>,
 ) -> (serde_json::Value, Option<ModelFilesState>) {
-    let app = read(app);
     let store = app.store().counts().map(|_| "ok").unwrap_or("failing");
     let index = app.stats().map(|_| "ok").unwrap_or("failing");
     let (model, files) = match app.embedder() {
@@ -253,7 +248,6 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 
 async fn metrics_text(State(app): State<Shared>) -> Response {
     let refreshed = tokio::task::spawn_blocking(move || -> Result<(), Error> {
-        let app = read(&app);
         let stats = app.stats()?;
         let index = &metrics::METRICS.index;
         index.with_label_values(&["documents"]).set(stats.documents as i64);

@@ -19,6 +19,7 @@ pub mod parse;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -27,7 +28,7 @@ use serde::Serialize;
 use crate::config::IngestSettings;
 use crate::embed::Embedder;
 use crate::search::lexical::IndexState;
-use crate::search::{LexicalIndex, VectorIndex};
+use crate::search::{LexicalIndex, SharedLexical, SharedVectors};
 use crate::store::{ChunkRecord, ChunkVectors, DocumentId, Format, NewDocument, SourceKey, Store};
 use chunk::ChunkSizes;
 use parse::{ParseError, ParseLimits};
@@ -206,13 +207,15 @@ pub fn discover_request(
     Ok(discover(&request.paths, &filter))
 }
 
-/// The derived indexes an import keeps in step with the store, and the model that embeds
-/// passages for the dense one.
+/// The derived indexes an import keeps in step with the store, the model that embeds passages
+/// for the dense one, and the writers' turn: each file is prepared without it and written with
+/// it, so questions are answered and other writers take turns while a long import runs.
 #[derive(Debug)]
 pub struct Indexes<'a> {
-    pub lexical: &'a mut LexicalIndex,
-    pub vectors: Option<&'a mut VectorIndex>,
+    pub lexical: &'a SharedLexical,
+    pub vectors: &'a SharedVectors,
     pub embedder: Option<&'a Embedder>,
+    pub writing: &'a Mutex<()>,
 }
 
 /// The text a chunk is embedded as: where it sits (title › headings) and what it says.
@@ -257,28 +260,32 @@ pub fn import(
     };
     let mut report = start_report(&discovery, request, removals.len(), observer);
 
-    let Indexes { lexical, mut vectors, embedder } = indexes;
-    let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
+    let Indexes { lexical, vectors, embedder, writing } = indexes;
+    let turn = || writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut writer = IndexFollower { store, lexical, dirty: false, last_commit: Instant::now() };
 
     for candidate in &discovery.candidates {
         let prepared = prepare(store, embedder, settings, candidate, request)?;
-        let outcome = apply(&mut writer, vectors.as_deref_mut(), prepared)?;
+        let outcome = {
+            let _turn = turn();
+            apply(&mut writer, vectors, prepared)?
+        };
         report.record(&candidate.display, &outcome);
         observer.file_done(&candidate.display, &outcome);
     }
 
     for (id, source) in removals {
         if !request.dry_run {
+            let _turn = turn();
             store.remove_document(id)?;
-            writer.index.remove_document(id)?;
-            if let Some(index) = vectors.as_deref_mut() {
-                index.remove_document(id);
-            }
+            writer.index().remove_document(id)?;
+            vectors.update(|index| index.remove_document(id));
             writer.changed()?;
         }
         report.record(&source, &Outcome::Removed);
         observer.file_done(&source, &Outcome::Removed);
     }
+    let _turn = turn();
     writer.finish()?;
     Ok(report)
 }
@@ -335,21 +342,23 @@ pub fn prepare(
 }
 
 /// Writes one prepared file to the store and both indexes, and commits the full-text index.
+/// The caller holds the writers' turn.
 pub fn apply_prepared(
     store: &Store,
-    lexical: &mut LexicalIndex,
-    vectors: Option<&mut VectorIndex>,
+    lexical: &SharedLexical,
+    vectors: &SharedVectors,
     prepared: Prepared,
 ) -> Result<Outcome, crate::Error> {
-    let mut writer = IndexFollower { store, index: lexical, dirty: false, last_commit: Instant::now() };
+    let mut writer = IndexFollower { store, lexical, dirty: false, last_commit: Instant::now() };
     let outcome = apply(&mut writer, vectors, prepared)?;
     writer.finish()?;
     Ok(outcome)
 }
 
+/// Writes one prepared file; the caller holds the writers' turn.
 fn apply(
     writer: &mut IndexFollower<'_>,
-    vectors: Option<&mut VectorIndex>,
+    vectors: &SharedVectors,
     prepared: Prepared,
 ) -> Result<Outcome, crate::Error> {
     let store = writer.store;
@@ -365,11 +374,11 @@ fn apply(
                 let chunk_vectors =
                     prepared.embedded.as_ref().map(|(model, vectors)| ChunkVectors { model, vectors });
                 let (record, _) = store.put_document(document.clone(), chunk_vectors)?;
-                writer.index.replace_document(&record, &document.chunks)?;
-                if let (Some(index), Some((_, embedded))) = (vectors, prepared.embedded) {
+                writer.index().replace_document(&record, &document.chunks)?;
+                if let Some((_, embedded)) = prepared.embedded {
                     let rows: Vec<(u32, Vec<f32>)> =
                         document.chunks.iter().map(|c| c.ordinal).zip(embedded).collect();
-                    index.replace_document(&record, &rows);
+                    vectors.update(|index| index.replace_document(&record, &rows));
                 }
                 writer.changed()?;
             }
@@ -379,10 +388,8 @@ fn apply(
             if !prepared.dry_run {
                 let (record, _) = store.set_groups(id, groups)?;
                 let chunks = store.chunks(id)?;
-                writer.index.replace_document(&record, &chunks)?;
-                if let Some(index) = vectors {
-                    index.set_groups(&record);
-                }
+                writer.index().replace_document(&record, &chunks)?;
+                vectors.update(|index| index.set_groups(&record));
                 writer.changed()?;
             }
             Outcome::Updated { chunks: 0, warnings: Vec::new() }
@@ -390,15 +397,21 @@ fn apply(
     })
 }
 
-/// Keeps the index in step with store writes, committing now and then and at the end.
+/// Keeps the full-text index in step with store writes, committing now and then and at the end.
+/// It writes to whichever index is current at each step: a rebuild swapped in meanwhile was made
+/// from the store, which already holds what the old one had staged.
 struct IndexFollower<'a> {
     store: &'a Store,
-    index: &'a mut LexicalIndex,
+    lexical: &'a SharedLexical,
     dirty: bool,
     last_commit: Instant,
 }
 
 impl IndexFollower<'_> {
+    fn index(&self) -> std::sync::Arc<LexicalIndex> {
+        self.lexical.current()
+    }
+
     fn changed(&mut self) -> Result<(), crate::Error> {
         self.dirty = true;
         if self.last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -408,7 +421,7 @@ impl IndexFollower<'_> {
     }
 
     fn commit(&mut self) -> Result<(), crate::Error> {
-        self.index.commit(IndexState::of(self.store)?)?;
+        self.index().commit(IndexState::of(self.store)?)?;
         self.dirty = false;
         self.last_commit = Instant::now();
         Ok(())
@@ -418,7 +431,7 @@ impl IndexFollower<'_> {
         if self.dirty {
             self.commit()?;
         }
-        self.index.close_writer()?;
+        self.index().close_writer()?;
         Ok(())
     }
 }

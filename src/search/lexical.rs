@@ -7,6 +7,7 @@
 //! query, so a top-k cut never hides a permitted hit behind forbidden ones.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
@@ -72,11 +73,14 @@ pub struct LexicalHit {
     pub score: f32,
 }
 
+/// The full-text index. Reads need no lock (tantivy's reader is shared); the writer, opened on
+/// the first change and closed after an import, sits behind a mutex of its own, so an import
+/// writes through a shared reference while questions are answered.
 pub struct LexicalIndex {
     dir: PathBuf,
     index: Index,
     reader: IndexReader,
-    writer: Option<IndexWriter>,
+    writer: Mutex<Option<IndexWriter>>,
     fields: Fields,
 }
 
@@ -194,7 +198,7 @@ impl LexicalIndex {
     fn wrap(dir: &Path, index: Index, fields: Fields) -> Result<LexicalIndex, SearchError> {
         analysis::register(&index);
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(LexicalIndex { dir: dir.to_owned(), index, reader, writer: None, fields })
+        Ok(LexicalIndex { dir: dir.to_owned(), index, reader, writer: Mutex::new(None), fields })
     }
 
     /// Builds a fresh index from the store next to `dir`, then swaps it into place, so a crash
@@ -205,7 +209,7 @@ impl LexicalIndex {
         std::fs::create_dir_all(&staging).map_err(|e| SearchError::io(&staging, e))?;
         let (schema, fields) = schema();
         let index = Index::create_in_dir(&staging, schema).map_err(SearchError::from)?;
-        let mut building = Self::wrap(&staging, index, fields)?;
+        let building = Self::wrap(&staging, index, fields)?;
         let instance = store.instance_id()?;
         let mut chunks = 0u64;
         let revision = store.for_each_chunk(|document, chunk| {
@@ -231,15 +235,20 @@ impl LexicalIndex {
         Ok(metas.payload.and_then(|p| serde_json::from_str(&p).ok()))
     }
 
-    fn writer(&mut self) -> Result<&mut IndexWriter, SearchError> {
-        if self.writer.is_none() {
+    /// Runs `f` with the writer, opening it first if needed.
+    fn with_writer<R>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter) -> Result<R, SearchError>,
+    ) -> Result<R, SearchError> {
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if writer.is_none() {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-            self.writer = Some(self.index.writer_with_num_threads(threads, WRITER_HEAP_BYTES)?);
+            *writer = Some(self.index.writer_with_num_threads(threads, WRITER_HEAP_BYTES)?);
         }
-        Ok(self.writer.as_mut().expect("writer was just created"))
+        f(writer.as_mut().expect("writer was just created"))
     }
 
-    fn add_chunk(&mut self, document: &DocumentRecord, chunk: &ChunkRecord) -> Result<(), SearchError> {
+    fn add_chunk(&self, document: &DocumentRecord, chunk: &ChunkRecord) -> Result<(), SearchError> {
         let f = self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_u64(f.chunk_key, chunk_key(document.id, chunk.ordinal));
@@ -258,13 +267,12 @@ impl LexicalIndex {
         doc.add_text(f.heading, &heading);
         doc.add_text(f.exact, &heading);
         doc.add_text(f.exact, &chunk.text);
-        self.writer()?.add_document(doc)?;
-        Ok(())
+        self.with_writer(|writer| Ok(writer.add_document(doc).map(|_| ())?))
     }
 
     /// Stages the replacement of every chunk of `document`; visible after [`Self::commit`].
     pub fn replace_document(
-        &mut self,
+        &self,
         document: &DocumentRecord,
         chunks: &[ChunkRecord],
     ) -> Result<(), SearchError> {
@@ -276,26 +284,31 @@ impl LexicalIndex {
     }
 
     /// Stages the removal of every chunk of a document.
-    pub fn remove_document(&mut self, document: DocumentId) -> Result<(), SearchError> {
-        let field = self.fields.document;
-        self.writer()?.delete_term(Term::from_field_u64(field, document.0));
-        Ok(())
+    pub fn remove_document(&self, document: DocumentId) -> Result<(), SearchError> {
+        let term = Term::from_field_u64(self.fields.document, document.0);
+        self.with_writer(|writer| {
+            writer.delete_term(term);
+            Ok(())
+        })
     }
 
     /// Commits staged changes, recording the store state they bring the index to.
-    pub fn commit(&mut self, state: IndexState) -> Result<(), SearchError> {
+    pub fn commit(&self, state: IndexState) -> Result<(), SearchError> {
         let payload = serde_json::to_string(&state).expect("state serialises");
-        let writer = self.writer()?;
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&payload);
-        prepared.commit()?;
+        self.with_writer(|writer| {
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+            Ok(())
+        })?;
         self.reader.reload()?;
         Ok(())
     }
 
     /// Releases the writer (and its lock and memory) after an import.
-    pub fn close_writer(&mut self) -> Result<(), SearchError> {
-        if let Some(writer) = self.writer.take() {
+    pub fn close_writer(&self) -> Result<(), SearchError> {
+        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(writer) = writer {
             writer.wait_merging_threads()?;
         }
         Ok(())
@@ -500,6 +513,26 @@ impl LexicalIndex {
             .filter(|m| m.is_file())
             .map(|m| m.len())
             .sum()
+    }
+}
+
+/// The full-text index as the service shares it: a reader takes the current index (one `Arc`
+/// clone under a lock held for no longer), a rebuild swaps in a new one; searches already
+/// running finish on the old one.
+#[derive(Debug)]
+pub struct SharedLexical(std::sync::RwLock<std::sync::Arc<LexicalIndex>>);
+
+impl SharedLexical {
+    pub fn new(index: LexicalIndex) -> SharedLexical {
+        SharedLexical(std::sync::RwLock::new(std::sync::Arc::new(index)))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<LexicalIndex> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn replace(&self, index: LexicalIndex) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(index);
     }
 }
 

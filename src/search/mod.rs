@@ -17,8 +17,9 @@ use serde::Serialize;
 use crate::config::{Fusion, SearchMode, SearchSettings};
 use crate::embed::Embedder;
 use crate::store::{DocumentId, Language, Store};
+pub use lexical::SharedLexical;
 pub use lexical::{LexicalIndex, OpenOutcome, Snippet};
-pub use vector::VectorIndex;
+pub use vector::{SharedVectors, VectorIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -137,16 +138,17 @@ pub struct Candidate {
     pub dense_margin: Option<f32>,
 }
 
-/// Everything retrieval reads, borrowed from the open knowledge base.
-#[derive(Debug, Clone, Copy)]
+/// Everything retrieval reads, from the open knowledge base: the full-text index as it stood
+/// when the retriever was made, the shared vector index (read-locked for each scan only).
+#[derive(Debug, Clone)]
 pub struct Retriever<'a> {
     pub store: &'a Store,
-    pub lexical: &'a LexicalIndex,
-    pub vectors: Option<&'a VectorIndex>,
+    pub lexical: std::sync::Arc<LexicalIndex>,
+    pub vectors: &'a SharedVectors,
     pub embedder: Option<&'a Embedder>,
     pub settings: &'a SearchSettings,
-    /// Why there is no dense leg, when `vectors` or `embedder` is absent.
-    pub dense_unavailable: Option<&'a str>,
+    /// Why there is no dense leg, when the vector index or the embedder is absent.
+    pub dense_unavailable: Option<String>,
 }
 
 /// The ranked candidates of one retrieval, with why the dense leg was skipped if it was.
@@ -175,23 +177,17 @@ impl Retriever<'_> {
             }
         };
         let mut dense_skipped = None;
-        let dense = match (mode, self.embedder, self.vectors) {
-            (SearchMode::Lexical, _, _) => Vec::new(),
-            (SearchMode::Dense, None, _) | (SearchMode::Dense, _, None) => {
-                return Err(match self.dense_unavailable {
-                    Some(reason) => crate::Error::Usage(reason.to_owned()),
+        let unavailable =
+            || self.dense_unavailable.clone().unwrap_or_else(|| "no embedding model is configured".into());
+        let dense = match (mode, self.embedder) {
+            (SearchMode::Lexical, _) => Vec::new(),
+            (SearchMode::Dense, None) => {
+                return Err(match &self.dense_unavailable {
+                    Some(reason) => crate::Error::Usage(reason.clone()),
                     None => SearchError::NoModel.into(),
                 });
             }
-            (_, Some(embedder), Some(vectors)) if embedder.profile().serves(language) => {
-                let query_vector = {
-                    let _timer = crate::metrics::time(crate::metrics::Stage::Embed);
-                    embedder.embed_query(query)?
-                };
-                let _timer = crate::metrics::time(crate::metrics::Stage::Dense);
-                vectors.search(&query_vector, language, groups, depth)
-            }
-            (_, Some(embedder), Some(_)) => {
+            (_, Some(embedder)) if !embedder.profile().serves(language) => {
                 dense_skipped = Some(format!(
                     "{} does not serve {} questions; full-text results only",
                     embedder.profile().name,
@@ -199,9 +195,25 @@ impl Retriever<'_> {
                 ));
                 Vec::new()
             }
-            _ => {
-                dense_skipped =
-                    Some(self.dense_unavailable.unwrap_or("no embedding model is configured").to_owned());
+            (_, Some(embedder)) if self.vectors.is_present() => {
+                // The model runs with no lock held; the vector index is read-locked for the scan.
+                let query_vector = {
+                    let _timer = crate::metrics::time(crate::metrics::Stage::Embed);
+                    embedder.embed_query(query)?
+                };
+                let _timer = crate::metrics::time(crate::metrics::Stage::Dense);
+                match self.vectors.search(&query_vector, language, groups, depth) {
+                    Some(hits) => hits,
+                    None if mode == SearchMode::Dense => return Err(crate::Error::Usage(unavailable())),
+                    None => {
+                        dense_skipped = Some(unavailable());
+                        Vec::new()
+                    }
+                }
+            }
+            (SearchMode::Dense, Some(_)) => return Err(crate::Error::Usage(unavailable())),
+            (_, _) => {
+                dense_skipped = Some(unavailable());
                 Vec::new()
             }
         };

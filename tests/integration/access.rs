@@ -10,14 +10,11 @@ use crate::common::*;
 #[test]
 fn group_documents_are_found_only_by_searches_allowed_that_group() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&repo_path("assets/handbook")], Default::default());
     let managers = repo_path("assets/handbook-managers");
-    let report = import(
-        &mut app,
-        &[&managers],
-        ImportRequest { groups: vec!["Managers".into()], ..Default::default() },
-    );
+    let report =
+        import(&app, &[&managers], ImportRequest { groups: vec!["Managers".into()], ..Default::default() });
     assert_eq!(report.added, 2, "{report:?}");
 
     let query = "salary review budget for my team";
@@ -59,9 +56,9 @@ fn filtering_happens_before_the_top_k_cut() {
     )
     .unwrap();
 
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&restricted], ImportRequest { groups: vec!["board".into()], ..Default::default() });
-    import(&mut app, &[&open], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&restricted], ImportRequest { groups: vec!["board".into()], ..Default::default() });
+    import(&app, &[&open], Default::default());
 
     let hits = search(&app, "bonus", 1, &[]);
     assert_eq!(sources(&hits), ["handbook.md"]);
@@ -75,16 +72,15 @@ fn changing_groups_on_reimport_updates_visibility_without_rechunking() {
     let dir = tmp.path().join("docs");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("plan.md"), "# Layoff plan\n\nConfidential restructuring timeline.").unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&dir], ImportRequest { groups: vec!["board".into()], ..Default::default() });
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&dir], ImportRequest { groups: vec!["board".into()], ..Default::default() });
     assert!(search(&app, "restructuring timeline", 5, &[]).is_empty());
 
-    let report = import(&mut app, &[&dir], Default::default());
+    let report = import(&app, &[&dir], Default::default());
     assert_eq!((report.updated, report.chunks_written), (1, 0));
     assert_eq!(search(&app, "restructuring timeline", 5, &[]).len(), 1);
 
-    let report =
-        import(&mut app, &[&dir], ImportRequest { groups: vec!["board".into()], ..Default::default() });
+    let report = import(&app, &[&dir], ImportRequest { groups: vec!["board".into()], ..Default::default() });
     assert_eq!(report.updated, 1);
     assert!(search(&app, "restructuring timeline", 5, &[]).is_empty());
 }

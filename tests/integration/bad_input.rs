@@ -75,12 +75,11 @@ fn a_file_that_turns_bad_keeps_its_stored_version() {
     let docs = tmp.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::copy(repo_path("assets/handbook/en/benefits.docx"), docs.join("benefits.docx")).unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    assert_eq!(import(&mut app, &[&docs], Default::default()).added, 1);
+    let app = open_app(&tmp.path().join("data"));
+    assert_eq!(import(&app, &[&docs], Default::default()).added, 1);
 
     std::fs::write(docs.join("benefits.docx"), b"truncated garbage").unwrap();
-    let report =
-        import(&mut app, &[&docs], sputnik::ingest::ImportRequest { sync: true, ..Default::default() });
+    let report = import(&app, &[&docs], sputnik::ingest::ImportRequest { sync: true, ..Default::default() });
     assert_eq!((report.failed, report.removed), (1, 0), "{report:?}");
     assert_eq!(search(&app, "gym membership", 3, &[])[0].source, "benefits.docx");
 }

@@ -1,8 +1,8 @@
 //! The conversation engine, driven in-process with a controllable clock: joining, answering,
 //! feedback, access, limits — exactly what the Telegram adapter will carry.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
 use sputnik::ingest::ImportRequest;
@@ -13,7 +13,7 @@ use crate::common::*;
 
 struct Harness {
     engine: Engine,
-    app: Arc<RwLock<sputnik::App>>,
+    app: Arc<sputnik::App>,
     now: Arc<AtomicI64>,
     _tmp: tempfile::TempDir,
 }
@@ -22,11 +22,11 @@ const START: i64 = 1_790_000_000;
 
 fn harness(settings: EngineSettings) -> Harness {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&repo_path("assets/handbook")], Default::default());
     let managers = repo_path("assets/handbook-managers");
-    import(&mut app, &[&managers], ImportRequest { groups: vec!["managers".into()], ..Default::default() });
-    let app = Arc::new(RwLock::new(app));
+    import(&app, &[&managers], ImportRequest { groups: vec!["managers".into()], ..Default::default() });
+    let app = Arc::new(app);
     let now = Arc::new(AtomicI64::new(START));
     let clock_now = now.clone();
     let engine = Engine::new(app.clone(), settings, Arc::new(move || clock_now.load(Ordering::SeqCst)));
@@ -44,7 +44,7 @@ impl Harness {
             start_date: None,
             lifetime_seconds: 3600,
         };
-        let app = self.app.read().unwrap();
+        let app = &*self.app;
         people::invite(app.store(), &request, "PolarisBot", self.now.load(Ordering::SeqCst)).unwrap().code
     }
 
@@ -103,6 +103,10 @@ fn joining_with_valid_expired_reused_and_bogus_codes() {
     let welcome = texts(&h.say(10, "ru", &format!("/start {code}")));
     assert!(welcome[0].contains("Добро пожаловать, <b>Анна Иванова</b>"), "{welcome:?}");
     assert!(texts(&h.say(11, "en", &format!("/start {code}")))[0].contains("already been used"));
+    // The same account with its own link again — the join handled a second time after a crash
+    // between the join and its reply — is welcomed again, not refused.
+    let again = texts(&h.say(10, "ru", &format!("/start {code}")));
+    assert!(again[0].contains("Добро пожаловать, <b>Анна Иванова</b>"), "{again:?}");
     assert!(texts(&h.say(10, "ru", "/start"))[0].contains("уже подключены"));
 
     let late = h.invite("Late Person", Role::Employee, &[]);
@@ -124,8 +128,8 @@ fn strangers_and_deactivated_employees_get_one_polite_message_and_nothing_else()
     assert_eq!(h.press(20, "fb:1:1").len(), 1, "buttons of strangers only get acknowledged");
 
     h.join(22, Role::Employee, &[]);
-    let id = h.app.read().unwrap().store().employee_by_telegram(22).unwrap().unwrap().id;
-    h.app.read().unwrap().store().update_employee(id, |e| e.active = false).unwrap();
+    let id = h.app.store().employee_by_telegram(22).unwrap().unwrap().id;
+    h.app.store().update_employee(id, |e| e.active = false).unwrap();
     let actions = h.say(22, "en", "How do I get a laptop?");
     assert_eq!(
         texts(&actions),
@@ -157,7 +161,7 @@ fn questions_in_both_languages_are_answered_with_sources_and_logged() {
         texts(&h.say(30, "en", "Which quantum chromodynamics lattice should we simulate?")).join("\n");
     assert!(unknown.starts_with("Sorry, I could not find an answer"), "{unknown}");
 
-    let log = h.app.read().unwrap().store().questions().unwrap();
+    let log = h.app.store().questions().unwrap();
     assert_eq!(log.len(), 3);
     assert_eq!(log.iter().map(|q| q.answered).collect::<Vec<_>>(), [true, true, false]);
     assert!(log[0].sources.iter().any(|s| s.score > 0.0));
@@ -173,7 +177,7 @@ fn feedback_buttons_record_helpful_and_unhelpful_with_a_reason() {
 
     // Someone else's question: forged data changes nothing.
     assert_eq!(h.press(41, up).len(), 1);
-    assert!(h.app.read().unwrap().store().questions().unwrap()[0].feedback.is_none());
+    assert!(h.app.store().questions().unwrap()[0].feedback.is_none());
 
     let actions = h.press(40, down);
     assert!(
@@ -184,14 +188,14 @@ fn feedback_buttons_record_helpful_and_unhelpful_with_a_reason() {
     assert!(texts(&actions)[0].contains("What was wrong"));
     let thanks = texts(&h.say(40, "en", "The room names are outdated"));
     assert!(thanks[0].contains("HR will see your comment"), "{thanks:?}");
-    let question = h.app.read().unwrap().store().questions().unwrap().remove(0);
+    let question = h.app.store().questions().unwrap().remove(0);
     let feedback = question.feedback.unwrap();
     assert!(!feedback.helpful);
     assert_eq!(feedback.reason.as_deref(), Some("The room names are outdated"));
 
     let data = feedback_data(&h.say(40, "en", "Does the company pay for lunch?"));
     h.press(40, &data[0]);
-    assert_eq!(h.app.read().unwrap().store().conversation_counts().unwrap().helpful, 1);
+    assert_eq!(h.app.store().conversation_counts().unwrap().helpful, 1);
     for forged in ["fb:1:999", "fb:x:1", "garbage"] {
         assert_eq!(h.press(40, forged).len(), 1, "{forged}");
     }
@@ -218,11 +222,7 @@ fn the_rate_limit_answers_politely() {
     }
     let limited = texts(&h.say(60, "en", "How do I book a meeting room?"));
     assert!(limited[0].starts_with("You are asking very quickly"), "{limited:?}");
-    assert_eq!(
-        h.app.read().unwrap().store().questions().unwrap().len(),
-        2,
-        "limited questions are not answered"
-    );
+    assert_eq!(h.app.store().questions().unwrap().len(), 2, "limited questions are not answered");
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn an_update_handled_twice_logs_its_question_once() {
     let first = h.engine.handle_update(10, &ask);
     let again = h.engine.handle_update(10, &ask);
     assert_eq!(first, again, "the same answer, with the same feedback buttons");
-    let store = || h.app.read().unwrap();
+    let store = || &*h.app;
     assert_eq!(store().store().questions().unwrap().len(), 1);
     store().store().commit_update(10, &again).unwrap();
     h.engine.handle_update(11, &ask);

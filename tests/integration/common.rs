@@ -55,7 +55,7 @@ pub fn open_app_with_model(data_dir: &Path) -> App {
     App::open(model_settings(data_dir)).unwrap_or_else(|e| panic!("{e} (run models/fetch first)"))
 }
 
-pub fn import(app: &mut App, paths: &[&Path], request: ImportRequest) -> ImportReport {
+pub fn import(app: &App, paths: &[&Path], request: ImportRequest) -> ImportReport {
     let request = ImportRequest { paths: paths.iter().map(|p| p.to_path_buf()).collect(), ..request };
     app.import(&request, &mut Quiet).unwrap()
 }

@@ -38,8 +38,8 @@ fn eval_finds_the_right_document_in_the_top_3_for_90_percent_per_language() {
 #[test]
 fn every_format_yields_titles_and_heading_paths() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    let report = import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    let report = import(&app, &[&repo_path("assets/handbook")], Default::default());
     assert_eq!((report.added, report.failed), (20, 0), "{report:?}");
 
     let documents = app.documents().unwrap();
@@ -78,8 +78,8 @@ fn every_format_yields_titles_and_heading_paths() {
 #[test]
 fn hits_cite_title_section_source_and_highlight_matches() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&repo_path("assets/handbook")], Default::default());
 
     let hits = search(&app, "laptop stopped charging", 5, &[]);
     let top = &hits[0];

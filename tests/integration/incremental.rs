@@ -23,15 +23,15 @@ fn reimporting_unchanged_files_writes_nothing() {
     let data = tmp.path().join("data");
     let handbook = copy_handbook(tmp.path());
     let first = {
-        let mut app = open_app(&data);
-        import(&mut app, &[&handbook], Default::default())
+        let app = open_app(&data);
+        import(&app, &[&handbook], Default::default())
     };
     assert_eq!(first.added, 20);
     let meta_before = file_digest(&data.join("index/meta.json"));
 
-    let mut app = open_app(&data);
+    let app = open_app(&data);
     let revision = app.store().revision().unwrap();
-    let second = import(&mut app, &[&handbook], Default::default());
+    let second = import(&app, &[&handbook], Default::default());
     assert_eq!((second.added, second.updated, second.unchanged, second.removed), (0, 0, 20, 0));
     assert_eq!(second.chunks_written, 0);
     assert_eq!(app.store().revision().unwrap(), revision);
@@ -44,8 +44,8 @@ fn reimporting_unchanged_files_writes_nothing() {
 fn editing_a_file_replaces_exactly_its_chunks() {
     let tmp = tempfile::tempdir().unwrap();
     let handbook = copy_handbook(tmp.path());
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&handbook], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&handbook], Default::default());
     let before = all_chunks(&app);
     assert!(!search(&app, "spare pool", 3, &[]).is_empty());
 
@@ -54,7 +54,7 @@ fn editing_a_file_replaces_exactly_its_chunks() {
     let text = text.replace("from the spare pool", "from the quarantine cabinet");
     std::fs::write(&edited, text).unwrap();
 
-    let report = import(&mut app, &[&handbook], Default::default());
+    let report = import(&app, &[&handbook], Default::default());
     assert_eq!((report.added, report.updated, report.unchanged), (0, 1, 19), "{report:?}");
     let after = all_chunks(&app);
     for (source, chunks) in &before {
@@ -76,22 +76,21 @@ fn editing_a_file_replaces_exactly_its_chunks() {
 fn sync_after_deleting_a_file_makes_its_content_unfindable() {
     let tmp = tempfile::tempdir().unwrap();
     let handbook = copy_handbook(tmp.path());
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&handbook], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&handbook], Default::default());
     assert_eq!(search(&app, "суточные авансовый отчёт", 1, &[])[0].source, "ru/komandirovki.pdf");
 
     std::fs::remove_file(handbook.join("ru/komandirovki.pdf")).unwrap();
     // Without --sync the document stays: importing never deletes on its own.
-    let report = import(&mut app, &[&handbook], Default::default());
+    let report = import(&app, &[&handbook], Default::default());
     assert_eq!(report.removed, 0);
     assert!(sources(&search(&app, "авансовый отчёт", 10, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
 
-    let dry =
-        import(&mut app, &[&handbook], ImportRequest { sync: true, dry_run: true, ..Default::default() });
+    let dry = import(&app, &[&handbook], ImportRequest { sync: true, dry_run: true, ..Default::default() });
     assert_eq!(dry.removed, 1);
     assert!(sources(&search(&app, "авансовый отчёт", 10, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
 
-    let report = import(&mut app, &[&handbook], ImportRequest { sync: true, ..Default::default() });
+    let report = import(&app, &[&handbook], ImportRequest { sync: true, ..Default::default() });
     assert_eq!((report.removed, report.unchanged), (1, 19), "{report:?}");
     assert!(
         !sources(&search(&app, "авансовый отчёт суточные командировки", 20, &[]))
@@ -110,12 +109,9 @@ fn sync_after_deleting_a_file_makes_its_content_unfindable() {
 #[test]
 fn a_dry_run_reports_without_writing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
-    let report = import(
-        &mut app,
-        &[&repo_path("assets/handbook")],
-        ImportRequest { dry_run: true, ..Default::default() },
-    );
+    let app = open_app(&tmp.path().join("data"));
+    let report =
+        import(&app, &[&repo_path("assets/handbook")], ImportRequest { dry_run: true, ..Default::default() });
     assert_eq!(report.added, 20);
     assert!(report.chunks_written > 20);
     assert_eq!(app.stats().unwrap().documents, 0);
@@ -125,13 +121,13 @@ fn a_dry_run_reports_without_writing() {
 #[test]
 fn include_and_exclude_globs_select_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app(&tmp.path().join("data"));
+    let app = open_app(&tmp.path().join("data"));
     let request = ImportRequest {
         include: vec!["ru/**".into()],
         exclude: vec!["**/*.pdf".into()],
         ..Default::default()
     };
-    let report = import(&mut app, &[&repo_path("assets/handbook")], request);
+    let report = import(&app, &[&repo_path("assets/handbook")], request);
     assert_eq!(report.added, 9, "{report:?}");
     assert_eq!(report.skipped, 11);
     assert!(
@@ -146,12 +142,12 @@ fn include_and_exclude_globs_select_files() {
 fn term_coverage_read_from_the_index_matches_the_passage_text_after_edits() {
     let tmp = tempfile::tempdir().unwrap();
     let handbook = copy_handbook(tmp.path());
-    let mut app = open_app(&tmp.path().join("data"));
-    import(&mut app, &[&handbook], Default::default());
+    let app = open_app(&tmp.path().join("data"));
+    import(&app, &[&handbook], Default::default());
     let edited = handbook.join("en/it-equipment.md");
     let text = std::fs::read_to_string(&edited).unwrap();
     std::fs::write(&edited, text.replace("from the spare pool", "from the quarantine cabinet")).unwrap();
-    let report = import(&mut app, &[&handbook], Default::default());
+    let report = import(&app, &[&handbook], Default::default());
     assert_eq!(report.updated, 1, "{report:?}");
 
     let (index, _) = sputnik::search::LexicalIndex::open(&app.settings().index_dir(), app.store()).unwrap();

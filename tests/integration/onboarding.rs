@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
@@ -33,7 +33,7 @@ fn local(now: i64) -> jiff::ZonedDateTime {
 
 struct World {
     settings: Settings,
-    app: Arc<RwLock<App>>,
+    app: Arc<App>,
     engine: Engine,
     now: Arc<AtomicI64>,
 }
@@ -41,7 +41,7 @@ struct World {
 impl World {
     fn open(data: &Path, now: Arc<AtomicI64>) -> World {
         let settings = Settings::lexical_only(data);
-        let app = Arc::new(RwLock::new(App::open(settings.clone()).unwrap()));
+        let app = Arc::new(App::open(settings.clone()).unwrap());
         let clock = now.clone();
         let engine = Engine::new(
             app.clone(),
@@ -85,7 +85,7 @@ impl World {
             lifetime_seconds: 30 * 86_400,
         };
         let code = {
-            let app = self.app.read().unwrap();
+            let app = &*self.app;
             people::invite(app.store(), &request, "PolarisBot", self.now.load(Ordering::SeqCst)).unwrap().code
         };
         let reply = self.say(user, &format!("/start {code}"));
@@ -97,8 +97,8 @@ impl World {
 
     /// One scheduler pass; returns what it queued, as (chat, text) pairs, and empties the outbox.
     fn tick(&self) -> Vec<(i64, String)> {
-        let app = self.app.read().unwrap();
-        onboarding::tick(&app, app.calendar(), self.now.load(Ordering::SeqCst)).unwrap();
+        let app = &*self.app;
+        onboarding::tick(app, app.calendar(), self.now.load(Ordering::SeqCst)).unwrap();
         let queued: Vec<(u64, Action)> = app.store().outbox(10_000).unwrap();
         let mut out = Vec::new();
         for (id, action) in queued {
@@ -128,8 +128,8 @@ fn two_weeks_of_a_new_hire() {
     let now = Arc::new(AtomicI64::new(at("2026-11-26T06:00:00Z")));
     let mut world = World::open(&data, now.clone());
     {
-        let mut app = world.app.write().unwrap();
-        import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+        let app = &*world.app;
+        import(app, &[&repo_path("assets/handbook")], Default::default());
         let sources: HashSet<String> =
             app.store().documents().unwrap().into_iter().map(|d| d.source).collect();
         let path = repo_path("assets/plans/engineering.en.toml");
@@ -144,7 +144,7 @@ fn two_weeks_of_a_new_hire() {
     // The newcomer joins before the start date and gets the department's plan automatically.
     world.join(NEWCOMER, "Nina Newcomer", "Engineering", Some("2026-11-30"));
     {
-        let app = world.app.read().unwrap();
+        let app = &*world.app;
         let store = app.store();
         let nina = onboarding::find_employee(store, "Nina Newcomer").unwrap();
         assert_eq!(store.assignment(nina.id).unwrap().unwrap().plan, "engineering-en");
@@ -300,7 +300,7 @@ fn two_weeks_of_a_new_hire() {
         }
     }
 
-    let app = world.app.read().unwrap();
+    let app = &*world.app;
     let nina = onboarding::find_employee(app.store(), "Nina Newcomer").unwrap();
     let progress = onboarding::progress(app.store(), app.calendar(), &nina, now.load(Ordering::SeqCst))
         .unwrap()

@@ -2,8 +2,8 @@
 //! engine (answered, unanswered, rated, with reasons), a new hire's onboarding, and the figures
 //! the report must show for them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
 use sputnik::people::{self, InviteRequest};
@@ -22,9 +22,9 @@ fn the_report_shows_what_the_history_holds() {
     let data = tmp.path().join("data");
     let now = Arc::new(AtomicI64::new(START));
     let settings = Settings::lexical_only(&data);
-    let mut app = App::open(settings.clone()).unwrap();
-    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
-    let app = Arc::new(RwLock::new(app));
+    let app = App::open(settings.clone()).unwrap();
+    import(&app, &[&repo_path("assets/handbook")], Default::default());
+    let app = Arc::new(app);
     let clock = now.clone();
     let engine =
         Engine::new(app.clone(), EngineSettings::default(), Arc::new(move || clock.load(Ordering::SeqCst)));
@@ -39,13 +39,13 @@ fn the_report_shows_what_the_history_holds() {
             lifetime_seconds: 30 * DAY,
         };
         let code = {
-            let app = app.read().unwrap();
+            let app = &*app;
             people::invite(app.store(), &request, "Bot", now.load(Ordering::SeqCst)).unwrap().code
         };
         say(&engine, user, &format!("/start {code}"));
     };
     {
-        let app = app.read().unwrap();
+        let app = &*app;
         let path = repo_path("assets/plans/engineering.en.toml");
         let sources: std::collections::HashSet<String> =
             app.store().documents().unwrap().into_iter().map(|d| d.source).collect();
@@ -75,8 +75,7 @@ fn the_report_shows_what_the_history_holds() {
     say(&engine, 1, "How do I book a meeting room?");
     press(&engine, 2, "ob:t:laptop");
 
-    let guard = app.read().unwrap();
-    let report = sputnik::report::build(&guard, START - DAY, START + 3 * DAY).unwrap();
+    let report = sputnik::report::build(&app, START - DAY, START + 3 * DAY).unwrap();
     assert_eq!((report.questions, report.answered), (7, 4));
     assert!((report.answer_rate - 4.0 / 7.0).abs() < 1e-9);
     let days: Vec<(&str, u64, u64)> =
@@ -103,7 +102,6 @@ fn the_report_shows_what_the_history_holds() {
     );
     assert_eq!(engineering.overdue_tasks, 2, "vpn (day 2) and security (day 3) are past by day 4");
     assert_eq!(report.onboarding.len(), 1, "Sales has no plan");
-    drop(guard);
     drop(engine);
     drop(app);
 
@@ -132,9 +130,9 @@ fn admins_get_a_weekly_digest() {
     let tmp = tempfile::tempdir().unwrap();
     let mut settings = Settings::lexical_only(tmp.path().join("data"));
     settings.onboarding.holidays = vec!["2026-11-16".into()];
-    let mut app = App::open(settings).unwrap();
-    import(&mut app, &[&repo_path("assets/handbook")], Default::default());
-    let app = Arc::new(RwLock::new(app));
+    let app = App::open(settings).unwrap();
+    import(&app, &[&repo_path("assets/handbook")], Default::default());
+    let app = Arc::new(app);
     let now = Arc::new(AtomicI64::new(START));
     let clock = now.clone();
     let engine =
@@ -149,7 +147,7 @@ fn admins_get_a_weekly_digest() {
             start_date: None,
             lifetime_seconds: 30 * DAY,
         };
-        let code = people::invite(app.read().unwrap().store(), &request, "Bot", START).unwrap().code;
+        let code = people::invite(app.store(), &request, "Bot", START).unwrap().code;
         say(&engine, user, &format!("/start {code}"));
     }
     say(&engine, 8, "/lang ru");
@@ -157,8 +155,8 @@ fn admins_get_a_weekly_digest() {
     say(&engine, 1, "What is the weather on Mars?");
     say(&engine, 1, "Weather on Mars today?");
     let digests_at = |at: i64| -> Vec<(i64, String)> {
-        let app = app.read().unwrap();
-        let queued = sputnik::report::weekly_digest(&app, at).unwrap();
+        let app = &*app;
+        let queued = sputnik::report::weekly_digest(app, at).unwrap();
         let items = app.store().outbox(1000).unwrap();
         for (id, _) in &items {
             app.store().outbox_done(*id).unwrap();
@@ -196,7 +194,7 @@ fn admins_get_a_weekly_digest() {
     assert!(digests_at(START + 14 * DAY).is_empty(), "holiday");
     assert_eq!(digests_at(START + 15 * DAY).len(), 2);
     // "off" sends none.
-    let mut settings = app.read().unwrap().settings().clone();
+    let mut settings = app.settings().clone();
     settings.report.weekly_digest = "off".into();
     drop(engine);
     drop(app);

@@ -89,9 +89,9 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
         "# Board\n\nNotebook computers for directors are ordered by the board office.",
     )
     .unwrap();
-    let mut app = open_app_with_model(&tmp.path().join("data"));
-    import(&mut app, &[&docs], Default::default());
-    import(&mut app, &[&secret], ImportRequest { groups: vec!["board".into()], ..Default::default() });
+    let app = open_app_with_model(&tmp.path().join("data"));
+    import(&app, &[&docs], Default::default());
+    import(&app, &[&secret], ImportRequest { groups: vec!["board".into()], ..Default::default() });
 
     let question = "how do I get a laptop?";
     assert!(search_mode(&app, question, 3, &[], Some(SearchMode::Lexical)).is_empty());
@@ -111,7 +111,7 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
 
     // Deleted content leaves the dense leg too.
     std::fs::remove_file(docs.join("equipment.md")).unwrap();
-    import(&mut app, &[&docs], ImportRequest { sync: true, ..Default::default() });
+    import(&app, &[&docs], ImportRequest { sync: true, ..Default::default() });
     assert!(
         search_mode(&app, question, 5, &[], Some(SearchMode::Dense))
             .iter()
@@ -128,8 +128,8 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
     drop(app);
 
     // Russian questions skip the English-only model's leg, and say so.
-    let mut app = App::open(named_model_settings(&tmp.path().join("minilm"), "all-minilm-l6-v2")).unwrap();
-    import(&mut app, &[&docs], Default::default());
+    let app = App::open(named_model_settings(&tmp.path().join("minilm"), "all-minilm-l6-v2")).unwrap();
+    import(&app, &[&docs], Default::default());
     let outcome = app
         .search(&sputnik::search::SearchRequest {
             query: "где взять ноутбук?".into(),
@@ -153,8 +153,8 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
 #[test]
 fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = open_app_with_model(&tmp.path().join("data"));
-    let report = import(&mut app, &[&repo_path("assets/handbook")], Default::default());
+    let app = open_app_with_model(&tmp.path().join("data"));
+    let report = import(&app, &[&repo_path("assets/handbook")], Default::default());
     assert_eq!((report.added, report.failed), (20, 0));
     let questions =
         sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
@@ -205,11 +205,11 @@ fn switching_models_requires_reembedding_and_mixing_is_refused() {
     std::fs::write(docs.join("equipment.md"), "# Equipment\n\nEquipment is issued by the IT department.")
         .unwrap();
     {
-        let mut app = open_app(&data);
-        import(&mut app, &[&docs], Default::default());
+        let app = open_app(&data);
+        import(&app, &[&docs], Default::default());
     }
     std::fs::write(docs.join("canteen.md"), "# Canteen\n\nLunch is served at noon.").unwrap();
-    let mut app = open_app_with_model(&data);
+    let app = open_app_with_model(&data);
     let request = ImportRequest { paths: vec![docs.clone()], ..Default::default() };
     let err = app.import(&request, &mut Quiet).unwrap_err().to_string();
     assert!(err.contains("reindex --reembed"), "{err}");
@@ -234,7 +234,7 @@ fn switching_models_requires_reembedding_and_mixing_is_refused() {
 
     // Turning the model off: stored embeddings would go stale, so imports are refused until
     // the embeddings are dropped, while full-text search keeps working.
-    let mut app = App::open(Settings::lexical_only(&data)).unwrap();
+    let app = App::open(Settings::lexical_only(&data)).unwrap();
     assert!(app.import(&request, &mut Quiet).is_err());
     assert_eq!(search(&app, "lunch noon", 1, &[])[0].source, "canteen.md");
     app.reembed(&mut Quiet).unwrap();
@@ -293,8 +293,8 @@ fn russian_chunks_are_sized_in_the_models_tokens() {
     let paragraphs: Vec<String> = (0..12).map(|i| format!("{} {sentence}", i + 1).repeat(4)).collect();
     std::fs::write(docs.join("travel.md"), format!("# Командировки\n\n{}\n", paragraphs.join("\n\n")))
         .unwrap();
-    let mut app = open_app_with_model(&tmp.path().join("data"));
-    let report = import(&mut app, &[&docs], ImportRequest::default());
+    let app = open_app_with_model(&tmp.path().join("data"));
+    let report = import(&app, &[&docs], ImportRequest::default());
     assert_eq!(report.added, 1, "{report:?}");
     let document = &app.documents().unwrap()[0];
     let chunks = app.chunks(document.id).unwrap();
