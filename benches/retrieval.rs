@@ -501,6 +501,39 @@ fn bench_hybrid(c: &mut Criterion, tmp: &Path, words: &[String]) {
                 })
             });
             group.finish();
+            // Throughput with one and two threads asking at once (warm query cache: the model's
+            // one inference thread is not the limit here, the indexes are). No lock is shared
+            // between them but the vector index's read side.
+            let mut group = c.benchmark_group("parallel_questions_10k");
+            const BATCH: usize = 64;
+            for threads in [1usize, 2] {
+                group.bench_function(format!("{BATCH}_questions_{threads}_threads"), |b| {
+                    b.iter_custom(|iterations| {
+                        let started = Instant::now();
+                        for _ in 0..iterations {
+                            std::thread::scope(|scope| {
+                                for t in 0..threads {
+                                    let (app, questions) = (&app, &questions);
+                                    scope.spawn(move || {
+                                        for i in (t..BATCH).step_by(threads) {
+                                            let request = SearchRequest {
+                                                query: questions[i % questions.len()].clone(),
+                                                k: 5,
+                                                groups: vec![],
+                                                mode: Some(SearchMode::Hybrid),
+                                                snippets: false,
+                                            };
+                                            app.search(&request).unwrap();
+                                        }
+                                    });
+                                }
+                            });
+                        }
+                        started.elapsed()
+                    })
+                });
+            }
+            group.finish();
         }
     }
 }

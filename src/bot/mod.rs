@@ -1,8 +1,10 @@
 //! The Telegram adapter: long polling in, outbox out. It only translates — updates become
 //! engine [`Event`]s, the engine's [`Action`]s become Bot API calls — and keeps the delivery
 //! promises:
-//! - an update is handled once: its id and the replies it produced commit together
-//!   (`Store::commit_update`), and polling resumes from the stored offset after a restart;
+//! - an update is handled once: it is kept in the store's inbox before Telegram is told it
+//!   arrived, and leaves the inbox in the transaction that queues its replies
+//!   (`Store::commit_update`); chats are handled in parallel, each chat's updates in order
+//!   (`intake`);
 //! - a reply is never lost: the sender delivers the outbox in order, removing an item only once
 //!   Telegram accepted it (or rejected it for good), retrying network errors and honouring
 //!   `retry_after`;
@@ -10,21 +12,19 @@
 //!
 //! Question text passes through here but is never logged.
 
+mod intake;
 mod sender;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use teloxide::payloads::{GetUpdatesSetters, SetMyCommandsSetters};
+use teloxide::payloads::SetMyCommandsSetters;
 use teloxide::prelude::Requester;
-use teloxide::types::{
-    AllowedUpdate, BotCommand, BotCommandScope, ChatAction, ChatId, MaybeInaccessibleMessage, Recipient,
-    Update, UpdateKind,
-};
+use teloxide::types::{BotCommand, BotCommandScope, ChatId, Recipient};
 use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{Action, Clock, Engine, EngineSettings, Event, Origin, Sender, system_clock};
+use crate::chat::{Clock, Engine, EngineSettings, system_clock};
 use crate::config::{Settings, parse_duration_seconds};
 use crate::store::{Language, Role};
 use crate::{App, Error};
@@ -160,7 +160,7 @@ pub async fn serve_with(
     notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("answering in Telegram")]);
     tracing::info!("ready");
 
-    poll(&poller, &bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
+    intake::run(&poller, &bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
 
     // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
@@ -182,201 +182,6 @@ pub async fn serve_with(
     drop(app);
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn poll(
-    poller: &Bot,
-    bot: &Bot,
-    app: &Arc<App>,
-    engine: &Arc<Engine>,
-    wake: &Arc<tokio::sync::Notify>,
-    poll_timeout: u32,
-    shutdown: &CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(500);
-    while !shutdown.is_cancelled() {
-        let offset = {
-            let app = app.clone();
-            match tokio::task::spawn_blocking(move || app.store().telegram_offset()).await {
-                Ok(Ok(offset)) => offset,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read the update offset");
-                    return;
-                }
-                Err(_) => return,
-            }
-        };
-        let request = poller
-            .get_updates()
-            .offset(offset as i32)
-            .timeout(poll_timeout)
-            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
-        let updates = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = request => result,
-        };
-        let updates = match updates {
-            Ok(updates) => {
-                backoff = Duration::from_millis(500);
-                updates
-            }
-            Err(RequestError::RetryAfter(seconds)) => {
-                tokio::time::sleep(seconds.duration()).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "polling Telegram failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        for update in updates {
-            let id = u64::from(update.id.0);
-            if id < offset {
-                continue;
-            }
-            let event = match document_of(&update) {
-                Some((from, chat, document)) => receive_document(bot, engine, from, chat, document).await,
-                None => to_event(&update).map(Ok),
-            };
-            let event = match event {
-                Some(Ok(event)) => Some(event),
-                // Refused before download: the replies go out like any others.
-                Some(Err(refusal)) => {
-                    let app = app.clone();
-                    let committed =
-                        tokio::task::spawn_blocking(move || app.store().commit_update(id, &refusal)).await;
-                    if matches!(committed, Ok(Ok(()))) {
-                        wake.notify_one();
-                        continue;
-                    }
-                    break;
-                }
-                None => None,
-            };
-            if let Some(Event::Text { chat, .. }) = &event {
-                // Best effort and not queued: "typing…" is only useful right now.
-                let _ = bot.send_chat_action(ChatId(*chat), ChatAction::Typing).await;
-            }
-            let engine = engine.clone();
-            let app = app.clone();
-            let handled = tokio::task::spawn_blocking(move || {
-                let actions: Vec<Action> = match &event {
-                    Some(event) => engine
-                        .handle_update(id, event)
-                        .into_iter()
-                        .filter(|a| !matches!(a, Action::Typing { .. }))
-                        .collect(),
-                    None => Vec::new(),
-                };
-                app.store().commit_update(id, &actions)
-            })
-            .await;
-            match handled {
-                Ok(Ok(())) => wake.notify_one(),
-                Ok(Err(e)) => {
-                    // Not committed: the update will be polled and handled again.
-                    tracing::error!(error = %e, update = id, "could not record a handled update");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, update = id, "update handler failed");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// A document sent in a private chat, with its sender.
-fn document_of(update: &Update) -> Option<(Sender, i64, teloxide::types::Document)> {
-    let UpdateKind::Message(message) = &update.kind else { return None };
-    if !message.chat.is_private() {
-        return None;
-    }
-    let document = message.document()?.clone();
-    Some((sender_of(message.from.as_ref()?), message.chat.id.0, document))
-}
-
-/// Downloads a document the engine admits (admins only, within the size limit); refusals
-/// come back as the actions to send instead.
-async fn receive_document(
-    bot: &Bot,
-    engine: &Arc<Engine>,
-    from: Sender,
-    chat: i64,
-    document: teloxide::types::Document,
-) -> Option<Result<Event, Vec<Action>>> {
-    use teloxide::net::Download;
-    let size = u64::from(document.file.size);
-    let refusal = {
-        let (engine, from) = (engine.clone(), from.clone());
-        tokio::task::spawn_blocking(move || engine.admit_document(&from, chat, size)).await.ok()?
-    };
-    if !refusal.is_empty() {
-        return Some(Err(refusal));
-    }
-    let failed = |from: &Sender| {
-        let language = crate::i18n::from_telegram_code(from.language_code.as_deref());
-        Some(Err(vec![Action::Send {
-            chat,
-            html: crate::i18n::message(language, "error", &[]),
-            buttons: Vec::new(),
-        }]))
-    };
-    let file = match bot.get_file(document.file.id.clone()).await {
-        Ok(file) => file,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look up a sent document");
-            return failed(&from);
-        }
-    };
-    let mut content = Vec::with_capacity(size as usize);
-    if let Err(e) = bot.download_file(&file.path, &mut content).await {
-        tracing::warn!(error = %e, "could not download a sent document");
-        return failed(&from);
-    }
-    let file_name = document.file_name.unwrap_or_else(|| "document.txt".into());
-    Some(Ok(Event::Document { from, chat, file_name, content }))
-}
-
-/// Engine events from updates Sputnik handles: private text messages and button presses.
-fn to_event(update: &Update) -> Option<Event> {
-    match &update.kind {
-        UpdateKind::Message(message) if message.chat.is_private() => {
-            let user = message.from.as_ref()?;
-            // Stickers, photos and the like carry no question: the engine asks for words.
-            let text = message.text().or(message.caption()).unwrap_or_default().to_owned();
-            Some(Event::Text { from: sender_of(user), chat: message.chat.id.0, text })
-        }
-        UpdateKind::CallbackQuery(query) => {
-            let message = query.message.as_ref()?;
-            let chat = match message {
-                MaybeInaccessibleMessage::Regular(m) => m.chat.id.0,
-                MaybeInaccessibleMessage::Inaccessible(m) => m.chat.id.0,
-            };
-            Some(Event::Button {
-                from: sender_of(&query.from),
-                chat,
-                message_id: message.id().0,
-                callback_id: query.id.0.clone(),
-                data: query.data.clone().unwrap_or_default(),
-            })
-        }
-        _ => None,
-    }
-}
-
-fn sender_of(user: &teloxide::types::User) -> Sender {
-    Sender {
-        origin: Origin::Telegram { user_id: user.id.0 as i64 },
-        first_name: user.first_name.clone(),
-        language_code: user.language_code.clone(),
-    }
 }
 
 /// Command menus in both languages, and the admin menu for each admin's chat.

@@ -2,7 +2,9 @@
 //! callers send texts over a channel and wait for vectors, so inference never runs on an async
 //! runtime and two callers never fight over the model. Passages are batched by a token budget
 //! (texts of similar length together, so padding wastes little); query embeddings are cached in
-//! an LRU with hit and miss counters.
+//! an LRU with hit and miss counters. Questions go ahead of passages: they come on a channel of
+//! their own that the thread serves before each job and between the batches of a long one, so an
+//! employee's question waits for at most one batch of an import, not the whole document.
 //!
 //! Models load from a directory on disk only (see `models/fetch`); their profiles come from
 //! [`profile::ModelProfile`].
@@ -83,8 +85,22 @@ fn first_line(e: &impl std::fmt::Display) -> String {
 pub type Embedding = Arc<[f32]>;
 
 enum Job {
-    Embed { texts: Vec<String>, reply: mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>> },
-    TokenIds { text: String, reply: mpsc::Sender<Result<Vec<u32>, EmbedError>> },
+    Embed {
+        texts: Vec<String>,
+        reply: mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    },
+    TokenIds {
+        text: String,
+        reply: mpsc::Sender<Result<Vec<u32>, EmbedError>>,
+    },
+    /// A question is waiting on the urgent channel (wakes a thread that is idle).
+    Wake,
+}
+
+/// A question to embed ahead of passages.
+struct Urgent {
+    text: String,
+    reply: mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
 
 /// Cache counters, for stats and metrics.
@@ -100,6 +116,7 @@ pub struct Embedder {
     /// The model's tokenizer, shared with the inference thread: chunk sizes are counted in it.
     tokenizer: Arc<tokens::ModelTokenizer>,
     jobs: Option<mpsc::Sender<Job>>,
+    urgent: mpsc::Sender<Urgent>,
     worker: Option<JoinHandle<()>>,
     cache: Mutex<LruCache<String, Embedding>>,
     hits: AtomicU64,
@@ -132,10 +149,11 @@ impl Embedder {
         }
         let device = device(&settings.device)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let (urgent, urgent_inbox) = mpsc::channel::<Urgent>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("sputnik-embed".into())
-            .spawn(move || inference_loop(&dir, profile, device, inbox, ready_tx))
+            .spawn(move || inference_loop(&dir, profile, device, (inbox, urgent_inbox), ready_tx))
             .map_err(EmbedError::load)?;
         let tokenizer = ready_rx.recv().map_err(|_| EmbedError::Stopped)??;
         let capacity = NonZeroUsize::new(settings.query_cache.max(1)).expect("at least one entry");
@@ -143,6 +161,7 @@ impl Embedder {
             profile,
             tokenizer,
             jobs: Some(jobs),
+            urgent,
             worker: Some(worker),
             cache: Mutex::new(LruCache::new(capacity)),
             hits: AtomicU64::new(0),
@@ -183,7 +202,11 @@ impl Embedder {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let text = format!("{}{key}", self.profile.query_prefix);
-        let vector: Embedding = self.embed_raw(vec![text])?.pop().ok_or(EmbedError::Stopped)?.into();
+        let (reply, answer) = mpsc::channel();
+        self.urgent.send(Urgent { text, reply }).map_err(|_| EmbedError::Stopped)?;
+        self.jobs.as_ref().ok_or(EmbedError::Stopped)?.send(Job::Wake).map_err(|_| EmbedError::Stopped)?;
+        let vector: Embedding =
+            answer.recv().map_err(|_| EmbedError::Stopped)??.pop().ok_or(EmbedError::Stopped)?.into();
         self.cache.lock().expect("cache lock").put(key, vector.clone());
         Ok(vector)
     }
@@ -270,7 +293,7 @@ fn inference_loop(
     dir: &Path,
     profile: &'static ModelProfile,
     device: candle_core::Device,
-    inbox: mpsc::Receiver<Job>,
+    (inbox, urgent): (mpsc::Receiver<Job>, mpsc::Receiver<Urgent>),
     ready: mpsc::Sender<Result<Arc<tokens::ModelTokenizer>, EmbedError>>,
 ) {
     let encoder = match Encoder::load(dir, profile, device) {
@@ -283,29 +306,42 @@ fn inference_loop(
             return;
         }
     };
+    let questions_first = || {
+        while let Ok(Urgent { text, reply }) = urgent.try_recv() {
+            let _ = reply.send(encoder.embed(&[text]));
+        }
+    };
     for job in inbox {
+        questions_first();
         match job {
             Job::Embed { texts, reply } => {
-                let result = embed_in_batches(&encoder, texts);
+                let result = embed_in_batches(&encoder, texts, &questions_first);
                 encoder.release();
                 let _ = reply.send(result);
             }
             Job::TokenIds { text, reply } => {
                 let _ = reply.send(encoder.tokenizer().token_ids(&text));
             }
+            Job::Wake => {}
         }
     }
 }
 
 /// Sorts texts by token count and runs batches that fit the token budget, then restores the
-/// callers' order. Results do not depend on how texts were grouped (padding is masked out).
-fn embed_in_batches(encoder: &Encoder, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+/// callers' order; `between` runs before each batch (to serve waiting questions). Results do not
+/// depend on how texts were grouped (padding is masked out).
+fn embed_in_batches(
+    encoder: &Encoder,
+    texts: Vec<String>,
+    between: &dyn Fn(),
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     let counts = encoder.tokenizer().token_counts(&texts)?;
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
     let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
     let mut start = 0;
     while start < order.len() {
+        between();
         let longest = counts[order[start]].max(1);
         let size = (BATCH_TOKEN_BUDGET / longest).clamp(1, MAX_BATCH).min(order.len() - start);
         let batch: Vec<String> = order[start..start + size].iter().map(|&i| texts[i].clone()).collect();

@@ -1,11 +1,14 @@
-//! Exactly-once hand-over between the Telegram poller and the sender.
+//! Exactly-once hand-over between Telegram, the handlers and the sender.
 //!
-//! Handling an update ends with one transaction that records the update as handled (the next
-//! offset to poll) and appends the actions it produced to the outbox. The sender delivers the
-//! outbox in order and deletes each item once Telegram accepted it. After a crash or restart an
-//! update is never handled twice (its offset is stored) and a reply is never lost (it waits in
-//! the outbox); the only window for a duplicate is a message Telegram accepted in the instant
-//! before its deletion was committed.
+//! Updates are received into the *inbox* together with the next offset to poll, in one
+//! transaction, before the poll that confirms them to Telegram; so the poller can fetch more
+//! while earlier updates are still being handled (chats in parallel). Handling an update ends
+//! with one transaction that removes it from the inbox and appends the actions it produced to
+//! the *outbox*. The sender delivers the outbox in order and deletes each item once Telegram
+//! accepted it. After a crash or restart an update is never handled twice (it left the inbox
+//! with its replies) and never lost (it waits in the inbox, and is handled again from there), and
+//! a reply is never lost (it waits in the outbox); the only window for a duplicate is a message
+//! Telegram accepted in the instant before its deletion was committed.
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::de::DeserializeOwned;
@@ -31,7 +34,7 @@ pub struct Recipient {
     pub chat: i64,
 }
 
-use super::schema::{BROADCASTS, DELIVERIES, META, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta_keys};
+use super::schema::{BROADCASTS, DELIVERIES, INBOX, META, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta_keys};
 use super::{Store, StoreResult, decode, encode};
 
 impl Store {
@@ -40,7 +43,45 @@ impl Store {
         self.meta(meta_keys::TELEGRAM_OFFSET)
     }
 
-    /// Records `update_id` as handled and queues its actions, in one transaction.
+    /// Keeps received updates (id, the update as JSON) until they are handled, and moves the
+    /// offset to poll past them, in one transaction. Updates below the stored offset were
+    /// received before and are left alone. Returns the ones newly kept.
+    pub fn receive_updates(&self, updates: &[(u64, Vec<u8>)]) -> StoreResult<Vec<u64>> {
+        let txn = self.db.begin_write()?;
+        let mut kept = Vec::new();
+        {
+            let mut meta = txn.open_table(META)?;
+            let offset = meta.get(meta_keys::TELEGRAM_OFFSET)?.map(|v| v.value()).unwrap_or(0);
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut next = offset;
+            for (id, update) in updates.iter().filter(|(id, _)| *id >= offset) {
+                inbox.insert(*id, update.as_slice())?;
+                kept.push(*id);
+                next = next.max(id + 1);
+            }
+            meta.insert(meta_keys::TELEGRAM_OFFSET, next)?;
+        }
+        self.commit(txn)?;
+        Ok(kept)
+    }
+
+    /// Updates received and not yet handled, oldest first.
+    pub fn inbox(&self) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(INBOX) {
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            table => table?,
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (id, bytes) = row?;
+            out.push((id.value(), bytes.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Records `update_id` as handled — out of the inbox, past the offset — and queues its
+    /// actions, in one transaction.
     pub fn commit_update<T: Serialize>(&self, update_id: u64, actions: &[T]) -> StoreResult<()> {
         let txn = self.db.begin_write()?;
         {
@@ -48,6 +89,7 @@ impl Store {
             let offset = meta.get(meta_keys::TELEGRAM_OFFSET)?.map(|v| v.value()).unwrap_or(0);
             meta.insert(meta_keys::TELEGRAM_OFFSET, offset.max(update_id + 1))?;
             txn.open_table(UPDATE_QUESTIONS)?.remove(update_id)?;
+            txn.open_table(INBOX)?.remove(update_id)?;
         }
         append(&txn, actions)?;
         self.commit(txn)
@@ -176,5 +218,31 @@ mod tests {
         // A late duplicate of an old update never moves the offset back.
         store.commit_update(5, &Vec::<String>::new()).unwrap();
         assert_eq!(store.telegram_offset().unwrap(), 43);
+    }
+
+    #[test]
+    fn received_updates_wait_in_the_inbox_until_handled_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        assert!(store.inbox().unwrap().is_empty());
+        let batch =
+            |ids: &[u64]| ids.iter().map(|&id| (id, format!("update {id}").into_bytes())).collect::<Vec<_>>();
+        assert_eq!(store.receive_updates(&batch(&[10, 11, 12])).unwrap(), [10, 11, 12]);
+        assert_eq!(store.telegram_offset().unwrap(), 13, "the next poll confirms them to Telegram");
+        // Handled out of order (another chat's update first): the earlier one stays.
+        store.commit_update(12, &["reply to 12"]).unwrap();
+        store.commit_update(10, &["reply to 10"]).unwrap();
+        assert_eq!(store.inbox().unwrap(), vec![(11, b"update 11".to_vec())]);
+        // The same batch again (the confirming poll never happened) keeps nothing twice.
+        assert!(store.receive_updates(&batch(&[10, 11, 12])).unwrap().is_empty());
+        drop(store);
+        // After a restart what was not handled is still there, and only that.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.inbox().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [11]);
+        store.commit_update(11, &["reply to 11"]).unwrap();
+        assert!(store.inbox().unwrap().is_empty());
+        assert_eq!(store.outbox::<String>(10).unwrap().len(), 3);
+        assert_eq!(store.telegram_offset().unwrap(), 13);
     }
 }

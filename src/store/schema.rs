@@ -46,6 +46,10 @@ pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("
 /// between re-handles the update without logging the question twice. Opened only in write
 /// transactions, so it needs no migration.
 pub(super) const UPDATE_QUESTIONS: TableDefinition<u64, u64> = TableDefinition::new("update_questions");
+/// Telegram updates received and not yet handled: update id → the update as Telegram sent it
+/// (JSON). Written before the poll that confirms them to Telegram, removed by the transaction
+/// that commits their handling; created by its first write (a reader treats it as empty).
+pub(super) const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
 
 /// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table
 /// per model, so re-embedding with another model never mixes vectors of two models.

@@ -5,7 +5,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::schema::{
-    ASSIGNMENTS, BROADCASTS, CHUNKS, DELIVERIES, DOCUMENTS, EMPLOYEES, INVITES, META, META_TEXT,
+    ASSIGNMENTS, BROADCASTS, CHUNKS, DELIVERIES, DOCUMENTS, EMPLOYEES, INBOX, INVITES, META, META_TEXT,
     NOTIFICATIONS, OUTBOX, PLANS, QUESTIONS, SESSIONS, SOURCES, TASK_STATES, TELEGRAM_USERS,
     UPDATE_QUESTIONS, embeddings_table, embeddings_table_name, meta_keys,
 };
@@ -101,7 +101,8 @@ impl Store {
             NOTIFICATIONS,
             BROADCASTS,
             DELIVERIES,
-            UPDATE_QUESTIONS
+            UPDATE_QUESTIONS,
+            INBOX
         );
         drop(txn);
         // Records are decoded, not only read, where a reader would trip over them later.

@@ -14,6 +14,7 @@ mod hostile;
 mod incremental;
 mod multilingual;
 mod onboarding;
+mod parallel;
 mod quality;
 mod report;
 mod semantic;

@@ -1,0 +1,238 @@
+//! The service without a global lock: chats are handled in parallel (each chat in order), so
+//! one employee's slow model call or a long import never holds up another employee's answer.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::common::*;
+use super::fake_bot::*;
+
+/// An OpenAI-compatible endpoint on 127.0.0.1 whose question rewrites hang for `rewrite_delay`
+/// and whose answers come at once; returns its URL and when each rewrite request arrived.
+fn slow_rewriting_model(
+    runtime: &tokio::runtime::Runtime,
+    rewrite_delay: Duration,
+) -> (String, Arc<Mutex<Vec<Instant>>>) {
+    use axum::response::IntoResponse;
+    let rewrites: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let seen = rewrites.clone();
+    let handler = move |axum::Json(body): axum::Json<Value>| {
+        let seen = seen.clone();
+        async move {
+            let system = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
+            let content = if system.contains(sputnik::llm::REWRITE_INSTRUCTION) {
+                seen.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(rewrite_delay).await;
+                "How many days of paternity leave do managers get?"
+            } else {
+                "As the handbook says [1]."
+            };
+            axum::Json(
+                json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}),
+            )
+            .into_response()
+        }
+    };
+    runtime.spawn(async move {
+        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(handler));
+        axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
+    });
+    (format!("http://{address}/v1"), rewrites)
+}
+
+/// Finished answers (the message or edit that carries the feedback buttons) to `chat`, with when
+/// each was sent.
+fn finished_answers(server: &Server, chat: i64) -> Vec<Instant> {
+    server
+        .fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            (c.method == "sendmessage" || c.method == "editmessagetext")
+                && c.body["chat_id"].as_i64() == Some(chat)
+                && c.body["reply_markup"]["inline_keyboard"][0].as_array().is_some_and(|r| r.len() == 2)
+        })
+        .map(|c| c.at)
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One employee's follow-up waits for a model that hangs (its rewrite takes 6 s); another
+/// employee's unrelated question, asked meanwhile, is answered before the follow-up is — it does
+/// not queue behind the hung call (it did when updates were handled one at a time).
+#[test]
+fn a_hung_model_for_one_employee_does_not_hold_up_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let (anna, boris) = (invite(&data, "Anna", &[]), invite(&data, "Boris", &[]));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (url, rewrites) = slow_rewriting_model(&runtime, Duration::from_secs(6));
+    let server = Server::start();
+    let bot = serve_with(
+        sputnik(&data),
+        &server,
+        &[
+            ("SPUTNIK_LLM__URL", &url),
+            ("SPUTNIK_LLM__MODEL", "test-model"),
+            ("SPUTNIK_LLM__TIMEOUT_SECONDS", "12"),
+        ],
+    );
+    server.text(8001, "en", &format!("/start {anna}"));
+    server.text(8002, "en", &format!("/start {boris}"));
+    server.wait_for(8001, 1);
+    server.wait_for(8002, 1);
+    server.text(8001, "en", "How many days of paternity leave do fathers get?");
+    wait_until("Anna's first answer", Duration::from_secs(30), || finished_answers(&server, 8001).len() == 1);
+
+    server.text(8001, "en", "and for managers?");
+    wait_until("the rewrite to reach the model", Duration::from_secs(30), || {
+        !rewrites.lock().unwrap().is_empty()
+    });
+    let hung_since = rewrites.lock().unwrap()[0];
+    server.text(8002, "en", "How do I get a laptop?");
+    wait_until("Boris's answer", Duration::from_secs(30), || !finished_answers(&server, 8002).is_empty());
+    let boris_answered = finished_answers(&server, 8002)[0];
+    wait_until("Anna's follow-up", Duration::from_secs(40), || finished_answers(&server, 8001).len() == 2);
+    let anna_answered = finished_answers(&server, 8001)[1];
+    assert!(
+        boris_answered < anna_answered,
+        "Boris waited for Anna's hung model: answered {:?} after the hang began, Anna {:?}",
+        boris_answered - hung_since,
+        anna_answered - hung_since
+    );
+    assert!(
+        boris_answered - hung_since < Duration::from_secs(6),
+        "Boris's answer came only when the model did"
+    );
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// A long text of distinct paragraphs (about `paragraphs` × 70 words), so embedding it takes a
+/// while.
+fn long_policy(paragraphs: usize) -> String {
+    const WORDS: [&str; 24] = [
+        "travel",
+        "budget",
+        "approval",
+        "manager",
+        "receipt",
+        "hotel",
+        "flight",
+        "limit",
+        "expense",
+        "report",
+        "deadline",
+        "currency",
+        "advance",
+        "taxi",
+        "meal",
+        "allowance",
+        "visa",
+        "insurance",
+        "booking",
+        "refund",
+        "policy",
+        "exception",
+        "director",
+        "invoice",
+    ];
+    let mut text = String::from("# Travel rules in detail\n\n");
+    for p in 0..paragraphs {
+        text.push_str(&format!("## Rule {p}\n\n"));
+        for w in 0..70 {
+            text.push_str(WORDS[(p * 7 + w * 5 + w * w) % WORDS.len()]);
+            text.push_str(if w % 12 == 11 { ". " } else { " " });
+        }
+        text.push_str("\n\n");
+    }
+    text
+}
+
+/// An admin sends a long document in Telegram; while it is parsed and embedded, another
+/// employee's question is answered — before the import finishes. (The upload used to run under
+/// the write lock, and the model took the whole document before any question.)
+#[test]
+fn questions_are_answered_while_an_upload_is_embedded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let admin = invite(&data, "Irina", &[]);
+    assert!(run(sputnik(&data).args(["users", "promote", "1"])).status.success());
+    let employee = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let bot = serve_with(sputnik_with_model(&data), &server, &[]);
+    server.text(1001, "en", &format!("/start {admin}"));
+    server.text(2002, "en", &format!("/start {employee}"));
+    server.wait_for(1001, 1);
+    server.wait_for(2002, 1);
+
+    let policy = long_policy(60);
+    let uploaded = Instant::now();
+    server.document(1001, "travel-rules.md", policy.as_bytes(), policy.len());
+    std::thread::sleep(Duration::from_millis(500));
+    server.text(2002, "en", "How do I get a laptop?");
+    let answer = server.wait_for(2002, 2)[1]["text"].as_str().unwrap().to_owned();
+    assert!(answer.contains("it-equipment"), "{answer}");
+    let imported = server.wait_for(1001, 2)[1]["text"].as_str().unwrap().to_owned();
+    assert!(imported.contains("Imported <b>Travel rules in detail</b>"), "{imported}");
+    let second_message_to = |chat: i64| {
+        let calls = server.fake.calls.lock().unwrap();
+        let mut sent =
+            calls.iter().filter(|c| c.method == "sendmessage" && c.body["chat_id"].as_i64() == Some(chat));
+        sent.nth(1).map(|c| c.at).unwrap()
+    };
+    let (answered, import_done) = (second_message_to(2002), second_message_to(1001));
+    eprintln!(
+        "answered {:?} and imported {:?} after the upload",
+        answered - uploaded,
+        import_done - uploaded
+    );
+    assert!(answered < import_done, "the import finished before the question was answered: make it longer");
+    // Not merely before the end: in the first half of the import, not after the model finished
+    // the whole document (questions go ahead of an import's batches).
+    assert!(
+        answered - uploaded < (import_done - uploaded) / 2,
+        "the question waited for the document's embedding"
+    );
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The model's thread takes a question ahead of the rest of a long passage job: the question is
+/// embedded while the passages still are, and its vector is the one it gets on its own.
+#[test]
+fn a_question_goes_ahead_of_an_imports_passages_in_the_model() {
+    let settings = model_settings(&tempfile::tempdir().unwrap().path().join("data"));
+    let embedder = Arc::new(sputnik::embed::Embedder::start(&settings.embed).unwrap().unwrap());
+    let passages: Vec<String> = long_policy(60).split("\n\n").map(str::to_owned).collect();
+    let importing = {
+        let embedder = embedder.clone();
+        std::thread::spawn(move || {
+            let vectors = embedder.embed_passages(&passages).unwrap();
+            (vectors.len(), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let during = embedder.embed_query("Where is the office?").unwrap();
+    let question_done = Instant::now();
+    let (embedded, passages_done) = importing.join().unwrap();
+    assert!(embedded > 100);
+    assert!(question_done < passages_done, "the question waited for every passage");
+    let alone = sputnik::embed::Embedder::start(&settings.embed).unwrap().unwrap();
+    assert_eq!(&*alone.embed_query("Where is the office?").unwrap(), &*during);
+}
