@@ -27,6 +27,7 @@ pub mod onboarding;
 pub mod people;
 pub mod report;
 pub mod search;
+pub mod service;
 pub mod store;
 
 use std::path::Path;

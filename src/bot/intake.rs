@@ -89,7 +89,7 @@ impl Workers {
 
 /// Polls Telegram until `shutdown`, handling updates as they come; returns once the updates
 /// being handled are done (or the grace period is over).
-pub(super) async fn run(
+pub(crate) async fn run(
     poller: &Bot,
     bot: &Bot,
     app: &Arc<App>,

@@ -25,7 +25,7 @@ use crate::chat::{Action, InlineButton};
 
 /// How fast messages may go out.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub(crate) struct Limits {
     pub per_chat_interval: Duration,
     pub per_second: u32,
 }
@@ -40,7 +40,7 @@ enum Delivery {
     Later,
 }
 
-pub(super) async fn run(
+pub(crate) async fn run(
     bot: Bot,
     app: Arc<App>,
     limits: Limits,

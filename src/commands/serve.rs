@@ -10,7 +10,7 @@ pub(super) fn run(settings: Settings) -> anyhow::Result<i32> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(stop_on_signal(shutdown.clone()));
-        let result = crate::bot::serve(settings, shutdown.clone()).await;
+        let result = crate::service::serve(settings, shutdown.clone()).await;
         signals.abort();
         result
     })?;

@@ -509,11 +509,11 @@ impl InProcess {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let options = sputnik::bot::ServeOptions {
+        let options = sputnik::service::ServeOptions {
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
             schedule_every: Duration::from_millis(50),
         };
-        let handle = runtime.spawn(sputnik::bot::serve_with(settings, shutdown.clone(), options));
+        let handle = runtime.spawn(sputnik::service::serve_with(settings, shutdown.clone(), options));
         InProcess { runtime, handle: Some(handle), shutdown }
     }
 

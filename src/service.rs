@@ -1,0 +1,222 @@
+//! The service (`sputnik serve`): starts the parts in order — Telegram reachable, the knowledge
+//! base open, the command menus published, the sender, the retention purge, the onboarding
+//! scheduler and HTTP running — tells systemd it is ready, then receives updates until asked to
+//! stop; on the way down it stops intake first, lets the sender deliver what is queued for a
+//! short grace period, and closes the store. `bot/` speaks Telegram; this module only runs things.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::{Clock, Engine, EngineSettings, system_clock};
+use crate::config::{Settings, parse_duration_seconds};
+use crate::{App, Error};
+
+/// How the service keeps time; tests replace the clock to run weeks of schedule in seconds.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub clock: Clock,
+    /// How often the onboarding scheduler looks for messages that are due.
+    pub schedule_every: Duration,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions").field("schedule_every", &self.schedule_every).finish_non_exhaustive()
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { clock: system_clock(), schedule_every: Duration::from_secs(60) }
+    }
+}
+
+/// Runs the bot until `shutdown` is cancelled: stops polling first, lets the sender deliver
+/// what is queued (for a short grace period), then closes the store.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    serve_with(settings, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with its clock and schedule chosen by the caller.
+pub async fn serve_with(
+    settings: Settings,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> Result<(), Error> {
+    let telegram = settings.telegram.clone();
+    let crate::bot::Connected { bot, poller, username } = crate::bot::connect(&telegram).await?;
+
+    let engine_settings = EngineSettings {
+        questions_per_minute: settings.chat.questions_per_minute,
+        burst: settings.chat.burst,
+        bot_username: if telegram.bot_username.is_empty() {
+            username.clone()
+        } else {
+            telegram.bot_username.clone()
+        },
+        invite_lifetime: parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?,
+    };
+    let retention_days = settings.chat.retention_days;
+    let http_listener = match settings.http.listen.trim() {
+        "" => None,
+        listen => Some((
+            crate::http::bind(listen).await?,
+            crate::http::api::admin_token(settings.http.admin_token.expose(), &settings.data_dir)?,
+        )),
+    };
+    let poll_timeout = telegram.poll_timeout_seconds;
+    // A refused endpoint (not local while llm.local_only) stops the start with the reason.
+    let llm = crate::llm::Client::new(&settings.llm).map_err(|e| Error::Usage(e.to_string()))?;
+    let limits = crate::bot::Limits {
+        per_chat_interval: Duration::from_millis(telegram.per_chat_interval_ms),
+        per_second: telegram.messages_per_second,
+    };
+    let app = tokio::task::spawn_blocking(move || App::open(settings)).await.map_err(join_error)??;
+    app.store().set_bot_username(&username)?;
+    let app = Arc::new(app);
+    let engine = Arc::new(Engine::new(app.clone(), engine_settings, options.clock.clone()));
+
+    if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
+        // The menu is a convenience: the bot works without it.
+        tracing::warn!(error = %e, "could not set the command menus");
+    }
+
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn(crate::bot::deliver(
+        bot.clone(),
+        app.clone(),
+        limits,
+        llm,
+        wake.clone(),
+        sender_stop.clone(),
+    ));
+    let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
+    let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
+    let http = http_listener.map(|(listener, token)| {
+        tokio::spawn(crate::http::serve(listener, app.clone(), token, shutdown.clone()))
+    });
+
+    // Under systemd (Type=notify) the unit becomes active now: Telegram answered, the store and
+    // indexes are open, HTTP is bound, and every loop is running.
+    notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("answering in Telegram")]);
+    tracing::info!("ready");
+
+    crate::bot::receive(&poller, &bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
+
+    // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down: delivering queued messages");
+    wake.notify_one();
+    let drained = wait_for_empty_outbox(&app, Duration::from_secs(5)).await;
+    sender_stop.cancel();
+    let _ = sender.await;
+    let _ = purge.await;
+    let _ = scheduler.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    if !drained {
+        tracing::warn!("some messages are still queued; they will be sent after the next start");
+    }
+    // The engine holds the last reference to the app besides ours: dropping both closes redb.
+    drop(engine);
+    drop(app);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Deletes conversation-log entries past the retention period, hourly.
+async fn purge_loop(app: Arc<App>, retention_days: u32, shutdown: CancellationToken) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let app = app.clone();
+        let cutoff = jiff::Timestamp::now().as_second() - i64::from(retention_days) * 86_400;
+        match tokio::task::spawn_blocking(move || app.store().purge_questions_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, retention_days, "purged old questions"),
+            Ok(Err(e)) => tracing::error!(error = %e, "purging old questions failed"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Queues the onboarding messages that are due, every `schedule_every`, and wakes the sender.
+async fn schedule_loop(
+    app: Arc<App>,
+    options: ServeOptions,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (app_ref, clock) = (app.clone(), options.clock.clone());
+        let ticked = tokio::task::spawn_blocking(move || {
+            let app = &*app_ref;
+            let now = clock();
+            let report = crate::onboarding::tick(app, app.calendar(), now)?;
+            match crate::report::weekly_digest(app, now) {
+                Ok(0) => {}
+                Ok(digests) => tracing::info!(digests, "weekly digest queued for the admins"),
+                Err(e) => tracing::error!(error = %e, "could not build the weekly digest; retrying"),
+            }
+            Ok::<_, Error>(report)
+        })
+        .await;
+        match ticked {
+            Ok(Ok(report)) if report.total() > 0 => {
+                tracing::info!(
+                    welcome = report.welcome,
+                    introductions = report.introductions,
+                    reminders = report.reminders,
+                    escalations = report.escalations,
+                    "onboarding messages queued"
+                );
+                wake.notify_one();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the onboarding scheduler failed; retrying"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(options.schedule_every) => {}
+        }
+    }
+}
+
+async fn wait_for_empty_outbox(app: &Arc<App>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let app_ref = app.clone();
+        let pending =
+            tokio::task::spawn_blocking(move || app_ref.store().outbox_len().unwrap_or(0)).await.unwrap_or(0);
+        if pending == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tells systemd about a state change when it started us with a notify socket; a no-op otherwise.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Usage(format!("a worker task failed: {e}"))
+}
