@@ -3,7 +3,7 @@
 //! or refuses, never panics, and every message it would send fits Telegram's limit.
 #![no_main]
 
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
@@ -17,7 +17,7 @@ const STRANGER: i64 = 43;
 
 static ENGINE: LazyLock<(Engine, tempfile::TempDir)> = LazyLock::new(|| {
     let tmp = tempfile::tempdir().unwrap();
-    let mut app = App::open(Settings::lexical_only(tmp.path().join("data"))).unwrap();
+    let app = App::open(Settings::lexical_only(tmp.path().join("data"))).unwrap();
     let handbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/handbook/en/welcome.md");
     app.import(&ImportRequest { paths: vec![handbook], ..Default::default() }, &mut Quiet).unwrap();
     let invite = InviteRequest {
@@ -32,7 +32,7 @@ static ENGINE: LazyLock<(Engine, tempfile::TempDir)> = LazyLock::new(|| {
     let code = people::invite(app.store(), &invite, "FuzzBot", 1_790_000_000).unwrap().code;
     let settings =
         EngineSettings { questions_per_minute: 1_000_000, burst: 1_000_000, ..EngineSettings::default() };
-    let engine = Engine::new(Arc::new(RwLock::new(app)), settings, Arc::new(|| 1_790_000_000));
+    let engine = Engine::new(Arc::new(app), settings, Arc::new(|| 1_790_000_000));
     engine.handle(&Event::Text { from: sender(ADMIN), chat: ADMIN, text: format!("/start {code}") });
     (engine, tmp)
 });

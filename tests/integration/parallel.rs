@@ -236,3 +236,44 @@ fn a_question_goes_ahead_of_an_imports_passages_in_the_model() {
     let alone = sputnik::embed::Embedder::start(&settings.embed).unwrap().unwrap();
     assert_eq!(&*alone.embed_query("Where is the office?").unwrap(), &*during);
 }
+
+/// `sputnik import` through the running service's API (two long files): an employee's question
+/// asked meanwhile is answered before the import command returns.
+#[test]
+fn questions_are_answered_while_an_import_runs_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let employee = invite(&data, "Anna", &[]);
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for part in 0..2 {
+        let text =
+            long_policy(25).replace("# Travel rules in detail", &format!("# Travel rules, part {part}"));
+        std::fs::write(docs.join(format!("travel-{part}.md")), text).unwrap();
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = Server::start();
+    let bot = serve_with(sputnik_with_model(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
+    server.text(2002, "en", &format!("/start {employee}"));
+    server.wait_for(2002, 1);
+
+    let importing = {
+        let (data, docs, listen) = (data.clone(), docs.clone(), listen.clone());
+        std::thread::spawn(move || {
+            let output = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).arg("import").arg(&docs));
+            (output, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    server.text(2002, "en", "How do I get a laptop?");
+    let answer = server.wait_for(2002, 2)[1]["text"].as_str().unwrap().to_owned();
+    assert!(answer.contains("it-equipment"), "{answer}");
+    let answered = Instant::now();
+    let (output, imported) = importing.join().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("2 added"), "{}", stdout(&output));
+    assert!(answered < imported, "the import through the API finished before the question was answered");
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+}

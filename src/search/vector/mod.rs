@@ -28,13 +28,18 @@
 //! the answer floors use.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::RwLock;
 
 use hnsw_rs::anndists::dist::DistDot;
 use hnsw_rs::hnsw::Hnsw;
 
 use super::lexical::PUBLIC_GROUP;
 use crate::store::{DocumentId, DocumentRecord, Language, Store, StoreError};
+
+mod languages;
+mod shared;
+
+use languages::{LANGUAGES, language_slot};
+pub use shared::SharedVectors;
 
 /// HNSW parameters: neighbours per node, construction and search breadth.
 const HNSW_M: usize = 16;
@@ -43,11 +48,6 @@ const HNSW_EF_SEARCH: usize = 64;
 const HNSW_MAX_LAYERS: usize = 16;
 /// Rebuild when this share of rows are tombstones.
 const TOMBSTONE_REBUILD_RATIO: f64 = 0.2;
-/// Refresh the language centres (and every chunk's centred length) once a language's mean has
-/// moved this far (Euclidean) since they were taken; a chunk of a large collection moves it by
-/// about 1/n, so the refresh runs rarely while the error stays far below a score's precision.
-const CENTRE_TOLERANCE: f64 = 1e-4;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VectorHit {
     pub document: DocumentId,
@@ -59,13 +59,6 @@ pub struct VectorHit {
     pub cosine: f32,
     /// The cosine less the query's mean similarity to the chunk's language.
     pub margin: f32,
-}
-
-/// Languages whose chunks are balanced against each other, as row slots.
-const LANGUAGES: [Language; 2] = [Language::Ru, Language::En];
-
-fn language_slot(language: Language) -> u8 {
-    LANGUAGES.iter().position(|&l| l == language).expect("every language has a slot") as u8
 }
 
 #[derive(Debug, Clone)]
@@ -139,74 +132,6 @@ impl VectorIndex {
             centred_means: vec![vec![0.0; dimension]; LANGUAGES.len()],
             centred_lengths: Vec::new(),
         }
-    }
-
-    /// Ranks chunks of different languages more by what they say than by their language, at
-    /// `strength` (0: raw cosine; 1: fully balanced; see the module's documentation); for
-    /// multilingual models.
-    pub fn balance_languages(mut self, strength: f32) -> VectorIndex {
-        self.balance = strength.clamp(0.0, 1.0);
-        self.refresh_centres(true);
-        self
-    }
-
-    /// Each language's current mean vector (zeros for a language with no chunks).
-    fn current_means(&self) -> Vec<Vec<f64>> {
-        self.language_sums
-            .iter()
-            .map(|(sum, count)| {
-                sum.iter().map(|s| if *count == 0 { 0.0 } else { s / *count as f64 }).collect()
-            })
-            .collect()
-    }
-
-    /// Retakes the centres from the running means when they have moved past the tolerance (or
-    /// when `force`d), recomputing every chunk's centred length.
-    fn refresh_centres(&mut self, force: bool) {
-        let means = self.current_means();
-        let moved = means.iter().zip(&self.centred_means).any(|(now, then)| {
-            now.iter().zip(then).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt() > CENTRE_TOLERANCE
-        });
-        if !force && !moved {
-            return;
-        }
-        let alpha = f64::from(self.balance);
-        self.centres = means.iter().map(|mean| mean.iter().map(|m| (alpha * m) as f32).collect()).collect();
-        self.centred_means = means;
-        self.centred_lengths = (0..self.rows.len()).map(|row| self.centred_length(row)).collect();
-    }
-
-    /// `|p − centre(L)|` for a row, with the centres as they stand.
-    fn centred_length(&self, row: usize) -> f32 {
-        let centre = &self.centres[self.rows[row].language as usize];
-        let vector = &self.data[row * self.dimension..(row + 1) * self.dimension];
-        vector.iter().zip(centre).map(|(v, c)| (v - c) * (v - c)).sum::<f32>().sqrt().max(f32::EPSILON)
-    }
-
-    fn account(&mut self, row: usize, sign: f64) {
-        let (sum, count) = &mut self.language_sums[self.rows[row].language as usize];
-        for (s, v) in sum.iter_mut().zip(&self.data[row * self.dimension..(row + 1) * self.dimension]) {
-            *s += sign * f64::from(*v);
-        }
-        if sign > 0.0 {
-            *count += 1;
-        } else {
-            *count -= 1;
-        }
-    }
-
-    /// The query's mean similarity to each language's chunks.
-    fn language_means(&self, query: &[f32]) -> Vec<f32> {
-        self.language_sums
-            .iter()
-            .map(|(sum, count)| {
-                if *count == 0 {
-                    return 0.0;
-                }
-                let dot: f64 = sum.iter().zip(query).map(|(s, q)| s * f64::from(*q)).sum();
-                (dot / *count as f64) as f32
-            })
-            .collect()
     }
 
     /// Loads every embedding of the store's current model.
@@ -461,19 +386,6 @@ impl VectorIndex {
             .collect()
     }
 
-    /// The query less its language's centre, normalised. A question in a language the index holds
-    /// no chunks of is left as it is.
-    fn centre_query(&self, query: &[f32], language: Language) -> Vec<f32> {
-        let slot = language_slot(language) as usize;
-        if self.balance == 0.0 || self.language_sums[slot].1 == 0 {
-            return query.to_vec();
-        }
-        let mut centred: Vec<f32> = query.iter().zip(&self.centres[slot]).map(|(q, c)| q - c).collect();
-        let length = centred.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
-        centred.iter_mut().for_each(|x| *x /= length);
-        centred
-    }
-
     /// Exact top-k over permitted rows by `score(row, query·row)`, best first.
     fn scan(
         &self,
@@ -503,55 +415,6 @@ impl VectorIndex {
             best.into_iter().map(|std::cmp::Reverse((s, row))| (row, s.0)).collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out
-    }
-}
-
-/// The vector index as the service shares it. A search holds the read side for one scan, an
-/// import the write side for one in-memory update, a reindex for one swap — never across I/O
-/// or a model call, and never twice on one thread (every method takes and releases it).
-/// `None` inside: no dense leg (no model, or a model conflict).
-#[derive(Debug, Default)]
-pub struct SharedVectors(RwLock<Option<VectorIndex>>);
-
-impl SharedVectors {
-    pub fn new(index: Option<VectorIndex>) -> SharedVectors {
-        SharedVectors(RwLock::new(index))
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<VectorIndex>> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn is_present(&self) -> bool {
-        self.read().is_some()
-    }
-
-    /// [`VectorIndex::search`], or `None` without a vector index.
-    pub fn search(
-        &self,
-        query: &[f32],
-        language: Language,
-        groups: &[String],
-        limit: usize,
-    ) -> Option<Vec<VectorHit>> {
-        self.read().as_ref().map(|index| index.search(query, language, groups, limit))
-    }
-
-    /// Reads the index (if any) under the read side.
-    pub fn inspect<R>(&self, f: impl FnOnce(Option<&VectorIndex>) -> R) -> R {
-        f(self.read().as_ref())
-    }
-
-    /// Changes the index in memory under the write side; nothing happens without one.
-    pub fn update(&self, f: impl FnOnce(&mut VectorIndex)) {
-        if let Some(index) = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
-            f(index);
-        }
-    }
-
-    /// Swaps in an index built elsewhere (or none).
-    pub fn replace(&self, index: Option<VectorIndex>) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = index;
     }
 }
 
@@ -589,188 +452,4 @@ impl Ord for OrderedScore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Format, Language};
-
-    fn document(id: u64, groups: &[&str]) -> DocumentRecord {
-        DocumentRecord {
-            id: DocumentId(id),
-            root: "/".into(),
-            source: format!("{id}.md"),
-            title: String::new(),
-            language: Language::En,
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            content_hash: String::new(),
-            pipeline: String::new(),
-            format: Format::Markdown,
-            size: 0,
-            imported_at: 0,
-            updated_at: 0,
-            chunk_count: 1,
-        }
-    }
-
-    fn unit(seed: u64, dimension: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut v: Vec<f32> = (0..dimension)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((x >> 33) as f32 / u32::MAX as f32) - 0.25
-            })
-            .collect();
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.iter_mut().for_each(|a| *a /= norm);
-        v
-    }
-
-    fn index_with(limit: usize, docs: u64) -> VectorIndex {
-        let mut index = VectorIndex::new(16, limit);
-        for id in 1..=docs {
-            let groups: &[&str] = if id % 3 == 0 { &["board"] } else { &[] };
-            index.replace_document(&document(id, groups), &[(0, unit(id, 16))]);
-        }
-        index
-    }
-
-    #[test]
-    fn exact_scan_and_graph_agree_and_respect_groups() {
-        let exact = index_with(10_000, 600);
-        let graph = index_with(100, 600);
-        assert_eq!((exact.strategy(), graph.strategy()), (VectorStrategy::Exact, VectorStrategy::Hnsw));
-        for seed in [5u64, 77, 301] {
-            let query = unit(seed, 16);
-            let a = exact.search(&query, Language::En, &[], 5);
-            let b = graph.search(&query, Language::En, &[], 5);
-            assert_eq!(
-                a.iter().map(|h| h.document).collect::<Vec<_>>(),
-                b.iter().map(|h| h.document).collect::<Vec<_>>()
-            );
-            assert!(a.iter().all(|h| h.document.0 % 3 != 0), "board documents leaked");
-            assert_eq!(a[0].document, DocumentId(seed), "a vector is its own nearest neighbour");
-        }
-        let hits = exact.search(&unit(300, 16), Language::En, &["board".into()], 1);
-        assert_eq!(hits[0].document, DocumentId(300));
-        assert!((hits[0].score - 1.0).abs() < 1e-5);
-    }
-
-    #[test]
-    fn exact_scan_and_graph_agree_when_languages_are_balanced() {
-        let build = |limit: usize| {
-            let mut index = VectorIndex::new(16, limit).balance_languages(0.75);
-            for id in 1..=600u64 {
-                let mut record = document(id, &[]);
-                record.language = if id % 2 == 0 { Language::Ru } else { Language::En };
-                index.replace_document(&record, &[(0, unit(id, 16))]);
-            }
-            index
-        };
-        let (exact, graph) = (build(10_000), build(100));
-        for (seed, language) in [(5u64, Language::En), (78, Language::Ru), (301, Language::En)] {
-            let query = unit(seed, 16);
-            let a: Vec<_> = exact.search(&query, language, &[], 5).iter().map(|h| h.document).collect();
-            let b: Vec<_> = graph.search(&query, language, &[], 5).iter().map(|h| h.document).collect();
-            assert_eq!(a, b);
-            assert_eq!(a[0], DocumentId(seed), "a vector is still its own nearest neighbour");
-        }
-    }
-
-    fn normalised(v: Vec<f32>) -> Vec<f32> {
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / norm).collect()
-    }
-
-    fn centred_cosine(a: &[f32], b: &[f32], centre_a: &[f32], centre_b: &[f32], alpha: f32) -> f32 {
-        let a: Vec<f32> = a.iter().zip(centre_a).map(|(x, c)| x - alpha * c).collect();
-        let b: Vec<f32> = b.iter().zip(centre_b).map(|(x, c)| x - alpha * c).collect();
-        dot(&normalised(a), &normalised(b))
-    }
-
-    #[test]
-    fn balancing_ranks_by_the_cosine_of_centred_vectors_and_margins_are_against_the_mean() {
-        let mut russian = document(1, &[]);
-        russian.language = Language::Ru;
-        let mut russian_too = document(4, &[]);
-        russian_too.language = Language::Ru;
-        let vectors: Vec<(DocumentRecord, Vec<f32>)> = vec![
-            (russian, unit(1, 16)),
-            (document(2, &[]), unit(2, 16)),
-            (document(3, &[]), unit(3, 16)),
-            (russian_too, unit(4, 16)),
-        ];
-        let mean = |ids: &[usize]| -> Vec<f32> {
-            (0..16).map(|d| ids.iter().map(|&i| vectors[i].1[d]).sum::<f32>() / ids.len() as f32).collect()
-        };
-        let (ru_centre, en_centre) = (mean(&[0, 3]), mean(&[1, 2]));
-        let query = unit(7, 16);
-        for (strength, query_language) in [(0.0, Language::En), (0.5, Language::Ru), (1.0, Language::En)] {
-            let mut index = VectorIndex::new(16, 10_000).balance_languages(strength);
-            for (record, vector) in &vectors {
-                index.replace_document(record, &[(0, vector.clone())]);
-            }
-            let query_centre = if query_language == Language::Ru { &ru_centre } else { &en_centre };
-            let hits = index.search(&query, query_language, &[], 4);
-            assert_eq!(hits.len(), 4);
-            for hit in &hits {
-                let i = vectors.iter().position(|(d, _)| d.id == hit.document).unwrap();
-                let centre = if vectors[i].0.language == Language::Ru { &ru_centre } else { &en_centre };
-                let cosine = dot(&query, &vectors[i].1);
-                assert!((hit.cosine - cosine).abs() < 1e-5);
-                let expected = centred_cosine(&query, &vectors[i].1, query_centre, centre, strength);
-                assert!(
-                    (hit.score - expected).abs() < 1e-4,
-                    "strength {strength}: {} vs {expected}",
-                    hit.score
-                );
-                assert!((hit.margin - (cosine - dot(&query, centre))).abs() < 1e-5);
-            }
-            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ranked by the centred cosine");
-        }
-    }
-
-    #[test]
-    fn centring_meets_translations_that_the_raw_cosine_ranks_below_the_question_language() {
-        // Two languages, each with a large shared component, and topics as small components:
-        // the raw cosine prefers any chunk of the question's language, the centred one the topic.
-        let axis = |i: usize| -> Vec<f32> { (0..16).map(|d| if d == i { 1.0 } else { 0.0 }).collect() };
-        let mix = |parts: &[(usize, f32)]| -> Vec<f32> {
-            normalised((0..16).map(|d| parts.iter().map(|&(i, w)| w * axis(i)[d]).sum()).collect())
-        };
-        let (ru, en) = (0, 1);
-        // Russian chunks on topics 2..6, English ones on 8..11, and the only chunk on topic 7 is
-        // English (document 10).
-        let mut chunks: Vec<(Language, Vec<f32>)> = Vec::new();
-        chunks.extend((2..7).map(|topic| (Language::Ru, mix(&[(ru, 3.0), (topic, 1.0)]))));
-        chunks.extend((8..12).map(|topic| (Language::En, mix(&[(en, 3.0), (topic, 1.0)]))));
-        chunks.push((Language::En, mix(&[(en, 3.0), (7, 1.0)])));
-        let answer = DocumentId(chunks.len() as u64);
-        let build = |strength: f32| {
-            let mut index = VectorIndex::new(16, 10_000).balance_languages(strength);
-            for (i, (language, vector)) in chunks.iter().enumerate() {
-                let mut record = document(i as u64 + 1, &[]);
-                record.language = *language;
-                index.replace_document(&record, &[(0, vector.clone())]);
-            }
-            index
-        };
-        let question = mix(&[(ru, 3.0), (7, 1.0)]);
-        let raw = build(0.0).search(&question, Language::Ru, &[], 1);
-        assert_ne!(raw[0].document, answer, "the raw cosine prefers the question's language");
-        let centred = build(1.0).search(&question, Language::Ru, &[], 1);
-        assert_eq!(centred[0].document, answer);
-    }
-
-    #[test]
-    fn tombstones_hide_removed_vectors_and_compact() {
-        let mut index = index_with(10_000, 10);
-        index.remove_document(DocumentId(4));
-        assert!(
-            index.search(&unit(4, 16), Language::En, &[], 10).iter().all(|h| h.document != DocumentId(4))
-        );
-        assert_eq!(index.len(), 9);
-        index.remove_document(DocumentId(5));
-        // 2 of 10 rows are dead: compacted.
-        assert_eq!(index.tombstones(), 0);
-        assert_eq!(index.search(&unit(7, 16), Language::En, &[], 1)[0].document, DocumentId(7));
-    }
-}
+mod tests;
