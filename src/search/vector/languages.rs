@@ -38,6 +38,11 @@ impl VectorIndex {
     /// Retakes the centres from the running means when they have moved past the tolerance (or
     /// when `force`d), recomputing every chunk's centred length.
     pub(super) fn refresh_centres(&mut self, force: bool) {
+        // Unbalanced, the centres stay zero and each length is the vector's own (1): nothing to
+        // retake as the means move.
+        if self.balance == 0.0 && !force {
+            return;
+        }
         let means = self.current_means();
         let moved = means.iter().zip(&self.centred_means).any(|(now, then)| {
             now.iter().zip(then).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt() > CENTRE_TOLERANCE
