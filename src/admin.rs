@@ -5,12 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::Action;
-use crate::config::parse_duration_seconds;
 use crate::i18n::escape_html;
 use crate::onboarding::{self, Helpers, Plan};
 use crate::people::{self, CreatedInvite};
-use crate::store::{Assignment, Broadcast, DocumentRecord, Employee, EmployeeId, Recipient, Role};
+use crate::reply::Action;
+use crate::setting::parse_duration_seconds;
+use crate::store::{Assignment, Broadcast, ChatId, DocumentRecord, Employee, EmployeeId, Recipient, Role};
 use crate::{App, Error, Result};
 
 /// `users invite`: who to invite and for how long.
@@ -178,8 +178,7 @@ pub fn broadcast(app: &App, request: &BroadcastRequest, now: i64) -> Result<Queu
             crate::answer::TELEGRAM_MESSAGE_LIMIT
         )));
     }
-    let groups: Vec<String> =
-        request.groups.iter().map(|g| crate::search::normalize_group(g)).collect::<Result<_, _>>()?;
+    let groups = crate::access::parse_groups(&request.groups).map_err(crate::search::SearchError::from)?;
     let matches = |e: &Employee| {
         e.active
             && (groups.is_empty() || groups.iter().any(|g| e.groups.contains(g)))
@@ -191,7 +190,7 @@ pub fn broadcast(app: &App, request: &BroadcastRequest, now: i64) -> Result<Queu
     let mut unreachable = Vec::new();
     for employee in store.employees()?.into_iter().filter(matches) {
         match employee.telegram_id {
-            Some(chat) => recipients.push(Recipient { employee: employee.id, chat }),
+            Some(user) => recipients.push(Recipient { employee: employee.id, chat: ChatId::private(user) }),
             None => unreachable.push(employee.id),
         }
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::SearchMode;
+use crate::search::SearchMode;
 use crate::store::Role;
 
 /// Exit codes, documented in `--help` and the README.

@@ -22,8 +22,6 @@ pub enum Error {
     Search(#[from] SearchError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
-    #[error(transparent)]
-    Bot(#[from] crate::bot::BotError),
     /// The request itself is wrong: an unknown document, a malformed question file.
     #[error("{0}")]
     Usage(String),
@@ -39,7 +37,6 @@ impl Error {
             Error::Ingest(_) => true,
             Error::Search(e) => e.is_user_error(),
             Error::Embed(e) => e.is_user_error(),
-            Error::Bot(_) => true,
         }
     }
 }

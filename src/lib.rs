@@ -9,6 +9,7 @@
 //! ([`search::SharedLexical`], [`search::SharedVectors`]); writers (imports, removals, rebuilds)
 //! take turns on a mutex of their own and do their slow part — parsing, embedding — before it.
 
+pub mod access;
 pub mod admin;
 pub mod answer;
 pub mod bot;
@@ -18,16 +19,20 @@ pub mod commands;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod http;
 pub mod i18n;
 pub mod ingest;
+pub mod lang;
 pub mod llm;
 pub mod metrics;
 pub mod onboarding;
 pub mod people;
+pub mod reply;
 pub mod report;
 pub mod search;
 pub mod service;
+pub mod setting;
 pub mod store;
 
 use std::path::Path;
@@ -35,12 +40,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use serde::Serialize;
 
-use config::SearchMode;
 pub use config::Settings;
 use embed::{CacheStats, Embedder};
 pub use error::{Error, Result};
+use eval::{EvalQuestion, EvalReport};
 use ingest::{ImportObserver, ImportReport, ImportRequest, Indexes, Outcome};
-use search::eval::{EvalQuestion, EvalReport};
+use search::SearchMode;
 use search::lexical::IndexState;
 use search::vector::VectorStrategy;
 use search::{
@@ -262,8 +267,8 @@ impl App {
     ) -> Result<EvalReport> {
         let mode = mode.unwrap_or(self.settings.search.mode);
         let floors = self.answer_floors();
-        let answering = search::eval::Answering { settings: &self.settings.answer, floors: &floors };
-        search::eval::run(&self.retriever(), answering, questions, k, &normalize_groups(groups)?, mode)
+        let answering = eval::Answering { settings: &self.settings.answer, floors: &floors };
+        eval::run(&self.retriever(), answering, questions, k, &normalize_groups(groups)?, mode)
     }
 
     /// Rebuilds the full-text and vector indexes from the store; returns the number of chunks
@@ -422,15 +427,7 @@ pub fn refuse_foreign_data_dir(data_dir: &Path) -> Result<()> {
 }
 
 fn normalize_groups(groups: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(groups.len());
-    for group in groups {
-        let group = search::normalize_group(group)?;
-        if !out.contains(&group) {
-            out.push(group);
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(access::parse_groups(groups).map_err(search::SearchError::from)?)
 }
 
 fn file_size(path: &Path) -> u64 {

@@ -8,8 +8,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::i18n::message;
 use crate::search::analysis;
+use crate::setting::{Invalid, refuse};
 use crate::store::{DocumentId, Language, QuestionRecord};
 use crate::{App, Error};
+
+/// `[report]`: when admins get the weekly digest.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// The weekday admins get last week's digest in Telegram (at the start of working hours,
+    /// `onboarding.timezone`; the next working day if that day is off); "off" sends none.
+    pub weekly_digest: String,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings { weekly_digest: "monday".into() }
+    }
+}
+
+impl ReportSettings {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let digest = self.weekly_digest.trim();
+        if !digest.eq_ignore_ascii_case("off") && crate::onboarding::calendar::weekday(digest).is_none() {
+            return refuse(
+                "report.weekly_digest",
+                format!("{digest:?} is neither a weekday like \"monday\" nor \"off\""),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Two questions belong to one gap when they share at least this share of their words
 /// (stemmed, stop words dropped; Jaccard), or, with an embedding model, when their cosine
@@ -255,7 +284,11 @@ pub fn weekly_digest(app: &App, now: i64) -> Result<usize, Error> {
     let mut queued = 0;
     for (admin, chat) in admins {
         let html = digest_html(&report, admin.language.unwrap_or(Language::En), &calendar.default_zone);
-        let action = crate::chat::Action::Send { chat, html, buttons: Vec::new() };
+        let action = crate::reply::Action::Send {
+            chat: crate::store::ChatId::private(chat),
+            html,
+            buttons: Vec::new(),
+        };
         queued += usize::from(store.send_once(admin.id, &key, &[action], now)?);
     }
     Ok(queued)

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::{Clock, Engine, EngineSettings, system_clock};
-use crate::config::{Settings, parse_duration_seconds};
+use crate::config::Settings;
+use crate::setting::parse_duration_seconds;
 use crate::{App, Error};
 
 /// How the service keeps time; tests replace the clock to run weeks of schedule in seconds.
@@ -46,7 +47,8 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), Error> {
     let telegram = settings.telegram.clone();
-    let crate::bot::Connected { bot, poller, username } = crate::bot::connect(&telegram).await?;
+    let crate::bot::Connected { bot, poller, username } =
+        crate::bot::connect(&telegram).await.map_err(|e| Error::Usage(e.to_string()))?;
 
     let engine_settings = EngineSettings {
         questions_per_minute: settings.chat.questions_per_minute,

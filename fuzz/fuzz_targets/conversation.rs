@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
+use sputnik::store::ChatId;
 use sputnik::ingest::{ImportRequest, Quiet};
 use sputnik::people::{self, InviteRequest};
 use sputnik::store::Role;
@@ -33,7 +34,7 @@ static ENGINE: LazyLock<(Engine, tempfile::TempDir)> = LazyLock::new(|| {
     let settings =
         EngineSettings { questions_per_minute: 1_000_000, burst: 1_000_000, ..EngineSettings::default() };
     let engine = Engine::new(Arc::new(app), settings, Arc::new(|| 1_790_000_000));
-    engine.handle(&Event::Text { from: sender(ADMIN), chat: ADMIN, text: format!("/start {code}") });
+    engine.handle(&Event::Text { from: sender(ADMIN), chat: ChatId(ADMIN), text: format!("/start {code}") });
     (engine, tmp)
 });
 
@@ -50,9 +51,9 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest).into_owned();
     let user = if kind & 1 == 0 { ADMIN } else { STRANGER };
     let event = if kind & 2 == 0 {
-        Event::Text { from: sender(user), chat: user, text }
+        Event::Text { from: sender(user), chat: ChatId(user), text }
     } else {
-        Event::Button { from: sender(user), chat: user, message_id: 1, callback_id: "cb".into(), data: text }
+        Event::Button { from: sender(user), chat: ChatId(user), message_id: 1, callback_id: "cb".into(), data: text }
     };
     for action in ENGINE.0.handle(&event) {
         if let Action::Send { html, .. } | Action::Edit { html, .. } = &action {

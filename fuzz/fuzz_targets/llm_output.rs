@@ -28,9 +28,9 @@ fn balanced(html: &str) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let html = sputnik::llm::to_telegram_html(text);
+    let html = sputnik::answer::render::to_telegram_html(text);
     assert!(balanced(&html), "unbalanced or foreign tags: {html:?}");
-    let _ = sputnik::llm::check(text, 3);
-    let (_, cited) = sputnik::llm::keep_valid_markers(text, 3);
+    let _ = sputnik::answer::generate::check(text, 3);
+    let (_, cited) = sputnik::answer::generate::keep_valid_markers(text, 3);
     assert!(cited.iter().all(|n| (1..=3).contains(n)));
 });

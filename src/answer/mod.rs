@@ -7,15 +7,19 @@
 //! the semantic leg) is "not found": saying so honestly beats citing something unrelated.
 //! Output is Telegram HTML with every piece of document text escaped.
 
+pub mod generate;
+pub mod render;
+mod settings;
+
 use serde::Serialize;
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::config::AnswerSettings;
 use crate::embed::ModelProfile;
 use crate::i18n::{escape_html, message};
 use crate::search::analysis;
 use crate::search::{SearchHit, SearchOutcome};
 use crate::store::{DocumentId, Language};
+pub use settings::AnswerSettings;
 
 /// Telegram's limit for one message, in UTF-16 code units; we count characters, which is never
 /// more for the scripts we send, and keep a margin.
@@ -405,7 +409,7 @@ pub fn strip_tags(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SearchMode;
+    use crate::search::SearchMode;
 
     fn hit(text: &str, lexical: Option<f32>, dense: Option<f32>, id: u64) -> SearchHit {
         SearchHit {

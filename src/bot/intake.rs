@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::prelude::Requester;
-use teloxide::types::{AllowedUpdate, ChatAction, ChatId, MaybeInaccessibleMessage, Update, UpdateKind};
+use teloxide::types::{AllowedUpdate, ChatAction, MaybeInaccessibleMessage, Update, UpdateKind};
 use teloxide::{Bot, RequestError};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::App;
-use crate::chat::{Action, Engine, Event, Origin, Sender};
+use crate::chat::{Engine, Event, Origin, Sender};
+use crate::reply::Action;
 
 /// Updates handled at once across chats; each holds a blocking thread while it runs (a model
 /// call waits on one), so this bounds threads, not cores.
@@ -259,7 +260,7 @@ async fn handle(context: &Context, id: u64, update: Update) {
     };
     if let Some(Event::Text { chat, .. }) = &event {
         // Best effort and not queued: "typing…" is only useful right now.
-        let _ = bot.send_chat_action(ChatId(*chat), ChatAction::Typing).await;
+        let _ = bot.send_chat_action(super::tg(*chat), ChatAction::Typing).await;
     }
     let (engine, app) = (engine.clone(), app.clone());
     let handled = tokio::task::spawn_blocking(move || {
@@ -283,13 +284,13 @@ async fn handle(context: &Context, id: u64, update: Update) {
 }
 
 /// A document sent in a private chat, with its sender.
-fn document_of(update: &Update) -> Option<(Sender, i64, teloxide::types::Document)> {
+fn document_of(update: &Update) -> Option<(Sender, crate::store::ChatId, teloxide::types::Document)> {
     let UpdateKind::Message(message) = &update.kind else { return None };
     if !message.chat.is_private() {
         return None;
     }
     let document = message.document()?.clone();
-    Some((sender_of(message.from.as_ref()?), message.chat.id.0, document))
+    Some((sender_of(message.from.as_ref()?), crate::store::ChatId(message.chat.id.0), document))
 }
 
 /// Downloads a document the engine admits (admins only, within the size limit); refusals
@@ -298,7 +299,7 @@ async fn receive_document(
     bot: &Bot,
     engine: &Arc<Engine>,
     from: Sender,
-    chat: i64,
+    chat: crate::store::ChatId,
     document: teloxide::types::Document,
 ) -> Option<Result<Event, Vec<Action>>> {
     use teloxide::net::Download;
@@ -341,14 +342,14 @@ fn to_event(update: &Update) -> Option<Event> {
             let user = message.from.as_ref()?;
             // Stickers, photos and the like carry no question: the engine asks for words.
             let text = message.text().or(message.caption()).unwrap_or_default().to_owned();
-            Some(Event::Text { from: sender_of(user), chat: message.chat.id.0, text })
+            Some(Event::Text { from: sender_of(user), chat: crate::store::ChatId(message.chat.id.0), text })
         }
         UpdateKind::CallbackQuery(query) => {
             let message = query.message.as_ref()?;
-            let chat = match message {
+            let chat = crate::store::ChatId(match message {
                 MaybeInaccessibleMessage::Regular(m) => m.chat.id.0,
                 MaybeInaccessibleMessage::Inaccessible(m) => m.chat.id.0,
-            };
+            });
             Some(Event::Button {
                 from: sender_of(&query.from),
                 chat,

@@ -1,6 +1,6 @@
 //! The Telegram adapter: long polling in, outbox out. It only translates — updates become
 //! engine [`Event`](crate::chat::Event)s, the engine's [`Action`](crate::chat::Action)s become Bot
-//! API calls — and keeps the delivery promises (the service itself runs in `crate::service`):
+//! API calls — and keeps the delivery promises (the service itself is run by the `service` module):
 //! - an update is handled once: it is kept in the store's inbox before Telegram is told it
 //!   arrived, and leaves the inbox in the transaction that queues its replies
 //!   (`Store::commit_update`); chats are handled in parallel, each chat's updates in order
@@ -14,6 +14,8 @@
 
 mod intake;
 mod sender;
+mod settings;
+pub use settings::TelegramSettings;
 
 pub(crate) use intake::run as receive;
 pub(crate) use sender::{Limits, run as deliver};
@@ -26,8 +28,9 @@ use teloxide::prelude::Requester;
 use teloxide::types::{BotCommand, BotCommandScope, ChatId, Recipient};
 use teloxide::{Bot, RequestError};
 
+use crate::App;
+use crate::chat::Command;
 use crate::store::{Language, Role};
-use crate::{App, Error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
@@ -46,39 +49,8 @@ pub enum BotError {
 
 /// Command menus in both languages, and the admin menu for each admin's chat.
 pub(crate) async fn publish_commands(bot: &Bot, app: &Arc<App>) -> Result<(), RequestError> {
-    let menu = |language: Language, admin: bool| {
-        let ru = language == Language::Ru;
-        let mut commands = vec![
-            BotCommand::new("help", if ru { "Что умеет помощник" } else { "What the assistant can do" }),
-            BotCommand::new("plan", if ru { "Мой план онбординга" } else { "My onboarding plan" }),
-            BotCommand::new(
-                "sources",
-                if ru {
-                    "Источники последнего ответа"
-                } else {
-                    "Sources of the last answer"
-                },
-            ),
-            BotCommand::new(
-                "lang",
-                if ru { "Язык: /lang ru или /lang en" } else { "Language: /lang ru or /lang en" },
-            ),
-        ];
-        if admin {
-            commands.push(BotCommand::new(
-                "stats",
-                if ru { "Статистика базы знаний" } else { "Knowledge base figures" },
-            ));
-            commands.push(BotCommand::new(
-                "invite",
-                if ru {
-                    "Пригласить: /invite Имя; Отдел"
-                } else {
-                    "Invite: /invite Name; Department"
-                },
-            ));
-        }
-        commands
+    let menu = |language: Language, admin: bool| -> Vec<BotCommand> {
+        Command::menu(admin).map(|c| BotCommand::new(c.name(), c.description(language))).collect()
     };
     bot.set_my_commands(menu(Language::En, false)).await?;
     bot.set_my_commands(menu(Language::Ru, false)).language_code("ru").await?;
@@ -105,6 +77,11 @@ pub(crate) async fn publish_commands(bot: &Bot, app: &Arc<App>) -> Result<(), Re
     Ok(())
 }
 
+/// Our chat id as teloxide's.
+pub(crate) fn tg(chat: crate::store::ChatId) -> ChatId {
+    ChatId(chat.0)
+}
+
 /// A bot that Telegram answered: one client for requests, one for the long poll (which may take
 /// its wait on top of the request timeout), and the bot's username.
 pub(crate) struct Connected {
@@ -114,9 +91,9 @@ pub(crate) struct Connected {
 }
 
 /// Checks the settings and asks Telegram who the bot is.
-pub(crate) async fn connect(telegram: &crate::config::TelegramSettings) -> Result<Connected, Error> {
+pub(crate) async fn connect(telegram: &TelegramSettings) -> Result<Connected, BotError> {
     if telegram.bot_token.is_empty() {
-        return Err(Error::Bot(BotError::NoToken));
+        return Err(BotError::NoToken);
     }
     let api_url: url::Url = telegram.api_url.parse().map_err(|e: url::ParseError| BotError::BadApiUrl {
         url: telegram.api_url.clone(),
@@ -140,9 +117,9 @@ pub(crate) async fn connect(telegram: &crate::config::TelegramSettings) -> Resul
     .set_api_url(api_url);
     let me = match bot.get_me().await {
         Ok(me) => me,
-        Err(RequestError::Api(e)) => return Err(BotError::Unauthorized(e.to_string()).into()),
+        Err(RequestError::Api(e)) => return Err(BotError::Unauthorized(e.to_string())),
         Err(e) => {
-            return Err(BotError::Unreachable { url: telegram.api_url.clone(), reason: e.to_string() }.into());
+            return Err(BotError::Unreachable { url: telegram.api_url.clone(), reason: e.to_string() });
         }
     };
     let username = me.user.username.clone().unwrap_or_default();

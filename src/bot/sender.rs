@@ -14,14 +14,15 @@ use teloxide::payloads::{
     AnswerCallbackQuerySetters, EditMessageReplyMarkupSetters, EditMessageTextSetters, SendMessageSetters,
 };
 use teloxide::prelude::Requester;
-use teloxide::types::{
-    CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode,
-};
+use teloxide::types::{CallbackQueryId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode};
 use teloxide::{Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
+use super::tg;
 use crate::App;
-use crate::chat::{Action, InlineButton};
+use crate::answer::generate;
+use crate::reply::{Action, InlineButton};
+use crate::store::ChatId;
 
 /// How fast messages may go out.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,7 @@ pub(crate) async fn run(
     let burst = NonZeroU32::new((limits.per_second / 10).max(1)).expect("at least one");
     let global: Arc<DefaultDirectRateLimiter> =
         Arc::new(governor::RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)));
-    let per_chat: Arc<DefaultKeyedRateLimiter<i64>> = Arc::new(governor::RateLimiter::keyed(
+    let per_chat: Arc<DefaultKeyedRateLimiter<ChatId>> = Arc::new(governor::RateLimiter::keyed(
         Quota::with_period(limits.per_chat_interval.max(Duration::from_millis(1)))
             .expect("a positive period"),
     ));
@@ -79,7 +80,7 @@ pub(crate) async fn run(
         }
         // Order matters within a chat only: each chat's items go out in sequence, chats in
         // parallel, so one slow conversation never holds up the others.
-        let mut by_chat: BTreeMap<i64, Vec<(u64, Action)>> = BTreeMap::new();
+        let mut by_chat: BTreeMap<ChatId, Vec<(u64, Action)>> = BTreeMap::new();
         for (id, action) in batch {
             by_chat.entry(chat_of(&action)).or_default().push((id, action));
         }
@@ -134,7 +135,7 @@ pub(crate) async fn run(
     }
 }
 
-fn chat_of(action: &Action) -> i64 {
+fn chat_of(action: &Action) -> ChatId {
     match action {
         Action::Typing { chat }
         | Action::Send { chat, .. }
@@ -143,7 +144,7 @@ fn chat_of(action: &Action) -> i64 {
         | Action::EditButtons { chat, .. } => *chat,
         Action::Generate(generation) => generation.chat,
         // Button answers are not chat messages; group them on their own.
-        Action::AnswerButton { .. } => 0,
+        Action::AnswerButton { .. } => ChatId(0),
     }
 }
 
@@ -167,26 +168,26 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
     loop {
         let result = match action {
             Action::Typing { chat } => {
-                bot.send_chat_action(ChatId(*chat), teloxide::types::ChatAction::Typing).await.map(|_| ())
+                bot.send_chat_action(tg(*chat), teloxide::types::ChatAction::Typing).await.map(|_| ())
             }
             Action::Send { chat, html, buttons } => {
-                let mut request = bot.send_message(ChatId(*chat), html.clone()).parse_mode(ParseMode::Html);
+                let mut request = bot.send_message(tg(*chat), html.clone()).parse_mode(ParseMode::Html);
                 if !buttons.is_empty() {
                     request = request.reply_markup(keyboard(buttons));
                 }
                 request.await.map(|_| ())
             }
             Action::Broadcast { chat, html, .. } => {
-                bot.send_message(ChatId(*chat), html.clone()).parse_mode(ParseMode::Html).await.map(|_| ())
+                bot.send_message(tg(*chat), html.clone()).parse_mode(ParseMode::Html).await.map(|_| ())
             }
             Action::Edit { chat, message_id, html, buttons } => bot
-                .edit_message_text(ChatId(*chat), MessageId(*message_id), html.clone())
+                .edit_message_text(tg(*chat), MessageId(*message_id), html.clone())
                 .parse_mode(ParseMode::Html)
                 .reply_markup(keyboard(buttons))
                 .await
                 .map(|_| ()),
             Action::EditButtons { chat, message_id, buttons } => bot
-                .edit_message_reply_markup(ChatId(*chat), MessageId(*message_id))
+                .edit_message_reply_markup(tg(*chat), MessageId(*message_id))
                 .reply_markup(keyboard(buttons))
                 .await
                 .map(|_| ()),
@@ -202,7 +203,7 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
                 let mut result = Ok(());
                 for part in &generation.fallback {
                     result = bot
-                        .send_message(ChatId(generation.chat), part.clone())
+                        .send_message(tg(generation.chat), part.clone())
                         .parse_mode(ParseMode::Html)
                         .await
                         .map(|_| ());
@@ -239,7 +240,7 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
             }
             Err(e) => {
                 crate::metrics::telegram_error("refused");
-                tracing::error!(error = %e, chat = chat_of(action), "Telegram refused a message; dropping it");
+                tracing::error!(error = %e, chat = chat_of(action).0, "Telegram refused a message; dropping it");
                 return Delivery::Refused;
             }
         }
@@ -254,8 +255,8 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
 async fn generate(
     bot: &Bot,
     llm: Option<&crate::llm::Client>,
-    generation: &crate::llm::Generation,
-    per_chat: &DefaultKeyedRateLimiter<i64>,
+    generation: &crate::reply::Generation,
+    per_chat: &DefaultKeyedRateLimiter<ChatId>,
     global: &DefaultDirectRateLimiter,
 ) -> Delivery {
     let chat = generation.chat;
@@ -265,7 +266,9 @@ async fn generate(
             let started = std::time::Instant::now();
             let interval = Duration::from_millis(llm.settings().edit_interval_ms);
             let (text_tx, mut text_rx) = tokio::sync::watch::channel(String::new());
-            let stream = llm.stream(&generation.request, move |text| {
+            let messages = generate::answer_messages(&generation.request);
+            let timeout = Duration::from_secs(llm.settings().timeout_seconds);
+            let stream = llm.stream(&messages, timeout, move |text| {
                 let _ = text_tx.send(text.to_owned());
             });
             tokio::pin!(stream);
@@ -283,20 +286,20 @@ async fn generate(
                     }
                 }
                 let text = text_rx.borrow_and_update().clone();
-                if text.trim().is_empty() || text.trim().starts_with(crate::llm::NO_ANSWER) {
+                if text.trim().is_empty() || text.trim().starts_with(generate::NO_ANSWER) {
                     continue;
                 }
-                let html = crate::llm::partial_html(&text);
+                let html = generate::partial_html(&text);
                 per_chat.until_key_ready(&chat).await;
                 global.until_ready().await;
                 let shown = match message {
                     None => bot
-                        .send_message(ChatId(chat), html)
+                        .send_message(tg(chat), html)
                         .parse_mode(ParseMode::Html)
                         .await
                         .map(|sent| message = Some(sent.id)),
                     Some(id) => bot
-                        .edit_message_text(ChatId(chat), id, html)
+                        .edit_message_text(tg(chat), id, html)
                         .parse_mode(ParseMode::Html)
                         .await
                         .map(|_| ()),
@@ -310,7 +313,7 @@ async fn generate(
             };
             crate::metrics::llm_time(started.elapsed().as_secs_f64());
             match result {
-                Ok(text) => crate::llm::final_parts(generation, &text).map(|parts| (parts, message)),
+                Ok(text) => generate::final_parts(generation, &text).map(|parts| (parts, message)),
                 Err(e) => Err(e),
             }
             .map_err(|e| (e, message))

@@ -8,8 +8,9 @@ use super::open_existing;
 use crate::answer::strip_tags;
 use crate::chat::{Action, Engine, EngineSettings, Event, InlineButton, Origin, Sender, system_clock};
 use crate::cli::{ChatArgs, exit};
-use crate::config::{Settings, parse_duration_seconds};
-use crate::store::{EmployeeId, Language, NewEmployee, Role};
+use crate::config::Settings;
+use crate::setting::parse_duration_seconds;
+use crate::store::{ChatId, EmployeeId, Language, NewEmployee, Role};
 use crate::{App, Error};
 
 /// Name of the local admin `sputnik chat` talks as when no `--as` is given.
@@ -74,12 +75,12 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
         let event = match line.strip_prefix('/').and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if n >= 1 && n <= buttons.len() => Event::Button {
                 from: sender.clone(),
-                chat: 0,
+                chat: ChatId(0),
                 message_id,
                 callback_id: format!("terminal-{message_id}"),
                 data: buttons[n - 1].data.clone(),
             },
-            _ => Event::Text { from: sender.clone(), chat: 0, text: line.to_owned() },
+            _ => Event::Text { from: sender.clone(), chat: ChatId(0), text: line.to_owned() },
         };
         for action in engine.handle(&event) {
             match action {
@@ -120,12 +121,17 @@ pub(super) fn run(settings: Settings, args: ChatArgs) -> anyhow::Result<i32> {
 /// Streams a generated answer into the terminal (the text as it comes, on one line, dimmed
 /// when interactive), then returns the finished answer's HTML — or the extractive one when the
 /// model fails, with the reason on stderr.
-fn generate_in_terminal(generation: &crate::llm::Generation, out: &mut impl Write) -> anyhow::Result<String> {
+fn generate_in_terminal(
+    generation: &crate::reply::Generation,
+    out: &mut impl Write,
+) -> anyhow::Result<String> {
     let Some(client) = GENERATOR.get().cloned().flatten() else {
         return Ok(generation.fallback.join("\n"));
     };
     let mut shown = 0usize;
-    let streamed = crate::llm::block_on(client.stream(&generation.request, |text| {
+    let messages = crate::answer::generate::answer_messages(&generation.request);
+    let timeout = std::time::Duration::from_secs(client.settings().timeout_seconds);
+    let streamed = crate::llm::block_on(client.stream(&messages, timeout, |text| {
         let new: String = text.chars().skip(shown).collect();
         shown = text.chars().count();
         let _ = write!(out, "{new}");
@@ -134,7 +140,7 @@ fn generate_in_terminal(generation: &crate::llm::Generation, out: &mut impl Writ
     if shown > 0 {
         writeln!(out, "\n")?;
     }
-    match streamed.and_then(|text| crate::llm::final_parts(generation, &text)) {
+    match streamed.and_then(|text| crate::answer::generate::final_parts(generation, &text)) {
         Ok(parts) => {
             crate::metrics::llm_answer("generated");
             Ok(parts.join("\n"))

@@ -139,7 +139,7 @@ fn bot_token(settings: &Settings, offline: bool) -> Check {
         ),
         Ok(Err(e)) => Check::fail(
             NAME,
-            crate::config::mask_secrets(
+            crate::setting::mask_secrets(
                 &format!("cannot reach {}: {}", telegram.api_url, e),
                 &[telegram.bot_token.expose().to_owned()],
             ),
@@ -148,7 +148,7 @@ fn bot_token(settings: &Settings, offline: bool) -> Check {
         ),
         Err(_) => Check::fail(
             NAME,
-            crate::config::mask_secrets(
+            crate::setting::mask_secrets(
                 &format!("{} did not answer within 20 s", telegram.api_url),
                 &[telegram.bot_token.expose().to_owned()],
             ),

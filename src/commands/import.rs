@@ -46,9 +46,8 @@ fn import_through(
     request: &ImportRequest,
     observer: &mut dyn ImportObserver,
 ) -> anyhow::Result<ImportReport> {
-    for group in &request.groups {
-        crate::search::normalize_group(group).map_err(crate::Error::from)?;
-    }
+    crate::access::parse_groups(&request.groups)
+        .map_err(|e| crate::Error::from(crate::search::SearchError::from(e)))?;
     let discovery = ingest::discover_request(&settings.ingest, request).map_err(crate::Error::from)?;
     let removals: Vec<Stale> = if request.sync {
         let present: Vec<(&str, &str)> =

@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCommand::Check(output)) => config_check(&loaded, output.json),
         Command::Import(args) => import::run(settings, args),
         Command::Search(args) => search::run(settings, args),
-        Command::Eval(args) => search::eval(settings, args),
+        Command::Eval(args) => search::evaluate(settings, args),
         Command::Docs(command) => docs::run(settings, command),
         Command::Users(command) => users::run(settings, command),
         Command::Plans(command) => onboarding::plans(settings, command),

@@ -5,8 +5,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 
 use super::print_json;
 use crate::cli::{ReportArgs, ReportFormat, exit};
-use crate::config::{Settings, parse_duration_seconds};
+use crate::config::Settings;
 use crate::report::{self, Report};
+use crate::setting::parse_duration_seconds;
 
 pub(super) fn run(settings: Settings, args: ReportArgs) -> anyhow::Result<i32> {
     let window = parse_duration_seconds(&args.since).map_err(crate::Error::Usage)?;

@@ -4,10 +4,10 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use super::{highlight_marks, open_existing, print_json};
 use crate::cli::{EvalArgs, SearchArgs, exit};
-use crate::config::SearchMode;
 use crate::config::Settings;
+use crate::eval;
+use crate::search::SearchMode;
 use crate::search::SearchRequest;
-use crate::search::eval;
 
 pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
     let k = args.k.unwrap_or(settings.search.default_k);
@@ -45,10 +45,10 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
         println!("{}. {}", hit.rank, super::printable(&citation));
         let legs = match (hit.lexical_rank, hit.dense_rank) {
             (Some(l), Some(d)) => format!(" (full-text #{l}, semantic #{d})"),
-            (Some(l), None) if outcome.mode != crate::config::SearchMode::Lexical => {
+            (Some(l), None) if outcome.mode != SearchMode::Lexical => {
                 format!(" (full-text #{l})")
             }
-            (None, Some(d)) if outcome.mode != crate::config::SearchMode::Dense => {
+            (None, Some(d)) if outcome.mode != SearchMode::Dense => {
                 format!(" (semantic #{d})")
             }
             _ => String::new(),
@@ -62,7 +62,7 @@ pub(super) fn run(settings: Settings, args: SearchArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-pub(super) fn eval(settings: Settings, args: EvalArgs) -> anyhow::Result<i32> {
+pub(super) fn evaluate(settings: Settings, args: EvalArgs) -> anyhow::Result<i32> {
     if args.k == 0 || args.k > 100 {
         return Err(crate::Error::Usage("--k must be between 1 and 100".into()).into());
     }

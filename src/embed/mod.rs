@@ -12,6 +12,7 @@
 mod bert;
 pub mod profile;
 mod quantized;
+mod settings;
 mod tokens;
 mod unigram;
 
@@ -23,8 +24,9 @@ use std::thread::JoinHandle;
 
 use lru::LruCache;
 
-use crate::config::EmbedSettings;
 pub use profile::ModelProfile;
+pub use settings::EmbedSettings;
+pub use tokens::estimate_tokens;
 
 /// Most tokens (batch size × longest text) one forward pass may hold; bounds peak memory.
 const BATCH_TOKEN_BUDGET: usize = 8192;

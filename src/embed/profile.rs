@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn the_default_model_is_multilingual_with_prefixes_and_512_tokens() {
-        let name = crate::config::EmbedSettings::default().model;
+        let name = crate::embed::EmbedSettings::default().model;
         let profile = ModelProfile::named(&name).unwrap();
         assert_eq!(profile.name, "multilingual-e5-small");
         assert_eq!((profile.dimension, profile.max_tokens), (384, 512));

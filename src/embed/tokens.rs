@@ -74,9 +74,9 @@ impl ModelTokenizer {
     /// How many pieces `text` becomes, without the special tokens and without truncation.
     pub fn count(&self, text: &str) -> usize {
         match self {
-            ModelTokenizer::Hf(tokenizer) => tokenizer
-                .encode_fast(text, false)
-                .map_or_else(|_| crate::ingest::chunk::estimate_tokens(text), |e| e.len()),
+            ModelTokenizer::Hf(tokenizer) => {
+                tokenizer.encode_fast(text, false).map_or_else(|_| estimate_tokens(text), |e| e.len())
+            }
             ModelTokenizer::Unigram { tokenizer, .. } => tokenizer.pieces(text).len(),
         }
     }
@@ -149,4 +149,11 @@ pub(super) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<V
     let mean = summed.broadcast_div(&counts)?;
     let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
     mean.broadcast_div(&norms)?.to_vec2::<f32>()
+}
+
+/// Estimated model tokens in `text` from its words, for when no tokenizer is at hand (a
+/// knowledge base without a model, or text the tokenizer refuses).
+pub fn estimate_tokens(text: &str) -> usize {
+    let words = text.split_whitespace().count();
+    (words * 4).div_ceil(3)
 }

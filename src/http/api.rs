@@ -365,7 +365,7 @@ fn thirty_days() -> String {
 
 async fn report(State(api): State<Api>, Query(since): Query<Since>) -> Response {
     blocking(move || {
-        let window = crate::config::parse_duration_seconds(&since.since).map_err(Error::Usage)?;
+        let window = crate::setting::parse_duration_seconds(&since.since).map_err(Error::Usage)?;
         let app = api.app;
         let now = jiff::Timestamp::now().as_second();
         crate::report::build(&app, now - window, now + 1)

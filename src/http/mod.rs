@@ -8,6 +8,8 @@
 //! request head within [`HEADER_TIMEOUT`] (idle keep-alive, half-sent) is closed.
 
 pub mod api;
+mod settings;
+pub use settings::HttpSettings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -206,7 +208,7 @@ async fn keep_readiness_current(
 /// The model files' (size, modification time) and whether they matched their checksums; the
 /// files are hashed again only when those change.
 fn model_files_state(
-    settings: &crate::config::EmbedSettings,
+    settings: &crate::embed::EmbedSettings,
     previous: Option<ModelFilesState>,
 ) -> ModelFilesState {
     let Some(profile) = crate::embed::ModelProfile::named(settings.model.trim()) else {

@@ -12,6 +12,7 @@
 use unicode_segmentation::UnicodeSegmentation;
 
 use super::parse::ParsedDocument;
+use crate::embed::estimate_tokens;
 use crate::store::ChunkRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +50,6 @@ impl TokenCounter for crate::embed::Embedder {
     fn name(&self) -> &str {
         &self.profile().name
     }
-}
-
-/// Estimated model tokens in `text`.
-pub fn estimate_tokens(text: &str) -> usize {
-    let words = text.split_whitespace().count();
-    (words * 4).div_ceil(3)
 }
 
 /// Splits a parsed document into chunks. `start`/`end` are byte offsets into the document's

@@ -1,30 +1,16 @@
-//! Generated answers from any OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, a
-//! hosted API), grounded in the passages retrieval found and citing them by number.
-//!
-//! What is sent (docs/llm.md says the same to admins): the system instructions below, the
-//! numbered passages the employee may see (title › section, file, text), and the question; for
-//! a follow-up, first the employee's few previous questions of the last minutes, to rewrite it
-//! into a standalone search query. Never names, ids or anything else about the employee.
-//!
-//! Whatever comes back is checked: citation markers `[n]` must name a passage (others are
-//! dropped), an answer citing nothing or saying it cannot answer is refused, and the text is
-//! rendered to the subset of HTML Telegram accepts. Any failure (timeout, HTTP error, refusal)
-//! leaves the extractive answer, which is always computed first.
+//! The client of any OpenAI-compatible chat completions endpoint (vLLM, llama.cpp server,
+//! Ollama, a hosted API): whole completions and streamed ones, each within a deadline, and the
+//! rule that keeps the endpoint on the local network. What is asked and how the answer is
+//! checked belongs to `answer::generate`.
 
-pub mod render;
+mod settings;
 
 use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::LlmSettings;
-use crate::store::Language;
-
-pub use render::to_telegram_html;
-
-/// What the model is told to say when the passages do not answer the question.
-pub const NO_ANSWER: &str = "NO_ANSWER";
+pub use settings::LlmSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -59,188 +45,16 @@ impl LlmError {
     }
 }
 
-/// One passage as the model sees it: `[number] citation (source)` and its text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Passage {
-    pub number: usize,
-    pub citation: String,
-    pub source: String,
-    pub text: String,
-}
-
-/// Everything a generated answer is made from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenerationRequest {
-    pub question: String,
-    pub language: Language,
-    pub passages: Vec<Passage>,
-}
-
-/// A generated answer to deliver: what to ask the model, and the extractive answer to send
-/// instead if that fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Generation {
-    pub chat: i64,
-    pub request: GenerationRequest,
-    /// The extractive answer, split into messages.
-    pub fallback: Vec<String>,
-    /// Each passage's line in the sources list, by number.
-    pub sources: Vec<(usize, String)>,
-    /// "Sources:" in the employee's language.
-    pub sources_heading: String,
-    /// Under the last message (👍 / 👎).
-    pub buttons: Vec<crate::chat::InlineButton>,
-}
-
-/// The finished answer as Telegram messages: the model's text with valid citations, rendered,
-/// then the sources it cites. `Err` when the answer must not be used.
-pub fn final_parts(generation: &Generation, text: &str) -> Result<Vec<String>, LlmError> {
-    // Passages are numbered 1..=n, as the extractive answer numbered its sources.
-    let passages = generation.request.passages.iter().map(|p| p.number).max().unwrap_or(0);
-    let checked = check(text, passages)?;
-    let mut html = to_telegram_html(&checked.text);
-    html.push_str(&format!("\n\n<b>{}</b>\n", generation.sources_heading));
-    let lines: Vec<&str> = generation
-        .sources
-        .iter()
-        .filter(|(number, _)| checked.cited.contains(number))
-        .map(|(_, line)| line.as_str())
-        .collect();
-    html.push_str(&lines.join("\n"));
-    Ok(crate::answer::split_message(&html, crate::answer::TELEGRAM_MESSAGE_LIMIT))
-}
-
-/// What a message shows while the answer is still being written.
-pub fn partial_html(text: &str) -> String {
-    let mut html = to_telegram_html(text);
-    html.push_str(" …");
-    let limit = crate::answer::TELEGRAM_MESSAGE_LIMIT;
-    if html.chars().count() > limit {
-        // Shown in full at the end; meanwhile the beginning is enough.
-        return crate::answer::split_message(&html, limit).into_iter().next().unwrap_or_default();
-    }
-    html
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
 }
 
-fn message(role: &str, content: String) -> ChatMessage {
-    ChatMessage { role: role.to_owned(), content }
-}
-
-fn language_name(language: Language) -> &'static str {
-    match language {
-        Language::Ru => "Russian",
-        Language::En => "English",
+impl ChatMessage {
+    pub fn new(role: &str, content: String) -> ChatMessage {
+        ChatMessage { role: role.to_owned(), content }
     }
-}
-
-/// The grounded prompt: instructions, numbered passages, the question.
-pub fn answer_messages(request: &GenerationRequest) -> Vec<ChatMessage> {
-    let language = language_name(request.language);
-    let system = format!(
-        "You are the company's assistant for employees. Answer the question using only the numbered \
-         passages from the company's documents. After each statement put the number of the passage it \
-         comes from in square brackets, like [1] or [2][3]; cite no other numbers. Answer in {language}, \
-         even when the passages are in another language. Be brief: a few sentences or a short list. \
-         If the passages do not answer the question, reply with exactly {NO_ANSWER} and nothing else."
-    );
-    let mut user = String::from("Passages:\n\n");
-    for passage in &request.passages {
-        user.push_str(&format!(
-            "[{}] {} ({})\n{}\n\n",
-            passage.number, passage.citation, passage.source, passage.text
-        ));
-    }
-    user.push_str(&format!("Question: {}", request.question));
-    vec![message("system", system), message("user", user)]
-}
-
-/// Marks the request that rewrites a follow-up; the answer is a search query, not an answer.
-pub const REWRITE_INSTRUCTION: &str = "Rewrite the employee's last question as one standalone search query";
-
-/// The prompt that turns a follow-up ("and for managers?") into a standalone search query.
-pub fn rewrite_messages(previous: &[String], question: &str) -> Vec<ChatMessage> {
-    let system = format!(
-        "{REWRITE_INSTRUCTION} for the company's documents, using the earlier questions for context. \
-         Keep its language. Reply with the query only, no quotes, no explanation."
-    );
-    let mut user = String::from("Earlier questions:\n");
-    for earlier in previous {
-        user.push_str(&format!("- {earlier}\n"));
-    }
-    user.push_str(&format!("\nLast question: {question}"));
-    vec![message("system", system), message("user", user)]
-}
-
-/// A checked answer: the text with only valid citation markers, and the passages it cites.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Checked {
-    pub text: String,
-    pub cited: Vec<usize>,
-}
-
-/// Drops citation markers that name no passage (1..=`passages`), and refuses an answer that
-/// says it cannot answer or cites nothing.
-pub fn check(text: &str, passages: usize) -> Result<Checked, LlmError> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.trim_matches(|c: char| !c.is_alphanumeric() && c != '_') == NO_ANSWER {
-        return Err(LlmError::Refused);
-    }
-    let (text, cited) = keep_valid_markers(trimmed, passages);
-    if cited.is_empty() {
-        return Err(LlmError::Uncited);
-    }
-    Ok(Checked { text, cited })
-}
-
-/// `text` with every `[n]` (and `[n, m]`) outside 1..=`passages` removed; the valid numbers in
-/// order of first citation.
-pub fn keep_valid_markers(text: &str, passages: usize) -> (String, Vec<usize>) {
-    let mut out = String::with_capacity(text.len());
-    let mut cited = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find(']') else {
-            out.push_str(&rest[open..]);
-            rest = "";
-            break;
-        };
-        let inside = &after[..close];
-        let numbers: Option<Vec<usize>> =
-            inside.split(',').map(|n| n.trim().parse::<usize>().ok()).collect::<Option<Vec<_>>>();
-        match numbers {
-            Some(numbers) if !numbers.is_empty() => {
-                let valid: Vec<usize> = numbers.into_iter().filter(|n| (1..=passages).contains(n)).collect();
-                for n in &valid {
-                    if !cited.contains(n) {
-                        cited.push(*n);
-                    }
-                }
-                if !valid.is_empty() {
-                    out.push_str(&valid.iter().map(|n| format!("[{n}]")).collect::<String>());
-                } else if out.ends_with(' ') {
-                    // "text [9]." → "text."
-                    out.pop();
-                }
-            }
-            // Not a citation ("[sic]", a Markdown link): keep it.
-            _ => {
-                out.push('[');
-                out.push_str(inside);
-                out.push(']');
-            }
-        }
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    (out, cited)
 }
 
 /// Refuses endpoints outside the local network when `llm.local_only` is set: the host must be a
@@ -358,19 +172,18 @@ impl Client {
         tokio::time::timeout(timeout, work).await.map_err(|_| LlmError::Timeout(timeout.as_secs()))?
     }
 
-    /// Streams the grounded answer, calling `delta` with the text so far as it grows; returns
-    /// the whole text. Servers that ignore `stream` and answer in one JSON body work too. The
-    /// whole exchange must finish within `llm.timeout_seconds`.
+    /// Streams a completion, calling `delta` with the text so far as it grows; returns the
+    /// whole text. Servers that ignore `stream` and answer in one JSON body work too. The whole
+    /// exchange must finish within `timeout`.
     pub async fn stream(
         &self,
-        request: &GenerationRequest,
+        messages: &[ChatMessage],
+        timeout: Duration,
         mut delta: impl FnMut(&str),
     ) -> Result<String, LlmError> {
-        let timeout = Duration::from_secs(self.settings.timeout_seconds);
-        let messages = answer_messages(request);
         let work = async {
             let mut response =
-                self.request(&messages, self.settings.max_tokens, true).send().await.map_err(network)?;
+                self.request(messages, self.settings.max_tokens, true).send().await.map_err(network)?;
             let status = response.status();
             if !status.is_success() {
                 let body = response.text().await.unwrap_or_default();
@@ -450,22 +263,6 @@ pub fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn invalid_citation_markers_are_dropped() {
-        let (text, cited) = keep_valid_markers("Ten days [2]. Also [7], see [1, 9] and [sic] [x].", 3);
-        assert_eq!(text, "Ten days [2]. Also, see [1] and [sic] [x].");
-        assert_eq!(cited, [2, 1]);
-    }
-
-    #[test]
-    fn refusals_and_uncited_answers_are_refused() {
-        assert!(matches!(check("NO_ANSWER", 3), Err(LlmError::Refused)));
-        assert!(matches!(check(" **NO_ANSWER** ", 3), Err(LlmError::Refused)));
-        assert!(matches!(check("", 3), Err(LlmError::Refused)));
-        assert!(matches!(check("Ten days [5].", 3), Err(LlmError::Uncited)));
-        assert_eq!(check("Ten days [3].", 3).unwrap().cited, [3]);
-    }
 
     #[test]
     fn only_local_endpoints_pass_when_asked() {

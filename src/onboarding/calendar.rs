@@ -8,8 +8,8 @@ use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ZonedDateTime};
 
+use super::OnboardingSettings;
 use super::plan::DayCount;
-use crate::config::OnboardingSettings;
 
 #[derive(Debug, Clone)]
 pub struct Calendar {

@@ -10,16 +10,18 @@
 
 pub mod calendar;
 pub mod plan;
+mod settings;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{Action, InlineButton};
 use crate::i18n::{escape_html, message};
-use crate::store::{Assignment, Employee, EmployeeId, Language, QuizAnswer, Store, TaskState};
+use crate::reply::{Action, InlineButton};
+use crate::store::{Assignment, ChatId, Employee, EmployeeId, Language, QuizAnswer, Store, TaskState};
 use crate::{App, Error};
 pub use calendar::Calendar;
 pub use plan::{Plan, Task};
+pub use settings::OnboardingSettings;
 
 /// Callback data prefix of onboarding buttons.
 pub const BUTTON_PREFIX: &str = "ob:";
@@ -407,8 +409,9 @@ impl TickReport {
     }
 }
 
-fn send(chat: i64, html: String, buttons: Vec<InlineButton>) -> Action {
-    Action::Send { chat, html, buttons }
+/// A message to the private chat of the Telegram user `telegram_id`.
+fn send(telegram_id: i64, html: String, buttons: Vec<InlineButton>) -> Action {
+    Action::Send { chat: ChatId::private(telegram_id), html, buttons }
 }
 
 /// One scheduler pass at `now`: queues every scheduled message that is due and not yet sent.

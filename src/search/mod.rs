@@ -6,19 +6,19 @@
 //! hits with noise.
 
 pub mod analysis;
-pub mod eval;
 pub mod lexical;
+mod settings;
 pub mod vector;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{Fusion, SearchMode, SearchSettings};
 use crate::embed::Embedder;
 use crate::store::{DocumentId, Language, Store};
 pub use lexical::SharedLexical;
 pub use lexical::{LexicalIndex, OpenOutcome, Snippet};
+pub use settings::{Fusion, SearchMode, SearchSettings};
 pub use vector::{SharedVectors, VectorIndex};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +33,8 @@ pub enum SearchError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the question is empty")]
     EmptyQuery,
-    #[error("invalid access group {0:?}: use letters, digits, '-' and '_'")]
-    InvalidGroup(String),
+    #[error(transparent)]
+    InvalidGroup(#[from] crate::access::InvalidGroup),
     #[error("dense search needs an embedding model, but embed.model is \"none\"")]
     NoModel,
 }
@@ -53,18 +53,6 @@ impl From<tantivy::directory::error::OpenReadError> for SearchError {
     fn from(e: tantivy::directory::error::OpenReadError) -> Self {
         SearchError::Index(e.into())
     }
-}
-
-/// Checks and normalises an access group name (lowercase; letters, digits, `-`, `_`).
-pub fn normalize_group(group: &str) -> Result<String, SearchError> {
-    let trimmed = group.trim();
-    let valid = !trimmed.is_empty()
-        && trimmed.chars().count() <= 64
-        && trimmed.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        return Err(SearchError::InvalidGroup(group.to_owned()));
-    }
-    Ok(trimmed.to_lowercase())
 }
 
 /// A question to the knowledge base.
@@ -168,7 +156,7 @@ impl Retriever<'_> {
         depth: usize,
         mode: SearchMode,
     ) -> Result<Retrieved, crate::Error> {
-        let language = crate::ingest::lang::detect(query);
+        let language = crate::lang::detect(query);
         let lexical = match mode {
             SearchMode::Dense => Vec::new(),
             _ => {

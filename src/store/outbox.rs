@@ -14,7 +14,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::people::EmployeeId;
+use super::people::{ChatId, EmployeeId};
 
 /// A message sent to many employees at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub struct Broadcast {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub employee: EmployeeId,
-    pub chat: i64,
+    pub chat: ChatId,
 }
 
 use super::schema::{BROADCASTS, DELIVERIES, INBOX, META, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta_keys};
@@ -126,11 +126,11 @@ impl Store {
 
     /// Removes a delivered (or undeliverable) action and, for a broadcast message, records its
     /// fate — `(broadcast, chat, delivered)` — in the same transaction.
-    pub fn outbox_delivered(&self, id: u64, delivery: Option<(u64, i64, bool)>) -> StoreResult<()> {
+    pub fn outbox_delivered(&self, id: u64, delivery: Option<(u64, ChatId, bool)>) -> StoreResult<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(OUTBOX)?.remove(id)?;
         if let Some((broadcast, chat, delivered)) = delivery {
-            txn.open_table(DELIVERIES)?.insert((broadcast, chat), u8::from(delivered))?;
+            txn.open_table(DELIVERIES)?.insert((broadcast, chat.0), u8::from(delivered))?;
         }
         self.commit(txn)
     }
@@ -140,7 +140,7 @@ impl Store {
     pub fn create_broadcast<T: Serialize>(
         &self,
         mut broadcast: Broadcast,
-        message: impl Fn(u64, i64) -> T,
+        message: impl Fn(u64, ChatId) -> T,
     ) -> StoreResult<Broadcast> {
         let txn = self.db.begin_write()?;
         {
@@ -163,13 +163,13 @@ impl Store {
 
     /// Per recipient chat of broadcast `id`: `Some(true)` delivered, `Some(false)` refused,
     /// `None` still queued.
-    pub fn deliveries(&self, id: u64) -> StoreResult<std::collections::HashMap<i64, bool>> {
+    pub fn deliveries(&self, id: u64) -> StoreResult<std::collections::HashMap<ChatId, bool>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DELIVERIES)?;
         let mut out = std::collections::HashMap::new();
         for row in table.range((id, i64::MIN)..=(id, i64::MAX))? {
             let (key, value) = row?;
-            out.insert(key.value().1, value.value() == 1);
+            out.insert(ChatId(key.value().1), value.value() == 1);
         }
         Ok(out)
     }

@@ -23,6 +23,25 @@ impl std::fmt::Display for EmployeeId {
     }
 }
 
+/// A Telegram chat. Sputnik talks to employees in private chats, whose id is the employee's
+/// Telegram user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChatId(pub i64);
+
+impl ChatId {
+    /// The private chat with a Telegram user.
+    pub fn private(user_id: i64) -> ChatId {
+        ChatId(user_id)
+    }
+}
+
+impl std::fmt::Display for ChatId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
 use sputnik::ingest::ImportRequest;
 use sputnik::people::{self, InviteRequest};
-use sputnik::store::Role;
+use sputnik::store::{ChatId, Role};
 
 use crate::common::*;
 
@@ -54,7 +54,7 @@ impl Harness {
             first_name: "X".into(),
             language_code: Some(lang.into()),
         };
-        self.engine.handle(&Event::Text { from, chat: user, text: text.into() })
+        self.engine.handle(&Event::Text { from, chat: ChatId(user), text: text.into() })
     }
 
     fn press(&self, user: i64, data: &str) -> Vec<Action> {
@@ -65,7 +65,7 @@ impl Harness {
         };
         self.engine.handle(&Event::Button {
             from,
-            chat: user,
+            chat: ChatId(user),
             message_id: 77,
             callback_id: "cb".into(),
             data: data.into(),
@@ -142,7 +142,7 @@ fn questions_in_both_languages_are_answered_with_sources_and_logged() {
     let h = harness(EngineSettings::default());
     h.join(30, Role::Employee, &[]);
     let actions = h.say(30, "ru", "Сколько дней отпуска положено в году?");
-    assert!(matches!(actions[0], Action::Typing { chat: 30 }));
+    assert!(matches!(actions[0], Action::Typing { chat: ChatId(30) }));
     let answer = texts(&actions).join("\n");
     assert!(answer.contains("28"), "{answer}");
     assert!(answer.contains("Источники:") && answer.contains("<code>ru/otpusk.md</code>"), "{answer}");
@@ -256,7 +256,7 @@ fn an_update_handled_twice_logs_its_question_once() {
         first_name: "V".into(),
         language_code: Some("en".into()),
     };
-    let ask = Event::Text { from, chat: 501, text: "How do I get a laptop?".into() };
+    let ask = Event::Text { from, chat: ChatId(501), text: "How do I get a laptop?".into() };
     let first = h.engine.handle_update(10, &ask);
     let again = h.engine.handle_update(10, &ask);
     assert_eq!(first, again, "the same answer, with the same feedback buttons");

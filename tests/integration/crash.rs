@@ -347,7 +347,7 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
             while answered(&server, chat(0)).len() == answers_before && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(dice.below(40)));
+            std::thread::sleep(Duration::from_millis(dice.below(15)));
         }
         // Killed in the middle of the work: some of this life's answers out, not all.
         let out = answered(&server, chat(0)).len();

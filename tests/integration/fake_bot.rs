@@ -453,7 +453,7 @@ pub fn invite_in_store(
 
 /// The sample handbook's question set as (question, language), through the eval loader.
 pub fn handbook_questions() -> Vec<(String, String)> {
-    sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl"))
+    sputnik::eval::load_questions(&repo_path("assets/handbook-questions.jsonl"))
         .unwrap()
         .into_iter()
         .map(|q| (q.query, q.lang.unwrap_or_else(|| "en".into())))

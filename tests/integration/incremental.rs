@@ -151,8 +151,7 @@ fn term_coverage_read_from_the_index_matches_the_passage_text_after_edits() {
     assert_eq!(report.updated, 1, "{report:?}");
 
     let (index, _) = sputnik::search::LexicalIndex::open(&app.settings().index_dir(), app.store()).unwrap();
-    let questions =
-        sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
+    let questions = sputnik::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
     let extra = ["quarantine cabinet zebra", "spare pool laptop", "IT equipment", "отпуск заявление жираф"];
     let mut compared = 0;
     let mut partial = 0;

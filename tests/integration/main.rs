@@ -12,6 +12,7 @@ mod faults;
 mod handbook;
 mod hostile;
 mod incremental;
+mod layout;
 mod multilingual;
 mod onboarding;
 mod parallel;

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
 use sputnik::onboarding::{self, Helpers};
 use sputnik::people::{self, InviteRequest};
-use sputnik::store::Role;
+use sputnik::store::{ChatId, Role};
 use sputnik::{App, Settings};
 
 use crate::common::*;
@@ -61,13 +61,13 @@ impl World {
     }
 
     fn say(&self, user: i64, text: &str) -> Vec<Action> {
-        self.event(user, |from| Event::Text { from, chat: user, text: text.into() })
+        self.event(user, |from| Event::Text { from, chat: ChatId(user), text: text.into() })
     }
 
     fn press(&self, user: i64, data: &str) -> Vec<Action> {
         self.event(user, |from| Event::Button {
             from,
-            chat: user,
+            chat: ChatId(user),
             message_id: 5,
             callback_id: "cb".into(),
             data: data.into(),
@@ -103,7 +103,7 @@ impl World {
         let mut out = Vec::new();
         for (id, action) in queued {
             if let Action::Send { chat, html, .. } = action {
-                out.push((chat, html));
+                out.push((chat.0, html));
             }
             app.store().outbox_done(id).unwrap();
         }

@@ -25,7 +25,7 @@ fn slow_rewriting_model(
         let seen = seen.clone();
         async move {
             let system = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
-            let content = if system.contains(sputnik::llm::REWRITE_INSTRUCTION) {
+            let content = if system.contains(sputnik::answer::generate::REWRITE_INSTRUCTION) {
                 seen.lock().unwrap().push(Instant::now());
                 tokio::time::sleep(rewrite_delay).await;
                 "How many days of paternity leave do managers get?"

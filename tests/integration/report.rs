@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
 use sputnik::people::{self, InviteRequest};
-use sputnik::store::Role;
+use sputnik::store::{ChatId, Role};
 use sputnik::{App, Settings};
 
 use crate::common::*;
@@ -164,7 +164,7 @@ fn admins_get_a_weekly_digest() {
         let sent: Vec<(i64, String)> = items
             .into_iter()
             .filter_map(|(_, action)| match action {
-                Action::Send { chat, html, .. } => Some((chat, html)),
+                Action::Send { chat, html, .. } => Some((chat.0, html)),
                 _ => None,
             })
             .collect();
@@ -211,13 +211,13 @@ fn sender(user: i64) -> Sender {
 }
 
 fn say(engine: &Engine, user: i64, text: &str) -> Vec<Action> {
-    engine.handle(&Event::Text { from: sender(user), chat: user, text: text.into() })
+    engine.handle(&Event::Text { from: sender(user), chat: ChatId(user), text: text.into() })
 }
 
 fn press(engine: &Engine, user: i64, data: &str) -> Vec<Action> {
     engine.handle(&Event::Button {
         from: sender(user),
-        chat: user,
+        chat: ChatId(user),
         message_id: 9,
         callback_id: "cb".into(),
         data: data.into(),

@@ -156,8 +156,7 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     let app = open_app_with_model(&tmp.path().join("data"));
     let report = import(&app, &[&repo_path("assets/handbook")], Default::default());
     assert_eq!((report.added, report.failed), (20, 0));
-    let questions =
-        sputnik::search::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
+    let questions = sputnik::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
     let recall_3 = |mode, lang: &str| {
         let report = app.evaluate(&questions, 10, &[], Some(mode)).unwrap();
         report.summary.by_language[lang].recall_3
@@ -178,7 +177,7 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     assert!(dense_ru >= 0.85, "the model should understand Russian questions: {dense_ru}");
 
     let crosslingual =
-        sputnik::search::eval::load_questions(&repo_path("assets/handbook-crosslingual.jsonl")).unwrap();
+        sputnik::eval::load_questions(&repo_path("assets/handbook-crosslingual.jsonl")).unwrap();
     assert!(crosslingual.len() >= 50);
     // Languages are balanced by centring (docs/quality.md): Russian questions answered only in
     // English measured top-3 0.70 (0.85 with the old full-strength offset, which cost Russian

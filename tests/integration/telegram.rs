@@ -1258,7 +1258,7 @@ fn fake_llm(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<LlmCall
                 Json(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}))
                     .into_response()
             };
-            if system.contains(sputnik::llm::REWRITE_INSTRUCTION) {
+            if system.contains(sputnik::answer::generate::REWRITE_INSTRUCTION) {
                 return whole("How many days of paternity leave do managers get");
             }
             let question = user.rsplit("Question: ").next().unwrap_or_default().to_lowercase();
@@ -1417,7 +1417,10 @@ fn generated_answers_stream_cite_and_fall_back() {
     let rewrite = calls
         .iter()
         .find(|c| {
-            c.body["messages"][0]["content"].as_str().unwrap().contains(sputnik::llm::REWRITE_INSTRUCTION)
+            c.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains(sputnik::answer::generate::REWRITE_INSTRUCTION)
         })
         .expect("a rewrite request");
     let context = rewrite.body["messages"][1]["content"].as_str().unwrap();

@@ -12,10 +12,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Retriever, search_depth};
 use crate::Error;
+use crate::answer::AnswerSettings;
 use crate::answer::{self, Floors};
-use crate::config::{AnswerSettings, SearchMode};
+use crate::search::SearchMode;
+use crate::search::{Retriever, search_depth};
 use crate::store::{DocumentId, Language};
 
 pub const CUTOFFS: [usize; 4] = [1, 3, 5, 10];
