@@ -121,3 +121,12 @@ pub fn json(output: &Output) -> serde_json::Value {
         panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(output), stderr(output))
     })
 }
+
+/// Whether `check` holds for every item — and there is at least one: an empty list passes any
+/// `all`, so it would hide the very bug a test is looking for.
+#[track_caller]
+pub fn every<T>(items: impl IntoIterator<Item = T>, check: impl FnMut(T) -> bool) -> bool {
+    let items: Vec<T> = items.into_iter().collect();
+    assert!(!items.is_empty(), "nothing to check: an empty list passes any `all`");
+    items.into_iter().all(check)
+}

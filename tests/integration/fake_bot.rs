@@ -407,14 +407,38 @@ pub fn terminate(mut running: Running) -> (Option<i32>, String) {
     }
 }
 
+/// A data directory under `tmp` with the sample handbook imported (the managers' guide for the
+/// "managers" group). The import runs once per test process; each test gets its own copy.
 pub fn knowledge_base(tmp: &Path) -> std::path::PathBuf {
+    static TEMPLATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        // Under target/tmp: a static is never dropped, so cargo's own scratch space holds it.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let data = dir.path().join("data");
+        assert!(run(sputnik(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+        let managers = run(sputnik(&data)
+            .args(["import", "--group", "managers"])
+            .arg(repo_path("assets/handbook-managers")));
+        assert!(managers.status.success());
+        dir
+    });
     let data = tmp.join("data");
-    assert!(run(sputnik(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
-    let managers = run(sputnik(&data)
-        .args(["import", "--group", "managers"])
-        .arg(repo_path("assets/handbook-managers")));
-    assert!(managers.status.success());
+    copy_dir(&template.path().join("data"), &data);
     data
+}
+
+/// Sends `/start <code>` from `chat` and waits for the welcome.
+pub fn join(server: &Server, chat: i64, code: &str) {
+    server.text(chat, "en", &format!("/start {code}"));
+    let welcome = server.wait_for(chat, 1);
+    assert!(welcome[0]["text"].as_str().unwrap().contains("Welcome"), "{welcome:#?}");
+}
+
+/// Stops the service with SIGTERM, checks it exited cleanly, and returns its log.
+pub fn stop(bot: Running) -> String {
+    let (code, log) = terminate(bot);
+    assert_eq!(code, Some(0), "{log}");
+    log
 }
 
 /// [`knowledge_base`] and the sample engineering onboarding plan.

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod fake_bot;
+mod fake_llm;
 mod faults;
 mod handbook;
 mod hostile;

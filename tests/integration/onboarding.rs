@@ -268,7 +268,7 @@ fn two_weeks_of_a_new_hire() {
     for (time, _, _) in to(NEWCOMER).filter(|(_, _, t)| t.starts_with("Your onboarding tasks for today")) {
         *reminders.entry(local(*time).date().to_string()).or_default() += 1;
     }
-    assert!(reminders.values().all(|&n| n == 1), "{reminders:?}");
+    assert!(every(reminders.values(), |&n| n == 1), "{reminders:?}");
     assert!(!reminders.contains_key("2026-12-08") && !reminders.contains_key("2026-12-09"), "{reminders:?}");
     assert_eq!(
         reminders.keys().map(String::as_str).collect::<Vec<_>>(),

@@ -1,48 +1,22 @@
 //! The service without a global lock: chats are handled in parallel (each chat in order), so
 //! one employee's slow model call or a long import never holds up another employee's answer.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use serde_json::{Value, json};
 
 use super::common::*;
 use super::fake_bot::*;
+use super::fake_llm::*;
 
-/// An OpenAI-compatible endpoint on 127.0.0.1 whose question rewrites hang for `rewrite_delay`
-/// and whose answers come at once; returns its URL and when each rewrite request arrived.
-fn slow_rewriting_model(
-    runtime: &tokio::runtime::Runtime,
-    rewrite_delay: Duration,
-) -> (String, Arc<Mutex<Vec<Instant>>>) {
-    use axum::response::IntoResponse;
-    let rewrites: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let seen = rewrites.clone();
-    let handler = move |axum::Json(body): axum::Json<Value>| {
-        let seen = seen.clone();
-        async move {
-            let system = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
-            let content = if system.contains(sputnik::answer::generate::REWRITE_INSTRUCTION) {
-                seen.lock().unwrap().push(Instant::now());
-                tokio::time::sleep(rewrite_delay).await;
-                "How many days of paternity leave do managers get?"
-            } else {
-                "As the handbook says [1]."
-            };
-            axum::Json(
-                json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}),
-            )
-            .into_response()
+/// A model whose question rewrites hang for `rewrite_delay` and whose answers come at once.
+fn slow_rewriting_model(runtime: &tokio::runtime::Runtime, rewrite_delay: Duration) -> FakeModel {
+    fake_model(runtime, move |call| {
+        if call.is_rewrite() {
+            Reply::after(rewrite_delay, Reply::whole("How many days of paternity leave do managers get?"))
+        } else {
+            Reply::whole("As the handbook says [1].")
         }
-    };
-    runtime.spawn(async move {
-        let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(handler));
-        axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
-    });
-    (format!("http://{address}/v1"), rewrites)
+    })
 }
 
 /// Finished answers (the message or edit that carries the feedback buttons) to `chat`, with when
@@ -80,13 +54,15 @@ fn a_hung_model_for_one_employee_does_not_hold_up_another() {
     let data = knowledge_base(tmp.path());
     let (anna, boris) = (invite(&data, "Anna", &[]), invite(&data, "Boris", &[]));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (url, rewrites) = slow_rewriting_model(&runtime, Duration::from_secs(6));
+    let model = slow_rewriting_model(&runtime, Duration::from_secs(6));
+    let rewrites =
+        || model.calls().into_iter().filter(ModelCall::is_rewrite).map(|c| c.at).collect::<Vec<_>>();
     let server = Server::start();
     let bot = serve_with(
         sputnik(&data),
         &server,
         &[
-            ("SPUTNIK_LLM__URL", &url),
+            ("SPUTNIK_LLM__URL", &model.url),
             ("SPUTNIK_LLM__MODEL", "test-model"),
             ("SPUTNIK_LLM__TIMEOUT_SECONDS", "12"),
         ],
@@ -99,10 +75,8 @@ fn a_hung_model_for_one_employee_does_not_hold_up_another() {
     wait_until("Anna's first answer", Duration::from_secs(30), || finished_answers(&server, 8001).len() == 1);
 
     server.text(8001, "en", "and for managers?");
-    wait_until("the rewrite to reach the model", Duration::from_secs(30), || {
-        !rewrites.lock().unwrap().is_empty()
-    });
-    let hung_since = rewrites.lock().unwrap()[0];
+    wait_until("the rewrite to reach the model", Duration::from_secs(30), || !rewrites().is_empty());
+    let hung_since = rewrites()[0];
     server.text(8002, "en", "How do I get a laptop?");
     wait_until("Boris's answer", Duration::from_secs(30), || !finished_answers(&server, 8002).is_empty());
     let boris_answered = finished_answers(&server, 8002)[0];
@@ -239,13 +213,16 @@ fn a_question_goes_ahead_of_an_imports_passages_in_the_model() {
     assert_eq!(&*alone.embed_query("Where is the office?").unwrap(), &*during);
 }
 
-/// `sputnik import` through the running service's API (two long files): an employee's question
-/// asked meanwhile is answered before the import command returns.
+/// The two paths that used to take the global lock twice on one thread — a follow-up rewritten
+/// by the model (LLM configured) and a plan's linked document opened from its button — each
+/// while an import through the API is writing: both are answered before the import ends.
 #[test]
-fn questions_are_answered_while_an_import_runs_through_the_api() {
+fn a_follow_up_and_a_linked_document_are_answered_while_an_import_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = handbook_with_model(tmp.path());
-    let employee = invite(&data, "Anna", &[]);
+    let plan = repo_path("assets/plans/engineering.en.toml");
+    assert!(run(sputnik(&data).args(["plans", "import"]).arg(plan)).status.success());
+    let employee = invite_to(&data, "Anna", "Engineering", None);
     let docs = tmp.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     for part in 0..2 {
@@ -253,11 +230,24 @@ fn questions_are_answered_while_an_import_runs_through_the_api() {
             long_policy(25).replace("# Travel rules in detail", &format!("# Travel rules, part {part}"));
         std::fs::write(docs.join(format!("travel-{part}.md")), text).unwrap();
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let model = fake_model(&runtime, |call| {
+        Reply::whole(if call.is_rewrite() { "How do I get a monitor?" } else { "IT hands them out [1]." })
+    });
     let listen = format!("127.0.0.1:{}", free_port());
     let server = Server::start();
-    let bot = serve_with(sputnik_with_model(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
-    server.text(2002, "en", &format!("/start {employee}"));
-    server.wait_for(2002, 1);
+    let bot = serve_with(
+        sputnik_with_model(&data),
+        &server,
+        &[
+            ("SPUTNIK_HTTP_LISTEN", &listen),
+            ("SPUTNIK_LLM__URL", &model.url),
+            ("SPUTNIK_LLM__MODEL", "test-model"),
+        ],
+    );
+    join(&server, 2002, &employee);
+    server.text(2002, "en", "How do I get a laptop?");
+    wait_until("the first answer", Duration::from_secs(30), || finished_answers(&server, 2002).len() == 1);
 
     let importing = {
         let (data, docs, listen) = (data.clone(), docs.clone(), listen.clone());
@@ -267,14 +257,22 @@ fn questions_are_answered_while_an_import_runs_through_the_api() {
         })
     };
     std::thread::sleep(Duration::from_millis(800));
-    server.text(2002, "en", "How do I get a laptop?");
-    let answer = server.wait_for(2002, 2)[1]["text"].as_str().unwrap().to_owned();
-    assert!(answer.contains("it-equipment"), "{answer}");
-    let answered = Instant::now();
+    server.text(2002, "en", "and a monitor?");
+    server.press(2002, 1, "ob:l:laptop:0");
+    let excerpt = || texts_to(&server, 2002).iter().any(|t| t.contains("<code>en/it-equipment.md</code>"));
+    wait_until("the linked document", Duration::from_secs(30), excerpt);
+    let opened = Instant::now();
+    wait_until("the follow-up's answer", Duration::from_secs(30), || {
+        finished_answers(&server, 2002).len() == 2
+    });
+    let followed_up = finished_answers(&server, 2002)[1];
     let (output, imported) = importing.join().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("2 added"), "{}", stdout(&output));
-    assert!(answered < imported, "the import through the API finished before the question was answered");
-    let (code, log) = terminate(bot);
-    assert_eq!(code, Some(0), "{log}");
+    assert!(opened < imported, "the linked document waited for the import");
+    assert!(followed_up < imported, "the follow-up waited for the import");
+    let rewrites: Vec<ModelCall> = model.calls().into_iter().filter(ModelCall::is_rewrite).collect();
+    assert_eq!(rewrites.len(), 1, "the follow-up was rewritten by the model: {rewrites:?}");
+    assert!(rewrites[0].user().contains("and a monitor?"));
+    stop(bot);
 }

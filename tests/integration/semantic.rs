@@ -112,18 +112,12 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
     // Deleted content leaves the dense leg too.
     std::fs::remove_file(docs.join("equipment.md")).unwrap();
     import(&app, &[&docs], ImportRequest { sync: true, ..Default::default() });
-    assert!(
-        search_mode(&app, question, 5, &[], Some(SearchMode::Dense))
-            .iter()
-            .all(|h| h.source != "equipment.md")
-    );
+    assert!(every(search_mode(&app, question, 5, &[], Some(SearchMode::Dense)).iter(), |h| h.source
+        != "equipment.md"));
     drop(app);
     let app = open_app_with_model(&tmp.path().join("data"));
-    assert!(
-        search_mode(&app, question, 5, &[], Some(SearchMode::Dense))
-            .iter()
-            .all(|h| h.source != "equipment.md")
-    );
+    assert!(every(search_mode(&app, question, 5, &[], Some(SearchMode::Dense)).iter(), |h| h.source
+        != "equipment.md"));
 
     drop(app);
 
@@ -191,7 +185,7 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     }
     // Words alone cannot cross languages: the meaning leg is what finds these.
     let lexical = app.evaluate(&crosslingual, 10, &[], Some(SearchMode::Lexical)).unwrap();
-    assert!(lexical.summary.by_language.values().all(|s| s.recall_3 < 0.5));
+    assert!(every(lexical.summary.by_language.values(), |s| s.recall_3 < 0.5));
 }
 
 /// Switching models needs `reindex --reembed`; mixing is refused with a clear error.
