@@ -240,3 +240,31 @@ pub struct Reindexed {
     /// The model every chunk is embedded with now (`None`: embeddings dropped), after `--reembed`.
     pub model: Option<String>,
 }
+
+/// Most days a forecast looks ahead.
+pub const MAX_FORECAST_DAYS: u32 = 90;
+
+fn forecast_days(days: u32) -> Result<u32> {
+    if !(1..=MAX_FORECAST_DAYS).contains(&days) {
+        return Err(Error::Usage(format!("--days must be between 1 and {MAX_FORECAST_DAYS}")));
+    }
+    Ok(days)
+}
+
+/// What the scheduler will send over the next `days` days (`sputnik onboarding upcoming`).
+pub fn upcoming(app: &App, now: i64, days: u32) -> Result<Vec<crate::onboarding::Upcoming>> {
+    crate::onboarding::schedule::upcoming(app, app.calendar(), now, forecast_days(days)?)
+}
+
+/// What plan `id` would send a new hire starting on `start` (`sputnik plans preview`).
+pub fn preview_plan(app: &App, id: &str, start: &str, days: u32) -> Result<Vec<crate::onboarding::Upcoming>> {
+    let days = forecast_days(days)?;
+    let plan: crate::onboarding::Plan = app
+        .store()
+        .plan(id)?
+        .ok_or_else(|| Error::Usage(format!("no plan {id:?} (see `sputnik plans list`)")))?;
+    let start: jiff::civil::Date = crate::people::parse_start_date(start)?
+        .parse()
+        .map_err(|e| Error::Usage(format!("{start:?} is not a date like 2027-01-11: {e}")))?;
+    crate::onboarding::schedule::preview(app, app.calendar(), &plan, start, days)
+}

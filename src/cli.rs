@@ -252,6 +252,20 @@ pub enum PlansCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
+    /// What a plan would send a new hire starting on a date, day by day, before anyone is
+    /// invited (with a buddy and a manager, as most hires have).
+    Preview {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The first working day, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        start: String,
+        /// How many days from the start to show.
+        #[arg(long, default_value_t = 14, value_name = "N")]
+        days: u32,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +307,15 @@ pub struct BroadcastArgs {
 pub enum OnboardingCommand {
     /// Per employee: tasks done of total, overdue tasks, quiz results, last activity.
     Status(StatusArgs),
+    /// What the scheduler will send to whom, and when, over the next days (assuming nobody
+    /// ticks anything off meanwhile).
+    Upcoming {
+        /// How many days ahead, from today.
+        #[arg(long, default_value_t = 7, value_name = "N")]
+        days: u32,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]

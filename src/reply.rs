@@ -86,4 +86,22 @@ pub struct Generation {
     pub sources_heading: String,
     /// Under the last message (👍 / 👎).
     pub buttons: Vec<InlineButton>,
+    /// Unix milliseconds by which the whole answer must be out (`llm.timeout_seconds` from when
+    /// the question arrived, the follow-up's rewrite included); past it, the extractive answer
+    /// goes out. `None` (older records): the full timeout from when generation starts.
+    #[serde(default)]
+    pub deadline_ms: Option<i64>,
+}
+
+impl Generation {
+    /// How long generation may still take: what is left until the deadline, or `full`.
+    pub fn time_left(&self, full: std::time::Duration) -> std::time::Duration {
+        match self.deadline_ms {
+            Some(deadline) => {
+                let left = deadline - jiff::Timestamp::now().as_millisecond();
+                std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(full)
+            }
+            None => full,
+        }
+    }
 }

@@ -122,7 +122,8 @@ pub fn build(app: &App, since: i64, until: i64) -> Result<Report, Error> {
         questions.iter().filter(|q| !q.answered || q.feedback.as_ref().is_some_and(|f| !f.helpful)).collect();
     let gaps = group_gaps(app, &weak);
 
-    let mut reasons: HashMap<String, u64> = HashMap::new();
+    // Reasons that differ only in case are one reason, shown as first written.
+    let mut reasons: HashMap<String, (String, u64)> = HashMap::new();
     let (mut helpful, mut unhelpful) = (0, 0);
     for feedback in questions.iter().filter_map(|q| q.feedback.as_ref()) {
         if feedback.helpful {
@@ -131,7 +132,7 @@ pub fn build(app: &App, since: i64, until: i64) -> Result<Report, Error> {
             unhelpful += 1;
         }
         if let Some(reason) = feedback.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
-            *reasons.entry(reason.to_lowercase()).or_default() += 1;
+            reasons.entry(reason.to_lowercase()).or_insert_with(|| (reason.to_owned(), 0)).1 += 1;
         }
     }
 
@@ -185,7 +186,9 @@ pub fn build(app: &App, since: i64, until: i64) -> Result<Report, Error> {
         gaps,
         helpful,
         unhelpful,
-        feedback_reasons: sorted(reasons.into_iter().map(|(name, count)| Counted { name, count }).collect()),
+        feedback_reasons: sorted(
+            reasons.into_values().map(|(name, count)| Counted { name, count }).collect(),
+        ),
         most_used_documents: most_used,
         never_used_documents: never_used,
         onboarding: onboarding.into_values().collect(),

@@ -1,7 +1,8 @@
-//! The service (`sputnik serve`): starts the parts in order — Telegram reachable, the knowledge
-//! base open, the command menus published, the sender, the retention purge, the onboarding
-//! scheduler and HTTP running — tells systemd it is ready, then receives updates until asked to
-//! stop; on the way down it stops intake first, lets the sender deliver what is queued for a
+//! The service (`sputnik serve`): starts the parts in order — the knowledge base open, HTTP
+//! running (`/livez` answers; `/readyz` says why not while Telegram cannot be reached), Telegram
+//! reached (retried with growing waits: a network blip at boot is not a crash), the command menus
+//! published, the sender, the retention purge and the onboarding scheduler — tells systemd it is
+//! ready, then receives updates until asked to stop; on the way down it stops intake first, lets the sender deliver what is queued for a
 //! short grace period, and closes the store. `bot/` speaks Telegram; this module only runs things.
 
 use std::sync::Arc;
@@ -47,19 +48,9 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), Error> {
     let telegram = settings.telegram.clone();
-    let crate::bot::Connected { bot, poller, username } =
-        crate::bot::connect(&telegram).await.map_err(|e| Error::Usage(e.to_string()))?;
-
-    let engine_settings = EngineSettings {
-        questions_per_minute: settings.chat.questions_per_minute,
-        burst: settings.chat.burst,
-        bot_username: if telegram.bot_username.is_empty() {
-            username.clone()
-        } else {
-            telegram.bot_username.clone()
-        },
-        invite_lifetime: parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?,
-    };
+    if telegram.bot_token.is_empty() {
+        return Err(Error::Usage(crate::bot::BotError::NoToken.to_string()));
+    }
     let retention_days = settings.chat.retention_days;
     let http_listener = match settings.http.listen.trim() {
         "" => None,
@@ -75,9 +66,39 @@ pub async fn serve_with(
         per_chat_interval: Duration::from_millis(telegram.per_chat_interval_ms),
         per_second: telegram.messages_per_second,
     };
+    let invite_lifetime = parse_duration_seconds(&settings.chat.invite_lifetime).map_err(Error::Usage)?;
+    let (questions_per_minute, burst) = (settings.chat.questions_per_minute, settings.chat.burst);
     let app = tokio::task::spawn_blocking(move || App::open(settings)).await.map_err(join_error)??;
-    app.store().set_bot_username(&username)?;
     let app = Arc::new(app);
+
+    // HTTP first: /livez answers and /readyz says why the service is not ready while Telegram
+    // cannot be reached yet.
+    let telegram_state = crate::http::TelegramState::default();
+    let http = http_listener.map(|(listener, token)| {
+        tokio::spawn(crate::http::serve(
+            listener,
+            app.clone(),
+            token,
+            telegram_state.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let Some(crate::bot::Connected { bot, poller, username }) =
+        connect_with_retries(&telegram, &telegram_state, &shutdown).await?
+    else {
+        // Asked to stop before Telegram ever answered.
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        return Ok(());
+    };
+    app.store().set_bot_username(&username)?;
+    let engine_settings = EngineSettings {
+        questions_per_minute,
+        burst,
+        bot_username: if telegram.bot_username.is_empty() { username } else { telegram.bot_username.clone() },
+        invite_lifetime,
+    };
     let engine = Arc::new(Engine::new(app.clone(), engine_settings, options.clock.clone()));
 
     if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
@@ -97,9 +118,6 @@ pub async fn serve_with(
     ));
     let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
     let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
-    let http = http_listener.map(|(listener, token)| {
-        tokio::spawn(crate::http::serve(listener, app.clone(), token, shutdown.clone()))
-    });
 
     // Under systemd (Type=notify) the unit becomes active now: Telegram answered, the store and
     // indexes are open, HTTP is bound, and every loop is running.
@@ -221,4 +239,39 @@ fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
 
 fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Usage(format!("a worker task failed: {e}"))
+}
+
+/// Longest wait between two attempts to reach Telegram at start.
+const MOST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Connects to Telegram, retrying with growing waits (1 s, 2 s, 4 s … at most a minute) while
+/// it cannot be reached — a network blip at boot is not a reason to stop — and saying why in
+/// `state` (for `/readyz`) and the log. A token Telegram rejects, or an API URL that is not
+/// one, stops the start. `None`: `shutdown` came first.
+async fn connect_with_retries(
+    telegram: &crate::bot::TelegramSettings,
+    state: &crate::http::TelegramState,
+    shutdown: &CancellationToken,
+) -> Result<Option<crate::bot::Connected>, Error> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match crate::bot::connect(telegram).await {
+            Ok(connected) => {
+                state.set("ok");
+                return Ok(Some(connected));
+            }
+            Err(e @ crate::bot::BotError::Unreachable { .. }) => {
+                let reason = e.to_string();
+                tracing::warn!(error = %reason, retry_in = wait.as_secs(), "Telegram is not reachable yet; retrying");
+                notify_systemd(&[sd_notify::NotifyState::Status(&format!("waiting for Telegram: {reason}"))]);
+                state.set(format!("unreachable: {reason}"));
+            }
+            Err(e) => return Err(Error::Usage(e.to_string())),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(MOST_BACKOFF);
+    }
 }

@@ -94,6 +94,32 @@ pub fn rewrite_messages(previous: &[String], question: &str) -> Vec<ChatMessage>
     vec![ChatMessage::new("system", system), ChatMessage::new("user", user)]
 }
 
+/// Longest rewrite accepted, in words: a search query, not an answer.
+const MAX_REWRITE_WORDS: usize = 30;
+
+/// The model's rewrite of a follow-up, when it is usable as a search query: one short line, no
+/// answer (no citation, no refusal), about the same subject — it keeps a word of the question
+/// itself (stemmed, stop words aside) or, for a question without any ("and why?"), of the
+/// earlier ones. A rewrite is context added to the question, never a question swapped for
+/// another. `None`: search the question as asked.
+pub fn checked_rewrite(rewrite: &str, question: &str, previous: &[String]) -> Option<String> {
+    let query = rewrite.trim().trim_matches(|c| c == '"' || c == '\'' || c == '«' || c == '»').trim();
+    if query.is_empty()
+        || query.contains(NO_ANSWER)
+        || query.lines().count() > 1
+        || query.split_whitespace().count() > MAX_REWRITE_WORDS
+        || !keep_valid_markers(query, usize::MAX).1.is_empty()
+    {
+        return None;
+    }
+    let mut analyzer = crate::search::analysis::stemmed_analyzer();
+    let mut terms = |text: &str| crate::search::analysis::terms(&mut analyzer, text);
+    let rewritten = terms(query);
+    let own = terms(question);
+    let subject = if own.is_empty() { previous.iter().flat_map(|p| terms(p)).collect() } else { own };
+    rewritten.iter().any(|t| subject.contains(t)).then(|| query.to_owned())
+}
+
 /// A checked answer: the text with only valid citation markers, and the passages it cites.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
@@ -163,6 +189,31 @@ pub fn keep_valid_markers(text: &str, passages: usize) -> (String, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewrite_is_kept_only_when_it_asks_about_the_same_subject() {
+        let previous = ["What are the core hours?".to_owned()];
+        let check = |rewrite: &str, question: &str| checked_rewrite(rewrite, question, &previous);
+        assert_eq!(
+            check("\"Paternity leave days for managers\"", "and for managers?").as_deref(),
+            Some("Paternity leave days for managers")
+        );
+        // Answers, refusals and another subject are dropped.
+        assert_eq!(
+            check("Core hours are 11:00 to 16:00 [1].", "What should I do if my laptop is stolen?"),
+            None
+        );
+        assert_eq!(check("What are the core hours?", "What should I do if my laptop is stolen?"), None);
+        assert_eq!(check("NO_ANSWER", "and for managers?"), None);
+        assert_eq!(check("Managers\nget ten days", "and for managers?"), None);
+        assert_eq!(check(&"managers ".repeat(31), "and for managers?"), None);
+        // A question with no words of its own borrows the subject of the earlier ones.
+        assert_eq!(
+            check("Why are core hours needed?", "and why?").as_deref(),
+            Some("Why are core hours needed?")
+        );
+        assert_eq!(check("Why is the sky blue?", "and why?"), None);
+    }
 
     #[test]
     fn invalid_citation_markers_are_dropped() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use teloxide::payloads::GetUpdatesSetters;
 use teloxide::prelude::Requester;
-use teloxide::types::{AllowedUpdate, ChatAction, MaybeInaccessibleMessage, Update, UpdateKind};
+use teloxide::types::{AllowedUpdate, MaybeInaccessibleMessage, Update, UpdateKind};
 use teloxide::{Bot, RequestError};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -258,12 +258,12 @@ async fn handle(context: &Context, id: u64, update: Update) {
         }
         None => None,
     };
-    if let Some(Event::Text { chat, .. }) = &event {
-        // Best effort and not queued: "typing…" is only useful right now.
-        let _ = bot.send_chat_action(super::tg(*chat), ChatAction::Typing).await;
-    }
+    let typing_in = match &event {
+        Some(Event::Text { chat, .. }) => Some(*chat),
+        _ => None,
+    };
     let (engine, app) = (engine.clone(), app.clone());
-    let handled = tokio::task::spawn_blocking(move || {
+    let handling = tokio::task::spawn_blocking(move || {
         let actions: Vec<Action> = match &event {
             Some(event) => engine
                 .handle_update(id, event)
@@ -273,8 +273,13 @@ async fn handle(context: &Context, id: u64, update: Update) {
             None => Vec::new(),
         };
         app.store().commit_update(id, &actions)
-    })
-    .await;
+    });
+    // "typing…" while the question is handled (a model may be rewriting it), renewed before
+    // Telegram's five seconds run out. Best effort and not queued: it is only useful right now.
+    let handled = match typing_in {
+        Some(chat) => super::typing_while(bot, chat, handling).await,
+        None => handling.await,
+    };
     match handled {
         Ok(Ok(())) => wake.notify_one(),
         // Not committed: the update stays in the inbox and is handled again at the next start.

@@ -77,6 +77,29 @@ pub(crate) async fn publish_commands(bot: &Bot, app: &Arc<App>) -> Result<(), Re
     Ok(())
 }
 
+/// How often "typing…" is renewed while a reply is prepared (Telegram shows it for about 5 s).
+pub(crate) const TYPING_RENEWAL: Duration = Duration::from_secs(4);
+
+/// Awaits `work`, showing "typing…" in `chat` from now until it is done.
+pub(crate) async fn typing_while<T>(
+    bot: &Bot,
+    chat: crate::store::ChatId,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        // Never waits on Telegram: a slow Bot API must not hold the reply back.
+        let bot = bot.clone();
+        tokio::spawn(async move {
+            let _ = bot.send_chat_action(tg(chat), teloxide::types::ChatAction::Typing).await;
+        });
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tokio::time::sleep(TYPING_RENEWAL) => {}
+        }
+    }
+}
+
 /// Our chat id as teloxide's.
 pub(crate) fn tg(chat: crate::store::ChatId) -> ChatId {
     ChatId(chat.0)

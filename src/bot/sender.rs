@@ -213,6 +213,12 @@ async fn deliver(bot: &Bot, action: &Action) -> Delivery {
         };
         match result {
             Ok(()) => return Delivery::Done,
+            // An edit that changes nothing (a button pressed twice before the first edit showed)
+            // has the effect it wanted: nothing to retry, nothing to report.
+            Err(RequestError::Api(teloxide::ApiError::MessageNotModified)) => {
+                tracing::debug!("an edit changed nothing; done");
+                return Delivery::Done;
+            }
             Err(RequestError::RetryAfter(seconds)) => {
                 crate::metrics::telegram_error("too_many_requests");
                 crate::metrics::telegram_retry();
@@ -267,17 +273,26 @@ async fn generate(
             let interval = Duration::from_millis(llm.settings().edit_interval_ms);
             let (text_tx, mut text_rx) = tokio::sync::watch::channel(String::new());
             let messages = generate::answer_messages(&generation.request);
-            let timeout = Duration::from_secs(llm.settings().timeout_seconds);
+            let timeout = generation.time_left(Duration::from_secs(llm.settings().timeout_seconds));
             let stream = llm.stream(&messages, timeout, move |text| {
                 let _ = text_tx.send(text.to_owned());
             });
             tokio::pin!(stream);
             let mut message: Option<MessageId> = None;
             let mut last_shown: Option<tokio::time::Instant> = None;
+            // "typing…" until the first words are shown, renewed before Telegram drops it.
+            let mut typing = tokio::time::interval(super::TYPING_RENEWAL);
             let result = loop {
                 tokio::select! {
                     result = &mut stream => break result,
                     changed = text_rx.changed() => if changed.is_err() { break (&mut stream).await },
+                    _ = typing.tick(), if message.is_none() => {
+                        let bot = bot.clone();
+                        tokio::spawn(async move {
+                            let _ = bot.send_chat_action(tg(chat), teloxide::types::ChatAction::Typing).await;
+                        });
+                        continue;
+                    }
                 }
                 if let Some(shown) = last_shown {
                     tokio::select! {

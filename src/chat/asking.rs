@@ -40,6 +40,11 @@ impl Engine {
         let mut actions = vec![Action::Typing { chat }];
         let started = std::time::Instant::now();
         let app = self.app();
+        // With a model, one deadline covers the whole answer: the rewrite of a follow-up and the
+        // generated answer share `llm.timeout_seconds` from now.
+        let deadline_ms = self.llm.as_ref().map(|llm| {
+            jiff::Timestamp::now().as_millisecond() + llm.settings().timeout_seconds as i64 * 1000
+        });
         let query = match &self.llm {
             Some(llm) => self.standalone_query(llm, employee, text)?,
             None => text.to_owned(),
@@ -102,6 +107,7 @@ impl Engine {
                 sources: answer.sources.iter().map(|s| (s.number, answer::source_line(s))).collect(),
                 sources_heading: escape_html(&message(language, "answer_sources", &[])),
                 buttons: feedback_buttons(record.id, language),
+                deadline_ms,
             })));
             return Ok(actions);
         }
@@ -138,12 +144,17 @@ impl Engine {
             return Ok(text.to_owned());
         }
         let messages = crate::answer::generate::rewrite_messages(&previous, text);
-        let timeout = std::time::Duration::from_secs(settings.timeout_seconds.min(10));
-        match crate::llm::block_on(llm.complete(&messages, 64, timeout)) {
-            Ok(query) if !query.trim().is_empty() && query.chars().count() <= 500 => {
-                Ok(query.trim().trim_matches('"').to_owned())
-            }
-            Ok(_) => Ok(text.to_owned()),
+        match crate::llm::block_on(llm.complete(&messages, 64, rewrite_budget(settings.timeout_seconds))) {
+            Ok(rewrite) => match crate::answer::generate::checked_rewrite(&rewrite, text, &previous) {
+                Some(query) => Ok(query),
+                None => {
+                    crate::metrics::llm_answer("rewrite_dropped");
+                    tracing::info!(
+                        "the model's rewrite of a follow-up was not a query about it; searching it as asked"
+                    );
+                    Ok(text.to_owned())
+                }
+            },
             Err(e) => {
                 crate::metrics::llm_answer(&format!("rewrite_{}", e.kind()));
                 tracing::warn!(error = %e, "could not rewrite a follow-up question; searching it as asked");
@@ -151,4 +162,10 @@ impl Engine {
             }
         }
     }
+}
+
+/// The share of `llm.timeout_seconds` a follow-up's rewrite may take (a third, at most 10 s), so
+/// that the answer keeps the rest of the one deadline.
+fn rewrite_budget(timeout_seconds: u64) -> std::time::Duration {
+    std::time::Duration::from_millis((timeout_seconds * 1000 / 3).min(10_000))
 }

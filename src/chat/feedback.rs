@@ -25,9 +25,18 @@ impl Engine {
     ) -> Result<Vec<Action>, Error> {
         let answer_button = Action::AnswerButton { callback_id: callback_id.to_owned(), text: None };
         let feedback = Feedback { helpful, reason: None, at: (self.clock)() };
-        let recorded = self.app().store().set_feedback(employee.id, question, feedback, !helpful)?;
-        if recorded.is_none() {
-            return Ok(vec![answer_button]);
+        match self.app().store().first_feedback(employee.id, question, feedback, !helpful)? {
+            // Not their question: nothing to say.
+            None => return Ok(vec![answer_button]),
+            // Pressed again (before the buttons went away): thanked, not counted, not edited.
+            Some(false) => {
+                let thanks = message(language, "feedback_thanks", &[]);
+                return Ok(vec![Action::AnswerButton {
+                    callback_id: callback_id.to_owned(),
+                    text: Some(thanks),
+                }]);
+            }
+            Some(true) => {}
         }
         crate::metrics::feedback(helpful);
         let mut actions = vec![

@@ -4,7 +4,7 @@
 use super::{Engine, send};
 use crate::Error;
 use crate::i18n::{escape_html, message};
-use crate::onboarding;
+use crate::onboarding::{self, QuizOutcome};
 use crate::reply::{Action, InlineButton};
 use crate::store::ChatId;
 use crate::store::{Employee, Language};
@@ -64,7 +64,7 @@ impl Engine {
             onboarding::Press::Quiz(task) => {
                 let Some(task) = task_of(&task) else { return unknown() };
                 let Some(quiz) = &task.quiz else { return unknown() };
-                if store.task_state(employee.id, &task.id)?.quiz.is_some() {
+                if store.task_state(employee.id, &task.id)?.done_at.is_some() {
                     return Ok(vec![answer(Some(message(language, "quiz_answered", &[])))]);
                 }
                 let html = message(
@@ -72,43 +72,32 @@ impl Engine {
                     "quiz_question",
                     &[("task", &task.title), ("question", &quiz.question)],
                 );
-                let buttons = quiz
-                    .choices
-                    .iter()
-                    .enumerate()
-                    .map(|(i, choice)| InlineButton {
-                        label: choice.clone(),
-                        data: format!("{}a:{}:{i}", onboarding::BUTTON_PREFIX, task.id),
-                    })
-                    .collect();
-                Ok(vec![answer(None), Action::Send { chat, html, buttons }])
+                Ok(vec![answer(None), Action::Send { chat, html, buttons: quiz_buttons(&task) }])
             }
             onboarding::Press::Answer(task, choice) => {
                 let Some(task) = task_of(&task) else { return unknown() };
                 let Some(quiz) = &task.quiz else { return unknown() };
-                let already = store.task_state(employee.id, &task.id)?.quiz.is_some();
-                let Some(result) = onboarding::answer_quiz(store, employee.id, &task, choice, now)? else {
+                let Some(outcome) = onboarding::answer_quiz(store, employee.id, &task, choice, now)? else {
                     return unknown();
                 };
-                let verdict = if already {
-                    message(language, "quiz_answered", &[])
-                } else if result.correct {
-                    message(language, "quiz_correct", &[])
-                } else {
-                    message(language, "quiz_wrong", &[("answer", &quiz.choices[quiz.answer])])
+                let (verdict, buttons) = match outcome {
+                    QuizOutcome::Correct => (message(language, "quiz_correct", &[]), Vec::new()),
+                    // The choices stay under the question for the next try.
+                    QuizOutcome::TryAgain => (message(language, "quiz_try_again", &[]), quiz_buttons(&task)),
+                    QuizOutcome::Revealed { answer } => {
+                        (message(language, "quiz_wrong", &[("answer", &answer)]), Vec::new())
+                    }
+                    QuizOutcome::AlreadyDone => {
+                        return Ok(vec![answer(Some(message(language, "quiz_answered", &[])))]);
+                    }
                 };
-                let html = format!(
-                    "{}
-
-<i>{}</i>",
-                    message(
-                        language,
-                        "quiz_question",
-                        &[("task", &task.title), ("question", &quiz.question)]
-                    ),
-                    verdict
+                let question = message(
+                    language,
+                    "quiz_question",
+                    &[("task", &task.title), ("question", &quiz.question)],
                 );
-                Ok(vec![answer(Some(verdict)), Action::Edit { chat, message_id, html, buttons: Vec::new() }])
+                let html = format!("{question}\n\n<i>{verdict}</i>");
+                Ok(vec![answer(Some(verdict)), Action::Edit { chat, message_id, html, buttons }])
             }
             onboarding::Press::Link(task, index) => {
                 let Some(task) = task_of(&task) else { return unknown() };
@@ -166,4 +155,17 @@ impl Engine {
             escape_html(&document.source)
         )))
     }
+}
+
+/// A quiz's choices as buttons, one per row.
+fn quiz_buttons(task: &onboarding::Task) -> Vec<InlineButton> {
+    let Some(quiz) = &task.quiz else { return Vec::new() };
+    quiz.choices
+        .iter()
+        .enumerate()
+        .map(|(i, choice)| InlineButton {
+            label: choice.clone(),
+            data: format!("{}a:{}:{i}", onboarding::BUTTON_PREFIX, task.id),
+        })
+        .collect()
 }

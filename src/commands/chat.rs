@@ -130,7 +130,7 @@ fn generate_in_terminal(
     };
     let mut shown = 0usize;
     let messages = crate::answer::generate::answer_messages(&generation.request);
-    let timeout = std::time::Duration::from_secs(client.settings().timeout_seconds);
+    let timeout = generation.time_left(std::time::Duration::from_secs(client.settings().timeout_seconds));
     let streamed = crate::llm::block_on(client.stream(&messages, timeout, |text| {
         let new: String = text.chars().skip(shown).collect();
         shown = text.chars().count();

@@ -25,6 +25,17 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
         };
         return show_plan(id, plan, output.json);
     }
+    if let PlansCommand::Preview { id, start, days, output } = &command {
+        let forecast: Vec<onboarding::Upcoming> = match super::remote::open(settings)? {
+            Source::Local(app) => admin::preview_plan(&app, id, start, *days)?,
+            Source::Service(service) => {
+                let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+                let start: String = url::form_urlencoded::byte_serialize(start.as_bytes()).collect();
+                service.get(&format!("/api/plans/{path}/preview?start={start}&days={days}"))?
+            }
+        };
+        return print_forecast(&forecast, output.json, false);
+    }
     if let PlansCommand::List(output) = command {
         let plans: Vec<Plan> = match super::remote::open(settings)? {
             Source::Local(app) => app.store().plans()?,
@@ -99,6 +110,7 @@ pub(super) fn plans(settings: Settings, command: PlansCommand) -> anyhow::Result
         }
         PlansCommand::List(_) => unreachable!("listed above"),
         PlansCommand::Show { .. } => unreachable!("shown above"),
+        PlansCommand::Preview { .. } => unreachable!("previewed above"),
     }
 }
 
@@ -197,7 +209,54 @@ pub(super) fn assign(settings: Settings, args: AssignArgs) -> anyhow::Result<i32
 pub(super) fn run(settings: Settings, command: OnboardingCommand) -> anyhow::Result<i32> {
     match command {
         OnboardingCommand::Status(args) => status(settings, args),
+        OnboardingCommand::Upcoming { days, output } => {
+            let forecast: Vec<onboarding::Upcoming> = match super::remote::open(settings)? {
+                Source::Local(app) => admin::upcoming(&app, jiff::Timestamp::now().as_second(), days)?,
+                Source::Service(service) => service.get(&format!("/api/onboarding/upcoming?days={days}"))?,
+            };
+            print_forecast(&forecast, output.json, true)
+        }
     }
+}
+
+/// A forecast as a table (when, to whom, what, the first line) or JSON.
+fn print_forecast(forecast: &[onboarding::Upcoming], json: bool, per_employee: bool) -> anyhow::Result<i32> {
+    if json {
+        print_json(&forecast)?;
+        return Ok(exit::OK);
+    }
+    if forecast.is_empty() {
+        println!("Nothing is scheduled in that time.");
+        return Ok(exit::OK);
+    }
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    let mut header = vec!["when (local)", "to", "what", "message"];
+    if per_employee {
+        header.insert(1, "plan of");
+    }
+    table.set_header(header);
+    for item in forecast {
+        for message in &item.scheduled.messages {
+            let what = match item.scheduled.kind {
+                onboarding::schedule::Kind::Day => "day message",
+                onboarding::schedule::Kind::CatchUp => "catch-up",
+                onboarding::schedule::Kind::Introduction => "introduction",
+                onboarding::schedule::Kind::Reminder => "reminder",
+                onboarding::schedule::Kind::Escalation => "escalation",
+            };
+            let text = crate::answer::strip_tags(&message.html);
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let mut row =
+                vec![item.at.clone(), message.to.clone(), what.to_owned(), first_line(&lines.join(" · "))];
+            if per_employee {
+                row.insert(1, item.employee.clone());
+            }
+            table.add_row(row);
+        }
+    }
+    println!("{table}");
+    Ok(exit::OK)
 }
 
 fn status(settings: Settings, args: StatusArgs) -> anyhow::Result<i32> {

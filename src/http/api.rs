@@ -77,6 +77,8 @@ pub(super) fn router(app: Shared, token: &str, max_upload: usize) -> Router {
         .route("/api/assignments", post(assign))
         .route("/api/plans", get(plans).put(import_plan))
         .route("/api/plans/{id}", get(plan))
+        .route("/api/plans/{id}/preview", get(preview_plan))
+        .route("/api/onboarding/upcoming", get(upcoming))
         .route("/api/onboarding", get(onboarding_status))
         .route("/api/broadcasts", post(broadcast))
         .route("/api/broadcasts/{id}", get(broadcast_status))
@@ -156,6 +158,33 @@ async fn document(State(api): State<Api>, Query(reference): Query<Reference>) ->
 /// The plan, or `null` when there is none by that id.
 async fn plan(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Response {
     blocking(move || Ok(api.app.store().plan::<crate::onboarding::Plan>(&id)?)).await
+}
+
+#[derive(Deserialize)]
+struct Forecast {
+    #[serde(default = "a_week")]
+    days: u32,
+    #[serde(default)]
+    start: String,
+}
+
+fn a_week() -> u32 {
+    7
+}
+
+/// What the scheduler will send over the next days.
+async fn upcoming(State(api): State<Api>, Query(forecast): Query<Forecast>) -> Response {
+    blocking(move || crate::admin::upcoming(&api.app, jiff::Timestamp::now().as_second(), forecast.days))
+        .await
+}
+
+/// What a plan would send a new hire starting on `start`.
+async fn preview_plan(
+    State(api): State<Api>,
+    UrlPath(id): UrlPath<String>,
+    Query(forecast): Query<Forecast>,
+) -> Response {
+    blocking(move || crate::admin::preview_plan(&api.app, &id, &forecast.start, forecast.days)).await
 }
 
 #[derive(Deserialize)]

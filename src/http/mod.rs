@@ -48,11 +48,13 @@ pub fn connection_limit() -> usize {
     usize::try_from(files / 2).unwrap_or(1024).clamp(16, 1024)
 }
 
-/// Serves until `shutdown` is cancelled; `/api/` answers requests bearing `token`.
+/// Serves until `shutdown` is cancelled; `/api/` answers requests bearing `token`; `/readyz`
+/// includes `telegram`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Shared,
     token: String,
+    telegram: TelegramState,
     shutdown: CancellationToken,
 ) {
     let max_upload = app.settings().ingest.max_file_size.as_u64() as usize;
@@ -75,7 +77,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/dashboard", get(dashboard))
-        .route("/readyz", get(readyz).with_state(readiness))
+        .route("/readyz", get(readyz).with_state((readiness, telegram)))
         .route("/metrics", get(metrics_text))
         .with_state(app.clone())
         .merge(api::router(app, &token, max_upload));
@@ -140,6 +142,27 @@ async fn dashboard() -> Response {
         include_str!("../../assets/dashboard/index.html"),
     )
         .into_response()
+}
+
+/// The service's connection to Telegram as `/readyz` reports it: "ok" once Telegram answered,
+/// otherwise why not (the service keeps retrying meanwhile).
+#[derive(Clone, Debug)]
+pub struct TelegramState(Arc<RwLock<String>>);
+
+impl Default for TelegramState {
+    fn default() -> Self {
+        TelegramState(Arc::new(RwLock::new("connecting".into())))
+    }
+}
+
+impl TelegramState {
+    pub fn set(&self, state: impl Into<String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = state.into();
+    }
+
+    fn get(&self) -> String {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// What `/readyz` answers: the last check of each part, kept current by
@@ -235,10 +258,13 @@ fn model_files_state(
     (stamps, verdict)
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> Response {
+async fn readyz(State((readiness, telegram)): State<(Readiness, TelegramState)>) -> Response {
     let parts = readiness.0.read().unwrap_or_else(|p| p.into_inner()).clone();
     match parts {
-        Some(parts) => {
+        Some(mut parts) => {
+            if let Some(parts) = parts.as_object_mut() {
+                parts.insert("telegram".into(), telegram.get().into());
+            }
             let ready = parts.as_object().is_some_and(|p| p.values().all(|v| v == "ok" || v == "off"));
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, axum::Json(parts)).into_response()

@@ -10,6 +10,7 @@
 
 pub mod calendar;
 pub mod plan;
+pub mod schedule;
 mod settings;
 
 use jiff::civil::Date;
@@ -21,6 +22,7 @@ use crate::store::{Assignment, ChatId, Employee, EmployeeId, Language, QuizAnswe
 use crate::{App, Error};
 pub use calendar::Calendar;
 pub use plan::{Plan, Task};
+pub use schedule::{Journey, Upcoming};
 pub use settings::OnboardingSettings;
 
 /// Callback data prefix of onboarding buttons.
@@ -368,30 +370,53 @@ pub fn mark_done(store: &Store, employee: EmployeeId, task: &Task, now: i64) -> 
     Ok(true)
 }
 
-/// Records the first answer to a task's quiz (later ones change nothing); a right answer
-/// completes the task. Returns the recorded answer.
+/// What an answer to a task's quiz led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuizOutcome {
+    /// Right: the task is done.
+    Correct,
+    /// Wrong, and the employee may try again (the task stays open).
+    TryAgain,
+    /// Wrong; the right answer is shown and the task is done (the plan's `on_wrong = "reveal"`).
+    Revealed { answer: String },
+    /// The task was already done: nothing changes.
+    AlreadyDone,
+}
+
+/// Records an answer to a task's quiz. The first answer is kept as what the employee knew;
+/// tries after a wrong one only count. A right answer completes the task, and so does a wrong
+/// one when the plan reveals the answer. `None` when the task has no quiz or no such choice.
 pub fn answer_quiz(
     store: &Store,
     employee: EmployeeId,
     task: &Task,
     choice: usize,
     now: i64,
-) -> Result<Option<QuizAnswer>, Error> {
+) -> Result<Option<QuizOutcome>, Error> {
     let Some(quiz) = &task.quiz else { return Ok(None) };
     if choice >= quiz.choices.len() {
         return Ok(None);
     }
     let mut state = store.task_state(employee, &task.id)?;
-    if let Some(previous) = state.quiz {
-        return Ok(Some(previous));
+    if state.done_at.is_some() {
+        return Ok(Some(QuizOutcome::AlreadyDone));
     }
-    let answer = QuizAnswer { choice, correct: choice == quiz.answer, at: now };
+    let correct = choice == quiz.answer;
+    let answer = match state.quiz {
+        Some(first) => QuizAnswer { attempts: first.attempts.max(1) + 1, ..first },
+        None => QuizAnswer { choice, correct, at: now, attempts: 1 },
+    };
     state.quiz = Some(answer);
-    if answer.correct && state.done_at.is_none() {
+    let outcome = match (correct, quiz.on_wrong) {
+        (true, _) => QuizOutcome::Correct,
+        (false, plan::OnWrong::Reveal) => QuizOutcome::Revealed { answer: quiz.choices[quiz.answer].clone() },
+        (false, plan::OnWrong::Retry) => QuizOutcome::TryAgain,
+    };
+    if outcome != QuizOutcome::TryAgain {
         state.done_at = Some(now);
     }
     store.set_task_state(employee, &task.id, &state)?;
-    Ok(Some(answer))
+    Ok(Some(outcome))
 }
 
 /// What one scheduler pass queued.
@@ -409,129 +434,43 @@ impl TickReport {
     }
 }
 
-/// A message to the private chat of the Telegram user `telegram_id`.
-fn send(telegram_id: i64, html: String, buttons: Vec<InlineButton>) -> Action {
-    Action::Send { chat: ChatId::private(telegram_id), html, buttons }
-}
-
-/// One scheduler pass at `now`: queues every scheduled message that is due and not yet sent.
-/// Nothing goes out outside the recipient's working hours.
+/// One scheduler pass at `now`: queues every scheduled message that is due and not yet sent
+/// (see [`schedule`]). Nothing goes out outside the recipient's working hours, and nothing to
+/// someone who has not joined Telegram yet.
 pub fn tick(app: &App, calendar: &Calendar, now: i64) -> Result<TickReport, Error> {
     let store = app.store();
     let mut report = TickReport::default();
-    for (employee_id, assignment) in store.assignments()? {
-        let Some(employee) = store.employee(employee_id)? else { continue };
-        let (true, Some(chat)) = (employee.active, employee.telegram_id) else { continue };
-        let Some(plan) = store.plan::<Plan>(&assignment.plan)? else { continue };
-        let zone = zone_of(calendar, &assignment);
-        let local = calendar.local(now, &zone);
+    for journey in schedule::journeys(app, store)? {
+        let local = calendar.local(now, &zone_of(calendar, &journey.assignment));
         if !calendar.in_working_hours(&local) {
             continue;
         }
-        let today = local.date();
-        let start = start_date(&assignment);
-        let language = employee.language.unwrap_or(plan.language);
-        let assigned = calendar.local(assignment.assigned_at, &zone).date();
-
-        // Day-by-day messages: today's, and any earlier one since the assignment that downtime held back.
-        for (i, day_message) in plan.messages.iter().enumerate() {
-            let date = calendar.date_of_day(start, day_message.day, plan.days);
-            if date <= today && date >= assigned.min(start) {
-                let key = format!("welcome/{}/{i}", day_message.day);
-                let action = send(chat, escape_html(&day_message.text), Vec::new());
-                report.welcome += usize::from(store.send_once(employee.id, &key, &[action], now)?);
-            }
-        }
-
-        // The buddy introduction, from day one.
-        if let Some(buddy) = assignment.buddy.map(|b| store.employee(b)).transpose()?.flatten()
-            && calendar.date_of_day(start, 1, plan.days) <= today
-        {
-            let mut actions = vec![send(
-                chat,
-                message(language, "buddy_intro_newcomer", &[("buddy", &buddy.name)]),
-                Vec::new(),
-            )];
-            if let (true, Some(buddy_chat)) = (buddy.active, buddy.telegram_id) {
-                let buddy_language = buddy.language.unwrap_or(plan.language);
-                actions.push(send(
-                    buddy_chat,
-                    message(
-                        buddy_language,
-                        "buddy_intro_buddy",
-                        &[("name", &employee.name), ("department", &employee.department)],
-                    ),
-                    Vec::new(),
-                ));
-            }
-            report.introductions += usize::from(store.send_once(employee.id, "intro", &actions, now)?);
-        }
-
-        // Today's reminder of due and overdue tasks, and escalations of long-overdue ones.
+        let id = journey.employee.id;
         let states: std::collections::HashMap<String, TaskState> =
-            store.task_states(employee.id)?.into_iter().collect();
-        let mut due_today = Vec::new();
-        let mut overdue = Vec::new();
-        for task in &plan.tasks {
-            if states.get(&task.id).is_some_and(|s| s.done_at.is_some()) {
+            store.task_states(id)?.into_iter().collect();
+        let sent = |key: &str| store.sent_at(id, key).ok().flatten().is_some();
+        for scheduled in journey.due_on(calendar, &states, local.date(), &sent) {
+            let actions: Vec<Action> = scheduled
+                .messages
+                .into_iter()
+                .filter_map(|m| {
+                    Some(Action::Send {
+                        chat: ChatId::private(m.telegram?),
+                        html: m.html,
+                        buttons: m.buttons,
+                    })
+                })
+                .collect();
+            if actions.is_empty() {
+                // Its recipient has not joined yet: it waits for them.
                 continue;
             }
-            let due = calendar.date_of_day(start, task.due_day, plan.days);
-            if due == today {
-                due_today.push(task);
-            } else if due < today {
-                overdue.push((task, due));
-            }
-        }
-        if !due_today.is_empty() || !overdue.is_empty() {
-            let mut html = escape_html(&message(language, "reminder_intro", &[]));
-            for task in &due_today {
-                html.push_str(&format!("\n⬜ {}", escape_html(&task.title)));
-            }
-            for (task, due) in &overdue {
-                let late = message(language, "plan_overdue", &[("date", &date_label(*due, language))]);
-                html.push_str(&format!("\n⚠️ {} — <i>{}</i>", escape_html(&task.title), escape_html(&late)));
-            }
-            let button = InlineButton {
-                label: message(language, "reminder_open_plan", &[]),
-                data: format!("{BUTTON_PREFIX}p"),
-            };
-            let key = format!("remind/{today}");
-            report.reminders +=
-                usize::from(store.send_once(employee.id, &key, &[send(chat, html, vec![button])], now)?);
-        }
-        let escalate_after =
-            plan.escalate_after_days.unwrap_or(app.settings().onboarding.escalate_after_days);
-        let target = match assignment.manager.or(assignment.hr) {
-            Some(id) => store.employee(id)?.filter(|e| e.active),
-            None => None,
-        };
-        if let Some(target) = target
-            && let Some(target_chat) = target.telegram_id
-        {
-            let target_language = target.language.unwrap_or(plan.language);
-            for (task, due) in &overdue {
-                let late = calendar.working_days_late(*due, today);
-                if late < escalate_after {
-                    continue;
-                }
-                let html = message(
-                    target_language,
-                    "escalation",
-                    &[
-                        ("name", &employee.name),
-                        ("task", &task.title),
-                        ("days", &late.to_string()),
-                        ("plan", &plan.title),
-                    ],
-                );
-                let key = format!("escalate/{}", task.id);
-                report.escalations += usize::from(store.send_once(
-                    employee.id,
-                    &key,
-                    &[send(target_chat, html, Vec::new())],
-                    now,
-                )?);
+            let queued = usize::from(store.send_once(id, &scheduled.key, &actions, now)?);
+            match scheduled.kind {
+                schedule::Kind::Day | schedule::Kind::CatchUp => report.welcome += queued,
+                schedule::Kind::Introduction => report.introductions += queued,
+                schedule::Kind::Reminder => report.reminders += queued,
+                schedule::Kind::Escalation => report.escalations += queued,
             }
         }
     }

@@ -63,6 +63,21 @@ pub struct Quiz {
     pub choices: Vec<String>,
     /// Index of the right choice, from 0.
     pub answer: usize,
+    /// What a wrong answer leads to.
+    #[serde(default)]
+    pub on_wrong: OnWrong,
+}
+
+/// What happens after a wrong quiz answer, as the plan's author chooses. Neither leaves the
+/// task open with no way to finish it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnWrong {
+    /// The right answer stays hidden and the employee tries again until they find it.
+    #[default]
+    Retry,
+    /// The right answer is shown and the task is done; the wrong answer still counts as wrong.
+    Reveal,
 }
 
 impl Plan {
@@ -137,6 +152,8 @@ struct QuizFile {
     choices: Spanned<Vec<String>>,
     /// 1-based in the file, as people count.
     answer: Spanned<usize>,
+    #[serde(default)]
+    on_wrong: OnWrong,
 }
 
 /// A plan file that cannot be used, with where and why.
@@ -267,6 +284,7 @@ pub fn parse(path: &Path, text: &str, is_document: &dyn Fn(&str) -> bool) -> Res
                 question: quiz.question.get_ref().trim().to_owned(),
                 choices,
                 answer: answer.saturating_sub(1),
+                on_wrong: quiz.on_wrong,
             }
         });
         tasks.push(Task {

@@ -37,10 +37,13 @@ pub struct TaskState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuizAnswer {
-    /// The chosen answer, from 0.
+    /// The first answer, from 0: what the quiz says about what the employee knew.
     pub choice: usize,
     pub correct: bool,
     pub at: i64,
+    /// Answers given in all (tries after a wrong one included); 0 in records from before tries.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl Store {

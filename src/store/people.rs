@@ -431,6 +431,41 @@ impl Store {
         Ok(updated)
     }
 
+    /// Records `feedback` on `employee`'s own `question` unless it has some already (the first
+    /// press counts; a second, or a replayed one, changes nothing). `None`: not their question;
+    /// `Some(false)`: it had feedback already.
+    pub fn first_feedback(
+        &self,
+        employee: EmployeeId,
+        question: u64,
+        feedback: Feedback,
+        await_reason: bool,
+    ) -> StoreResult<Option<bool>> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut table = txn.open_table(QUESTIONS)?;
+            match read_question(&table, question)? {
+                Some(record) if record.employee == employee && record.feedback.is_some() => Some(false),
+                Some(mut record) if record.employee == employee => {
+                    record.feedback = Some(feedback);
+                    table.insert(question, encode(&record).as_slice())?;
+                    let mut sessions = txn.open_table(SESSIONS)?;
+                    let mut session = read_session(&sessions, employee)?;
+                    session.awaiting_reason_for = await_reason.then_some(question);
+                    sessions.insert(employee.0, encode(&session).as_slice())?;
+                    Some(true)
+                }
+                _ => None,
+            }
+        };
+        if outcome == Some(true) {
+            self.commit(txn)?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(outcome)
+    }
+
     pub fn session(&self, employee: EmployeeId) -> StoreResult<Session> {
         let txn = self.db.begin_read()?;
         read_session(&txn.open_table(SESSIONS)?, employee)

@@ -52,6 +52,9 @@ pub struct Fake {
     /// Hold this many upcoming getUpdates calls without an answer until the client gives up.
     pub stall_polls: AtomicU32,
     pub wake: tokio::sync::Notify,
+    /// What each edited message shows now, by (chat, message): an edit that changes nothing is
+    /// refused, as Telegram refuses it.
+    pub edited: Mutex<std::collections::HashMap<(i64, i64), String>>,
     /// Files the fake serves through getFile and its download URL: id → (name, bytes).
     pub files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
 }
@@ -178,6 +181,17 @@ pub async fn bot_api(
         }
         "editmessagereplymarkup" | "editmessagetext" => {
             let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let shown = format!("{}|{}", body["text"], body["reply_markup"]);
+            let message = (chat, body["message_id"].as_i64().unwrap_or(0));
+            if fake.edited.lock().unwrap().insert(message, shown.clone()).as_ref() == Some(&shown) {
+                record("edit-not-modified");
+                let description = "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message";
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    Json(json!({"ok": false, "error_code": 400, "description": description})),
+                )
+                    .into_response();
+            }
             ok(json!({
                 "message_id": body["message_id"], "date": 1_790_000_000,
                 "chat": {"id": chat, "type": "private", "first_name": "Employee"},
@@ -233,6 +247,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_on(0)
+    }
+
+    /// The fake on a chosen port (0: any free one).
+    pub fn start_on(port: u16) -> Server {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let fake: Shared = Arc::new(Fake { next_update: AtomicI64::new(1000), ..Fake::default() });
@@ -240,7 +259,7 @@ impl Server {
             .route("/{token}/{method}", any(bot_api))
             .route("/file/{token}/{id}", axum::routing::get(download))
             .with_state(fake.clone());
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
         let address = listener.local_addr().unwrap();
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
         Server { fake, address, _runtime: runtime }
@@ -603,4 +622,35 @@ pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// Finished answers (the message or edit that carries the feedback buttons) to `chat`, with when
+/// each was sent and its text.
+pub fn finished(server: &Server, chat: i64) -> Vec<(Instant, String)> {
+    server
+        .fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            (c.method == "sendmessage" || c.method == "editmessagetext")
+                && c.body["chat_id"].as_i64() == Some(chat)
+                && c.body["reply_markup"]["inline_keyboard"][0].as_array().is_some_and(|r| r.len() == 2)
+        })
+        .map(|c| (c.at, c.body["text"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// When each finished answer to `chat` was sent.
+pub fn finished_answers(server: &Server, chat: i64) -> Vec<Instant> {
+    finished(server, chat).into_iter().map(|(at, _)| at).collect()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

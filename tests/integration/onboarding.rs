@@ -352,3 +352,76 @@ fn a_broken_plan_file_is_rejected_precisely() {
     let status = run(sputnik(&data).args(["onboarding", "status", "--csv"]));
     assert_eq!(stdout(&status).lines().count(), 1, "only the header: {}", stdout(&status));
 }
+
+/// What HR reads before trusting the scheduler: `plans preview` shows a plan for a start date
+/// before anyone is invited, `onboarding upcoming` what will go to whom and when — both from
+/// the rules the scheduler itself follows.
+#[test]
+fn plans_preview_and_upcoming_show_what_the_scheduler_will_send() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = crate::fake_bot::knowledge_base_with_plan(tmp.path());
+
+    let preview = json(&run(sputnik(&data).args([
+        "plans",
+        "preview",
+        "engineering-en",
+        "--start",
+        "2027-03-01",
+        "--days",
+        "10",
+        "--json",
+    ])));
+    let items = preview.as_array().unwrap();
+    let first_of = |kind: &str| {
+        items.iter().find(|i| i["kind"] == kind).unwrap_or_else(|| panic!("no {kind}: {preview:#}"))
+    };
+    assert_eq!(first_of("day")["at"], "2027-03-01 09:00");
+    assert!(first_of("day")["messages"][0]["html"].as_str().unwrap().starts_with("Welcome to Polaris"));
+    assert_eq!(first_of("introduction")["messages"][1]["to"], "Buddy");
+    assert!(first_of("introduction")["messages"][1]["html"].as_str().unwrap().contains("starts today"));
+    assert_eq!(first_of("reminder")["at"], "2027-03-01 09:00");
+    // Day three is Wednesday; the laptop (due Monday) is two working days late on Wednesday.
+    assert!(items.iter().any(|i| i["kind"] == "day" && i["at"] == "2027-03-03 09:00"));
+    let escalation = first_of("escalation");
+    assert_eq!(
+        (escalation["at"].as_str(), escalation["messages"][0]["to"].as_str()),
+        (Some("2027-03-03 09:00"), Some("Manager"))
+    );
+    assert!(
+        !items
+            .iter()
+            .any(|i| i["at"].as_str().unwrap() >= "2027-03-06" && i["at"].as_str().unwrap() < "2027-03-08"),
+        "nothing on the weekend"
+    );
+    let table =
+        stdout(&run(sputnik(&data).args(["plans", "preview", "engineering-en", "--start", "2027-03-01"])));
+    assert!(table.contains("day message") && table.contains("Welcome to Polaris"), "{table}");
+    let refused = run(sputnik(&data).args(["plans", "preview", "engineering-en", "--start", "someday"]));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+
+    // A hire starting next Monday who has joined: their day one is in the forecast.
+    let today = Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::get("Europe/Moscow").unwrap()).date();
+    let mut monday = today.tomorrow().unwrap();
+    while monday.weekday() != jiff::civil::Weekday::Monday {
+        monday = monday.tomorrow().unwrap();
+    }
+    let code = crate::fake_bot::invite_to(&data, "Una", "Engineering", Some(&monday.to_string()));
+    {
+        let app = App::open(Settings::lexical_only(&data)).unwrap();
+        let now = Timestamp::now().as_second();
+        let una = app.store().redeem_invite(&sputnik::store::invite_hash(&code), 6001, now).unwrap().unwrap();
+        assert!(onboarding::assign_on_join(app.store(), &una, now).unwrap().is_some());
+    }
+    let upcoming = json(&run(sputnik(&data).args(["onboarding", "upcoming", "--days", "14", "--json"])));
+    let first_day = format!("{monday} 09:00");
+    assert!(
+        upcoming
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["employee"] == "Una" && i["kind"] == "day" && i["at"] == first_day.as_str()),
+        "{upcoming:#}"
+    );
+    let refused = run(sputnik(&data).args(["onboarding", "upcoming", "--days", "0"]));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}

@@ -19,32 +19,6 @@ fn slow_rewriting_model(runtime: &tokio::runtime::Runtime, rewrite_delay: Durati
     })
 }
 
-/// Finished answers (the message or edit that carries the feedback buttons) to `chat`, with when
-/// each was sent.
-fn finished_answers(server: &Server, chat: i64) -> Vec<Instant> {
-    server
-        .fake
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| {
-            (c.method == "sendmessage" || c.method == "editmessagetext")
-                && c.body["chat_id"].as_i64() == Some(chat)
-                && c.body["reply_markup"]["inline_keyboard"][0].as_array().is_some_and(|r| r.len() == 2)
-        })
-        .map(|c| c.at)
-        .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One employee's follow-up waits for a model that hangs (its rewrite takes 6 s); another
 /// employee's unrelated question, asked meanwhile, is answered before the follow-up is — it does
 /// not queue behind the hung call (it did when updates were handled one at a time).

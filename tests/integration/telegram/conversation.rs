@@ -2,7 +2,7 @@
 //! survives throttling, server errors and restarts.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -166,4 +166,69 @@ fn bogus_codes_and_the_rate_limit_through_telegram() {
     assert!(sent[3]["text"].as_str().unwrap().contains("Google Calendar"));
     assert!(sent[4]["text"].as_str().unwrap().starts_with("You are asking very quickly"), "{:#?}", sent[4]);
     stop(bot);
+}
+
+/// Feedback edges: 👍 pressed twice before the buttons went away counts once and edits once; an
+/// edit Telegram refuses as "not modified" (a checklist tick pressed twice) is done, not an
+/// error; and a reason keeps the case it was written in.
+#[test]
+fn feedback_and_ticks_pressed_twice_count_once_and_are_no_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base_with_plan(tmp.path());
+    // Starting in the future: the scheduler has nothing to send meanwhile.
+    let code = invite_to(&data, "Nina", "Engineering", Some("2030-01-07"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start();
+    let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
+    join(&server, 1001, &code);
+    server.text(1001, "en", "How do I book a meeting room?");
+    let answer = server.wait_for(1001, 2)[1].clone();
+    // The fake's records are the requests: any id names the message a button sits under.
+    let message_id = 501;
+    let buttons = &answer["reply_markup"]["inline_keyboard"][0];
+    let (helpful, unhelpful) =
+        (buttons[0]["callback_data"].as_str().unwrap(), buttons[1]["callback_data"].as_str().unwrap());
+    assert!(helpful.starts_with("fb:1:") && unhelpful.starts_with("fb:0:"), "{buttons}");
+    server.press(1001, message_id, helpful);
+    server.press(1001, message_id, helpful);
+    server.press(1001, message_id, unhelpful);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.calls("answerCallbackQuery").len() < 3 {
+        assert!(Instant::now() < deadline, "{:#?}", server.calls("answerCallbackQuery"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The checklist, ticked twice: the second edit would change nothing.
+    server.text(1001, "en", "/plan");
+    assert!(server.wait_for(1001, 3)[2]["text"].as_str().unwrap().contains("Done: 0 of 5"));
+    let checklist = 502;
+    server.press(1001, checklist, "ob:t:laptop");
+    server.press(1001, checklist, "ob:t:laptop");
+    while server.calls("edit-not-modified").is_empty() {
+        assert!(Instant::now() < deadline, "{:#?}", server.calls("editMessageText"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, metrics) = http_get(port, "/metrics");
+    assert_eq!(metric(&metrics, "sputnik_feedback_total{kind=\"helpful\"}"), 1.0, "{metrics}");
+    let count = |series: &str| if metrics.contains(series) { metric(&metrics, series) } else { 0.0 };
+    assert_eq!(count("sputnik_feedback_total{kind=\"unhelpful\"}"), 0.0, "the first press counts");
+    assert_eq!(count("sputnik_telegram_errors_total{kind=\"refused\"}"), 0.0, "{metrics}");
+    let edits = server.calls("editMessageReplyMarkup");
+    assert_eq!(edits.len(), 1, "the buttons are removed once: {edits:#?}");
+
+    // 👎 with a reason written with capitals: the report shows it as written.
+    server.text(1001, "en", "Can I park my car at the office?");
+    let second = server.wait_for(1001, 4)[3].clone();
+    let unhelpful =
+        second["reply_markup"]["inline_keyboard"][0][1]["callback_data"].as_str().unwrap().to_owned();
+    server.press(1001, 503, &unhelpful);
+    server.wait_for(1001, 5);
+    server.text(1001, "en", "Nothing about the Garage on Lesnaya");
+    assert!(server.wait_for(1001, 6)[5]["text"].as_str().unwrap().contains("HR will see your comment"));
+    let log = stop(bot);
+    assert!(!log.contains("Telegram refused"), "{log}");
+    let report = json(&run(sputnik(&data).args(["report", "--format", "json"])));
+    let reasons = report["feedback_reasons"].as_array().unwrap();
+    assert!(reasons.iter().any(|r| r["name"] == "Nothing about the Garage on Lesnaya"), "{reasons:#?}");
 }

@@ -223,3 +223,68 @@ fn generated_answers_stream_cite_and_fall_back() {
     assert!(!log.contains("sk-test-secret"), "the API key reached the log");
     assert!(!log.contains("paternity"), "a question reached the log");
 }
+
+/// Follow-ups with a model that hangs or answers the wrong request: the rewrite and the answer
+/// share one `llm.timeout_seconds` (the extractive answer comes within it, not after two),
+/// "typing…" is renewed while the employee waits, and a rewrite that is an answer about another
+/// subject is dropped — the question is searched as asked.
+#[test]
+fn a_follow_up_costs_one_timeout_and_a_rewrite_off_the_subject_is_dropped() {
+    const TIMEOUT: u64 = 6;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let code = invite(&data, "Anna", &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hang = || Reply::after(Duration::from_secs(60), Reply::whole("Too late [1]."));
+    let model = fake_model(&runtime, move |call| {
+        let stolen = call.user().contains("stolen");
+        match (call.is_rewrite(), stolen) {
+            // The model answers the rewrite request instead, about the earlier question.
+            (true, true) => Reply::whole("Core hours are from 11:00 to 16:00 [1]."),
+            (false, true) => Reply::whole("Report it to the Service Desk at once [1]."),
+            _ => hang(),
+        }
+    });
+    let server = Server::start();
+    let timeout = TIMEOUT.to_string();
+    let bot = serve_with(
+        sputnik(&data),
+        &server,
+        &[
+            ("SPUTNIK_LLM__URL", &model.url),
+            ("SPUTNIK_LLM__MODEL", "test-model"),
+            ("SPUTNIK_LLM__TIMEOUT_SECONDS", &timeout),
+        ],
+    );
+    join(&server, 7100, &code);
+    server.text(7100, "en", "What are the core hours?");
+    wait_until("the first answer", Duration::from_secs(30), || finished_answers(&server, 7100).len() == 1);
+
+    // A follow-up: the rewrite hangs, then the answer hangs.
+    let typing_before = server.calls("sendChatAction").len();
+    let asked = Instant::now();
+    server.text(7100, "en", "and what about parking?");
+    wait_until("the follow-up's answer", Duration::from_secs(30), || {
+        finished_answers(&server, 7100).len() == 2
+    });
+    let waited = finished_answers(&server, 7100)[1] - asked;
+    assert!(
+        waited < Duration::from_secs(TIMEOUT) * 3 / 2,
+        "the follow-up took {waited:?}: more than one timeout of {TIMEOUT} s"
+    );
+    let follow_up =
+        model.calls().into_iter().filter(|c| c.user().contains("and what about parking?")).count();
+    assert_eq!(follow_up, 2, "both the rewrite and the answer were asked for");
+    let typing = server.calls("sendChatAction").len() - typing_before;
+    assert!(typing >= 2, "typing… was shown once ({typing}) while the employee waited {waited:?}");
+    let fallback = finished(&server, 7100)[1].1.clone();
+    assert!(fallback.contains("Sources"), "the extractive answer: {fallback}");
+
+    // A rewrite that answers instead of asking, about the earlier subject: dropped.
+    server.text(7100, "en", "What should I do if my laptop is stolen?");
+    wait_until("the third answer", Duration::from_secs(30), || finished_answers(&server, 7100).len() == 3);
+    let answer = finished(&server, 7100)[2].1.clone();
+    assert!(answer.contains("Service Desk") && answer.contains("it-equipment.md"), "{answer}");
+    assert!(!answer.contains("Core hours"), "{answer}");
+    stop(bot);
+}
