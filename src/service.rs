@@ -263,7 +263,13 @@ async fn connect_with_retries(
             Err(e @ crate::bot::BotError::Unreachable { .. }) => {
                 let reason = e.to_string();
                 tracing::warn!(error = %reason, retry_in = wait.as_secs(), "Telegram is not reachable yet; retrying");
-                notify_systemd(&[sd_notify::NotifyState::Status(&format!("waiting for Telegram: {reason}"))]);
+                // systemd keeps waiting for READY=1 as long as the service keeps trying: each
+                // attempt extends the start timeout past the next one.
+                let extend = u32::try_from((wait + Duration::from_secs(60)).as_micros()).unwrap_or(u32::MAX);
+                notify_systemd(&[
+                    sd_notify::NotifyState::Status(&format!("waiting for Telegram: {reason}")),
+                    sd_notify::NotifyState::ExtendTimeoutUsec(extend),
+                ]);
                 state.set(format!("unreachable: {reason}"));
             }
             Err(e) => return Err(Error::Usage(e.to_string())),
