@@ -654,3 +654,16 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits until the service on `port` says it is ready (HTTP comes up before Telegram is
+/// reached); returns the last `/readyz` answer.
+pub fn wait_ready(port: u16) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(port, "/readyz");
+        if status == 200 || Instant::now() > deadline {
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::fake_bot::{Server, free_port, http, http_get, serve_with, terminate};
+use crate::fake_bot::{Server, free_port, http, http_get, serve_with, terminate, wait_ready};
 
 /// A DOCX whose body nests paragraphs `depth` deep.
 fn nested_docx(depth: usize) -> Vec<u8> {
@@ -67,6 +67,7 @@ fn a_nested_file_sent_to_the_running_service_leaves_it_running() {
     let listen = format!("127.0.0.1:{port}");
     let service = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
     assert_eq!(http_get(port, "/livez").0, 200);
+    assert_eq!(wait_ready(port).0, 200);
     let output = run(sputnik(&data).env("SPUTNIK_HTTP_LISTEN", &listen).arg("import").arg(&docs));
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("deeper than 256 levels"), "{}", stderr(&output));
@@ -315,6 +316,7 @@ fn floods_and_idle_connections_do_not_take_the_service_out_of_monitoring() {
     let listen = format!("127.0.0.1:{port}");
     let service = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
     assert_eq!(http_get(port, "/livez").0, 200);
+    assert_eq!(wait_ready(port).0, 200);
 
     // Idle and half-sent connections hold no slot for long, and health checks still answer.
     let mut silent: Vec<std::net::TcpStream> = (0..100).map(|_| silent_connection(port, b"")).collect();

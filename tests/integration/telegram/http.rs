@@ -18,10 +18,10 @@ fn health_and_metrics_follow_the_questions() {
     let port = free_port();
     let bot = serve_with(sputnik(&data), &server, &[("SPUTNIK_HTTP_LISTEN", &format!("127.0.0.1:{port}"))]);
     assert_eq!(http_get(port, "/livez"), (200, "ok\n".to_owned()));
-    let (status, body) = http_get(port, "/readyz");
+    let (status, body) = wait_ready(port);
     assert_eq!(status, 200, "{body}");
     let ready: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ready, json!({"store": "ok", "index": "ok", "model": "off"}));
+    assert_eq!(ready, json!({"store": "ok", "index": "ok", "model": "off", "telegram": "ok"}));
 
     let (_, before) = http_get(port, "/metrics");
     assert_eq!(metric(&before, "sputnik_questions_total{outcome=\"answered\"}"), 0.0);
