@@ -11,6 +11,7 @@
 
 mod bert;
 pub mod profile;
+mod q4;
 mod quantized;
 mod settings;
 mod tokens;
