@@ -9,6 +9,7 @@
 //! Models load from a directory on disk only (see `models/fetch`); their profiles come from
 //! [`profile::ModelProfile`].
 
+mod activation;
 mod bert;
 pub mod profile;
 mod q4;

@@ -24,6 +24,7 @@ use half::f16;
 use memmap2::Mmap;
 
 use super::EmbedError;
+use super::activation::GeluErf;
 use super::profile::ModelProfile;
 use super::q4::{Q4MatMul, Q4Matrix};
 use super::tokens::{ModelTokenizer, mean_pool};
@@ -296,7 +297,9 @@ impl QuantizedEncoder {
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
         let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context, expand)?)?)?;
-        let hidden = layer.up.forward(&attended, expand)?.gelu_erf()?;
+        let up = layer.up.forward(&attended, expand)?;
+        let hidden =
+            if self.device.is_cpu() { up.contiguous()?.apply_op1_no_bwd(&GeluErf)? } else { up.gelu_erf()? };
         layer.output_norm.forward(&(&attended + layer.down.forward(&hidden, expand)?)?)
     }
 }
