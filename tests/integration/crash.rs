@@ -434,7 +434,10 @@ fn serve_killed_at_random_moments_loses_nothing_acknowledged() {
             }
         }
     }
-    assert!(in_flight >= SERVE_KILLS / 5, "only {in_flight} kills landed in the middle of the work");
+    // The test's own check that it exercised what it claims: some kills land while answers are
+    // going out. Chats now answer in parallel, so a life's answers leave close together and fewer
+    // kills fall between them (8–23 of 50 per run seen on 2 cores); 5 is far from none.
+    assert!(in_flight >= SERVE_KILLS / 10, "only {in_flight} kills landed in the middle of the work");
     for i in 0..HIRES + STAFF {
         let texts = texts_to(&server, chat(i));
         let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
