@@ -178,7 +178,7 @@ pub fn broadcast(app: &App, request: &BroadcastRequest, now: i64) -> Result<Queu
             crate::answer::TELEGRAM_MESSAGE_LIMIT
         )));
     }
-    let groups = crate::access::parse_groups(&request.groups).map_err(crate::search::SearchError::from)?;
+    let groups = crate::access::parse_groups(&request.groups)?;
     let matches = |e: &Employee| {
         e.active
             && (groups.is_empty() || groups.iter().any(|g| e.groups.contains(g)))

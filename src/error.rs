@@ -27,6 +27,12 @@ pub enum Error {
     Usage(String),
 }
 
+impl From<crate::access::InvalidGroup> for Error {
+    fn from(e: crate::access::InvalidGroup) -> Self {
+        Error::Search(e.into())
+    }
+}
+
 impl Error {
     /// True when the person at the keyboard can fix this by changing what they typed or
     /// supplied, as opposed to a fault in the data directory or the program.

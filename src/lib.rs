@@ -427,7 +427,7 @@ pub fn refuse_foreign_data_dir(data_dir: &Path) -> Result<()> {
 }
 
 fn normalize_groups(groups: &[String]) -> Result<Vec<String>> {
-    Ok(access::parse_groups(groups).map_err(search::SearchError::from)?)
+    Ok(access::parse_groups(groups)?)
 }
 
 fn file_size(path: &Path) -> u64 {

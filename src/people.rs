@@ -69,7 +69,7 @@ pub fn invite(
     if request.lifetime_seconds <= 0 {
         return Err(Error::Usage("an invite must be valid for some time".into()));
     }
-    let groups = crate::access::parse_groups(&request.groups).map_err(crate::search::SearchError::from)?;
+    let groups = crate::access::parse_groups(&request.groups)?;
     let start_date = request.start_date.as_deref().map(parse_start_date).transpose()?;
     let code = new_invite_code()?;
     let employee = store.create_employee(

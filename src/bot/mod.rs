@@ -88,16 +88,21 @@ pub(crate) async fn typing_while<T>(
 ) -> T {
     tokio::pin!(work);
     loop {
-        // Never waits on Telegram: a slow Bot API must not hold the reply back.
-        let bot = bot.clone();
-        tokio::spawn(async move {
-            let _ = bot.send_chat_action(tg(chat), teloxide::types::ChatAction::Typing).await;
-        });
+        show_typing(bot, chat);
         tokio::select! {
             done = &mut work => return done,
             _ = tokio::time::sleep(TYPING_RENEWAL) => {}
         }
     }
+}
+
+/// Shows "typing…" in `chat` without waiting on Telegram: a slow Bot API must not hold a reply
+/// back, and the indicator is only useful right now (never queued).
+pub(crate) fn show_typing(bot: &Bot, chat: crate::store::ChatId) {
+    let bot = bot.clone();
+    tokio::spawn(async move {
+        let _ = bot.send_chat_action(tg(chat), teloxide::types::ChatAction::Typing).await;
+    });
 }
 
 /// Our chat id as teloxide's.

@@ -287,10 +287,7 @@ async fn generate(
                     result = &mut stream => break result,
                     changed = text_rx.changed() => if changed.is_err() { break (&mut stream).await },
                     _ = typing.tick(), if message.is_none() => {
-                        let bot = bot.clone();
-                        tokio::spawn(async move {
-                            let _ = bot.send_chat_action(tg(chat), teloxide::types::ChatAction::Typing).await;
-                        });
+                        super::show_typing(bot, chat);
                         continue;
                     }
                 }

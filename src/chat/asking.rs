@@ -11,8 +11,7 @@ use crate::answer::{self, TELEGRAM_MESSAGE_LIMIT};
 use crate::i18n::{escape_html, message};
 use crate::reply::Action;
 use crate::search::SearchRequest;
-use crate::store::ChatId;
-use crate::store::{CitedChunk, Employee, Language, QuestionRecord};
+use crate::store::{ChatId, CitedChunk, Employee, Language, QuestionRecord};
 
 impl Engine {
     pub(super) fn text_message(

@@ -7,8 +7,7 @@ use crate::answer::{self, TELEGRAM_MESSAGE_LIMIT};
 use crate::i18n::{self, escape_html, message};
 use crate::onboarding;
 use crate::reply::Action;
-use crate::store::ChatId;
-use crate::store::{Employee, InviteRefusal, Language, Role, invite_hash};
+use crate::store::{ChatId, Employee, InviteRefusal, Language, Role, invite_hash};
 
 /// Every command the bot understands. Parsing, `/help` and the menu Telegram shows all read
 /// this list; each command's description is the catalogue key `command_<name>`.

@@ -5,8 +5,7 @@ use super::{Engine, send};
 use crate::Error;
 use crate::i18n::message;
 use crate::reply::{Action, InlineButton};
-use crate::store::ChatId;
-use crate::store::{Employee, Feedback, Language};
+use crate::store::{ChatId, Employee, Feedback, Language};
 
 const FEEDBACK_PREFIX: &str = "fb";
 

@@ -6,8 +6,7 @@ use crate::Error;
 use crate::i18n::{escape_html, message};
 use crate::onboarding::{self, QuizOutcome};
 use crate::reply::{Action, InlineButton};
-use crate::store::ChatId;
-use crate::store::{Employee, Language};
+use crate::store::{ChatId, Employee, Language};
 
 impl Engine {
     pub(super) fn plan(

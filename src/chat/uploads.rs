@@ -6,8 +6,7 @@ use super::{Engine, Sender, send};
 use crate::Error;
 use crate::i18n::{self, message};
 use crate::reply::Action;
-use crate::store::ChatId;
-use crate::store::Role;
+use crate::store::{ChatId, Role};
 
 impl Engine {
     /// Decides, before anything is downloaded, whether a file from `from` of `size` bytes will

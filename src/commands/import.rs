@@ -46,8 +46,7 @@ fn import_through(
     request: &ImportRequest,
     observer: &mut dyn ImportObserver,
 ) -> anyhow::Result<ImportReport> {
-    crate::access::parse_groups(&request.groups)
-        .map_err(|e| crate::Error::from(crate::search::SearchError::from(e)))?;
+    crate::access::parse_groups(&request.groups).map_err(crate::Error::from)?;
     let discovery = ingest::discover_request(&settings.ingest, request).map_err(crate::Error::from)?;
     let removals: Vec<Stale> = if request.sync {
         let present: Vec<(&str, &str)> =

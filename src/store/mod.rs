@@ -5,6 +5,7 @@
 //!   search index records at its own commits, so a stale index is detectable after a crash;
 //! - the schema version is stored, and numbered migrations bring older files up to date.
 
+mod conversation;
 mod documents;
 mod onboarding;
 mod outbox;
@@ -18,13 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+pub use conversation::{CitedChunk, ConversationCounts, Feedback, QuestionRecord, Session};
 pub use documents::ChunkVectors;
 pub use onboarding::{Assignment, QuizAnswer, TaskState};
 pub use outbox::{Broadcast, Recipient};
-pub use people::{
-    ChatId, CitedChunk, ConversationCounts, Employee, EmployeeId, Feedback, Invite, InviteRefusal,
-    NewEmployee, QuestionRecord, Role, Session, invite_hash,
-};
+pub use people::{ChatId, Employee, EmployeeId, Invite, InviteRefusal, NewEmployee, Role, invite_hash};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
 pub use verify::Verified;
