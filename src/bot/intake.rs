@@ -27,8 +27,6 @@ use crate::reply::Action;
 /// Updates handled at once across chats; each holds a blocking thread while it runs (a model
 /// call waits on one), so this bounds threads, not cores.
 pub(super) const MAX_PARALLEL_UPDATES: usize = 32;
-/// A chat's worker leaves after this long without updates (the next update starts another).
-const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for updates being handled; what is left stays in the inbox.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -64,15 +62,13 @@ impl Workers {
         let _ = queue.send((id, update));
     }
 
+    /// Drains the chat's queue and leaves as soon as it is empty: only chats with updates
+    /// waiting hold a worker and a queue (a thousand employees asking once a minute kept a
+    /// thousand idle queues alive when workers lingered).
     async fn work(self: Arc<Self>, chat: i64, mut queue: mpsc::UnboundedReceiver<(u64, Update)>) {
         loop {
-            let next = tokio::select! {
-                _ = self.context.stop.cancelled() => None,
-                next = queue.recv() => next,
-                _ = tokio::time::sleep(WORKER_IDLE) => None,
-            };
-            match next {
-                Some((id, update)) if !self.context.stop.is_cancelled() => {
+            match queue.try_recv() {
+                Ok((id, update)) if !self.context.stop.is_cancelled() => {
                     let Ok(_permit) = self.context.permits.acquire().await else { return };
                     handle(&self.context, id, update).await;
                 }
