@@ -131,7 +131,7 @@ fn questions_are_answered_while_an_upload_is_embedded() {
     server.wait_for(1001, 1);
     server.wait_for(2002, 1);
 
-    let policy = long_policy(60);
+    let policy = long_policy(150);
     let uploaded = Instant::now();
     server.document(1001, "travel-rules.md", policy.as_bytes(), policy.len());
     std::thread::sleep(Duration::from_millis(500));
