@@ -32,6 +32,10 @@ pub use tokens::estimate_tokens;
 
 /// Most tokens (batch size × longest text) one forward pass may hold; bounds peak memory.
 const BATCH_TOKEN_BUDGET: usize = 8192;
+/// Most attention scores per head (batch size × longest text²) one forward pass may hold. The
+/// scores grow with the square of the length: 16 texts of 512 tokens held 200 MB of them per
+/// copy (12 heads), and an import peaked at 510 MiB; with this bound a copy is 24 MiB.
+const BATCH_ATTENTION_BUDGET: usize = 1 << 19;
 const MAX_BATCH: usize = 32;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -347,7 +351,10 @@ fn embed_in_batches(
     while start < order.len() {
         between();
         let longest = counts[order[start]].max(1);
-        let size = (BATCH_TOKEN_BUDGET / longest).clamp(1, MAX_BATCH).min(order.len() - start);
+        let size = (BATCH_TOKEN_BUDGET / longest)
+            .min(BATCH_ATTENTION_BUDGET / (longest * longest))
+            .clamp(1, MAX_BATCH)
+            .min(order.len() - start);
         let batch: Vec<String> = order[start..start + size].iter().map(|&i| texts[i].clone()).collect();
         for (&i, vector) in order[start..start + size].iter().zip(encoder.embed(&batch)?) {
             out[i] = Some(vector);

@@ -290,11 +290,15 @@ impl QuantizedEncoder {
         let head_dim = dim / self.heads;
         let split =
             |t: Tensor| t.reshape((rows, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous();
-        let query = split(layer.query.forward(x, expand)?)?;
+        // The query is scaled before the product, not the scores after it: the scores (rows ×
+        // heads × length², the largest tensor of a long batch) then exist in two copies at most.
+        let query = (split(layer.query.forward(x, expand)?)? * (1.0 / (head_dim as f64).sqrt()))?;
         let key = split(layer.key.forward(x, expand)?)?;
         let value = split(layer.value.forward(x, expand)?)?;
-        let scores = (query.matmul(&key.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(bias)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = {
+            let scores = query.matmul(&key.t()?)?.broadcast_add(bias)?;
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
         let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context, expand)?)?)?;
         let up = layer.up.forward(&attended, expand)?;
