@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    tune_for_a_shared_machine();
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match sputnik::commands::run(cli) {
@@ -60,29 +60,16 @@ fn restore_default_sigpipe() {
     }
 }
 
-/// Two process-wide settings for a service that shares a small machine, made before any thread
-/// exists (docs/reliability.md, "Load and soak"):
-///
-/// - **No transparent huge pages.** The allocator asks for them on its arenas, and each 2 MiB
-///   page touched by one small allocation is resident whole: with many threads each keeping its
-///   own pages, the service's resident memory doubled under load (120 → 300 MiB) and kept
-///   growing while a backlog drained.
-/// - **candle's 4-bit matmul on the calling thread** (`CANDLE_NUM_THREADS=1` unless set). Its
-///   worker pool waits for its workers by spinning: when another process holds the cores, every
-///   layer of every question waits out a preempted worker's time slice, and a question embedded in
-///   25 ms took 300 ms; questions then queued for tens of seconds. Questions are short and many
-///   run in parallel across chats, so one thread each serves them better; long batches (imports)
-///   take another path with its own threads.
+/// No transparent huge pages for this process, set before any thread exists (docs/reliability.md,
+/// "Load and soak"): the allocator asks for them on its arenas, and each 2 MiB page touched by
+/// one small allocation is resident whole. With many threads each keeping its own pages, the
+/// service's resident memory doubled under load (120 → 300 MiB) and kept growing while a backlog
+/// drained.
 #[allow(unsafe_code)]
-fn tune_for_a_shared_machine() {
+fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory; it takes no pointers.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: called first thing in main, before any thread exists that could read the
-        // environment concurrently.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }

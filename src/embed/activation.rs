@@ -37,14 +37,8 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("gelu-erf takes f32 tensors");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf takes a contiguous tensor");
-        };
+        let input = super::q4::contiguous_f32(self.name(), storage, layout)?;
         let gelu = |x: f32| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        let input = &values[start..end];
         let mut out = vec![0f32; input.len()];
         // A batch's activations are shared between the cores; a question's are too few to.
         const PER_TASK: usize = 1 << 16;

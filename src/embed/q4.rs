@@ -217,6 +217,21 @@ mod avx2 {
     }
 }
 
+/// The values of a contiguous f32 CPU tensor, as Sputnik's own candle operations take them.
+pub(super) fn contiguous_f32<'s>(
+    op: &str,
+    storage: &'s CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'s [f32]> {
+    let CpuStorage::F32(values) = storage else {
+        candle_core::bail!("{op} takes f32 tensors");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes a contiguous tensor");
+    };
+    Ok(&values[start..end])
+}
+
 /// `x · Wᵀ` as a candle operation on CPU tensors of f32: `x` is (…, columns), the result
 /// (…, rows).
 pub(super) struct Q4MatMul<'a>(pub &'a Q4Matrix);
@@ -227,12 +242,7 @@ impl CustomOp1 for Q4MatMul<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("q4-matmul takes f32 tensors");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q4-matmul takes a contiguous tensor");
-        };
+        let input = contiguous_f32(self.name(), storage, layout)?;
         let dims = layout.shape().dims();
         let (&columns, batch) =
             dims.split_last().ok_or_else(|| candle_core::Error::Msg("a scalar".into()))?;
@@ -241,7 +251,7 @@ impl CustomOp1 for Q4MatMul<'_> {
         }
         let m: usize = batch.iter().product();
         let mut out = vec![0f32; m * self.0.rows];
-        self.0.matmul(&values[start..end], m, &mut out);
+        self.0.matmul(input, m, &mut out);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("not a scalar") = self.0.rows;
         Ok((CpuStorage::F32(out), Shape::from(shape)))
