@@ -5,11 +5,14 @@
 //!   folded but not stemmed, so exact identifiers rank even when stemming would blur them.
 
 use std::mem;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use tantivy::Index;
 use tantivy::tokenizer::{
-    Language, LowerCaser, RegexTokenizer, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter,
-    TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer, Token,
+    TokenFilter, TokenStream, Tokenizer,
 };
 
 pub const STEMMED: &str = "sputnik_stem";
@@ -28,6 +31,12 @@ const ENGLISH_STOP_WORDS: &[&str] = &[
 
 /// Words and number-letter codes joined by `-`, `_`, `.` or `/`.
 const CODE_PATTERN: &str = r"[\p{L}\p{N}]+(?:[-_./][\p{L}\p{N}]+)*";
+
+/// One compiled pattern for the whole process: a `Regex` keeps its matching caches with it, and
+/// tantivy hands out a fresh copy of an analyzer for every query, so a tokenizer owning its own
+/// `Regex` rebuilt those caches on every question.
+static CODES: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(CODE_PATTERN).expect("the code pattern is valid"));
 
 pub fn register(index: &Index) {
     let manager = index.tokenizers();
@@ -52,8 +61,7 @@ pub fn stemmed_analyzer() -> TextAnalyzer {
 }
 
 pub fn exact_analyzer() -> TextAnalyzer {
-    let tokenizer = RegexTokenizer::new(CODE_PATTERN).expect("the code pattern is a valid regex");
-    TextAnalyzer::builder(tokenizer)
+    TextAnalyzer::builder(CodeTokenizer::default())
         .filter(RemoveLongFilter::limit(64))
         .filter(LowerCaser)
         .filter(YoFolding)
@@ -74,6 +82,47 @@ pub fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
 }
 
 /// Folds ё to е (Russian text uses them interchangeably); runs after lowercasing.
+/// Codes and names (`SEC-101`, `v2.3`) as whole tokens, matched by the process-wide `CODES`.
+#[derive(Clone, Debug, Default)]
+pub struct CodeTokenizer {
+    token: Token,
+}
+
+impl Tokenizer for CodeTokenizer {
+    type TokenStream<'a> = CodeTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> CodeTokenStream<'a> {
+        self.token.reset();
+        CodeTokenStream { matches: CODES.find_iter(text), token: &mut self.token }
+    }
+}
+
+#[derive(Debug)]
+pub struct CodeTokenStream<'a> {
+    matches: regex::Matches<'static, 'a>,
+    token: &'a mut Token,
+}
+
+impl TokenStream for CodeTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(found) = self.matches.next() else { return false };
+        self.token.text.clear();
+        self.token.text.push_str(found.as_str());
+        self.token.offset_from = found.start();
+        self.token.offset_to = found.end();
+        self.token.position = self.token.position.wrapping_add(1);
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct YoFolding;
 
