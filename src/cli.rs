@@ -229,6 +229,10 @@ pub struct EvalArgs {
     /// --json: each mode's summary).
     #[arg(long)]
     pub compare: bool,
+    /// With --json, show each question's first candidates: each leg's rank and score and the
+    /// share of the question's words they hold.
+    #[arg(long, requires = "json", conflicts_with = "compare")]
+    pub explain: bool,
     #[command(flatten)]
     pub output: JsonFlag,
 }

@@ -96,7 +96,30 @@ pub struct QueryResult {
     pub answered: bool,
     /// Source paths the answer would cite, in citation order.
     pub cited: Vec<String>,
+    /// With `--explain`: the fused candidates, best first, with what each leg said of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<ExplainedCandidate>,
 }
+
+/// One passage among a question's candidates, as `eval --explain` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedCandidate {
+    pub source: String,
+    pub chunk: u32,
+    pub language: Language,
+    pub score: f32,
+    pub lexical_rank: Option<usize>,
+    pub lexical_score: Option<f32>,
+    pub dense_rank: Option<usize>,
+    /// Cosine similarity to the question.
+    pub dense_score: Option<f32>,
+    pub dense_margin: Option<f32>,
+    /// Share of the question's words (weighted by rarity) the passage holds.
+    pub term_coverage: f32,
+}
+
+/// How many candidates `--explain` shows per question.
+pub const EXPLAINED: usize = 30;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
@@ -147,6 +170,7 @@ pub fn run(
     k: usize,
     groups: &[String],
     mode: SearchMode,
+    explain: bool,
 ) -> Result<EvalReport, Error> {
     let k = k.max(1);
     let documents: HashMap<DocumentId, (String, Language)> =
@@ -154,7 +178,10 @@ pub fn run(
     let languages: HashMap<&str, Language> =
         documents.values().map(|(source, language)| (source.as_str(), *language)).collect();
     let answer_k = answer::search_k(answering.settings);
-    let depth = (k * 5).max(search_depth(answer_k));
+    // Rankings look deeper than an answer does; the answer path retrieves as a question in
+    // Telegram does, so its figures are what employees meet (fusion depends on the depth).
+    let answer_depth = search_depth(answer_k);
+    let depth = (k * 5).max(answer_depth);
     let mut queries = Vec::with_capacity(questions.len());
     for question in questions {
         let direction = direction(question, &languages);
@@ -167,9 +194,13 @@ pub fn run(
             first_hit: None,
             answered: false,
             cited: Vec::new(),
+            candidates: Vec::new(),
         };
         if !question.query.trim().is_empty() {
             let retrieved = retriever.retrieve(&question.query, groups, depth, mode)?;
+            if explain {
+                result.candidates = explained(retriever, &question.query, &retrieved.candidates, &documents)?;
+            }
             let mut seen = HashSet::new();
             for candidate in &retrieved.candidates {
                 if result.ranked.len() == k {
@@ -181,6 +212,11 @@ pub fn run(
                     result.ranked.push(source.clone());
                 }
             }
+            let retrieved = if depth == answer_depth {
+                retrieved
+            } else {
+                retriever.retrieve(&question.query, groups, answer_depth, mode)?
+            };
             let outcome = retriever.resolve(&question.query, mode, retrieved, answer_k, false)?;
             let composed = answer::compose(&outcome, outcome.language, answering.settings, answering.floors);
             result.answered = composed.found;
@@ -215,6 +251,37 @@ pub fn run(
 
 /// "en→en" when a right document is in the question's language, "en→ru" when all are in the
 /// other; `None` for unanswerable questions and for questions without a language.
+/// The first `EXPLAINED` candidates with their legs' ranks and scores and their word coverage.
+fn explained(
+    retriever: &Retriever<'_>,
+    query: &str,
+    candidates: &[crate::search::Candidate],
+    documents: &HashMap<DocumentId, (String, Language)>,
+) -> Result<Vec<ExplainedCandidate>, Error> {
+    let shown = &candidates[..candidates.len().min(EXPLAINED)];
+    let keys: Vec<_> = shown.iter().map(|c| (c.document, c.ordinal)).collect();
+    let coverage = retriever.coverage_of(query, &keys)?;
+    Ok(shown
+        .iter()
+        .zip(coverage)
+        .filter_map(|(c, term_coverage)| {
+            let (source, language) = documents.get(&c.document)?;
+            Some(ExplainedCandidate {
+                source: source.clone(),
+                chunk: c.ordinal,
+                language: *language,
+                score: c.score,
+                lexical_rank: c.lexical_rank,
+                lexical_score: c.lexical_score,
+                dense_rank: c.dense_rank,
+                dense_score: c.dense_score,
+                dense_margin: c.dense_margin,
+                term_coverage,
+            })
+        })
+        .collect())
+}
+
 fn direction(question: &EvalQuestion, languages: &HashMap<&str, Language>) -> Option<String> {
     let asked = question.lang.as_deref()?;
     let mut found: Vec<&str> =
@@ -300,6 +367,7 @@ mod tests {
             first_hit,
             answered: false,
             cited: Vec::new(),
+            candidates: Vec::new(),
         }
     }
 

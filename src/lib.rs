@@ -264,11 +264,12 @@ impl App {
         k: usize,
         groups: &[String],
         mode: Option<SearchMode>,
+        explain: bool,
     ) -> Result<EvalReport> {
         let mode = mode.unwrap_or(self.settings.search.mode);
         let floors = self.answer_floors();
         let answering = eval::Answering { settings: &self.settings.answer, floors: &floors };
-        eval::run(&self.retriever(), answering, questions, k, &normalize_groups(groups)?, mode)
+        eval::run(&self.retriever(), answering, questions, k, &normalize_groups(groups)?, mode, explain)
     }
 
     /// Rebuilds the full-text and vector indexes from the store; returns the number of chunks

@@ -75,7 +75,7 @@ pub(super) fn evaluate(settings: Settings, args: EvalArgs) -> anyhow::Result<i32
     };
     let mut reports = Vec::new();
     for mode in modes {
-        reports.push(app.evaluate(&questions, args.k, &args.groups, Some(mode))?);
+        reports.push(app.evaluate(&questions, args.k, &args.groups, Some(mode), args.explain)?);
     }
     if args.output.json {
         if args.compare {

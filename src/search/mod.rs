@@ -271,6 +271,15 @@ impl Retriever<'_> {
     }
 
     /// Runs `request` and resolves the top hits through the store (with snippets if asked).
+    /// Share of `query`'s words (weighted by rarity) each stored passage holds.
+    pub fn coverage_of(&self, query: &str, keys: &[(DocumentId, u32)]) -> Result<Vec<f32>, crate::Error> {
+        let weights = self.lexical.term_weights(query)?;
+        let found = self.store.chunks_with_documents(keys)?;
+        let present: Vec<_> = found.iter().flatten().cloned().collect();
+        let mut coverage = self.coverage(&weights, &present)?.into_iter();
+        Ok(found.iter().map(|f| if f.is_some() { coverage.next().unwrap_or(0.0) } else { 0.0 }).collect())
+    }
+
     pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome, crate::Error> {
         if request.query.trim().is_empty() {
             return Err(SearchError::EmptyQuery.into());

@@ -32,6 +32,42 @@ fn eval_finds_the_right_document_in_the_top_3_for_90_percent_per_language() {
     let mut distinct = ranked.clone();
     distinct.dedup();
     assert_eq!(distinct.len(), ranked.len(), "ranked lists distinct documents");
+    assert!(first.get("candidates").is_none(), "candidates only with --explain");
+
+    // --explain shows what each leg said of each candidate; here the full-text leg alone.
+    let explained = run(sputnik(&data)
+        .args(["eval", "--json", "--explain", "--mode", "lexical"])
+        .arg(repo_path("assets/handbook-questions.jsonl")));
+    assert!(explained.status.success(), "{}", stderr(&explained));
+    let explained = json(&explained);
+    assert_eq!(explained["summary"], report["summary"], "explaining changes no figure");
+    for query in explained["queries"].as_array().unwrap() {
+        let candidates = query["candidates"].as_array().unwrap();
+        assert!(!candidates.is_empty() && candidates.len() <= 30, "{query}");
+        assert_eq!(candidates[0]["source"], query["ranked"][0], "{query}");
+        for (i, candidate) in candidates.iter().enumerate() {
+            assert_eq!(candidate["lexical_rank"].as_u64(), Some(i as u64 + 1), "{candidate}");
+            assert!(candidate["lexical_score"].as_f64().unwrap() > 0.0, "{candidate}");
+            assert!(candidate["dense_rank"].is_null() && candidate["dense_score"].is_null(), "{candidate}");
+            let coverage = candidate["term_coverage"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&coverage), "{candidate}");
+            assert!(["en", "ru"].contains(&candidate["language"].as_str().unwrap()), "{candidate}");
+        }
+        let scores: Vec<f64> = candidates.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    }
+    // The best candidate usually holds most of the question's words.
+    let covered = explained["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["candidates"][0]["term_coverage"].as_f64().unwrap() >= 0.5)
+        .count();
+    assert!(covered * 2 > explained["queries"].as_array().unwrap().len(), "{covered}");
+
+    let without_json =
+        run(sputnik(&data).args(["eval", "--explain"]).arg(repo_path("assets/handbook-questions.jsonl")));
+    assert!(!without_json.status.success(), "--explain needs --json");
 }
 
 /// Each format keeps the structure citations need: titles and heading paths.

@@ -152,7 +152,7 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     assert_eq!((report.added, report.failed), (20, 0));
     let questions = sputnik::eval::load_questions(&repo_path("assets/handbook-questions.jsonl")).unwrap();
     let recall_3 = |mode, lang: &str| {
-        let report = app.evaluate(&questions, 10, &[], Some(mode)).unwrap();
+        let report = app.evaluate(&questions, 10, &[], Some(mode), false).unwrap();
         report.summary.by_language[lang].recall_3
     };
     let (lexical_en, dense_en, hybrid_en) = (
@@ -178,14 +178,34 @@ fn hybrid_is_at_least_as_good_as_either_leg_on_the_handbook() {
     // questions their Russian answers on real documents; 0.48 at half strength), English ones
     // 0.96.
     for mode in [SearchMode::Hybrid, SearchMode::Dense] {
-        let report = app.evaluate(&crosslingual, 10, &[], Some(mode)).unwrap();
+        let report = app.evaluate(&crosslingual, 10, &[], Some(mode), false).unwrap();
         for (language, summary) in &report.summary.by_language {
             assert!(summary.recall_3 >= 0.65, "{mode:?}, asked in {language}: top-3 {}", summary.recall_3);
         }
     }
     // Words alone cannot cross languages: the meaning leg is what finds these.
-    let lexical = app.evaluate(&crosslingual, 10, &[], Some(SearchMode::Lexical)).unwrap();
+    let lexical = app.evaluate(&crosslingual, 10, &[], Some(SearchMode::Lexical), false).unwrap();
     assert!(every(lexical.summary.by_language.values(), |s| s.recall_3 < 0.5));
+
+    // Eval's answers are the ones an employee gets: the same search and the same composition as
+    // a question in Telegram, although its rankings look deeper.
+    let settings = &app.settings().answer;
+    for set in [&questions, &crosslingual] {
+        let report = app.evaluate(set, 10, &[], Some(SearchMode::Hybrid), false).unwrap();
+        for (question, result) in set.iter().zip(&report.queries) {
+            let request = sputnik::search::SearchRequest {
+                query: question.query.clone(),
+                k: sputnik::answer::search_k(settings),
+                groups: Vec::new(),
+                mode: None,
+                snippets: false,
+            };
+            let outcome = app.search(&request).unwrap();
+            let answer = sputnik::answer::compose(&outcome, outcome.language, settings, &app.answer_floors());
+            let cited: Vec<String> = answer.sources.iter().map(|s| s.source.clone()).collect();
+            assert_eq!((result.answered, &result.cited), (answer.found, &cited), "{}", question.query);
+        }
+    }
 }
 
 /// Switching models needs `reindex --reembed`; mixing is refused with a clear error.
