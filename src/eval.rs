@@ -249,8 +249,6 @@ pub fn run(
     Ok(EvalReport { summary, queries })
 }
 
-/// "en→en" when a right document is in the question's language, "en→ru" when all are in the
-/// other; `None` for unanswerable questions and for questions without a language.
 /// The first `EXPLAINED` candidates with their legs' ranks and scores and their word coverage.
 fn explained(
     retriever: &Retriever<'_>,
@@ -282,6 +280,8 @@ fn explained(
         .collect())
 }
 
+/// "en→en" when a right document is in the question's language, "en→ru" when all are in the
+/// other; `None` for unanswerable questions and for questions without a language.
 fn direction(question: &EvalQuestion, languages: &HashMap<&str, Language>) -> Option<String> {
     let asked = question.lang.as_deref()?;
     let mut found: Vec<&str> =

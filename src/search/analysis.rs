@@ -81,7 +81,6 @@ pub fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     out
 }
 
-/// Folds ё to е (Russian text uses them interchangeably); runs after lowercasing.
 /// Codes and names (`SEC-101`, `v2.3`) as whole tokens, matched by the process-wide `CODES`.
 #[derive(Clone, Debug, Default)]
 pub struct CodeTokenizer {
@@ -123,6 +122,7 @@ impl TokenStream for CodeTokenStream<'_> {
     }
 }
 
+/// Folds ё to е (Russian text uses them interchangeably); runs after lowercasing.
 #[derive(Clone, Copy, Debug)]
 pub struct YoFolding;
 

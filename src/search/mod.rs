@@ -270,7 +270,6 @@ impl Retriever<'_> {
             .collect())
     }
 
-    /// Runs `request` and resolves the top hits through the store (with snippets if asked).
     /// Share of `query`'s words (weighted by rarity) each stored passage holds.
     pub fn coverage_of(&self, query: &str, keys: &[(DocumentId, u32)]) -> Result<Vec<f32>, crate::Error> {
         let weights = self.lexical.term_weights(query)?;
@@ -280,6 +279,7 @@ impl Retriever<'_> {
         Ok(found.iter().map(|f| if f.is_some() { coverage.next().unwrap_or(0.0) } else { 0.0 }).collect())
     }
 
+    /// Runs `request` and resolves the top hits through the store (with snippets if asked).
     pub fn search(&self, request: &SearchRequest) -> Result<SearchOutcome, crate::Error> {
         if request.query.trim().is_empty() {
             return Err(SearchError::EmptyQuery.into());

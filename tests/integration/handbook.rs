@@ -43,7 +43,7 @@ fn eval_finds_the_right_document_in_the_top_3_for_90_percent_per_language() {
     assert_eq!(explained["summary"], report["summary"], "explaining changes no figure");
     for query in explained["queries"].as_array().unwrap() {
         let candidates = query["candidates"].as_array().unwrap();
-        assert!(!candidates.is_empty() && candidates.len() <= 30, "{query}");
+        assert!(!candidates.is_empty() && candidates.len() <= sputnik::eval::EXPLAINED, "{query}");
         assert_eq!(candidates[0]["source"], query["ranked"][0], "{query}");
         for (i, candidate) in candidates.iter().enumerate() {
             assert_eq!(candidate["lexical_rank"].as_u64(), Some(i as u64 + 1), "{candidate}");
