@@ -25,7 +25,7 @@ use sputnik::{App, Settings};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rng, vocabulary};
+use support::{Rng, part, questions, vocabulary};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -124,11 +124,6 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Which parts to run: `SPUTNIK_BENCH_PARTS=model,import,vectors,hybrid` (default: all).
-fn part(name: &str) -> bool {
-    std::env::var("SPUTNIK_BENCH_PARTS").map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
-}
-
 fn model_settings(data: &Path) -> Settings {
     let mut settings = Settings::for_data_dir(data);
     settings.embed.models_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
@@ -176,26 +171,6 @@ fn fill_store(data: &Path, chunks: usize, words: &[String]) {
         };
         store.put_document(document, Some(ChunkVectors { model: MODEL, vectors: group })).unwrap();
     }
-}
-
-fn questions() -> Vec<String> {
-    [
-        "How do I get a laptop?",
-        "Who approves my expenses?",
-        "How do I connect to the VPN from a hotel?",
-        "What is the daily allowance abroad?",
-        "Can I work from another country?",
-        "Does insurance cover the dentist?",
-        "When are production releases?",
-        "How long is maternity leave?",
-        "How do I book a meeting room?",
-        "I clicked a phishing link, what now?",
-        "How much is the learning budget?",
-        "Where do I park my bike?",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -40,3 +40,53 @@ pub fn vocabulary() -> (Vec<String>, Vec<String>) {
     }
     (en, ru)
 }
+
+/// Questions an employee might ask of the handbook, in English.
+#[allow(dead_code)] // Not every bench that includes this module asks questions.
+pub fn questions() -> Vec<String> {
+    [
+        "How do I get a laptop?",
+        "Who approves my expenses?",
+        "How do I connect to the VPN from a hotel?",
+        "What is the daily allowance abroad?",
+        "Can I work from another country?",
+        "Does insurance cover the dentist?",
+        "When are production releases?",
+        "How long is maternity leave?",
+        "How do I book a meeting room?",
+        "I clicked a phishing link, what now?",
+        "How much is the learning budget?",
+        "Where do I park my bike?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The same kind of questions in Russian.
+#[allow(dead_code)] // Not every bench that includes this module asks in Russian.
+pub fn questions_ru() -> Vec<String> {
+    [
+        "Как получить ноутбук?",
+        "Кто утверждает мои расходы?",
+        "Как подключиться к VPN из гостиницы?",
+        "Какие суточные в зарубежной командировке?",
+        "Можно ли работать из другой страны?",
+        "Покрывает ли страховка стоматолога?",
+        "Когда выходят релизы в продакшен?",
+        "Сколько длится декретный отпуск?",
+        "Как забронировать переговорную?",
+        "Я перешёл по фишинговой ссылке, что делать?",
+        "Какой бюджет на обучение?",
+        "Где оставить велосипед?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Which parts of a bench to run: `SPUTNIK_BENCH_PARTS=a,b` (default: all).
+#[allow(dead_code)] // Not every bench has parts.
+pub fn part(name: &str) -> bool {
+    std::env::var("SPUTNIK_BENCH_PARTS").map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}

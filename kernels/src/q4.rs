@@ -18,6 +18,11 @@ const BLOCK: usize = 32;
 const Q4_0_BYTES: usize = 18;
 /// Input rows multiplied with one unpacked weight block.
 const ROWS_AT_ONCE: usize = 4;
+/// From this many input rows (tokens), weight rows are unpacked once per [`GROUP`] and used for
+/// every input row ([`Q4Matrix::matmul_many`]).
+const MANY_ROWS: usize = 32;
+/// Weight rows unpacked and multiplied together in [`Q4Matrix::matmul_many`].
+const GROUP: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
@@ -67,6 +72,9 @@ impl Q4Matrix {
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
         assert_eq!(out.len(), m * n, "output of {} values for {m} rows of {n}", out.len());
+        if m >= MANY_ROWS {
+            return self.matmul_many(x, m, out);
+        }
         let per_row = k / BLOCK;
         let activations = quantize(x);
         // Transposed while computing (each weight row yields its m outputs together), so the
@@ -96,6 +104,179 @@ impl Q4Matrix {
             }
         }
     }
+}
+
+impl Q4Matrix {
+    /// [`Q4Matrix::matmul`] for many input rows: each group of [`GROUP`] weight rows is unpacked
+    /// once ([`Group`]) and multiplied with every input row. A long input is cut into tiles of
+    /// about 64 KB of quantised values, so that a tile stays in the core's cache while every
+    /// group passes over it, and the tiles are shared between the cores; a short one (too few
+    /// tiles to share) shares the groups instead.
+    fn matmul_many(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.columns);
+        let activations = Activations::quantize(x, m, k);
+        let groups = n.div_ceil(GROUP);
+        let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
+        let tile = ((1 << 16) / k).max(ROWS_PER_GROUP_STEP) / ROWS_PER_GROUP_STEP * ROWS_PER_GROUP_STEP;
+        if m >= 2 * threads * tile {
+            let unpacked: Vec<Group> = (0..groups).into_par_iter().map(|g| Group::unpack(self, g)).collect();
+            out.par_chunks_mut(tile * n).enumerate().for_each(|(t, rows)| {
+                let count = rows.len() / n;
+                let mut outputs = vec![0f32; count * GROUP];
+                for (g, group) in unpacked.iter().enumerate() {
+                    group_dots(group, &activations, t * tile, &mut outputs);
+                    scatter(&outputs, g, n, rows);
+                }
+            });
+            return;
+        }
+        // Per group, per input row, the group's outputs: [group][input row][GROUP].
+        let mut grouped = vec![0f32; groups * m * GROUP];
+        let work = |group: usize, outputs: &mut [f32]| {
+            group_dots(&Group::unpack(self, group), &activations, 0, outputs)
+        };
+        if threads > 1 {
+            grouped.par_chunks_mut(m * GROUP).enumerate().for_each(|(g, chunk)| work(g, chunk));
+        } else {
+            grouped.chunks_mut(m * GROUP).enumerate().for_each(|(g, chunk)| work(g, chunk));
+        }
+        for (g, chunk) in grouped.chunks(m * GROUP).enumerate() {
+            scatter(chunk, g, n, out);
+        }
+    }
+}
+
+/// Group `g`'s outputs ([input row][GROUP]) into their columns of `out` (rows of `n`).
+fn scatter(outputs: &[f32], g: usize, n: usize, out: &mut [f32]) {
+    let rows = (n - g * GROUP).min(GROUP);
+    for (values, row) in outputs.chunks_exact(GROUP).zip(out.chunks_exact_mut(n)) {
+        row[g * GROUP..g * GROUP + rows].copy_from_slice(&values[..rows]);
+    }
+}
+
+/// [`GROUP`] weight rows unpacked for [`Q4Matrix::matmul_many`], as bytes 0..15 (the −8 of each
+/// weight is taken off later through the activations' block sums) and interleaved by four: for
+/// each block and each run of four columns in it, the four bytes of row 0, then of row 1, … —
+/// so one 32-byte load holds four columns of all eight rows, and a multiply-add of it with the
+/// input's four bytes (repeated eight times) adds each row's four products into that row's lane.
+/// Rows past the matrix's end stay zero and come out as zero.
+#[derive(Debug)]
+struct Group {
+    weights: Vec<u8>,
+    /// Block by block, the eight rows' scales: [blocks][GROUP].
+    scales: Vec<f32>,
+}
+
+/// Columns of a row side by side in [`Group`]'s layout.
+const RUN: usize = 4;
+
+impl Group {
+    fn unpack(matrix: &Q4Matrix, group: usize) -> Group {
+        let k = matrix.columns;
+        let per_row = k / BLOCK;
+        let first = group * GROUP;
+        let mut weights = vec![0u8; GROUP * k];
+        let mut scales = vec![0f32; per_row * GROUP];
+        for r in 0..(matrix.rows - first).min(GROUP) {
+            let blocks = &matrix.blocks[(first + r) * per_row..(first + r + 1) * per_row];
+            for (b, block) in blocks.iter().enumerate() {
+                for (j, &byte) in block.quants.iter().enumerate() {
+                    for (column, value) in [(j, byte & 0x0F), (j + 16, byte >> 4)] {
+                        let (run, at) = (column / RUN, column % RUN);
+                        weights[((b * (BLOCK / RUN) + run) * GROUP + r) * RUN + at] = value;
+                    }
+                }
+                scales[b * GROUP + r] = block.scale;
+            }
+        }
+        Group { weights, scales }
+    }
+}
+
+/// Input rows quantised to 8 bits per block of 32, laid out for [`Q4Matrix::matmul_many`]:
+/// the values row after row, each block's scale and the sum of its values.
+#[derive(Debug)]
+struct Activations {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    columns: usize,
+}
+
+impl Activations {
+    fn quantize(x: &[f32], m: usize, columns: usize) -> Activations {
+        let blocks = m * columns / BLOCK;
+        let (mut values, mut scales, mut sums) =
+            (Vec::with_capacity(m * columns), Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        for block in quantize(x) {
+            values.extend_from_slice(&block.quants);
+            scales.push(block.scale);
+            sums.push(block.quants.iter().map(|&q| i32::from(q)).sum());
+        }
+        Activations { values, scales, sums, columns }
+    }
+}
+
+/// Input rows multiplied together with one group.
+const ROWS_PER_GROUP_STEP: usize = 4;
+
+/// The [`GROUP`] outputs of one group of unpacked weight rows for input rows `first..` (as many
+/// as `outputs`, [input row][GROUP], holds), [`ROWS_PER_GROUP_STEP`] input rows at a time.
+fn group_dots(group: &Group, x: &Activations, first: usize, outputs: &mut [f32]) {
+    let m = outputs.len() / GROUP;
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        let vnni = std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
+        const STEP: usize = ROWS_PER_GROUP_STEP;
+        let whole = m / STEP * STEP;
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA (and AVX512-VNNI with VL when `vnni`), checked just
+        // above; the kernels check the slices' lengths.
+        unsafe {
+            for t in (0..whole).step_by(STEP) {
+                let out = &mut outputs[t * GROUP..(t + STEP) * GROUP];
+                if vnni {
+                    avx2::group_dot_vnni::<STEP>(group, x, first + t, out)
+                } else {
+                    avx2::group_dot::<STEP>(group, x, first + t, out)
+                }
+            }
+            for t in whole..m {
+                let out = &mut outputs[t * GROUP..(t + 1) * GROUP];
+                if vnni {
+                    avx2::group_dot_vnni::<1>(group, x, first + t, out)
+                } else {
+                    avx2::group_dot::<1>(group, x, first + t, out)
+                }
+            }
+        }
+        return;
+    }
+    for (t, out) in outputs.chunks_exact_mut(GROUP).enumerate() {
+        portable_group_dot(group, x, first + t, out);
+    }
+}
+
+fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f32]) {
+    let k = x.columns;
+    let per_row = k / BLOCK;
+    let mut sums = [0f32; GROUP];
+    for b in 0..per_row {
+        let mut dots = [0i32; GROUP];
+        for run in 0..BLOCK / RUN {
+            let values = &x.values[t * k + b * BLOCK + run * RUN..][..RUN];
+            let weights = &group.weights[(b * (BLOCK / RUN) + run) * GROUP * RUN..][..GROUP * RUN];
+            for (dot, row) in dots.iter_mut().zip(weights.chunks_exact(RUN)) {
+                *dot += row.iter().zip(values).map(|(&w, &v)| i32::from(w) * i32::from(v)).sum::<i32>();
+            }
+        }
+        let block = t * per_row + b;
+        for (r, sum) in sums.iter_mut().enumerate() {
+            *sum += group.scales[b * GROUP + r] * x.scales[block] * (dots[r] - 8 * x.sums[block]) as f32;
+        }
+    }
+    outputs.copy_from_slice(&sums);
 }
 
 /// Quantises `x` to 8 bits per block of 32 (scale = largest magnitude / 127); rows are whole
@@ -152,7 +333,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{BlockQ4, BlockQ8, ROWS_AT_ONCE};
+    use super::{Activations, BLOCK, BlockQ4, BlockQ8, GROUP, Group, ROWS_AT_ONCE, RUN};
 
     /// Sums the eight lanes.
     #[target_feature(enable = "avx2,fma")]
@@ -214,6 +395,104 @@ mod avx2 {
             }
             first += count;
         }
+    }
+
+    /// The loop both group kernels share, for `T` input rows from `$t` at once (independent
+    /// chains, so the multiply-adds overlap): per block, eight runs of four columns, each a
+    /// 32-byte load of the group's weights against each input's four bytes repeated (`$run`
+    /// adds the products into an accumulator, one lane per weight row); then `$finish` turns
+    /// each accumulator into the block's eight i32 sums, scaled by weight × input scale. The −8
+    /// of every weight comes off at the end through the input's block sums. A macro, so that
+    /// each kernel compiles it with its own target features.
+    macro_rules! group_dot_body {
+        ($T:ident, $group:ident, $x:ident, $t:ident, $outputs:ident, $zero:expr, $run:expr, $finish:expr) => {{
+            let k = $x.columns;
+            let per_row = k / BLOCK;
+            assert!($group.weights.len() >= GROUP * k && $group.scales.len() >= per_row * GROUP);
+            assert!($outputs.len() == $T * GROUP);
+            assert!($x.values.len() >= ($t + $T) * k && $x.scales.len() >= ($t + $T) * per_row);
+            let mut total = [_mm256_setzero_ps(); $T];
+            let mut offset = [_mm256_setzero_ps(); $T];
+            let weights = $group.weights.as_ptr();
+            let values = $x.values.as_ptr();
+            for b in 0..per_row {
+                let mut acc = [$zero; $T];
+                for run in 0..BLOCK / RUN {
+                    // SAFETY: inside `weights`, as asserted above.
+                    let w = unsafe {
+                        _mm256_loadu_si256(weights.add((b * (BLOCK / RUN) + run) * GROUP * RUN).cast())
+                    };
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: inside `values`, as asserted above.
+                        let v = unsafe {
+                            _mm256_set1_epi32(
+                                values
+                                    .add(($t + i) * k + b * BLOCK + run * RUN)
+                                    .cast::<i32>()
+                                    .read_unaligned(),
+                            )
+                        };
+                        *acc = $run(*acc, w, v);
+                    }
+                }
+                // SAFETY: as above.
+                let weight_scales = unsafe { _mm256_loadu_ps($group.scales.as_ptr().add(b * GROUP)) };
+                for i in 0..$T {
+                    let block = ($t + i) * per_row + b;
+                    let sums = _mm256_cvtepi32_ps($finish(acc[i]));
+                    let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps($x.scales[block]));
+                    total[i] = _mm256_fmadd_ps(sums, scale, total[i]);
+                    offset[i] = _mm256_fmadd_ps(scale, _mm256_set1_ps($x.sums[block] as f32), offset[i]);
+                }
+            }
+            for i in 0..$T {
+                let result = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), offset[i], total[i]);
+                // SAFETY: `outputs` holds T × GROUP values, as asserted above.
+                unsafe { _mm256_storeu_ps($outputs.as_mut_ptr().add(i * GROUP), result) };
+            }
+        }};
+    }
+
+    /// See [`super::group_dot`]: AVX2's `maddubs`, the eight runs summed in 16 bits (at most
+    /// 8 · 2 · 15 · 127 = 30,480, no overflow), widened once per block.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn group_dot<const T: usize>(
+        group: &Group,
+        x: &Activations,
+        t: usize,
+        outputs: &mut [f32],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        group_dot_body!(
+            T,
+            group,
+            x,
+            t,
+            outputs,
+            _mm256_setzero_si256(),
+            |acc, w, v| _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, v)),
+            |acc| _mm256_madd_epi16(acc, ones)
+        )
+    }
+
+    /// See [`super::group_dot`]: one `vpdpbusd` per run, accumulating in 32 bits.
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(super) unsafe fn group_dot_vnni<const T: usize>(
+        group: &Group,
+        x: &Activations,
+        t: usize,
+        outputs: &mut [f32],
+    ) {
+        group_dot_body!(
+            T,
+            group,
+            x,
+            t,
+            outputs,
+            _mm256_setzero_si256(),
+            |acc, w, v| _mm256_dpbusd_epi32(acc, w, v),
+            |acc| acc
+        )
     }
 }
 
@@ -284,7 +563,18 @@ mod tests {
 
     #[test]
     fn the_fast_path_computes_what_the_portable_one_does_and_both_match_f32() {
-        for (rows, columns, m) in [(8, 64, 1), (40, 384, 3), (64, 384, 9), (48, 1536, 5)] {
+        // Few input rows (a question) and many (weight rows unpacked once per group, including a
+        // last group that the matrix only partly fills): groups shared between the cores, and
+        // (the last case, enough rows for 16 cores) tiles of input rows shared instead.
+        for (rows, columns, m) in [
+            (8, 64, 1),
+            (40, 384, 3),
+            (64, 384, 9),
+            (48, 1536, 5),
+            (44, 384, 33),
+            (64, 1536, 37),
+            (20, 1536, 1300),
+        ] {
             let (bytes, x) = sample(rows, columns, m);
             let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
             let mut fast = vec![0f32; m * rows];
@@ -306,7 +596,7 @@ mod tests {
             }
             // The same integers, summed in another order.
             for (a, b) in fast.iter().zip(&portable) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{rows}x{columns} m {m}: {a} vs {b}");
             }
             // Against the f32 product of the dequantised weights: off by the 8-bit rounding of
             // the inputs only (at most half a step, 1/254 of a block's largest value, per term).
@@ -328,6 +618,61 @@ mod tests {
                         "{got} vs {exact} (Σ|w·x| {magnitude})"
                     );
                 }
+            }
+        }
+    }
+
+    /// Every group kernel this CPU can run, one input row at a time and four, gives the
+    /// portable loop's integers.
+    #[test]
+    fn each_group_kernel_computes_what_the_portable_one_does() {
+        let (rows, columns, m) = (GROUP, 768, 6);
+        let (bytes, x) = sample(rows, columns, m);
+        let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
+        let group = Group::unpack(&matrix, 0);
+        let activations = Activations::quantize(&x, m, columns);
+        let mut expected = vec![0f32; m * GROUP];
+        for (t, out) in expected.chunks_exact_mut(GROUP).enumerate() {
+            portable_group_dot(&group, &activations, t, out);
+        }
+        let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
+        let mut dispatched = vec![0f32; m * GROUP];
+        group_dots(&group, &activations, 0, &mut dispatched);
+        results.push(("dispatched", dispatched));
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let vnni =
+                std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
+            let (mut one, mut four, mut vnni_one, mut vnni_four) =
+                (vec![0f32; m * GROUP], vec![0f32; 4 * GROUP], vec![0f32; m * GROUP], vec![0f32; 4 * GROUP]);
+            // SAFETY: AVX2 and FMA are there (checked above), AVX512-VNNI and VL when `vnni`.
+            unsafe {
+                for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
+                    super::avx2::group_dot::<1>(&group, &activations, t, out);
+                }
+                super::avx2::group_dot::<4>(&group, &activations, 1, &mut four);
+                if vnni {
+                    for (t, out) in vnni_one.chunks_exact_mut(GROUP).enumerate() {
+                        super::avx2::group_dot_vnni::<1>(&group, &activations, t, out);
+                    }
+                    super::avx2::group_dot_vnni::<4>(&group, &activations, 1, &mut vnni_four);
+                }
+            }
+            four.splice(0..0, expected[..GROUP].iter().copied());
+            four.extend_from_slice(&expected[5 * GROUP..]);
+            results.push(("avx2, one row", one));
+            results.push(("avx2, four rows", four));
+            if vnni {
+                vnni_four.splice(0..0, expected[..GROUP].iter().copied());
+                vnni_four.extend_from_slice(&expected[5 * GROUP..]);
+                results.push(("avx512vnni, one row", vnni_one));
+                results.push(("avx512vnni, four rows", vnni_four));
+            }
+        }
+        for (name, got) in &results {
+            for (a, b) in got.iter().zip(&expected) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs {b}");
             }
         }
     }

@@ -3,11 +3,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use sputnik::App;
 
 use crate::common::*;
+
+#[path = "../reference/engine.rs"]
+mod engine;
 
 const E5: &str = "multilingual-e5-small";
 
@@ -16,27 +18,10 @@ struct Reference {
     embedding: Vec<f32>,
 }
 
-/// Compiles tests/reference/e5_harness.c against the engine source installed with the model
-/// and runs it over `input` (the harness's "q|p<TAB>text" lines).
+/// Runs tests/reference/e5_harness.c, compiled against the engine source installed with the
+/// model, over `input` (the harness's "q|p<TAB>text" lines).
 fn reference_engine(input: &str, scratch: &Path) -> Vec<Reference> {
-    let source = repo_path("models/multilingual-e5-small/reference");
-    let binary = scratch.join("e5_harness");
-    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&compiler)
-        .args(["-O2", "-march=native", "-fopenmp", "-I"])
-        .arg(&source)
-        .arg(repo_path("tests/reference/e5_harness.c"))
-        .args(["-lm", "-o"])
-        .arg(&binary)
-        .status()
-        .unwrap_or_else(|e| panic!("the parity test needs a C compiler ({compiler}): {e}"));
-    assert!(status.success(), "compiling the reference engine failed");
-    let mut child = Command::new(&binary)
-        .arg(source.join("e5-small-q4.bin"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = engine::start(&repo_path(""), "e5_harness.c", scratch);
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
