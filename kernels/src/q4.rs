@@ -6,8 +6,10 @@
 //!
 //! With AVX2 (checked at run time) a block is unpacked once and multiplied with up to four input
 //! rows (`maddubs` on |w| and x·sign(w), as in GGML), and the output rows are shared between the
-//! cores; elsewhere a portable loop computes the same integers. A [`candle_core::CustomOp1`]
-//! makes it a tensor operation like any other.
+//! cores; elsewhere a portable loop computes the same integers. From `MANY_ROWS` input rows,
+//! groups of eight weight rows are unpacked once each and multiplied with every input row
+//! (`vpdpbusd` with AVX-512 VNNI, `maddubs` without), as the reference engine does for long
+//! inputs. A [`candle_core::CustomOp1`] makes it a tensor operation like any other.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
