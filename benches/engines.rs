@@ -29,7 +29,7 @@ use sputnik::embed::Embedder;
 mod engine;
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rng, part, questions, questions_ru, vocabulary};
+use support::{Rng, ms, part, percentile, process_status_mib, questions, questions_ru, vocabulary};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -83,7 +83,7 @@ impl Reference {
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        peak_rss_mib(&self.child.id().to_string())
+        process_status_mib(&self.child.id().to_string(), "VmHWM:")
     }
 }
 
@@ -92,24 +92,6 @@ impl Drop for Reference {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// VmHWM of a process, in MiB.
-fn peak_rss_mib(process: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// `BATCH` passages of about `tokens` tokens each (the model's count, prefix and special tokens
@@ -245,7 +227,7 @@ fn bench_engines(c: &mut Criterion) {
     }
     println!(
         "peak RSS: Sputnik (this bench's process) {:.0} MiB, reference engine {:.0} MiB",
-        peak_rss_mib("self"),
+        process_status_mib("self", "VmHWM:"),
         reference.peak_rss_mib()
     );
 

@@ -15,7 +15,7 @@ use sputnik::{App, Settings};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rng, vocabulary};
+use support::{Rng, percentile, vocabulary};
 
 const SECTIONS_PER_DOC: usize = 4;
 const WORDS_PER_PARAGRAPH: usize = 105;
@@ -58,10 +58,6 @@ fn import(data: &Path, corpus: &Path) -> (App, usize) {
     let report = app.import(&request, &mut Quiet).unwrap();
     assert_eq!(report.failed, 0);
     (app, report.chunks_written)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn bench(c: &mut Criterion) {

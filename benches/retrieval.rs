@@ -25,7 +25,7 @@ use sputnik::{App, Settings};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{Rng, part, questions, vocabulary};
+use support::{Rng, ms, part, percentile, process_status_mib, questions, vocabulary};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -92,12 +92,8 @@ fn words() -> Vec<String> {
 
 fn percentiles(mut samples: Vec<Duration>) -> String {
     samples.sort();
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    format!("p50 {:.3} ms, p95 {:.3} ms (n = {})", ms(at(0.5)), ms(at(0.95)), samples.len())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    let (p50, p95) = (percentile(&samples, 0.5), percentile(&samples, 0.95));
+    format!("p50 {:.3} ms, p95 {:.3} ms (n = {})", ms(p50), ms(p95), samples.len())
 }
 
 fn peak_rss_mib() -> f64 {
@@ -107,16 +103,6 @@ fn peak_rss_mib() -> f64 {
 /// A memory figure of this process from /proc/self/status, in MiB.
 fn status_mib(key: &str) -> f64 {
     process_status_mib("self", key)
-}
-
-/// A `/proc/<process>/status` figure in MiB (0 if unreadable).
-fn process_status_mib(process: &str, key: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).

@@ -1,6 +1,7 @@
 //! Shared by the benches: a deterministic generator and the sample handbook's vocabulary.
 
 use std::path::Path;
+use std::time::Duration;
 
 /// SplitMix64: every run sees the same corpus and queries.
 pub struct Rng(pub u64);
@@ -89,4 +90,27 @@ pub fn questions_ru() -> Vec<String> {
 #[allow(dead_code)] // Not every bench has parts.
 pub fn part(name: &str) -> bool {
     std::env::var("SPUTNIK_BENCH_PARTS").map_or(true, |parts| parts.split(',').any(|p| p.trim() == name))
+}
+
+/// Milliseconds of a duration.
+#[allow(dead_code)] // Not every bench prints milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `p` quantile (0–1) of sorted samples.
+#[allow(dead_code)] // Not every bench reports quantiles.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A `/proc/<process>/status` figure in MiB (0 if unreadable); `process` may be `self`.
+#[allow(dead_code)] // Not every bench measures memory.
+pub fn process_status_mib(process: &str, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }

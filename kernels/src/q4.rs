@@ -106,9 +106,7 @@ impl Q4Matrix {
             }
         }
     }
-}
 
-impl Q4Matrix {
     /// [`Q4Matrix::matmul`] for many input rows: each group of [`GROUP`] weight rows is unpacked
     /// once ([`Group`]) and multiplied with every input row. A long input is cut into tiles of
     /// about 64 KB of quantised values, so that a tile stays in the core's cache while every
