@@ -7,9 +7,9 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use sputnik::chat::{Action, Engine, EngineSettings, Event, Origin, Sender};
-use sputnik::store::ChatId;
 use sputnik::ingest::{ImportRequest, Quiet};
 use sputnik::people::{self, InviteRequest};
+use sputnik::store::ChatId;
 use sputnik::store::Role;
 use sputnik::{App, Settings};
 
@@ -53,7 +53,13 @@ fuzz_target!(|data: &[u8]| {
     let event = if kind & 2 == 0 {
         Event::Text { from: sender(user), chat: ChatId(user), text }
     } else {
-        Event::Button { from: sender(user), chat: ChatId(user), message_id: 1, callback_id: "cb".into(), data: text }
+        Event::Button {
+            from: sender(user),
+            chat: ChatId(user),
+            message_id: 1,
+            callback_id: "cb".into(),
+            data: text,
+        }
     };
     for action in ENGINE.0.handle(&event) {
         if let Action::Send { html, .. } | Action::Edit { html, .. } = &action {
