@@ -14,7 +14,7 @@ MODEL   := multilingual-e5-small
 package: deb rpm
 
 static:
-	cargo build --release --locked --target $(TARGET)
+	cargo build --release --locked --target $(TARGET) --no-default-features
 
 # Files the packages take that the binary generates (man page, completions) or that are
 # adapted for an installed system (the configuration).

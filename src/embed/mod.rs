@@ -9,6 +9,7 @@
 //! Models load from a directory on disk only (see `models/fetch`); their profiles come from
 //! [`profile::ModelProfile`].
 
+#[cfg(feature = "minilm")]
 mod bert;
 pub mod profile;
 mod quantized;
@@ -257,6 +258,7 @@ fn device(name: &str) -> Result<candle_core::Device, EmbedError> {
 /// The model forward passes Sputnik knows, chosen by the manifest's `architecture`.
 enum Encoder {
     /// f32 BERT from safetensors (all-MiniLM-L6-v2).
+    #[cfg(feature = "minilm")]
     Bert(bert::BertEncoder),
     /// BERT-architecture encoder with Q4_0 weights from GGUF (multilingual-e5-small).
     Quantized(quantized::QuantizedEncoder),
@@ -265,7 +267,14 @@ enum Encoder {
 impl Encoder {
     fn load(dir: &Path, profile: &ModelProfile, device: candle_core::Device) -> Result<Encoder, EmbedError> {
         match profile.architecture.as_str() {
+            #[cfg(feature = "minilm")]
             "bert" => Ok(Encoder::Bert(bert::BertEncoder::load(dir, profile, device)?)),
+            #[cfg(not(feature = "minilm"))]
+            "bert" => Err(EmbedError::Load(format!(
+                "{} needs a Sputnik built with the `minilm` feature (the packages leave it out); use \
+                 the default model, multilingual-e5-small",
+                profile.name
+            ))),
             "bert-q4_0" => Ok(Encoder::Quantized(quantized::QuantizedEncoder::load(dir, profile, device)?)),
             other => {
                 Err(EmbedError::Load(format!("model architecture {other:?} is not supported by this build")))
@@ -275,6 +284,7 @@ impl Encoder {
 
     fn tokenizer(&self) -> &Arc<tokens::ModelTokenizer> {
         match self {
+            #[cfg(feature = "minilm")]
             Encoder::Bert(e) => e.tokenizer(),
             Encoder::Quantized(e) => e.tokenizer(),
         }
@@ -282,6 +292,7 @@ impl Encoder {
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         match self {
+            #[cfg(feature = "minilm")]
             Encoder::Bert(e) => e.embed(texts),
             Encoder::Quantized(e) => e.embed(texts),
         }
@@ -289,8 +300,10 @@ impl Encoder {
 
     /// Frees what a job needed only while it ran.
     fn release(&self) {
-        if let Encoder::Quantized(e) = self {
-            e.release_expanded();
+        match self {
+            #[cfg(feature = "minilm")]
+            Encoder::Bert(_) => {}
+            Encoder::Quantized(e) => e.release_expanded(),
         }
     }
 }

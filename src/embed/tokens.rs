@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+#[cfg(feature = "minilm")]
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::EmbedError;
@@ -13,6 +14,8 @@ use super::unigram::UnigramTokenizer;
 /// One batch as the model takes it: ids, segment ids and attention mask, each `batch × length`.
 pub(super) struct Batch {
     pub ids: Vec<u32>,
+    /// Segment ids: read by the BERT encoder (MiniLM) only; XLM-R's are all 0.
+    #[cfg_attr(not(feature = "minilm"), allow(dead_code))]
     pub types: Vec<u32>,
     pub mask: Vec<u32>,
     pub batch: usize,
@@ -21,6 +24,7 @@ pub(super) struct Batch {
 
 pub(super) enum ModelTokenizer {
     /// Hugging Face tokenizers with the file's whole pipeline (WordPiece for MiniLM).
+    #[cfg(feature = "minilm")]
     Hf(Box<Tokenizer>),
     /// The compact unigram tokenizer for XLM-R vocabularies (see `unigram`).
     Unigram { tokenizer: UnigramTokenizer, max_tokens: usize },
@@ -34,6 +38,7 @@ impl ModelTokenizer {
         })
     }
 
+    #[cfg(feature = "minilm")]
     pub fn load(path: &Path, profile: &ModelProfile) -> Result<ModelTokenizer, EmbedError> {
         let mut tokenizer = Tokenizer::from_file(path).map_err(EmbedError::load)?;
         // The padding token's id differs between vocabularies ([PAD] = 0 in BERT's, <pad> = 1 in
@@ -57,6 +62,7 @@ impl ModelTokenizer {
     /// Number of tokens each text becomes (after truncation), for batching by a token budget.
     pub fn token_counts(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
         match self {
+            #[cfg(feature = "minilm")]
             ModelTokenizer::Hf(tokenizer) => {
                 let encodings =
                     tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
@@ -74,6 +80,7 @@ impl ModelTokenizer {
     /// How many pieces `text` becomes, without the special tokens and without truncation.
     pub fn count(&self, text: &str) -> usize {
         match self {
+            #[cfg(feature = "minilm")]
             ModelTokenizer::Hf(tokenizer) => {
                 tokenizer.encode_fast(text, false).map_or_else(|_| estimate_tokens(text), |e| e.len())
             }
@@ -84,6 +91,7 @@ impl ModelTokenizer {
     /// Token ids of one text as the model sees it (for parity tests and diagnostics).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
         match self {
+            #[cfg(feature = "minilm")]
             ModelTokenizer::Hf(tokenizer) => {
                 let encoding = tokenizer.encode(text, true).map_err(EmbedError::inference)?;
                 Ok(encoding.get_ids().to_vec())
@@ -94,8 +102,9 @@ impl ModelTokenizer {
 
     /// Encodes texts together, padded to the longest.
     pub fn batch(&self, texts: &[String]) -> Result<Batch, EmbedError> {
-        let tokenizer = match self {
-            ModelTokenizer::Hf(tokenizer) => tokenizer,
+        match self {
+            #[cfg(feature = "minilm")]
+            ModelTokenizer::Hf(tokenizer) => hf_batch(tokenizer, texts),
             ModelTokenizer::Unigram { tokenizer, max_tokens } => {
                 let encoded: Vec<Vec<u32>> = texts.iter().map(|t| tokenizer.encode(t, *max_tokens)).collect();
                 let length = encoded.iter().map(Vec::len).max().unwrap_or(0);
@@ -112,26 +121,31 @@ impl ModelTokenizer {
                     out.ids.extend(ids);
                     out.ids.extend(std::iter::repeat_n(tokenizer.pad, padding));
                 }
-                return Ok(out);
+                Ok(out)
             }
-        };
-        let encodings = tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
-        let batch = encodings.len();
-        let length = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut out = Batch {
-            ids: Vec::with_capacity(batch * length),
-            types: Vec::with_capacity(batch * length),
-            mask: Vec::with_capacity(batch * length),
-            batch,
-            length,
-        };
-        for encoding in &encodings {
-            out.ids.extend_from_slice(encoding.get_ids());
-            out.types.extend_from_slice(encoding.get_type_ids());
-            out.mask.extend_from_slice(encoding.get_attention_mask());
         }
-        Ok(out)
     }
+}
+
+/// [`ModelTokenizer::batch`] through the Hugging Face pipeline (padding configured at load).
+#[cfg(feature = "minilm")]
+fn hf_batch(tokenizer: &Tokenizer, texts: &[String]) -> Result<Batch, EmbedError> {
+    let encodings = tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
+    let batch = encodings.len();
+    let length = encodings.first().map_or(0, |e| e.get_ids().len());
+    let mut out = Batch {
+        ids: Vec::with_capacity(batch * length),
+        types: Vec::with_capacity(batch * length),
+        mask: Vec::with_capacity(batch * length),
+        batch,
+        length,
+    };
+    for encoding in &encodings {
+        out.ids.extend_from_slice(encoding.get_ids());
+        out.types.extend_from_slice(encoding.get_type_ids());
+        out.mask.extend_from_slice(encoding.get_attention_mask());
+    }
+    Ok(out)
 }
 
 impl Batch {

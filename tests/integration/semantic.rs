@@ -6,12 +6,14 @@ use sputnik::{App, Settings};
 
 use crate::common::*;
 
+#[cfg(feature = "minilm")]
 #[derive(serde::Deserialize)]
 struct Reference {
     model: String,
     cases: Vec<ReferenceCase>,
 }
 
+#[cfg(feature = "minilm")]
 #[derive(serde::Deserialize)]
 struct ReferenceCase {
     text: String,
@@ -19,6 +21,7 @@ struct ReferenceCase {
     embedding: Vec<f32>,
 }
 
+#[cfg(feature = "minilm")]
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -29,6 +32,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// candle's embeddings of all-MiniLM-L6-v2 match an independent NumPy forward pass over the
 /// same weights (tests/data/minilm_reference.py), and batching does not change any vector.
 #[test]
+#[cfg(feature = "minilm")]
 fn minilm_output_matches_the_reference_and_batching_changes_nothing() {
     let reference: Reference = serde_json::from_str(
         &std::fs::read_to_string(repo_path("tests/data/minilm_reference.json")).unwrap(),
@@ -122,22 +126,25 @@ fn meaning_finds_what_words_miss_and_respects_groups_and_deletion() {
     drop(app);
 
     // Russian questions skip the English-only model's leg, and say so.
-    let app = App::open(named_model_settings(&tmp.path().join("minilm"), "all-minilm-l6-v2")).unwrap();
-    import(&app, &[&docs], Default::default());
-    let outcome = app
-        .search(&sputnik::search::SearchRequest {
-            query: "где взять ноутбук?".into(),
-            k: 3,
-            groups: vec![],
-            mode: None,
-            snippets: false,
-        })
-        .unwrap();
-    assert!(
-        outcome.dense_skipped.as_deref().is_some_and(|r| r.contains("ru")),
-        "{:?}",
-        outcome.dense_skipped
-    );
+    #[cfg(feature = "minilm")]
+    {
+        let app = App::open(named_model_settings(&tmp.path().join("minilm"), "all-minilm-l6-v2")).unwrap();
+        import(&app, &[&docs], Default::default());
+        let outcome = app
+            .search(&sputnik::search::SearchRequest {
+                query: "где взять ноутбук?".into(),
+                k: 3,
+                groups: vec![],
+                mode: None,
+                snippets: false,
+            })
+            .unwrap();
+        assert!(
+            outcome.dense_skipped.as_deref().is_some_and(|r| r.contains("ru")),
+            "{:?}",
+            outcome.dense_skipped
+        );
+    }
 }
 
 /// The bars on the sample handbook with the default (multilingual) model: hybrid top-3 is at least
