@@ -3,7 +3,9 @@
 //!
 //! Every matrix stays in GGML Q4_0 blocks. On the CPU a question (a few dozen tokens) runs through
 //! Sputnik's own 4-bit × 8-bit kernel (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the
-//! fly, as the reference engine does; 1.4–1.6× faster than candle's Q4_0 kernels on a question);
+//! fly, as the reference engine does; 1.4–1.6× faster than candle's Q4_0 kernels on a question),
+//! and a lone text of under 128 tokens runs the whole encoder over plain slices
+//! (`sputnik_kernels::encoder`), without a tensor per operation;
 //! a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) for the f32
 //! GEMM, faster still on batches, and drops them when the embedding job is done. With the `cuda`
 //! feature the GPU runs candle's quantized matmul. The 250k-row word table stays 4-bit too and is memory-mapped: only the
@@ -22,6 +24,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::LayerNorm;
 use half::f16;
 use memmap2::Mmap;
+use sputnik_kernels::encoder::{self, Dense, LayerWeights, Norm, Scratch};
 use sputnik_kernels::{GeluErf, Q4MatMul, Q4Matrix};
 
 use super::EmbedError;
@@ -39,9 +42,11 @@ pub(super) struct QuantizedEncoder {
     tokenizer: std::sync::Arc<ModelTokenizer>,
     device: Device,
     words: WordTable,
-    positions: Tensor,
-    token_type: Tensor,
-    embed_norm: LayerNorm,
+    /// Position rows (positions × width) and the token type's row, as the plain-slice path
+    /// takes them; the tensor path makes tensors of the rows it needs.
+    positions: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: LayerNormWeights,
     layers: Vec<Layer>,
     heads: usize,
 }
@@ -54,6 +59,7 @@ struct Linear {
     /// The weights expanded to f32, while an embedding job of many tokens runs.
     expanded: RefCell<Option<QMatMul>>,
     bias: Tensor,
+    bias_values: Vec<f32>,
 }
 
 impl Linear {
@@ -74,6 +80,29 @@ impl Linear {
     fn release(&self) {
         self.expanded.borrow_mut().take();
     }
+
+    /// The layer as the plain-slice path takes it, where the 4-bit kernel applies (CPU).
+    fn dense(&self) -> Option<Dense<'_>> {
+        Some(Dense { weight: self.q4.as_ref()?, bias: &self.bias_values })
+    }
+}
+
+/// A LayerNorm for both paths: candle's, and its values for the plain-slice one.
+struct LayerNormWeights {
+    tensor: LayerNorm,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNormWeights {
+    fn values(&self) -> Norm<'_> {
+        Norm { weight: &self.weight, bias: &self.bias, eps: self.eps }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.tensor.forward(x)
+    }
 }
 
 struct Layer {
@@ -81,10 +110,28 @@ struct Layer {
     key: Linear,
     value: Linear,
     output: Linear,
-    attention_norm: LayerNorm,
+    attention_norm: LayerNormWeights,
     up: Linear,
     down: Linear,
-    output_norm: LayerNorm,
+    output_norm: LayerNormWeights,
+}
+
+impl Layer {
+    /// The layer's weights for the plain-slice path; `None` where a matrix is not in Q4_0 or
+    /// not on the CPU.
+    fn weights(&self, heads: usize) -> Option<LayerWeights<'_>> {
+        Some(LayerWeights {
+            query: self.query.dense()?,
+            key: self.key.dense()?,
+            value: self.value.dense()?,
+            output: self.output.dense()?,
+            attention_norm: self.attention_norm.values(),
+            up: self.up.dense()?,
+            down: self.down.dense()?,
+            output_norm: self.output_norm.values(),
+            heads,
+        })
+    }
 }
 
 /// The token embedding matrix, 4-bit, memory-mapped; rows are dequantised on lookup.
@@ -155,6 +202,7 @@ impl Gguf {
         let quantized = Arc::new(self.qtensor(&format!("{prefix}.weight"), device)?);
         let weight = QMatMul::from_arc(quantized.clone()).map_err(EmbedError::load)?;
         let bias = self.dense(&format!("{prefix}.bias"), device)?;
+        let bias_values = bias.to_vec1::<f32>().map_err(EmbedError::load)?;
         let q4 = match (device.is_cpu(), quantized.dtype()) {
             (true, GgmlDType::Q4_0) => {
                 let (rows, columns) = quantized.shape().dims2().map_err(EmbedError::load)?;
@@ -166,13 +214,18 @@ impl Gguf {
             }
             _ => None,
         };
-        Ok(Linear { quantized, weight, q4, expanded: RefCell::new(None), bias })
+        Ok(Linear { quantized, weight, q4, expanded: RefCell::new(None), bias, bias_values })
     }
 
-    fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNorm, EmbedError> {
+    fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNormWeights, EmbedError> {
         let weight = self.dense(&format!("{prefix}.weight"), device)?;
         let bias = self.dense(&format!("{prefix}.bias"), device)?;
-        Ok(LayerNorm::new(weight, bias, f64::from(eps)))
+        Ok(LayerNormWeights {
+            weight: weight.to_vec1().map_err(EmbedError::load)?,
+            bias: bias.to_vec1().map_err(EmbedError::load)?,
+            tensor: LayerNorm::new(weight, bias, f64::from(eps)),
+            eps,
+        })
     }
 }
 
@@ -220,7 +273,15 @@ impl QuantizedEncoder {
             WordTable { map, start, rows, row_bytes, dim }
         };
         let positions = gguf.dense("position_embd.weight", &device)?;
+        if positions.dims().get(1) != Some(&dim) {
+            return Err(EmbedError::Load("position_embd.weight is not of the model's width".into()));
+        }
+        let positions = positions.flatten_all().and_then(|t| t.to_vec1()).map_err(EmbedError::load)?;
         let token_type = gguf.dense("token_types.weight", &device)?.get(0).map_err(EmbedError::load)?;
+        let token_type = token_type.to_vec1().map_err(EmbedError::load)?;
+        if token_type.len() != dim {
+            return Err(EmbedError::Load("token_types.weight is not of the model's width".into()));
+        }
         let embed_norm = gguf.norm("token_embd_norm", eps, &device)?;
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
@@ -250,18 +311,26 @@ impl QuantizedEncoder {
         }
         let batch = self.tokenizer.batch(texts)?;
         let (rows, length, dim) = (batch.batch, batch.length, self.words.dim);
-        if length > self.positions.dims()[0] {
+        if length > self.positions.len() / dim {
             return Err(EmbedError::Inference(format!("{length} tokens exceed the model's positions")));
         }
         let mut words = Vec::with_capacity(rows * length * dim);
         for &id in &batch.ids {
             self.words.row_into(id, &mut words)?;
         }
+        if rows == 1 && length < EXPAND_FROM_TOKENS && length > 0 {
+            let weights: Option<Vec<LayerWeights<'_>>> =
+                self.layers.iter().map(|layer| layer.weights(self.heads)).collect();
+            if let Some(weights) = weights {
+                return Ok(vec![self.embed_one(words, length, &weights)]);
+            }
+        }
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let words = Tensor::from_vec(words, (rows, length, dim), &self.device)?;
             let mask = batch.mask_tensor(&self.device)?;
-            let positions = self.positions.narrow(0, 0, length)?;
-            let x = words.broadcast_add(&positions)?.broadcast_add(&self.token_type)?;
+            let positions = Tensor::from_slice(&self.positions[..length * dim], (length, dim), &self.device)?;
+            let token_type = Tensor::from_slice(&self.token_type, dim, &self.device)?;
+            let x = words.broadcast_add(&positions)?.broadcast_add(&token_type)?;
             let mut x = self.embed_norm.forward(&x)?;
             // 0 where a token may be attended to, a large negative number where it is padding.
             let bias =
@@ -273,6 +342,24 @@ impl QuantizedEncoder {
             mean_pool(&x, &mask)
         };
         run().map_err(EmbedError::inference)
+    }
+
+    /// One text of fewer than [`EXPAND_FROM_TOKENS`] tokens (a question) through the plain-slice
+    /// encoder (`sputnik_kernels::encoder`): no padding, no mask, no tensors. `x` holds its word
+    /// rows.
+    fn embed_one(&self, mut x: Vec<f32>, tokens: usize, layers: &[LayerWeights<'_>]) -> Vec<f32> {
+        let dim = self.words.dim;
+        encoder::embeddings(
+            &mut x,
+            &self.positions[..tokens * dim],
+            &self.token_type,
+            self.embed_norm.values(),
+        );
+        let mut scratch = Scratch::default();
+        for layer in layers {
+            encoder::layer(&mut x, tokens, layer, &mut scratch);
+        }
+        encoder::mean_pool(&x, tokens)
     }
 
     /// Drops weights expanded for a batch; called when an embedding job ends.

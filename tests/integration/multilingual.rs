@@ -129,6 +129,18 @@ fn tokens_and_embeddings_match_the_reference_engine() {
         let similarity = cosine(&alone, batched);
         assert!(similarity >= 0.999, "{text:?}: batched and single have cosine {similarity}");
     }
+    // A lone text of under 128 tokens runs the plain-slice encoder (sputnik_kernels::encoder);
+    // two copies of a short one in one batch run the tensor path with the same 4-bit kernel:
+    // the same arithmetic in another order, so they agree to float rounding.
+    let mut compared = 0;
+    for text in texts.iter().filter(|t| embedder.token_ids(t).unwrap().len() < 64).step_by(5) {
+        let alone = embedder.embed_raw(vec![text.clone()]).unwrap().pop().unwrap();
+        let pair = embedder.embed_raw(vec![text.clone(), text.clone()]).unwrap();
+        let similarity = cosine(&alone, &pair[0]);
+        assert!(similarity >= 0.9999, "{text:?}: plain-slice and tensor paths have cosine {similarity}");
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} short texts compared");
     // Longer than the model's 512 tokens: truncated, not an error.
     let long = "отпуск ".repeat(800);
     assert_eq!(embedder.token_ids(&long).unwrap().len(), 512);
