@@ -1,6 +1,7 @@
 # Builds Sputnik's static binary and its .deb and .rpm packages (docs/install.md):
 #   make package        both packages in target/package/
-#   make static         only the static x86_64 binary (musl, mimalloc)
+#   make static         only the static x86_64 binary (musl, mimalloc; without the minilm
+#                       feature: the packages ship multilingual-e5-small only)
 # Needs: rustup target x86_64-unknown-linux-musl, Debian's musl-tools, cargo-deb and
 # cargo-generate-rpm (packaging/setup installs all of them), and the model (models/fetch).
 
