@@ -28,7 +28,13 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
-/// `0.5 · x · (1 + erf(x / √2))` over a CPU tensor of f32.
+/// GELU of one value: `0.5 · x · (1 + erf(x / √2))`.
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu_erf`] over a CPU tensor of f32.
 #[derive(Debug)]
 pub struct GeluErf;
 
@@ -39,17 +45,16 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let input = crate::q4::contiguous_f32(self.name(), storage, layout)?;
-        let gelu = |x: f32| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
         let mut out = vec![0f32; input.len()];
         // A batch's activations are shared between the cores; a question's are too few to.
         const PER_TASK: usize = 1 << 16;
         if input.len() > PER_TASK {
             use rayon::prelude::*;
             out.par_chunks_mut(PER_TASK).zip(input.par_chunks(PER_TASK)).for_each(|(out, input)| {
-                out.iter_mut().zip(input).for_each(|(o, &x)| *o = gelu(x));
+                out.iter_mut().zip(input).for_each(|(o, &x)| *o = gelu_erf(x));
             });
         } else {
-            out.iter_mut().zip(input).for_each(|(o, &x)| *o = gelu(x));
+            out.iter_mut().zip(input).for_each(|(o, &x)| *o = gelu_erf(x));
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

@@ -9,7 +9,7 @@
 //! softmax over each query's scores, LayerNorm after each residual, erf-based GELU, mean pooling
 //! over the tokens and L2 normalisation.
 
-use crate::activation::erf;
+use crate::activation::gelu_erf;
 use crate::q4::Q4Matrix;
 
 /// A linear layer: 4-bit weights (outputs × inputs) and an f32 bias per output.
@@ -133,7 +133,7 @@ pub fn layer(x: &mut [f32], tokens: usize, weights: &LayerWeights<'_>, s: &mut S
     layer_norm(&mut s.sum, weights.attention_norm);
     x.copy_from_slice(&s.sum);
     dense(weights.up, x, tokens, &mut s.hidden);
-    s.hidden.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2)));
+    s.hidden.iter_mut().for_each(|v| *v = gelu_erf(*v));
     dense(weights.down, &s.hidden, tokens, &mut s.sum);
     s.sum.iter_mut().zip(x.iter()).for_each(|(v, r)| *v += r);
     layer_norm(&mut s.sum, weights.output_norm);
