@@ -82,6 +82,10 @@ pub enum Command {
     /// Write a consistent snapshot of the store (documents, embeddings, employees, plans,
     /// logs) to a file; works while `sputnik serve` runs.
     Backup(BackupArgs),
+    /// Copy the whole store into an empty one elsewhere: the embedded store into a PostgreSQL
+    /// database (the move to several replicas), or a PostgreSQL store into a new redb file.
+    /// Stop `sputnik serve` first, so nothing written meanwhile is left behind.
+    CopyStore(CopyStoreArgs),
     /// Replace the store with a backup and rebuild the indexes; the service must be stopped.
     /// The current store is kept beside it.
     Restore(RestoreArgs),
@@ -105,6 +109,17 @@ pub struct BackupArgs {
     /// The backup file to create, or a directory to create `sputnik-YYYYMMDD-HHMMSS.redb` in.
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+    #[command(flatten)]
+    pub output: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyStoreArgs {
+    /// Where to: a PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE, an
+    /// empty database) or a redb file to create. Also read from SPUTNIK_COPY_TO, which keeps a
+    /// password out of the shell's history.
+    #[arg(long, env = "SPUTNIK_COPY_TO", value_name = "URL|FILE", hide_env_values = true)]
+    pub to: String,
     #[command(flatten)]
     pub output: JsonFlag,
 }

@@ -25,6 +25,7 @@ pub use crate::report::ReportSettings;
 pub use crate::search::{Fusion, SearchMode, SearchSettings};
 use crate::setting::Invalid;
 pub use crate::setting::{Secret, mask_secrets, parse_duration_seconds};
+pub use crate::store::{StoreBackend, StoreSettings};
 
 /// Where the packaged service keeps its configuration; used when no file is named explicitly.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/sputnik/sputnik.toml";
@@ -56,6 +57,7 @@ pub enum ConfigError {
 pub struct Settings {
     /// Directory holding the store (`sputnik.redb`) and the derived indexes.
     pub data_dir: PathBuf,
+    pub store: StoreSettings,
     pub ingest: IngestSettings,
     pub embed: EmbedSettings,
     pub search: SearchSettings,
@@ -72,6 +74,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             data_dir: PathBuf::from("./data"),
+            store: StoreSettings::default(),
             ingest: IngestSettings::default(),
             embed: EmbedSettings::default(),
             answer: AnswerSettings::default(),
@@ -156,6 +159,7 @@ impl Settings {
         }
         // Each section checks its own keys, in the order of the file's sections.
         [
+            self.store.validate(),
             self.ingest.validate(),
             self.embed.validate(),
             self.search.validate(),
@@ -177,12 +181,18 @@ impl Settings {
     /// masked: a token pasted into the wrong key is still a token.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
-        let secrets: Vec<String> = [&self.telegram.bot_token, &self.http.admin_token, &self.llm.api_key]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| s.expose().to_owned())
-            .collect();
-        for secret in [&mut shown.telegram.bot_token, &mut shown.http.admin_token, &mut shown.llm.api_key] {
+        let secrets: Vec<String> =
+            [&self.store.url, &self.telegram.bot_token, &self.http.admin_token, &self.llm.api_key]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.expose().to_owned())
+                .collect();
+        for secret in [
+            &mut shown.store.url,
+            &mut shown.telegram.bot_token,
+            &mut shown.http.admin_token,
+            &mut shown.llm.api_key,
+        ] {
             if !secret.is_empty() {
                 *secret = Secret::new("***");
             }
@@ -192,8 +202,14 @@ impl Settings {
         toml::to_string_pretty(&value).expect("settings always serialise to TOML")
     }
 
+    /// The embedded store's file (`store.backend = "redb"`).
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("sputnik.redb")
+    }
+
+    /// Opens the configured store: the redb file in `data_dir`, or the PostgreSQL database.
+    pub fn open_store(&self) -> crate::store::StoreResult<crate::store::Store> {
+        self.store.open(&self.store_path())
     }
 
     pub fn index_dir(&self) -> PathBuf {
@@ -308,10 +324,27 @@ mod tests {
         let mut settings = Settings::default();
         settings.telegram.bot_token = Secret::new("123:very-secret");
         settings.http.admin_token = Secret::new("admin-very-secret");
+        settings.store.backend = StoreBackend::Postgres;
+        settings.store.url = Secret::new("postgresql://sputnik:very-secret@db.internal/kb");
         assert!(!format!("{settings:?}").contains("very-secret"));
         let shown = settings.to_masked_toml();
         assert!(!shown.contains("very-secret"), "{shown}");
-        assert_eq!(shown.matches("\"***\"").count(), 2, "{shown}");
+        assert_eq!(shown.matches("\"***\"").count(), 3, "{shown}");
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_url_and_a_url_needs_the_postgres_store() {
+        let err = load_from("[store]\nbackend = \"postgres\"\n").unwrap_err().to_string();
+        assert!(err.contains("store.url") && err.contains("postgresql://"), "{err}");
+        let err = load_from("[store]\nbackend = \"postgres\"\nurl = \"postgresql://h:notaport/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.url") && err.contains("not a PostgreSQL connection URL"), "{err}");
+        let err = load_from("[store]\nurl = \"postgresql://h/db\"\n").unwrap_err().to_string();
+        assert!(err.contains("store.backend = \"postgres\""), "{err}");
+        let loaded =
+            load_from("[store]\nbackend = \"postgres\"\nurl = \"postgresql://u:p@h:5433/db\"\n").unwrap();
+        assert_eq!(loaded.settings.store.backend, StoreBackend::Postgres);
     }
 
     #[test]

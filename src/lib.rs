@@ -108,7 +108,7 @@ impl App {
     /// Opens an existing knowledge base; refuses to create an empty one where none is (a typo
     /// in `--data-dir` should not look like "no results").
     pub fn open_existing(settings: Settings) -> Result<App> {
-        if !settings.store_path().is_file() {
+        if settings.store.backend == config::StoreBackend::Redb && !settings.store_path().is_file() {
             return Err(Error::Usage(format!(
                 "no knowledge base in {}: import documents first (sputnik import PATH) or check --data-dir",
                 settings.data_dir.display()
@@ -121,7 +121,7 @@ impl App {
         refuse_foreign_data_dir(&settings.data_dir)?;
         let calendar =
             onboarding::Calendar::new(&settings.onboarding).map_err(|e| Error::Usage(e.to_string()))?;
-        let store = Store::open(&settings.store_path())?;
+        let store = settings.open_store()?;
         let (index, opened) = LexicalIndex::open(&settings.index_dir(), &store)?;
         let embedder = Embedder::start(&settings.embed)?;
         let stored = store.embedding_model()?;

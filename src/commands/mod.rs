@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Reindex(args) => reindex(settings, args),
         Command::Backup(args) => ops::backup(settings, args),
+        Command::CopyStore(args) => ops::copy_store(settings, args),
         Command::Restore(args) => ops::restore(settings, args),
         Command::Healthcheck(output) => ops::healthcheck(settings, output),
         Command::Doctor(_) => unreachable!("handled before loading settings"),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::print_json;
-use crate::cli::{BackupArgs, JsonFlag, RestoreArgs, exit};
+use crate::cli::{BackupArgs, CopyStoreArgs, JsonFlag, RestoreArgs, exit};
 use crate::config::Settings;
 use crate::store::{Store, StoreError};
 use crate::{App, Error};
@@ -111,6 +111,97 @@ pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32
     } else {
         println!("Backed up {} to {}.", contents.describe(), dest.display());
         println!("Restore with: sputnik restore {}", dest.display());
+    }
+    Ok(exit::OK)
+}
+
+/// What `copy-store` reports.
+#[derive(Debug, Serialize)]
+struct Copied {
+    from: String,
+    to: String,
+    #[serde(flatten)]
+    contents: crate::store::Verified,
+}
+
+pub(super) fn copy_store(settings: Settings, args: CopyStoreArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let is_url = args.to.starts_with("postgres://") || args.to.starts_with("postgresql://");
+    let source = match settings.open_store() {
+        Ok(store) => store,
+        Err(StoreError::Locked { .. }) => anyhow::bail!(Error::Usage(
+            "the store is in use by `sputnik serve`; stop the service first, so that nothing it \
+             writes during the copy is left behind"
+                .to_owned()
+        )),
+        Err(e) => return Err(e.into()),
+    };
+    let file = PathBuf::from(&args.to);
+    let dest = if is_url {
+        Store::connect(&args.to)?
+    } else {
+        if file.exists() {
+            anyhow::bail!(Error::Usage(format!("{} exists already; name a new file", file.display())));
+        }
+        Store::open(&file)?
+    };
+    if dest.path() == source.path() {
+        anyhow::bail!(Error::Usage("the destination is the store itself".to_owned()));
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records · ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let copied = source.copy_into(&dest, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let contents = match copied {
+        Ok(contents) => contents,
+        Err(e) => {
+            drop(dest);
+            if !is_url {
+                // A file this command created holds nothing worth keeping.
+                let _ = std::fs::remove_file(&file);
+            }
+            return Err(e.into());
+        }
+    };
+    let report =
+        Copied { from: source.path().display().to_string(), to: dest.path().display().to_string(), contents };
+    if args.output.json {
+        print_json(&report)?;
+    } else {
+        let c = &report.contents;
+        println!(
+            "Copied {} documents, {} chunks, {} employees, {} plans and {} logged questions{} from {} to {}; \
+             every record verified.",
+            c.documents,
+            c.chunks,
+            c.employees,
+            c.plans,
+            c.questions,
+            c.embedding_model.as_deref().map(|m| format!(" (embeddings by {m})")).unwrap_or_default(),
+            report.from,
+            report.to,
+        );
+        if is_url {
+            println!(
+                "To serve from it, set in the configuration:\n  [store]\n  backend = \"postgres\"\n  url = \"…\" \
+                 (the URL given here)"
+            );
+        }
     }
     Ok(exit::OK)
 }

@@ -2,12 +2,14 @@
 //! the employee's feedback, and what the dialogue awaits. Question text lives only here (never in
 //! logs) and is purged after the configured retention.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::ops::ControlFlow;
+
 use serde::{Deserialize, Serialize};
 
+use super::kv::{Reader, Span};
 use super::people::EmployeeId;
-use super::schema::{META, QUESTIONS, SESSIONS, UPDATE_QUESTIONS, meta_keys};
-use super::{DocumentId, Language, Store, StoreResult, decode, encode};
+use super::schema::{QUESTIONS, SESSIONS, UPDATE_QUESTIONS, meta_keys, take_id};
+use super::{DocumentId, Language, Store, StoreError, StoreResult, decode, encode};
 
 /// One source an answer cited, with the scores that put it there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,22 +67,16 @@ enum Written {
     HadFeedback,
 }
 
-fn read_session(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    employee: EmployeeId,
-) -> StoreResult<Session> {
-    match table.get(employee.0)? {
-        Some(bytes) => decode(bytes.value(), || format!("session of employee {employee}")),
+fn read_session(txn: &impl Reader, employee: EmployeeId) -> StoreResult<Session> {
+    match txn.get(&SESSIONS, &employee.0)? {
+        Some(bytes) => decode(&bytes, || format!("session of employee {employee}")),
         None => Ok(Session::default()),
     }
 }
 
-fn read_question(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    id: u64,
-) -> StoreResult<Option<QuestionRecord>> {
-    match table.get(id)? {
-        Some(bytes) => Ok(Some(decode(bytes.value(), || format!("question {id}"))?)),
+fn read_question(txn: &impl Reader, id: u64) -> StoreResult<Option<QuestionRecord>> {
+    match txn.get(&QUESTIONS, &id)? {
+        Some(bytes) => Ok(Some(decode(&bytes, || format!("question {id}"))?)),
         None => Ok(None),
     }
 }
@@ -98,38 +94,30 @@ impl Store {
         update: Option<u64>,
         mut record: QuestionRecord,
     ) -> StoreResult<QuestionRecord> {
-        let txn = self.db.begin_write()?;
-        if let Some(update) = update {
-            let logged = txn.open_table(UPDATE_QUESTIONS)?.get(update)?.map(|v| v.value());
-            if let Some(existing) =
-                logged.map(|id| read_question(&txn.open_table(QUESTIONS)?, id)).transpose()?.flatten()
-            {
-                txn.abort()?;
-                return Ok(existing);
-            }
-        }
+        let txn = self.write()?;
+        if let Some(update) = update
+            && let Some(logged) = txn.get(&UPDATE_QUESTIONS, &update)?
+            && let Some(existing) = read_question(&txn, logged)?
         {
-            let mut meta = txn.open_table(META)?;
-            let id = meta.get(meta_keys::NEXT_QUESTION_ID)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert(meta_keys::NEXT_QUESTION_ID, id + 1)?;
-            record.id = id;
-            txn.open_table(QUESTIONS)?.insert(id, encode(&record).as_slice())?;
-            if let Some(update) = update {
-                txn.open_table(UPDATE_QUESTIONS)?.insert(update, id)?;
-            }
-            let mut sessions = txn.open_table(SESSIONS)?;
-            let mut session = read_session(&sessions, record.employee)?;
-            session.last_question = Some(id);
-            session.awaiting_reason_for = None;
-            sessions.insert(record.employee.0, encode(&session).as_slice())?;
+            txn.abort()?;
+            return Ok(existing);
         }
+        let id = take_id(&txn, meta_keys::NEXT_QUESTION_ID)?;
+        record.id = id;
+        txn.insert(&QUESTIONS, &id, &encode(&record))?;
+        if let Some(update) = update {
+            txn.insert(&UPDATE_QUESTIONS, &update, &id)?;
+        }
+        let mut session = read_session(&txn, record.employee)?;
+        session.last_question = Some(id);
+        session.awaiting_reason_for = None;
+        txn.insert(&SESSIONS, &record.employee.0, &encode(&session))?;
         self.commit(txn)?;
         Ok(record)
     }
 
     pub fn question(&self, id: u64) -> StoreResult<Option<QuestionRecord>> {
-        let txn = self.db.begin_read()?;
-        read_question(&txn.open_table(QUESTIONS)?, id)
+        read_question(&self.read()?, id)
     }
 
     /// `employee`'s last `limit` questions asked at or after `since`, oldest first. Reads from
@@ -140,31 +128,29 @@ impl Store {
         since: i64,
         limit: usize,
     ) -> StoreResult<Vec<QuestionRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUESTIONS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()?.rev() {
-            let (id, bytes) = row?;
-            let record: QuestionRecord = decode(bytes.value(), || format!("question {}", id.value()))?;
+        txn.scan(&QUESTIONS, Span::all().rev(), |id, bytes| {
+            let record: QuestionRecord = decode(&bytes, || format!("question {id}"))?;
             if record.asked_at < since || out.len() == limit {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
             if record.employee == employee {
                 out.push(record);
             }
-        }
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         out.reverse();
         Ok(out)
     }
 
     pub fn questions(&self) -> StoreResult<Vec<QuestionRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUESTIONS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, bytes) = row?;
-            out.push(decode(bytes.value(), || format!("question {}", id.value()))?);
-        }
+        txn.scan(&QUESTIONS, Span::all(), |id, bytes| {
+            out.push(decode(&bytes, || format!("question {id}"))?);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
@@ -210,23 +196,19 @@ impl Store {
         await_reason: bool,
         only_first: bool,
     ) -> StoreResult<Written> {
-        let txn = self.db.begin_write()?;
-        let written = {
-            let mut table = txn.open_table(QUESTIONS)?;
-            match read_question(&table, question)? {
-                Some(record) if record.employee != employee => Written::NotTheirs,
-                Some(record) if only_first && record.feedback.is_some() => Written::HadFeedback,
-                Some(mut record) => {
-                    record.feedback = Some(feedback);
-                    table.insert(question, encode(&record).as_slice())?;
-                    let mut sessions = txn.open_table(SESSIONS)?;
-                    let mut session = read_session(&sessions, employee)?;
-                    session.awaiting_reason_for = await_reason.then_some(question);
-                    sessions.insert(employee.0, encode(&session).as_slice())?;
-                    Written::Record(record)
-                }
-                None => Written::NotTheirs,
+        let txn = self.write()?;
+        let written = match read_question(&txn, question)? {
+            Some(record) if record.employee != employee => Written::NotTheirs,
+            Some(record) if only_first && record.feedback.is_some() => Written::HadFeedback,
+            Some(mut record) => {
+                record.feedback = Some(feedback);
+                txn.insert(&QUESTIONS, &question, &encode(&record))?;
+                let mut session = read_session(&txn, employee)?;
+                session.awaiting_reason_for = await_reason.then_some(question);
+                txn.insert(&SESSIONS, &employee.0, &encode(&session))?;
+                Written::Record(record)
             }
+            None => Written::NotTheirs,
         };
         match written {
             Written::Record(_) => self.commit(txn)?,
@@ -236,32 +218,23 @@ impl Store {
     }
 
     pub fn session(&self, employee: EmployeeId) -> StoreResult<Session> {
-        let txn = self.db.begin_read()?;
-        read_session(&txn.open_table(SESSIONS)?, employee)
+        read_session(&self.read()?, employee)
     }
 
     pub fn put_session(&self, employee: EmployeeId, session: &Session) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(SESSIONS)?.insert(employee.0, encode(session).as_slice())?;
+        let txn = self.write()?;
+        txn.insert(&SESSIONS, &employee.0, &encode(session))?;
         self.commit(txn)
     }
 
     /// Deletes conversation-log entries asked before `cutoff` (unix seconds); returns how many.
     pub fn purge_questions_before(&self, cutoff: i64) -> StoreResult<usize> {
-        let txn = self.db.begin_write()?;
-        let removed = {
-            let mut table = txn.open_table(QUESTIONS)?;
-            let mut removed = 0;
-            table.retain(|_, bytes| {
-                let keep =
-                    serde_json::from_slice::<QuestionRecord>(bytes).map_or(true, |q| q.asked_at >= cutoff);
-                removed += usize::from(!keep);
-                keep
-            })?;
-            removed
-        };
+        let txn = self.write()?;
+        let removed = txn.retain(&QUESTIONS, |_, bytes| {
+            serde_json::from_slice::<QuestionRecord>(bytes).map_or(true, |q| q.asked_at >= cutoff)
+        })?;
         self.commit(txn)?;
-        Ok(removed)
+        Ok(removed as usize)
     }
 
     pub fn conversation_counts(&self) -> StoreResult<ConversationCounts> {
@@ -270,19 +243,18 @@ impl Store {
             counts.employees += 1;
             counts.joined += u64::from(employee.telegram_id.is_some());
         }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(QUESTIONS)?;
-        counts.questions = table.len()?;
-        for row in table.iter()? {
-            let (_, bytes) = row?;
-            let q: QuestionRecord = decode(bytes.value(), || "question".to_owned())?;
+        let txn = self.read()?;
+        txn.scan(&QUESTIONS, Span::all(), |id, bytes| {
+            let q: QuestionRecord = decode(&bytes, || format!("question {id}"))?;
+            counts.questions += 1;
             counts.answered += u64::from(q.answered);
             match q.feedback {
                 Some(Feedback { helpful: true, .. }) => counts.helpful += 1,
                 Some(Feedback { helpful: false, .. }) => counts.unhelpful += 1,
                 None => {}
             }
-        }
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(counts)
     }
 }

@@ -2,11 +2,10 @@
 //! of its chunks (and vectors) change in one write transaction, and every such change bumps the
 //! store revision.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use std::ops::ControlFlow;
 
-use super::schema::{
-    CHUNKS, DOCUMENTS, META, META_TEXT, SOURCES, embeddings_table, embeddings_table_name, meta_keys,
-};
+use super::kv::{Reader, Span, Write, document_rows};
+use super::schema::{CHUNKS, DOCUMENTS, META_TEXT, SOURCES, embeddings, meta, meta_keys, meta_text, take_id};
 use super::{
     ChunkRecord, DocumentId, DocumentRecord, NewDocument, SourceKey, Store, StoreError, StoreResult,
     bump_revision, decode, encode,
@@ -14,41 +13,35 @@ use super::{
 
 impl Store {
     pub fn find_by_source(&self, key: &SourceKey) -> StoreResult<Option<DocumentRecord>> {
-        let txn = self.db.begin_read()?;
-        let sources = txn.open_table(SOURCES)?;
-        let Some(id) = sources.get(key.encoded().as_str())?.map(|v| v.value()) else {
+        let txn = self.read()?;
+        let Some(id) = txn.get(&SOURCES, &key.encoded())? else {
             return Ok(None);
         };
-        let documents = txn.open_table(DOCUMENTS)?;
-        read_document(&documents, id)
+        read_document(&txn, id)
     }
 
     pub fn document(&self, id: DocumentId) -> StoreResult<Option<DocumentRecord>> {
-        let txn = self.db.begin_read()?;
-        read_document(&txn.open_table(DOCUMENTS)?, id.0)
+        read_document(&self.read()?, id.0)
     }
 
     /// All documents, in id (import) order.
     pub fn documents(&self) -> StoreResult<Vec<DocumentRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(DOCUMENTS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, bytes) = row?;
-            out.push(decode(bytes.value(), || format!("document {}", id.value()))?);
-        }
+        txn.scan(&DOCUMENTS, Span::all(), |id, bytes| {
+            out.push(decode(&bytes, || format!("document {id}"))?);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     pub fn chunks(&self, id: DocumentId) -> StoreResult<Vec<ChunkRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CHUNKS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.range((id.0, 0)..=(id.0, u32::MAX))? {
-            let (key, bytes) = row?;
-            let (doc, ordinal) = key.value();
-            out.push(decode(bytes.value(), || format!("chunk {doc}/{ordinal}"))?);
-        }
+        txn.scan(&CHUNKS, document_rows(id.0), |(doc, ordinal), bytes| {
+            out.push(decode(&bytes, || format!("chunk {doc}/{ordinal}"))?);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
@@ -57,19 +50,17 @@ impl Store {
         &self,
         keys: &[(DocumentId, u32)],
     ) -> StoreResult<Vec<Option<(DocumentRecord, ChunkRecord)>>> {
-        let txn = self.db.begin_read()?;
-        let documents = txn.open_table(DOCUMENTS)?;
-        let chunks = txn.open_table(CHUNKS)?;
+        let txn = self.read()?;
         let mut out = Vec::with_capacity(keys.len());
         for &(doc, ordinal) in keys {
-            let chunk = match chunks.get((doc.0, ordinal))? {
-                Some(bytes) => decode::<ChunkRecord>(bytes.value(), || format!("chunk {}/{ordinal}", doc.0))?,
+            let chunk = match txn.get(&CHUNKS, &(doc.0, ordinal))? {
+                Some(bytes) => decode::<ChunkRecord>(&bytes, || format!("chunk {}/{ordinal}", doc.0))?,
                 None => {
                     out.push(None);
                     continue;
                 }
             };
-            out.push(read_document(&documents, doc.0)?.map(|d| (d, chunk)));
+            out.push(read_document(&txn, doc.0)?.map(|d| (d, chunk)));
         }
         Ok(out)
     }
@@ -80,35 +71,25 @@ impl Store {
         &self,
         mut visit: impl FnMut(&DocumentRecord, &ChunkRecord) -> Result<(), crate::Error>,
     ) -> Result<u64, crate::Error> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
-        let documents = txn.open_table(DOCUMENTS).map_err(StoreError::from)?;
-        let chunks = txn.open_table(CHUNKS).map_err(StoreError::from)?;
-        let revision = txn
-            .open_table(META)
-            .map_err(StoreError::from)?
-            .get(meta_keys::REVISION)
-            .map_err(StoreError::from)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let txn = self.read()?;
+        let revision = meta(&txn, meta_keys::REVISION)?;
         let mut current: Option<DocumentRecord> = None;
-        for row in chunks.iter().map_err(StoreError::from)? {
-            let (key, bytes) = row.map_err(StoreError::from)?;
-            let (doc, ordinal) = key.value();
+        txn.scan(&CHUNKS, Span::all(), |(doc, ordinal), bytes| {
             if current.as_ref().is_none_or(|d| d.id.0 != doc) {
-                current = read_document(&documents, doc)?;
+                current = read_document(&txn, doc)?;
             }
-            let Some(document) = &current else { continue };
-            let chunk: ChunkRecord = decode(bytes.value(), || format!("chunk {doc}/{ordinal}"))?;
-            visit(document, &chunk)?;
-        }
+            if let Some(document) = &current {
+                let chunk: ChunkRecord = decode(&bytes, || format!("chunk {doc}/{ordinal}"))?;
+                visit(document, &chunk)?;
+            }
+            Ok::<_, crate::Error>(ControlFlow::Continue(()))
+        })?;
         Ok(revision)
     }
 
     /// The model whose embeddings every chunk carries, if embeddings are stored.
     pub fn embedding_model(&self) -> StoreResult<Option<String>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META_TEXT)?;
-        Ok(table.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned()))
+        meta_text(&self.read()?, meta_keys::EMBEDDING_MODEL)
     }
 
     /// Visits every stored embedding of the current model with its document, in order, inside
@@ -117,28 +98,23 @@ impl Store {
         &self,
         mut visit: impl FnMut(&DocumentRecord, u32, &[f32]),
     ) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        let revision = txn.open_table(META)?.get(meta_keys::REVISION)?.map(|v| v.value()).unwrap_or(0);
-        let Some(model) =
-            txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned())
-        else {
+        let txn = self.read()?;
+        let revision = meta(&txn, meta_keys::REVISION)?;
+        let Some(model) = meta_text(&txn, meta_keys::EMBEDDING_MODEL)? else {
             return Ok(revision);
         };
-        let name = embeddings_table_name(&model);
-        let documents = txn.open_table(DOCUMENTS)?;
-        let table = txn.open_table(embeddings_table(&name))?;
         let mut current: Option<DocumentRecord> = None;
         let mut vector = Vec::new();
-        for row in table.iter()? {
-            let (key, bytes) = row?;
-            let (doc, ordinal) = key.value();
+        txn.scan(&embeddings(&model), Span::all(), |(doc, ordinal), bytes| {
             if current.as_ref().is_none_or(|d| d.id.0 != doc) {
-                current = read_document(&documents, doc)?;
+                current = read_document(&txn, doc)?;
             }
-            let Some(document) = &current else { continue };
-            read_vector(bytes.value(), &mut vector);
-            visit(document, ordinal, &vector);
-        }
+            if let Some(document) = &current {
+                read_vector(&bytes, &mut vector);
+                visit(document, ordinal, &vector);
+            }
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(revision)
     }
 
@@ -150,59 +126,48 @@ impl Store {
         id: DocumentId,
         vectors: &[(u32, Vec<f32>)],
     ) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let name = embeddings_table_name(model);
-            let mut table = txn.open_table(embeddings_table(&name))?;
-            table.retain_in((id.0, 0)..=(id.0, u32::MAX), |_, _| false)?;
-            for (ordinal, vector) in vectors {
-                table.insert((id.0, *ordinal), vector_bytes(vector).as_slice())?;
-            }
-        }
+        let txn = self.write()?;
+        let table = embeddings(model);
+        txn.remove_span(&table, document_rows(id.0))?;
+        let bytes: Vec<Vec<u8>> = vectors.iter().map(|(_, v)| vector_bytes(v)).collect();
+        txn.insert_all(&table, vectors.iter().zip(&bytes).map(|((ordinal, _), b)| ((id.0, *ordinal), b)))?;
         self.commit(txn)
     }
 
     /// Drops any staged embeddings of `model` (the start of a fresh re-embedding run).
     pub fn clear_staged_embeddings(&self, model: &str) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        let name = embeddings_table_name(model);
-        txn.delete_table(embeddings_table(&name))?;
+        let txn = self.write()?;
+        txn.delete_table(&embeddings(model))?;
         self.commit(txn)
     }
 
     /// Makes `model` the store's embedding model once every chunk has a staged vector, and
     /// deletes the previous model's vectors, in one transaction. `None` turns embeddings off.
     pub fn switch_embedding_model(&self, model: Option<&str>) -> StoreResult<u64> {
-        let txn = self.db.begin_write()?;
-        let revision = {
-            let mut meta_text = txn.open_table(META_TEXT)?;
-            let previous = meta_text.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
-            if let Some(model) = model {
-                let name = embeddings_table_name(model);
-                let table = txn.open_table(embeddings_table(&name))?;
-                let chunks = txn.open_table(CHUNKS)?;
-                for row in chunks.iter()? {
-                    let (key, _) = row?;
-                    let (document, ordinal) = key.value();
-                    if table.get((document, ordinal))?.is_none() {
-                        return Err(StoreError::MissingEmbedding {
-                            document,
-                            ordinal,
-                            model: model.to_owned(),
-                        });
-                    }
+        let txn = self.write()?;
+        let previous = meta_text(&txn, meta_keys::EMBEDDING_MODEL)?;
+        if let Some(model) = model {
+            let table = embeddings(model);
+            let mut missing = None;
+            txn.scan(&CHUNKS, Span::all(), |(document, ordinal), _| {
+                if txn.get(&table, &(document, ordinal))?.is_none() {
+                    missing = Some((document, ordinal));
+                    return Ok::<_, StoreError>(ControlFlow::Break(()));
                 }
-                meta_text.insert(meta_keys::EMBEDDING_MODEL, model)?;
-            } else {
-                meta_text.remove(meta_keys::EMBEDDING_MODEL)?;
+                Ok(ControlFlow::Continue(()))
+            })?;
+            if let Some((document, ordinal)) = missing {
+                txn.abort()?;
+                return Err(StoreError::MissingEmbedding { document, ordinal, model: model.to_owned() });
             }
-            if let Some(previous) = previous.filter(|p| Some(p.as_str()) != model) {
-                let name = embeddings_table_name(&previous);
-                txn.delete_table(embeddings_table(&name))?;
-            }
-            let mut meta = txn.open_table(META)?;
-            bump_revision(&mut meta)?
-        };
+            txn.insert(&META_TEXT, &meta_keys::EMBEDDING_MODEL.to_owned(), &model.to_owned())?;
+        } else {
+            txn.remove(&META_TEXT, &meta_keys::EMBEDDING_MODEL.to_owned())?;
+        }
+        if let Some(previous) = previous.filter(|p| Some(p.as_str()) != model) {
+            txn.delete_table(&embeddings(&previous))?;
+        }
+        let revision = bump_revision(&txn)?;
         self.commit(txn)?;
         Ok(revision)
     }
@@ -215,86 +180,76 @@ impl Store {
         new: NewDocument,
         vectors: Option<ChunkVectors<'_>>,
     ) -> StoreResult<(DocumentRecord, u64)> {
-        let txn = self.db.begin_write()?;
-        let result = {
-            let model = vectors.as_ref().map(|v| v.model);
-            let table_name = check_embedding_model(&txn, model)?;
-            let mut sources = txn.open_table(SOURCES)?;
-            let mut documents = txn.open_table(DOCUMENTS)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
-            let mut meta = txn.open_table(META)?;
-            let key = new.source_key().encoded();
-            let existing = sources.get(key.as_str())?.map(|v| v.value());
-            let (id, imported_at) = match existing {
-                Some(id) => {
-                    let previous = read_document(&documents, id)?;
-                    remove_chunks(&mut chunks, id)?;
-                    (id, previous.map(|d| d.imported_at).unwrap_or(new.updated_at))
-                }
-                None => {
-                    let id = meta.get(meta_keys::NEXT_DOCUMENT_ID)?.map(|v| v.value()).unwrap_or(1);
-                    meta.insert(meta_keys::NEXT_DOCUMENT_ID, id + 1)?;
-                    sources.insert(key.as_str(), id)?;
-                    (id, new.updated_at)
-                }
-            };
-            let record = new.into_record(DocumentId(id), imported_at);
-            for chunk in &record.1 {
-                chunks.insert((id, chunk.ordinal), encode(chunk).as_slice())?;
+        let txn = self.write()?;
+        let model = vectors.as_ref().map(|v| v.model);
+        let table_model = match check_embedding_model(&txn, model) {
+            Ok(table_model) => table_model,
+            Err(e) => {
+                txn.abort()?;
+                return Err(e);
             }
-            if let (Some(name), Some(vectors)) = (&table_name, &vectors) {
-                let mut table = txn.open_table(embeddings_table(name))?;
-                table.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
-                for (chunk, vector) in record.1.iter().zip(vectors.vectors) {
-                    table.insert((id, chunk.ordinal), vector_bytes(vector).as_slice())?;
-                }
-            }
-            documents.insert(id, encode(&record.0).as_slice())?;
-            let revision = bump_revision(&mut meta)?;
-            (record.0, revision)
         };
+        let key = new.source_key().encoded();
+        let (id, imported_at) = match txn.get(&SOURCES, &key)? {
+            Some(id) => {
+                let previous = read_document(&txn, id)?;
+                txn.remove_span(&CHUNKS, document_rows(id))?;
+                (id, previous.map(|d| d.imported_at).unwrap_or(new.updated_at))
+            }
+            None => {
+                let id = take_id(&txn, meta_keys::NEXT_DOCUMENT_ID)?;
+                txn.insert(&SOURCES, &key, &id)?;
+                (id, new.updated_at)
+            }
+        };
+        let record = new.into_record(DocumentId(id), imported_at);
+        let encoded: Vec<Vec<u8>> = record.1.iter().map(encode).collect();
+        txn.insert_all(
+            &CHUNKS,
+            record.1.iter().zip(&encoded).map(|(chunk, bytes)| ((id, chunk.ordinal), bytes)),
+        )?;
+        if let (Some(model), Some(vectors)) = (&table_model, &vectors) {
+            let table = embeddings(model);
+            txn.remove_span(&table, document_rows(id))?;
+            let bytes: Vec<Vec<u8>> = vectors.vectors.iter().map(|v| vector_bytes(v)).collect();
+            txn.insert_all(&table, record.1.iter().zip(&bytes).map(|(chunk, b)| ((id, chunk.ordinal), b)))?;
+        }
+        txn.insert(&DOCUMENTS, &id, &encode(&record.0))?;
+        let revision = bump_revision(&txn)?;
         self.commit(txn)?;
-        Ok(result)
+        Ok((record.0, revision))
     }
 
     /// Changes a document's access groups without touching its chunks.
     pub fn set_groups(&self, id: DocumentId, groups: Vec<String>) -> StoreResult<(DocumentRecord, u64)> {
-        let txn = self.db.begin_write()?;
-        let result = {
-            let mut documents = txn.open_table(DOCUMENTS)?;
-            let mut meta = txn.open_table(META)?;
-            let mut record = read_document(&documents, id.0)?.ok_or(StoreError::UnknownDocument(id.0))?;
-            record.groups = groups;
-            documents.insert(id.0, encode(&record).as_slice())?;
-            (record, bump_revision(&mut meta)?)
+        let txn = self.write()?;
+        let Some(mut record) = read_document(&txn, id.0)? else {
+            txn.abort()?;
+            return Err(StoreError::UnknownDocument(id.0));
         };
+        record.groups = groups;
+        txn.insert(&DOCUMENTS, &id.0, &encode(&record))?;
+        let revision = bump_revision(&txn)?;
         self.commit(txn)?;
-        Ok(result)
+        Ok((record, revision))
     }
 
     /// Removes a document and all its chunks. Returns the removed record and the new revision.
     pub fn remove_document(&self, id: DocumentId) -> StoreResult<(DocumentRecord, u64)> {
-        let txn = self.db.begin_write()?;
-        let result = {
-            let mut sources = txn.open_table(SOURCES)?;
-            let mut documents = txn.open_table(DOCUMENTS)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
-            let mut meta = txn.open_table(META)?;
-            let record = read_document(&documents, id.0)?.ok_or(StoreError::UnknownDocument(id.0))?;
-            documents.remove(id.0)?;
-            sources.remove(record.source_key().encoded().as_str())?;
-            remove_chunks(&mut chunks, id.0)?;
-            let model =
-                txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
-            if let Some(model) = model {
-                let name = embeddings_table_name(&model);
-                let mut table = txn.open_table(embeddings_table(&name))?;
-                table.retain_in((id.0, 0)..=(id.0, u32::MAX), |_, _| false)?;
-            }
-            (record, bump_revision(&mut meta)?)
+        let txn = self.write()?;
+        let Some(record) = read_document(&txn, id.0)? else {
+            txn.abort()?;
+            return Err(StoreError::UnknownDocument(id.0));
         };
+        txn.remove(&DOCUMENTS, &id.0)?;
+        txn.remove(&SOURCES, &record.source_key().encoded())?;
+        txn.remove_span(&CHUNKS, document_rows(id.0))?;
+        if let Some(model) = meta_text(&txn, meta_keys::EMBEDDING_MODEL)? {
+            txn.remove_span(&embeddings(&model), document_rows(id.0))?;
+        }
+        let revision = bump_revision(&txn)?;
         self.commit(txn)?;
-        Ok(result)
+        Ok((record, revision))
     }
 }
 
@@ -306,13 +261,12 @@ pub struct ChunkVectors<'a> {
 }
 
 /// Refuses to mix documents with and without embeddings, or embeddings of two models. Returns
-/// the embeddings table to write, if any, recording the model on the first embedded import.
-fn check_embedding_model(txn: &redb::WriteTransaction, model: Option<&str>) -> StoreResult<Option<String>> {
-    let mut meta_text = txn.open_table(META_TEXT)?;
-    let stored = meta_text.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
-    let has_documents = !txn.open_table(DOCUMENTS)?.is_empty()?;
+/// the model whose table to write, if any, recording it on the first embedded import.
+fn check_embedding_model(txn: &Write, model: Option<&str>) -> StoreResult<Option<String>> {
+    let stored = meta_text(txn, meta_keys::EMBEDDING_MODEL)?;
+    let has_documents = !txn.is_empty(&DOCUMENTS)?;
     match (stored, model) {
-        (Some(stored), Some(model)) if stored == model => Ok(Some(embeddings_table_name(model))),
+        (Some(stored), Some(model)) if stored == model => Ok(Some(stored)),
         (Some(stored), configured) => Err(StoreError::EmbeddingModelMismatch {
             stored,
             configured: configured.map_or("\"none\"".to_owned(), str::to_owned),
@@ -321,8 +275,8 @@ fn check_embedding_model(txn: &redb::WriteTransaction, model: Option<&str>) -> S
             Err(StoreError::EmbeddingModelMismatch { stored: "no".to_owned(), configured: model.to_owned() })
         }
         (None, Some(model)) => {
-            meta_text.insert(meta_keys::EMBEDDING_MODEL, model)?;
-            Ok(Some(embeddings_table_name(model)))
+            txn.insert(&META_TEXT, &meta_keys::EMBEDDING_MODEL.to_owned(), &model.to_owned())?;
+            Ok(Some(model.to_owned()))
         }
         (None, None) => Ok(None),
     }
@@ -337,17 +291,9 @@ fn read_vector(bytes: &[u8], out: &mut Vec<f32>) {
     out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
 }
 
-fn remove_chunks(chunks: &mut redb::Table<(u64, u32), &[u8]>, id: u64) -> StoreResult<()> {
-    chunks.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
-    Ok(())
-}
-
-fn read_document(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    id: u64,
-) -> StoreResult<Option<DocumentRecord>> {
-    match table.get(id)? {
-        Some(bytes) => Ok(Some(decode(bytes.value(), || format!("document {id}"))?)),
+fn read_document(txn: &impl Reader, id: u64) -> StoreResult<Option<DocumentRecord>> {
+    match txn.get(&DOCUMENTS, &id)? {
+        Some(bytes) => Ok(Some(decode(&bytes, || format!("document {id}"))?)),
         None => Ok(None),
     }
 }

@@ -6,18 +6,25 @@
 //! - the schema version is stored, and numbered migrations bring older files up to date.
 
 mod conversation;
+mod copy;
 mod documents;
+mod kv;
 mod onboarding;
 mod outbox;
 mod people;
+mod postgres;
 mod records;
 mod schema;
+mod settings;
+#[cfg(test)]
+pub(crate) mod testing;
 mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase};
 
 pub use conversation::{CitedChunk, ConversationCounts, Feedback, QuestionRecord, Session};
 pub use documents::ChunkVectors;
@@ -26,9 +33,11 @@ pub use outbox::{Broadcast, Recipient};
 pub use people::{ChatId, Employee, EmployeeId, Invite, InviteRefusal, NewEmployee, Role, invite_hash};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
+pub use settings::{StoreBackend, StoreSettings};
 pub use verify::Verified;
 
-use schema::{CHUNKS, DOCUMENTS, META, meta_keys};
+use kv::{Read, Reader, Write};
+use schema::{CHUNKS, DOCUMENTS, meta_keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +87,21 @@ pub enum StoreError {
     MissingEmbedding { document: u64, ordinal: u32, model: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "store.url is not a PostgreSQL connection URL ({reason}); write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    BadUrl { reason: String },
+    #[error("cannot reach the PostgreSQL store at {location}: {reason}")]
+    Unreachable { location: String, reason: String },
+    #[error(
+        "{path} already holds records (table {table}); copy into an empty store: a new file, or a \
+         new PostgreSQL database (createdb)"
+    )]
+    NotEmpty { path: PathBuf, table: String },
+    #[error("PostgreSQL store: {0}")]
+    Postgres(String),
+    #[error("{0} is done with PostgreSQL's own tools on a PostgreSQL store (see docs/cluster.md)")]
+    NotForPostgres(&'static str),
 }
 
 impl StoreError {
@@ -92,6 +116,10 @@ impl StoreError {
                 | StoreError::UnknownEmployee(_)
                 | StoreError::TooNew { .. }
                 | StoreError::EmbeddingModelMismatch { .. }
+                | StoreError::BadUrl { .. }
+                | StoreError::Unreachable { .. }
+                | StoreError::NotForPostgres(_)
+                | StoreError::NotEmpty { .. }
         )
     }
 }
@@ -151,13 +179,21 @@ pub struct StoreCounts {
 /// for about 5 % slower imports and unchanged search (docs/benchmarks.md).
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Typed access to the redb file.
+/// Typed access to the store, on either backend.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    backend: Backend,
+    /// The redb file, or for PostgreSQL where the store is (without a password): what messages
+    /// name.
     path: PathBuf,
     /// Write transactions committed through this handle (exposed for metrics and tests).
     commits: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Redb(Database),
+    Postgres(Arc<postgres::Pool>),
 }
 
 impl Store {
@@ -189,16 +225,46 @@ impl Store {
         }
         let opened = if existed { builder.open(path) } else { builder.create(path) };
         let db = opened.map_err(|source| open_error(path, source))?;
-        let store = Store { db, path: path.to_owned(), commits: AtomicU64::new(0) };
         if existed {
-            schema::check_is_sputnik(&store.db, path)?;
+            schema::check_is_sputnik(&db, path)?;
         }
-        schema::migrate(&store.db, path)?;
+        let store = Store { backend: Backend::Redb(db), path: path.to_owned(), commits: AtomicU64::new(0) };
+        schema::migrate(&store)?;
         Ok(store)
     }
 
+    /// Connects to the store kept in PostgreSQL at `url`, creating its relation and migrating
+    /// it to the current schema. Any number of processes may hold it open.
+    pub fn connect(url: &str) -> StoreResult<Store> {
+        let pool = postgres::Pool::open(url)?;
+        let path = PathBuf::from(pool.location());
+        let store = Store { backend: Backend::Postgres(pool), path, commits: AtomicU64::new(0) };
+        schema::migrate(&store)?;
+        Ok(store)
+    }
+
+    /// The redb file, or where the PostgreSQL store is (never with its password).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this store lives in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    fn read(&self) -> StoreResult<Read> {
+        Ok(match &self.backend {
+            Backend::Redb(db) => Read::Redb(db.begin_read()?),
+            Backend::Postgres(pool) => Read::Postgres(pool.read()?),
+        })
+    }
+
+    fn write(&self) -> StoreResult<Write> {
+        Ok(match &self.backend {
+            Backend::Redb(db) => Write::Redb(db.begin_write()?),
+            Backend::Postgres(pool) => Write::Postgres(pool.write()?),
+        })
     }
 
     /// Copies the store file to `dest` as of its last commit: a write transaction is held while
@@ -206,7 +272,10 @@ impl Store {
     /// copy was not closed by redb, so opening it replays the last commit (what a restart after
     /// a crash does); [`Store::open`] on it checks it.
     pub fn snapshot_to(&self, dest: &Path) -> StoreResult<u64> {
-        let txn = self.db.begin_write()?;
+        let Backend::Redb(db) = &self.backend else {
+            return Err(StoreError::NotForPostgres("a backup"));
+        };
+        let txn = db.begin_write()?;
         let copied = (|| {
             let mut from = std::fs::File::open(&self.path)?;
             let mut to = create_private(dest)?;
@@ -224,7 +293,7 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    fn commit(&self, txn: redb::WriteTransaction) -> StoreResult<()> {
+    fn commit(&self, txn: Write) -> StoreResult<()> {
         txn.commit()?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -242,23 +311,21 @@ impl Store {
     }
 
     fn meta(&self, key: &str) -> StoreResult<u64> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value()).unwrap_or(0))
+        schema::meta(&self.read()?, key)
     }
 
     pub fn counts(&self) -> StoreResult<StoreCounts> {
-        let txn = self.db.begin_read()?;
-        let documents = txn.open_table(DOCUMENTS)?.len()?;
-        let chunks = txn.open_table(CHUNKS)?.len()?;
-        let revision = txn.open_table(META)?.get(meta_keys::REVISION)?.map(|v| v.value()).unwrap_or(0);
+        let txn = self.read()?;
+        let documents = txn.len(&DOCUMENTS)?;
+        let chunks = txn.len(&CHUNKS)?;
+        let revision = schema::meta(&txn, meta_keys::REVISION)?;
         Ok(StoreCounts { documents, chunks, revision })
     }
 }
 
-fn bump_revision(meta: &mut redb::Table<&str, u64>) -> StoreResult<u64> {
-    let next = meta.get(meta_keys::REVISION)?.map(|v| v.value()).unwrap_or(0) + 1;
-    meta.insert(meta_keys::REVISION, next)?;
+fn bump_revision(txn: &Write) -> StoreResult<u64> {
+    let next = schema::meta(txn, meta_keys::REVISION)? + 1;
+    schema::set_meta(txn, meta_keys::REVISION, next)?;
     Ok(next)
 }
 
@@ -303,61 +370,67 @@ mod tests {
 
     #[test]
     fn replacing_a_document_keeps_its_id_and_swaps_all_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (first, rev1) = store.put_document(new_doc("a.md", &["one", "two", "three"]), None).unwrap();
-        let (other, _) = store.put_document(new_doc("b.md", &["other"]), None).unwrap();
-        let (second, rev2) = store.put_document(new_doc("a.md", &["uno"]), None).unwrap();
-        assert_eq!(first.id, second.id);
-        assert_ne!(first.id, other.id);
-        assert!(rev2 > rev1);
-        let texts: Vec<_> = store.chunks(first.id).unwrap().into_iter().map(|c| c.text).collect();
-        assert_eq!(texts, vec!["uno"]);
-        assert_eq!(store.chunks(other.id).unwrap().len(), 1);
-        assert_eq!(store.counts().unwrap().chunks, 2);
+        testing::each_backend(|backend| {
+            let store = backend.open();
+            let (first, rev1) = store.put_document(new_doc("a.md", &["one", "two", "three"]), None).unwrap();
+            let (other, _) = store.put_document(new_doc("b.md", &["other"]), None).unwrap();
+            let (second, rev2) = store.put_document(new_doc("a.md", &["uno"]), None).unwrap();
+            assert_eq!(first.id, second.id);
+            assert_ne!(first.id, other.id);
+            assert!(rev2 > rev1);
+            let texts: Vec<_> = store.chunks(first.id).unwrap().into_iter().map(|c| c.text).collect();
+            assert_eq!(texts, vec!["uno"]);
+            assert_eq!(store.chunks(other.id).unwrap().len(), 1);
+            assert_eq!(store.counts().unwrap().chunks, 2);
+        });
     }
 
     #[test]
     fn removing_a_document_removes_its_chunks_and_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (doc, _) = store.put_document(new_doc("a.md", &["one", "two"]), None).unwrap();
-        store.remove_document(doc.id).unwrap();
-        assert_eq!(store.counts().unwrap().chunks, 0);
-        assert!(store.find_by_source(&doc.source_key()).unwrap().is_none());
-        assert!(matches!(store.remove_document(doc.id), Err(StoreError::UnknownDocument(_))));
+        testing::each_backend(|backend| {
+            let store = backend.open();
+            let (doc, _) = store.put_document(new_doc("a.md", &["one", "two"]), None).unwrap();
+            store.remove_document(doc.id).unwrap();
+            assert_eq!(store.counts().unwrap().chunks, 0);
+            assert!(store.find_by_source(&doc.source_key()).unwrap().is_none());
+            assert!(matches!(store.remove_document(doc.id), Err(StoreError::UnknownDocument(_))));
+        });
     }
 
     #[test]
     fn embeddings_of_two_models_or_none_never_mix() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let vectors = vec![vec![1.0f32, 0.0], vec![0.0, 1.0]];
-        let first = ChunkVectors { model: "m1", vectors: &vectors };
-        let (doc, _) = store.put_document(new_doc("a.md", &["x", "y"]), Some(first)).unwrap();
-        assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m1"));
-        let other = ChunkVectors { model: "m2", vectors: &vectors };
-        let err = store.put_document(new_doc("b.md", &["x", "y"]), Some(other)).unwrap_err();
-        assert!(matches!(err, StoreError::EmbeddingModelMismatch { .. }), "{err}");
-        assert!(store.put_document(new_doc("b.md", &["x", "y"]), None).is_err());
+        testing::each_backend(|backend| {
+            let store = backend.open();
+            let vectors = vec![vec![1.0f32, 0.0], vec![0.0, 1.0]];
+            let first = ChunkVectors { model: "m1", vectors: &vectors };
+            let (doc, _) = store.put_document(new_doc("a.md", &["x", "y"]), Some(first)).unwrap();
+            assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m1"));
+            let other = ChunkVectors { model: "m2", vectors: &vectors };
+            let err = store.put_document(new_doc("b.md", &["x", "y"]), Some(other)).unwrap_err();
+            assert!(matches!(err, StoreError::EmbeddingModelMismatch { .. }), "{err}");
+            assert!(store.put_document(new_doc("b.md", &["x", "y"]), None).is_err());
 
-        let mut seen = Vec::new();
-        store.for_each_embedding(|d, ordinal, v| seen.push((d.id, ordinal, v.to_vec()))).unwrap();
-        assert_eq!(seen, vec![(doc.id, 0, vec![1.0, 0.0]), (doc.id, 1, vec![0.0, 1.0])]);
+            let mut seen = Vec::new();
+            store.for_each_embedding(|d, ordinal, v| seen.push((d.id, ordinal, v.to_vec()))).unwrap();
+            assert_eq!(seen, vec![(doc.id, 0, vec![1.0, 0.0]), (doc.id, 1, vec![0.0, 1.0])]);
 
-        // Switching needs a staged vector for every chunk.
-        store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5])]).unwrap();
-        assert!(matches!(store.switch_embedding_model(Some("m2")), Err(StoreError::MissingEmbedding { .. })));
-        store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]).unwrap();
-        store.switch_embedding_model(Some("m2")).unwrap();
-        assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m2"));
-        let mut seen = Vec::new();
-        store.for_each_embedding(|_, ordinal, v| seen.push((ordinal, v.to_vec()))).unwrap();
-        assert_eq!(seen, vec![(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]);
-        store.remove_document(doc.id).unwrap();
-        let mut count = 0;
-        store.for_each_embedding(|_, _, _| count += 1).unwrap();
-        assert_eq!(count, 0);
+            // Switching needs a staged vector for every chunk.
+            store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5])]).unwrap();
+            assert!(matches!(
+                store.switch_embedding_model(Some("m2")),
+                Err(StoreError::MissingEmbedding { .. })
+            ));
+            store.put_staged_embeddings("m2", doc.id, &[(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]).unwrap();
+            store.switch_embedding_model(Some("m2")).unwrap();
+            assert_eq!(store.embedding_model().unwrap().as_deref(), Some("m2"));
+            let mut seen = Vec::new();
+            store.for_each_embedding(|_, ordinal, v| seen.push((ordinal, v.to_vec()))).unwrap();
+            assert_eq!(seen, vec![(0, vec![0.5, 0.5]), (1, vec![0.6, 0.4])]);
+            store.remove_document(doc.id).unwrap();
+            let mut count = 0;
+            store.for_each_embedding(|_, _, _| count += 1).unwrap();
+            assert_eq!(count, 0);
+        });
     }
 
     #[test]
@@ -396,15 +469,16 @@ mod tests {
 
     #[test]
     fn reopening_keeps_schema_and_instance() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let id = {
-            let store = Store::open(&path).unwrap();
-            store.put_document(new_doc("a.md", &["x"]), None).unwrap();
-            store.instance_id().unwrap()
-        };
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.instance_id().unwrap(), id);
-        assert_eq!(store.counts().unwrap().documents, 1);
+        testing::each_backend(|backend| {
+            let id = {
+                let store = backend.open();
+                store.put_document(new_doc("a.md", &["x"]), None).unwrap();
+                store.instance_id().unwrap()
+            };
+            let store = backend.open();
+            assert_eq!(store.instance_id().unwrap(), id);
+            assert_eq!(store.counts().unwrap().documents, 1);
+            assert_eq!(store.verify().unwrap().documents, 1);
+        });
     }
 }

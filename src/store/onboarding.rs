@@ -5,14 +5,16 @@
 //! appended to the outbox in one transaction, so a restart neither repeats nor loses it, and the
 //! outbox's own guarantees carry it to Telegram.
 
-use redb::{ReadableDatabase, ReadableTable};
+use std::ops::ControlFlow;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::kv::{Reader, Span};
 use super::outbox::append;
 use super::people::EmployeeId;
 use super::schema::{ASSIGNMENTS, NOTIFICATIONS, PLANS, TASK_STATES};
-use super::{Store, StoreResult, decode, encode};
+use super::{Store, StoreError, StoreResult, decode, encode};
 
 /// An employee's onboarding: the plan, from when, and who helps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,78 +50,72 @@ pub struct QuizAnswer {
 
 impl Store {
     pub fn put_plan<T: Serialize>(&self, id: &str, plan: &T) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(PLANS)?.insert(id, encode(plan).as_slice())?;
+        let txn = self.write()?;
+        txn.insert(&PLANS, &id.to_owned(), &encode(plan))?;
         self.commit(txn)
     }
 
     pub fn plan<T: DeserializeOwned>(&self, id: &str) -> StoreResult<Option<T>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PLANS)?;
-        table.get(id)?.map(|v| decode(v.value(), || format!("plan {id}"))).transpose()
+        let bytes = self.read()?.get(&PLANS, &id.to_owned())?;
+        bytes.map(|v| decode(&v, || format!("plan {id}"))).transpose()
     }
 
     pub fn plans<T: DeserializeOwned>(&self) -> StoreResult<Vec<T>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PLANS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, bytes) = row?;
-            out.push(decode(bytes.value(), || format!("plan {}", id.value()))?);
-        }
+        txn.scan(&PLANS, Span::all(), |id, bytes| {
+            out.push(decode(&bytes, || format!("plan {id}"))?);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     pub fn assign(&self, employee: EmployeeId, assignment: &Assignment) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(ASSIGNMENTS)?.insert(employee.0, encode(assignment).as_slice())?;
+        let txn = self.write()?;
+        txn.insert(&ASSIGNMENTS, &employee.0, &encode(assignment))?;
         self.commit(txn)
     }
 
     pub fn assignment(&self, employee: EmployeeId) -> StoreResult<Option<Assignment>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ASSIGNMENTS)?;
-        table.get(employee.0)?.map(|v| decode(v.value(), || format!("assignment of {employee}"))).transpose()
+        let bytes = self.read()?.get(&ASSIGNMENTS, &employee.0)?;
+        bytes.map(|v| decode(&v, || format!("assignment of {employee}"))).transpose()
     }
 
     pub fn assignments(&self) -> StoreResult<Vec<(EmployeeId, Assignment)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ASSIGNMENTS)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, bytes) = row?;
-            let employee = EmployeeId(id.value());
-            out.push((employee, decode(bytes.value(), || format!("assignment of {employee}"))?));
-        }
+        txn.scan(&ASSIGNMENTS, Span::all(), |id, bytes| {
+            let employee = EmployeeId(id);
+            out.push((employee, decode(&bytes, || format!("assignment of {employee}"))?));
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     pub fn task_state(&self, employee: EmployeeId, task: &str) -> StoreResult<TaskState> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TASK_STATES)?;
-        Ok(table
-            .get((employee.0, task))?
-            .map(|v| decode(v.value(), || format!("task {task} of {employee}")))
+        let bytes = self.read()?.get(&TASK_STATES, &(employee.0, task.to_owned()))?;
+        Ok(bytes
+            .map(|v| decode(&v, || format!("task {task} of {employee}")))
             .transpose()?
             .unwrap_or_default())
     }
 
     /// Every task state of `employee`, by task id.
     pub fn task_states(&self, employee: EmployeeId) -> StoreResult<Vec<(String, TaskState)>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TASK_STATES)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.range((employee.0, "")..(employee.0 + 1, ""))? {
-            let (key, bytes) = row?;
-            let task = key.value().1.to_owned();
-            out.push((task.clone(), decode(bytes.value(), || format!("task {task} of {employee}"))?));
-        }
+        let span = Span::from_until((employee.0, String::new()), (employee.0 + 1, String::new()));
+        txn.scan(&TASK_STATES, span, |(_, task), bytes| {
+            let state = decode(&bytes, || format!("task {task} of {employee}"))?;
+            out.push((task, state));
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     pub fn set_task_state(&self, employee: EmployeeId, task: &str, state: &TaskState) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(TASK_STATES)?.insert((employee.0, task), encode(state).as_slice())?;
+        let txn = self.write()?;
+        txn.insert(&TASK_STATES, &(employee.0, task.to_owned()), &encode(state))?;
         self.commit(txn)
     }
 
@@ -132,16 +128,13 @@ impl Store {
         actions: &[T],
         now: i64,
     ) -> StoreResult<bool> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut sent = txn.open_table(NOTIFICATIONS)?;
-            if sent.get((employee.0, key))?.is_some() {
-                drop(sent);
-                txn.abort()?;
-                return Ok(false);
-            }
-            sent.insert((employee.0, key), now)?;
+        let txn = self.write()?;
+        let entry = (employee.0, key.to_owned());
+        if txn.get(&NOTIFICATIONS, &entry)?.is_some() {
+            txn.abort()?;
+            return Ok(false);
         }
+        txn.insert(&NOTIFICATIONS, &entry, &now)?;
         append(&txn, actions)?;
         self.commit(txn)?;
         Ok(true)
@@ -149,7 +142,6 @@ impl Store {
 
     /// When the scheduled message `key` of `employee` was queued, if it was.
     pub fn sent_at(&self, employee: EmployeeId, key: &str) -> StoreResult<Option<i64>> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(NOTIFICATIONS)?.get((employee.0, key))?.map(|v| v.value()))
+        self.read()?.get(&NOTIFICATIONS, &(employee.0, key.to_owned()))
     }
 }

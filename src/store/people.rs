@@ -4,10 +4,12 @@
 //! in the same transaction that binds the Telegram account; one Telegram account belongs to at
 //! most one employee.
 
-use redb::{ReadableDatabase, ReadableTable};
+use std::ops::ControlFlow;
+
 use serde::{Deserialize, Serialize};
 
-use super::schema::{EMPLOYEES, INVITES, META, TELEGRAM_USERS, meta_keys};
+use super::kv::{Reader, Span};
+use super::schema::{EMPLOYEES, INVITES, TELEGRAM_USERS, meta_keys, take_id};
 use super::{Language, Store, StoreError, StoreResult, decode, encode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,63 +103,56 @@ pub fn invite_hash(code: &str) -> String {
     blake3::hash(code.trim().as_bytes()).to_hex().to_string()
 }
 
-fn read_employee(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> StoreResult<Option<Employee>> {
-    match table.get(id)? {
-        Some(bytes) => Ok(Some(decode(bytes.value(), || format!("employee {id}"))?)),
+fn read_employee(txn: &impl Reader, id: u64) -> StoreResult<Option<Employee>> {
+    match txn.get(&EMPLOYEES, &id)? {
+        Some(bytes) => Ok(Some(decode(&bytes, || format!("employee {id}"))?)),
         None => Ok(None),
     }
 }
 
 impl Store {
     pub fn create_employee(&self, new: NewEmployee, now: i64) -> StoreResult<Employee> {
-        let txn = self.db.begin_write()?;
-        let employee = {
-            let mut meta = txn.open_table(META)?;
-            let id = meta.get(meta_keys::NEXT_EMPLOYEE_ID)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert(meta_keys::NEXT_EMPLOYEE_ID, id + 1)?;
-            let employee = Employee {
-                id: EmployeeId(id),
-                name: new.name,
-                department: new.department,
-                position: new.position,
-                role: new.role,
-                groups: new.groups,
-                start_date: new.start_date,
-                active: true,
-                telegram_id: None,
-                language: None,
-                created_at: now,
-                joined_at: None,
-            };
-            txn.open_table(EMPLOYEES)?.insert(id, encode(&employee).as_slice())?;
-            employee
+        let txn = self.write()?;
+        let id = take_id(&txn, meta_keys::NEXT_EMPLOYEE_ID)?;
+        let employee = Employee {
+            id: EmployeeId(id),
+            name: new.name,
+            department: new.department,
+            position: new.position,
+            role: new.role,
+            groups: new.groups,
+            start_date: new.start_date,
+            active: true,
+            telegram_id: None,
+            language: None,
+            created_at: now,
+            joined_at: None,
         };
+        txn.insert(&EMPLOYEES, &id, &encode(&employee))?;
         self.commit(txn)?;
         Ok(employee)
     }
 
     pub fn employee(&self, id: EmployeeId) -> StoreResult<Option<Employee>> {
-        let txn = self.db.begin_read()?;
-        read_employee(&txn.open_table(EMPLOYEES)?, id.0)
+        read_employee(&self.read()?, id.0)
     }
 
     pub fn employees(&self) -> StoreResult<Vec<Employee>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(EMPLOYEES)?;
+        let txn = self.read()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (id, bytes) = row?;
-            out.push(decode(bytes.value(), || format!("employee {}", id.value()))?);
-        }
+        txn.scan(&EMPLOYEES, Span::all(), |id, bytes| {
+            out.push(decode(&bytes, || format!("employee {id}"))?);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     pub fn employee_by_telegram(&self, telegram_id: i64) -> StoreResult<Option<Employee>> {
-        let txn = self.db.begin_read()?;
-        let Some(id) = txn.open_table(TELEGRAM_USERS)?.get(telegram_id)?.map(|v| v.value()) else {
+        let txn = self.read()?;
+        let Some(id) = txn.get(&TELEGRAM_USERS, &telegram_id)? else {
             return Ok(None);
         };
-        read_employee(&txn.open_table(EMPLOYEES)?, id)
+        read_employee(&txn, id)
     }
 
     /// Changes an employee in one transaction; `change` sees the current record.
@@ -166,21 +161,17 @@ impl Store {
         id: EmployeeId,
         change: impl FnOnce(&mut Employee),
     ) -> StoreResult<Employee> {
-        let txn = self.db.begin_write()?;
-        let employee = {
-            let mut table = txn.open_table(EMPLOYEES)?;
-            let mut employee = read_employee(&table, id.0)?.ok_or(StoreError::UnknownEmployee(id.0))?;
-            change(&mut employee);
-            table.insert(id.0, encode(&employee).as_slice())?;
-            employee
-        };
+        let txn = self.write()?;
+        let mut employee = read_employee(&txn, id.0)?.ok_or(StoreError::UnknownEmployee(id.0))?;
+        change(&mut employee);
+        txn.insert(&EMPLOYEES, &id.0, &encode(&employee))?;
         self.commit(txn)?;
         Ok(employee)
     }
 
     pub fn create_invite(&self, code_hash: &str, invite: &Invite) -> StoreResult<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(INVITES)?.insert(code_hash, encode(invite).as_slice())?;
+        let txn = self.write()?;
+        txn.insert(&INVITES, &code_hash.to_owned(), &encode(invite))?;
         self.commit(txn)
     }
 
@@ -192,55 +183,48 @@ impl Store {
         telegram_id: i64,
         now: i64,
     ) -> StoreResult<Result<Employee, InviteRefusal>> {
-        let txn = self.db.begin_write()?;
-        let outcome = {
-            let mut invites = txn.open_table(INVITES)?;
-            let invite: Option<Invite> = match invites.get(code_hash)? {
-                Some(bytes) => Some(decode(bytes.value(), || "invite".to_owned())?),
-                None => None,
-            };
-            let mut employees = txn.open_table(EMPLOYEES)?;
-            match invite {
-                None => Err(InviteRefusal::Unknown),
-                // The same account redeeming its own invite again — the update that joined it
-                // handled a second time after a crash — joins again, changing nothing, so the
-                // reply and the plan assignment that the first run did not finish are made now.
-                Some(invite) if invite.used_at.is_some() => {
-                    match read_employee(&employees, invite.employee.0)? {
-                        Some(employee) if employee.active && employee.telegram_id == Some(telegram_id) => {
-                            Ok(employee)
-                        }
-                        _ => Err(InviteRefusal::Used),
-                    }
+        let txn = self.write()?;
+        let key = code_hash.to_owned();
+        let invite: Option<Invite> = match txn.get(&INVITES, &key)? {
+            Some(bytes) => Some(decode(&bytes, || "invite".to_owned())?),
+            None => None,
+        };
+        let outcome = match invite {
+            None => Err(InviteRefusal::Unknown),
+            // The same account redeeming its own invite again — the update that joined it
+            // handled a second time after a crash — joins again, changing nothing, so the
+            // reply and the plan assignment that the first run did not finish are made now.
+            Some(invite) if invite.used_at.is_some() => match read_employee(&txn, invite.employee.0)? {
+                Some(employee) if employee.active && employee.telegram_id == Some(telegram_id) => {
+                    Ok(employee)
                 }
-                Some(invite) if invite.expires_at <= now => Err(InviteRefusal::Expired),
-                Some(mut invite) => {
-                    let id = invite.employee.0;
-                    let mut employee =
-                        read_employee(&employees, id)?.ok_or(StoreError::UnknownEmployee(id))?;
-                    if !employee.active {
-                        Err(InviteRefusal::Deactivated)
-                    } else {
-                        let mut telegram = txn.open_table(TELEGRAM_USERS)?;
-                        // One account, one employee: a previous binding of either side ends.
-                        if let Some(previous) = employee.telegram_id {
-                            telegram.remove(previous)?;
-                        }
-                        let displaced =
-                            telegram.insert(telegram_id, id)?.map(|v| v.value()).filter(|&other| other != id);
-                        if let Some(other) = displaced
-                            && let Some(mut other) = read_employee(&employees, other)?
-                        {
-                            other.telegram_id = None;
-                            employees.insert(other.id.0, encode(&other).as_slice())?;
-                        }
-                        employee.telegram_id = Some(telegram_id);
-                        employee.joined_at = Some(now);
-                        employees.insert(id, encode(&employee).as_slice())?;
-                        invite.used_at = Some(now);
-                        invites.insert(code_hash, encode(&invite).as_slice())?;
-                        Ok(employee)
+                _ => Err(InviteRefusal::Used),
+            },
+            Some(invite) if invite.expires_at <= now => Err(InviteRefusal::Expired),
+            Some(mut invite) => {
+                let id = invite.employee.0;
+                let mut employee = read_employee(&txn, id)?.ok_or(StoreError::UnknownEmployee(id))?;
+                if !employee.active {
+                    Err(InviteRefusal::Deactivated)
+                } else {
+                    // One account, one employee: a previous binding of either side ends.
+                    if let Some(previous) = employee.telegram_id {
+                        txn.remove(&TELEGRAM_USERS, &previous)?;
                     }
+                    let displaced = txn.get(&TELEGRAM_USERS, &telegram_id)?.filter(|&other| other != id);
+                    txn.insert(&TELEGRAM_USERS, &telegram_id, &id)?;
+                    if let Some(other) = displaced
+                        && let Some(mut other) = read_employee(&txn, other)?
+                    {
+                        other.telegram_id = None;
+                        txn.insert(&EMPLOYEES, &other.id.0, &encode(&other))?;
+                    }
+                    employee.telegram_id = Some(telegram_id);
+                    employee.joined_at = Some(now);
+                    txn.insert(&EMPLOYEES, &id, &encode(&employee))?;
+                    invite.used_at = Some(now);
+                    txn.insert(&INVITES, &key, &encode(&invite))?;
+                    Ok(employee)
                 }
             }
         };
@@ -253,12 +237,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::{Feedback, QuestionRecord};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        (dir, store)
-    }
 
     fn anna(store: &Store) -> Employee {
         let new = NewEmployee {
@@ -274,58 +252,67 @@ mod tests {
 
     #[test]
     fn an_invite_is_redeemed_once_and_binds_the_account() {
-        let (_dir, store) = store();
-        let employee = anna(&store);
-        let hash = invite_hash("code-1");
-        store
-            .create_invite(
-                &hash,
-                &Invite { employee: employee.id, created_at: 100, expires_at: 200, used_at: None },
-            )
-            .unwrap();
-        assert_eq!(store.redeem_invite(&invite_hash("nope"), 7, 150).unwrap(), Err(InviteRefusal::Unknown));
-        let joined = store.redeem_invite(&hash, 7, 150).unwrap().unwrap();
-        assert_eq!(joined.telegram_id, Some(7));
-        assert_eq!(store.employee_by_telegram(7).unwrap().unwrap().id, employee.id);
-        assert_eq!(store.redeem_invite(&hash, 8, 151).unwrap(), Err(InviteRefusal::Used));
-        // The same account again (its join handled twice after a crash): joined, nothing changes.
-        let again = store.redeem_invite(&hash, 7, 152).unwrap().unwrap();
-        assert_eq!((again.id, again.telegram_id, again.joined_at), (employee.id, Some(7), Some(150)));
+        crate::store::testing::each_backend(|backend| {
+            let store = backend.open();
+            let employee = anna(&store);
+            let hash = invite_hash("code-1");
+            store
+                .create_invite(
+                    &hash,
+                    &Invite { employee: employee.id, created_at: 100, expires_at: 200, used_at: None },
+                )
+                .unwrap();
+            assert_eq!(
+                store.redeem_invite(&invite_hash("nope"), 7, 150).unwrap(),
+                Err(InviteRefusal::Unknown)
+            );
+            let joined = store.redeem_invite(&hash, 7, 150).unwrap().unwrap();
+            assert_eq!(joined.telegram_id, Some(7));
+            assert_eq!(store.employee_by_telegram(7).unwrap().unwrap().id, employee.id);
+            assert_eq!(store.redeem_invite(&hash, 8, 151).unwrap(), Err(InviteRefusal::Used));
+            // The same account again (its join handled twice after a crash): joined, nothing changes.
+            let again = store.redeem_invite(&hash, 7, 152).unwrap().unwrap();
+            assert_eq!((again.id, again.telegram_id, again.joined_at), (employee.id, Some(7), Some(150)));
 
-        let late = invite_hash("code-2");
-        store
-            .create_invite(
-                &late,
-                &Invite { employee: employee.id, created_at: 100, expires_at: 120, used_at: None },
-            )
-            .unwrap();
-        assert_eq!(store.redeem_invite(&late, 9, 150).unwrap(), Err(InviteRefusal::Expired));
+            let late = invite_hash("code-2");
+            store
+                .create_invite(
+                    &late,
+                    &Invite { employee: employee.id, created_at: 100, expires_at: 120, used_at: None },
+                )
+                .unwrap();
+            assert_eq!(store.redeem_invite(&late, 9, 150).unwrap(), Err(InviteRefusal::Expired));
+        });
     }
 
     #[test]
     fn feedback_only_on_ones_own_question_and_purge_by_age() {
-        let (_dir, store) = store();
-        let employee = anna(&store);
-        let question = store
-            .record_question(QuestionRecord {
-                id: 0,
-                employee: employee.id,
-                asked_at: 1000,
-                language: Language::Ru,
-                text: "Сколько дней отпуска?".into(),
-                answered: true,
-                sources: vec![],
-                feedback: None,
-            })
-            .unwrap();
-        assert_eq!(store.session(employee.id).unwrap().last_question, Some(question.id));
-        let feedback = Feedback { helpful: false, reason: None, at: 1001 };
-        assert!(store.set_feedback(EmployeeId(999), question.id, feedback.clone(), true).unwrap().is_none());
-        assert!(store.set_feedback(employee.id, question.id, feedback, true).unwrap().is_some());
-        assert_eq!(store.session(employee.id).unwrap().awaiting_reason_for, Some(question.id));
-        assert_eq!(store.conversation_counts().unwrap().unhelpful, 1);
-        assert_eq!(store.purge_questions_before(500).unwrap(), 0);
-        assert_eq!(store.purge_questions_before(2000).unwrap(), 1);
-        assert!(store.questions().unwrap().is_empty());
+        crate::store::testing::each_backend(|backend| {
+            let store = backend.open();
+            let employee = anna(&store);
+            let question = store
+                .record_question(QuestionRecord {
+                    id: 0,
+                    employee: employee.id,
+                    asked_at: 1000,
+                    language: Language::Ru,
+                    text: "Сколько дней отпуска?".into(),
+                    answered: true,
+                    sources: vec![],
+                    feedback: None,
+                })
+                .unwrap();
+            assert_eq!(store.session(employee.id).unwrap().last_question, Some(question.id));
+            let feedback = Feedback { helpful: false, reason: None, at: 1001 };
+            assert!(
+                store.set_feedback(EmployeeId(999), question.id, feedback.clone(), true).unwrap().is_none()
+            );
+            assert!(store.set_feedback(employee.id, question.id, feedback, true).unwrap().is_some());
+            assert_eq!(store.session(employee.id).unwrap().awaiting_reason_for, Some(question.id));
+            assert_eq!(store.conversation_counts().unwrap().unhelpful, 1);
+            assert_eq!(store.purge_questions_before(500).unwrap(), 0);
+            assert_eq!(store.purge_questions_before(2000).unwrap(), 1);
+            assert!(store.questions().unwrap().is_empty());
+        });
     }
 }

@@ -4,62 +4,82 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableDatabase, TableHandle};
 
-use super::{StoreError, StoreResult};
+use super::kv::{AnyTable, Reader, Table, Write};
+use super::{Store, StoreError, StoreResult};
 
 /// Small counters and identities, keyed by name (see [`meta_keys`]).
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META: Table<String, u64> = Table::new("meta");
 /// Document id → JSON `DocumentRecord`.
-pub(super) const DOCUMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("documents");
+pub(super) const DOCUMENTS: Table<u64, Vec<u8>> = Table::new("documents");
 /// Encoded `SourceKey` (import root + relative path) → document id.
-pub(super) const SOURCES: TableDefinition<&str, u64> = TableDefinition::new("sources");
+pub(super) const SOURCES: Table<String, u64> = Table::new("sources");
 /// (document id, ordinal) → JSON `ChunkRecord`.
-pub(super) const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");
+pub(super) const CHUNKS: Table<(u64, u32), Vec<u8>> = Table::new("chunks");
 /// Employee id → JSON `Employee`.
-pub(super) const EMPLOYEES: TableDefinition<u64, &[u8]> = TableDefinition::new("employees");
+pub(super) const EMPLOYEES: Table<u64, Vec<u8>> = Table::new("employees");
 /// Telegram user id → employee id, for joined employees.
-pub(super) const TELEGRAM_USERS: TableDefinition<i64, u64> = TableDefinition::new("telegram_users");
+pub(super) const TELEGRAM_USERS: Table<i64, u64> = Table::new("telegram_users");
 /// blake3 hash (hex) of an invite code → JSON `Invite`. Codes themselves are never stored.
-pub(super) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+pub(super) const INVITES: Table<String, Vec<u8>> = Table::new("invites");
 /// Question id → JSON `QuestionRecord`: the conversation log.
-pub(super) const QUESTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("questions");
+pub(super) const QUESTIONS: Table<u64, Vec<u8>> = Table::new("questions");
 /// Employee id → JSON `Session`: dialogue state that must survive restarts.
-pub(super) const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+pub(super) const SESSIONS: Table<u64, Vec<u8>> = Table::new("sessions");
 /// Outgoing messenger actions not yet delivered, in order: sequence → JSON action.
-pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(super) const OUTBOX: Table<u64, Vec<u8>> = Table::new("outbox");
 /// Onboarding plan id → JSON plan.
-pub(super) const PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("plans");
+pub(super) const PLANS: Table<String, Vec<u8>> = Table::new("plans");
 /// Employee id → JSON `Assignment`.
-pub(super) const ASSIGNMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("assignments");
+pub(super) const ASSIGNMENTS: Table<u64, Vec<u8>> = Table::new("assignments");
 /// (employee id, task id) → JSON `TaskState`.
-pub(super) const TASK_STATES: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("task_states");
+pub(super) const TASK_STATES: Table<(u64, String), Vec<u8>> = Table::new("task_states");
 /// (employee id, scheduled message key) → unix seconds it was queued: the once-only ledger.
-pub(super) const NOTIFICATIONS: TableDefinition<(u64, &str), i64> = TableDefinition::new("notifications");
+pub(super) const NOTIFICATIONS: Table<(u64, String), i64> = Table::new("notifications");
 /// Broadcast id → JSON `Broadcast` (text, recipients).
-pub(super) const BROADCASTS: TableDefinition<u64, &[u8]> = TableDefinition::new("broadcasts");
+pub(super) const BROADCASTS: Table<u64, Vec<u8>> = Table::new("broadcasts");
 /// (broadcast id, chat) → 1 delivered, 0 refused by Telegram; absent: still queued.
-pub(super) const DELIVERIES: TableDefinition<(u64, i64), u8> = TableDefinition::new("deliveries");
+pub(super) const DELIVERIES: Table<(u64, i64), u8> = Table::new("deliveries");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
-pub(super) const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+pub(super) const META_TEXT: Table<String, String> = Table::new("meta_text");
 /// Telegram update id → the question it logged, until the update is committed: a crash in
 /// between re-handles the update without logging the question twice. Opened only in write
 /// transactions, so it needs no migration.
-pub(super) const UPDATE_QUESTIONS: TableDefinition<u64, u64> = TableDefinition::new("update_questions");
+pub(super) const UPDATE_QUESTIONS: Table<u64, u64> = Table::new("update_questions");
 /// Telegram updates received and not yet handled: update id → the update as Telegram sent it
 /// (JSON). Written before the poll that confirms them to Telegram, removed by the transaction
 /// that commits their handling; created by its first write (a reader treats it as empty).
-pub(super) const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
+pub(super) const INBOX: Table<u64, Vec<u8>> = Table::new("inbox");
+
+/// Every table but the per-model embeddings, in an order where nothing refers forward: what
+/// `verify` reads through and a copy carries. A new table goes here too.
+pub(super) static TABLES: [&dyn AnyTable; 19] = [
+    &META,
+    &META_TEXT,
+    &DOCUMENTS,
+    &SOURCES,
+    &CHUNKS,
+    &EMPLOYEES,
+    &TELEGRAM_USERS,
+    &INVITES,
+    &QUESTIONS,
+    &SESSIONS,
+    &UPDATE_QUESTIONS,
+    &INBOX,
+    &OUTBOX,
+    &PLANS,
+    &ASSIGNMENTS,
+    &TASK_STATES,
+    &NOTIFICATIONS,
+    &BROADCASTS,
+    &DELIVERIES,
+];
 
 /// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table
 /// per model, so re-embedding with another model never mixes vectors of two models.
-pub(super) fn embeddings_table(model: &str) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
-    TableDefinition::new(model)
-}
-
-/// The table name for a model's embeddings.
-pub(super) fn embeddings_table_name(model: &str) -> String {
-    format!("embeddings/{model}")
+pub(super) fn embeddings(model: &str) -> Table<(u64, u32), Vec<u8>> {
+    Table::named(format!("embeddings/{model}"))
 }
 
 pub(super) mod meta_keys {
@@ -82,68 +102,80 @@ pub(super) mod meta_keys {
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u64 = 5;
 
-type Migration = fn(&WriteTransaction) -> StoreResult<()>;
+type Migration = fn(&Write) -> StoreResult<()>;
 
-/// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`.
+/// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`. They run on both backends.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
     [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4, add_onboarding_v5];
 
-fn create_v1(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(DOCUMENTS)?;
-    txn.open_table(SOURCES)?;
-    txn.open_table(CHUNKS)?;
-    let mut meta = txn.open_table(META)?;
-    meta.insert(meta_keys::REVISION, 0)?;
-    meta.insert(meta_keys::NEXT_DOCUMENT_ID, 1)?;
-    meta.insert(meta_keys::INSTANCE_ID, random_instance_id())?;
-    Ok(())
+fn create_v1(txn: &Write) -> StoreResult<()> {
+    txn.create(&DOCUMENTS)?;
+    txn.create(&SOURCES)?;
+    txn.create(&CHUNKS)?;
+    set_meta(txn, meta_keys::REVISION, 0)?;
+    set_meta(txn, meta_keys::NEXT_DOCUMENT_ID, 1)?;
+    set_meta(txn, meta_keys::INSTANCE_ID, random_instance_id())
 }
 
 /// Version 2: chunk embeddings (per-model tables, created on first use) and text metadata.
-fn add_embeddings_v2(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(META_TEXT)?;
-    Ok(())
+fn add_embeddings_v2(txn: &Write) -> StoreResult<()> {
+    txn.create(&META_TEXT)
 }
 
 /// Version 3: employees, invites, the conversation log and dialogue sessions.
-fn add_people_v3(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(EMPLOYEES)?;
-    txn.open_table(TELEGRAM_USERS)?;
-    txn.open_table(INVITES)?;
-    txn.open_table(QUESTIONS)?;
-    txn.open_table(SESSIONS)?;
-    let mut meta = txn.open_table(META)?;
-    meta.insert(meta_keys::NEXT_EMPLOYEE_ID, 1)?;
-    meta.insert(meta_keys::NEXT_QUESTION_ID, 1)?;
-    Ok(())
+fn add_people_v3(txn: &Write) -> StoreResult<()> {
+    txn.create(&EMPLOYEES)?;
+    txn.create(&TELEGRAM_USERS)?;
+    txn.create(&INVITES)?;
+    txn.create(&QUESTIONS)?;
+    txn.create(&SESSIONS)?;
+    set_meta(txn, meta_keys::NEXT_EMPLOYEE_ID, 1)?;
+    set_meta(txn, meta_keys::NEXT_QUESTION_ID, 1)
 }
 
 /// Version 4: the Telegram update offset and the outbox of undelivered actions.
-fn add_outbox_v4(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(OUTBOX)?;
-    let mut meta = txn.open_table(META)?;
-    meta.insert(meta_keys::TELEGRAM_OFFSET, 0)?;
-    meta.insert(meta_keys::NEXT_OUTBOX_ID, 1)?;
-    Ok(())
+fn add_outbox_v4(txn: &Write) -> StoreResult<()> {
+    txn.create(&OUTBOX)?;
+    set_meta(txn, meta_keys::TELEGRAM_OFFSET, 0)?;
+    set_meta(txn, meta_keys::NEXT_OUTBOX_ID, 1)
 }
 
 /// Version 5: onboarding plans, assignments, task progress, the scheduled-message ledger, and
 /// broadcasts with their delivery records.
-fn add_onboarding_v5(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(PLANS)?;
-    txn.open_table(ASSIGNMENTS)?;
-    txn.open_table(TASK_STATES)?;
-    txn.open_table(NOTIFICATIONS)?;
-    txn.open_table(BROADCASTS)?;
-    txn.open_table(DELIVERIES)?;
-    txn.open_table(META)?.insert(meta_keys::NEXT_BROADCAST_ID, 1)?;
-    Ok(())
+fn add_onboarding_v5(txn: &Write) -> StoreResult<()> {
+    txn.create(&PLANS)?;
+    txn.create(&ASSIGNMENTS)?;
+    txn.create(&TASK_STATES)?;
+    txn.create(&NOTIFICATIONS)?;
+    txn.create(&BROADCASTS)?;
+    txn.create(&DELIVERIES)?;
+    set_meta(txn, meta_keys::NEXT_BROADCAST_ID, 1)
 }
 
-/// Brings the file up to [`SCHEMA_VERSION`], refusing files from a newer binary.
+/// A counter of [`META`]; 0 when it was never set.
+pub(super) fn meta(txn: &impl Reader, key: &str) -> StoreResult<u64> {
+    Ok(txn.get(&META, &key.to_owned())?.unwrap_or(0))
+}
+
+pub(super) fn set_meta(txn: &Write, key: &str, value: u64) -> StoreResult<()> {
+    txn.insert(&META, &key.to_owned(), &value)
+}
+
+/// Takes the next id from a counter of [`META`] (ids start at 1).
+pub(super) fn take_id(txn: &Write, key: &str) -> StoreResult<u64> {
+    let id = txn.get(&META, &key.to_owned())?.unwrap_or(1);
+    set_meta(txn, key, id + 1)?;
+    Ok(id)
+}
+
+/// A text setting of [`META_TEXT`].
+pub(super) fn meta_text(txn: &impl Reader, key: &str) -> StoreResult<Option<String>> {
+    txn.get(&META_TEXT, &key.to_owned())
+}
+
 /// Refuses a redb file that holds tables but not Sputnik's: another program's database. A file
 /// with no tables at all is one whose creation was interrupted, and is set up as new.
-pub(super) fn check_is_sputnik(db: &Database, path: &Path) -> StoreResult<()> {
+pub(super) fn check_is_sputnik(db: &redb::Database, path: &Path) -> StoreResult<()> {
     let txn = db.begin_read()?;
     let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
     if tables.is_empty() || tables.iter().any(|t| t == META.name()) {
@@ -155,32 +187,26 @@ pub(super) fn check_is_sputnik(db: &Database, path: &Path) -> StoreResult<()> {
     })
 }
 
-pub(super) fn migrate(db: &Database, path: &Path) -> StoreResult<()> {
-    // The common case, a current file, needs no write transaction at all.
-    {
-        let txn = db.begin_read()?;
-        if let Ok(meta) = txn.open_table(META)
-            && meta.get(meta_keys::SCHEMA_VERSION)?.map(|v| v.value()) == Some(SCHEMA_VERSION)
-        {
-            return Ok(());
-        }
+/// Brings the store up to [`SCHEMA_VERSION`], refusing one written by a newer binary. Each
+/// migration runs inside the write transaction that records its version.
+pub(super) fn migrate(store: &Store) -> StoreResult<()> {
+    // The common case, a current store, needs no write transaction at all.
+    if meta(&store.read()?, meta_keys::SCHEMA_VERSION)? == SCHEMA_VERSION {
+        return Ok(());
     }
     loop {
-        let txn = db.begin_write()?;
-        let found = {
-            let meta = txn.open_table(META)?;
-            meta.get(meta_keys::SCHEMA_VERSION)?.map(|v| v.value()).unwrap_or(0)
-        };
+        let txn = store.write()?;
+        let found = meta(&txn, meta_keys::SCHEMA_VERSION)?;
         if found == SCHEMA_VERSION {
             txn.abort()?;
             return Ok(());
         }
         if found > SCHEMA_VERSION {
             txn.abort()?;
-            return Err(StoreError::TooNew { path: path.to_owned(), found, known: SCHEMA_VERSION });
+            return Err(StoreError::TooNew { path: store.path.clone(), found, known: SCHEMA_VERSION });
         }
         MIGRATIONS[found as usize](&txn)?;
-        txn.open_table(META)?.insert(meta_keys::SCHEMA_VERSION, found + 1)?;
+        set_meta(&txn, meta_keys::SCHEMA_VERSION, found + 1)?;
         txn.commit()?;
         tracing::debug!(from = found, to = found + 1, "migrated store schema");
     }

@@ -2,12 +2,12 @@
 //! file, and `doctor` before it calls the store right. redb's checksums (verified on open) say
 //! every page is as redb wrote it; this says the records in them decode and agree.
 
-use redb::{ReadableDatabase, ReadableTable};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
 
+use super::kv::{Reader, Span};
 use super::schema::{
-    ASSIGNMENTS, BROADCASTS, CHUNKS, DELIVERIES, DOCUMENTS, EMPLOYEES, INBOX, INVITES, META, META_TEXT,
-    NOTIFICATIONS, OUTBOX, PLANS, QUESTIONS, SESSIONS, SOURCES, TASK_STATES, TELEGRAM_USERS,
-    UPDATE_QUESTIONS, embeddings_table, embeddings_table_name, meta_keys,
+    CHUNKS, DOCUMENTS, EMPLOYEES, PLANS, QUESTIONS, SOURCES, TABLES, embeddings, meta_keys, meta_text,
 };
 use super::{ChunkRecord, DocumentRecord, Store, StoreError, StoreResult, decode};
 
@@ -30,80 +30,58 @@ impl Store {
     /// [`StoreError::Damaged`] naming the first disagreement.
     pub fn verify(&self) -> StoreResult<Verified> {
         let damaged = |reason: String| StoreError::Damaged { path: self.path.clone(), reason };
-        let txn = self.db.begin_read()?;
-        let mut documents = std::collections::HashMap::new();
-        for row in txn.open_table(DOCUMENTS)?.iter()? {
-            let (id, bytes) = row?;
-            let record: DocumentRecord = decode(bytes.value(), || format!("document {}", id.value()))?;
-            documents.insert(id.value(), record);
-        }
-        for row in txn.open_table(SOURCES)?.iter()? {
-            let (source, id) = row?;
-            if !documents.contains_key(&id.value()) {
-                return Err(damaged(format!(
-                    "source {} names a missing document {}",
-                    source.value(),
-                    id.value()
-                )));
+        let txn = self.read()?;
+        let mut documents = HashMap::new();
+        txn.scan(&DOCUMENTS, Span::all(), |id, bytes| {
+            let record: DocumentRecord = decode(&bytes, || format!("document {id}"))?;
+            documents.insert(id, record);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
+        let mut disagreement = None;
+        txn.scan(&SOURCES, Span::all(), |source, id| {
+            if documents.contains_key(&id) {
+                return Ok::<_, StoreError>(ControlFlow::Continue(()));
             }
-        }
+            disagreement = Some(format!("source {source} names a missing document {id}"));
+            Ok(ControlFlow::Break(()))
+        })?;
         let mut chunks = 0u64;
-        for row in txn.open_table(CHUNKS)?.iter()? {
-            let (key, bytes) = row?;
-            let (document, ordinal) = key.value();
-            let _: ChunkRecord = decode(bytes.value(), || format!("chunk {document}/{ordinal}"))?;
-            if !documents.contains_key(&document) {
-                return Err(damaged(format!("chunk {document}/{ordinal} belongs to a missing document")));
-            }
-            chunks += 1;
+        if disagreement.is_none() {
+            txn.scan(&CHUNKS, Span::all(), |(document, ordinal), bytes| {
+                let _: ChunkRecord = decode(&bytes, || format!("chunk {document}/{ordinal}"))?;
+                if !documents.contains_key(&document) {
+                    disagreement = Some(format!("chunk {document}/{ordinal} belongs to a missing document"));
+                    return Ok::<_, StoreError>(ControlFlow::Break(()));
+                }
+                chunks += 1;
+                Ok(ControlFlow::Continue(()))
+            })?;
         }
-        let model = txn.open_table(META_TEXT)?.get(meta_keys::EMBEDDING_MODEL)?.map(|v| v.value().to_owned());
-        if let Some(model) = &model {
-            let name = embeddings_table_name(model);
-            let table = txn.open_table(embeddings_table(&name))?;
-            let chunk_table = txn.open_table(CHUNKS)?;
+        let model = meta_text(&txn, meta_keys::EMBEDDING_MODEL)?;
+        if let (None, Some(model)) = (&disagreement, &model) {
             let mut embedded = 0u64;
-            for row in table.iter()? {
-                let (key, _) = row?;
-                let (document, ordinal) = key.value();
-                if chunk_table.get((document, ordinal))?.is_none() {
-                    return Err(damaged(format!("an embedding of {document}/{ordinal} has no chunk")));
+            txn.scan(&embeddings(model), Span::all(), |(document, ordinal), _| {
+                if txn.get(&CHUNKS, &(document, ordinal))?.is_none() {
+                    disagreement = Some(format!("an embedding of {document}/{ordinal} has no chunk"));
+                    return Ok::<_, StoreError>(ControlFlow::Break(()));
                 }
                 embedded += 1;
+                Ok(ControlFlow::Continue(()))
+            })?;
+            if disagreement.is_none() && embedded != chunks {
+                disagreement = Some(format!("{chunks} chunks but {embedded} {model} embeddings"));
             }
-            if embedded != chunks {
-                return Err(damaged(format!("{chunks} chunks but {embedded} {model} embeddings")));
-            }
+        }
+        if let Some(reason) = disagreement {
+            return Err(damaged(reason));
         }
         // The rest is read through: every page of every table must be readable.
-        macro_rules! rows {
-            ($($table:expr),*) => {{
-                let mut rows = 0u64;
-                $(match txn.open_table($table) {
-                    // Some tables are created by their first write.
-                    Err(redb::TableError::TableDoesNotExist(_)) => {}
-                    table => for row in table?.iter()? { row?; rows += 1; },
-                })*
-                rows
-            }};
+        for table in TABLES {
+            table.read_through(&txn)?;
         }
-        let employees = rows!(EMPLOYEES);
-        let questions = rows!(QUESTIONS);
-        let plans = rows!(PLANS);
-        rows!(
-            META,
-            TELEGRAM_USERS,
-            INVITES,
-            SESSIONS,
-            OUTBOX,
-            ASSIGNMENTS,
-            TASK_STATES,
-            NOTIFICATIONS,
-            BROADCASTS,
-            DELIVERIES,
-            UPDATE_QUESTIONS,
-            INBOX
-        );
+        let employees = txn.len(&EMPLOYEES)?;
+        let questions = txn.len(&QUESTIONS)?;
+        let plans = txn.len(&PLANS)?;
         drop(txn);
         // Records are decoded, not only read, where a reader would trip over them later.
         self.employees()?;

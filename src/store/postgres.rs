@@ -1,0 +1,401 @@
+//! The PostgreSQL backend underneath [`super::kv`]: a small pool of connections and byte-level
+//! transactions over one relation, `sputnik_kv (tbl, k, v)`.
+//!
+//! The store's API is blocking, as redb's is, and is called from tokio tasks as well as from plain
+//! threads. Each connection therefore runs its protocol on a thread of its own (with a one-thread
+//! tokio runtime for the socket), and a query is awaited with `futures`' executor on the caller's
+//! thread: that blocks the caller exactly as a redb read does, and never starts a runtime inside
+//! another (which tokio forbids).
+//!
+//! Reads are `REPEATABLE READ` snapshots. Writes are serialised across every process on the
+//! database by a transaction-scoped advisory lock taken first, so they behave as redb's single
+//! writer does, and PostgreSQL's own replication carries them to standbys.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use futures::executor::block_on;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::{StoreError, StoreResult};
+
+/// Rows fetched per round trip of a scan.
+pub(super) const PAGE_ROWS: usize = 512;
+
+/// The advisory lock every write transaction holds ("Sputnik1").
+const WRITE_LOCK: i64 = 0x5370_7574_6e69_6b31;
+
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 8;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sputnik_kv (
+    tbl text COLLATE \"C\" NOT NULL,
+    k bytea NOT NULL,
+    v bytea NOT NULL,
+    PRIMARY KEY (tbl, k)
+)";
+
+pub(super) struct Pool {
+    config: Config,
+    location: String,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn statement(&mut self, sql: &str) -> StoreResult<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = block_on(self.client.prepare(sql)).map_err(error)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// What a PostgreSQL error says, with the server's own message when there is one.
+pub(super) fn error(e: tokio_postgres::Error) -> StoreError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    };
+    StoreError::Postgres(message)
+}
+
+/// Where a connection URL points, without its password: for messages and logs.
+pub fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().map_or(String::new(), |p| format!(":{p}"));
+    let user = config.get_user().map_or(String::new(), |u| format!("{u}@"));
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgresql://{user}{}{port}/{db}", hosts.join(","))
+}
+
+impl Pool {
+    /// Parses `url`, connects once (so a wrong address or password is reported now, not at the
+    /// first question) and creates the relation if it is missing.
+    pub(super) fn open(url: &str) -> StoreResult<Arc<Pool>> {
+        let config: Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::BadUrl {
+            reason: match std::error::Error::source(&e) {
+                Some(source) => source.to_string(),
+                None => e.to_string(),
+            },
+        })?;
+        let location = describe(&config);
+        let pool = Arc::new(Pool { config, location, idle: Mutex::new(Vec::new()) });
+        let conn = pool.connect().map_err(|e| match e {
+            StoreError::Postgres(reason) => {
+                StoreError::Unreachable { location: pool.location.clone(), reason }
+            }
+            other => other,
+        })?;
+        pool.checkin(conn);
+        let txn = pool.write()?;
+        txn.execute(SCHEMA, &[])?;
+        txn.commit()?;
+        Ok(pool)
+    }
+
+    pub(super) fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn connect(&self) -> StoreResult<Conn> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let config = self.config.clone();
+        std::thread::Builder::new()
+            .name("sputnik-pg".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ =
+                            sender.send(Err(StoreError::Postgres(format!("cannot start a connection: {e}"))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match config.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            let _ = sender.send(Ok(client));
+                            // Runs until the client is dropped or the server goes away.
+                            if let Err(e) = connection.await {
+                                tracing::warn!(error = %e, "PostgreSQL connection ended");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = sender.send(Err(error(e)));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Postgres(format!("cannot start a connection thread: {e}")))?;
+        let client = receiver.recv().map_err(|_| {
+            StoreError::Postgres("the connection thread ended before connecting".to_owned())
+        })??;
+        Ok(Conn { client, statements: HashMap::new() })
+    }
+
+    fn checkout(&self) -> StoreResult<Conn> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match idle {
+                Some(conn) if conn.client.is_closed() => continue,
+                Some(conn) => return Ok(conn),
+                None => return self.connect(),
+            }
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !conn.client.is_closed() && idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    fn begin(self: &Arc<Self>, sql: &str) -> StoreResult<Txn> {
+        let conn = self.checkout()?;
+        block_on(conn.client.batch_execute(sql)).map_err(error)?;
+        Ok(Txn { pool: Arc::clone(self), conn: RefCell::new(Some(conn)) })
+    }
+
+    pub(super) fn read(self: &Arc<Self>) -> StoreResult<Txn> {
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    }
+
+    pub(super) fn write(self: &Arc<Self>) -> StoreResult<Txn> {
+        let txn = self.begin("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        txn.query("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        Ok(txn)
+    }
+}
+
+/// One transaction on one connection. Dropped without [`Txn::commit`], it rolls back.
+pub(super) struct Txn {
+    pool: Arc<Pool>,
+    conn: RefCell<Option<Conn>>,
+}
+
+fn bound_condition(bound: &Bound<Vec<u8>>, upper: bool, params: &mut Vec<Vec<u8>>, sql: &mut String) {
+    let op = match (bound, upper) {
+        (Bound::Unbounded, _) => return,
+        (Bound::Included(_), false) => ">=",
+        (Bound::Excluded(_), false) => ">",
+        (Bound::Included(_), true) => "<=",
+        (Bound::Excluded(_), true) => "<",
+    };
+    if let Bound::Included(key) | Bound::Excluded(key) = bound {
+        params.push(key.clone());
+    }
+    sql.push_str(&format!(" AND k {op} ${}", params.len() + 1));
+}
+
+impl Txn {
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
+        let mut conn = self.conn.borrow_mut();
+        let conn = conn.as_mut().expect("a transaction is used only until it ends");
+        let statement = conn.statement(sql)?;
+        block_on(conn.client.query(&statement, params)).map_err(error)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let mut conn = self.conn.borrow_mut();
+        let conn = conn.as_mut().expect("a transaction is used only until it ends");
+        let statement = conn.statement(sql)?;
+        block_on(conn.client.execute(&statement, params)).map_err(error)
+    }
+
+    pub(super) fn get(&self, table: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let rows = self.query("SELECT v FROM sputnik_kv WHERE tbl = $1 AND k = $2", &[&table, &key])?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    /// Up to [`PAGE_ROWS`] rows between the bounds, in key order or reversed.
+    pub(super) fn page(
+        &self,
+        table: &str,
+        lo: &Bound<Vec<u8>>,
+        hi: &Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut sql = "SELECT k, v FROM sputnik_kv WHERE tbl = $1".to_owned();
+        let mut keys = Vec::new();
+        bound_condition(lo, false, &mut keys, &mut sql);
+        bound_condition(hi, true, &mut keys, &mut sql);
+        sql.push_str(if reverse { " ORDER BY k DESC" } else { " ORDER BY k" });
+        sql.push_str(&format!(" LIMIT {PAGE_ROWS}"));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
+        params.extend(keys.iter().map(|k| k as &(dyn ToSql + Sync)));
+        let rows = self.query(&sql, &params)?;
+        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    pub(super) fn count(&self, table: &str) -> StoreResult<u64> {
+        let rows = self.query("SELECT count(*) FROM sputnik_kv WHERE tbl = $1", &[&table])?;
+        Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0)) as u64)
+    }
+
+    /// Inserts or replaces rows, all in one statement.
+    pub(super) fn put(&self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+        let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
+        self.execute(
+            "INSERT INTO sputnik_kv (tbl, k, v) SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS r(k, v) \
+             ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
+            &[&table, &keys, &values],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the rows between the bounds; returns how many.
+    pub(super) fn delete(&self, table: &str, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> StoreResult<u64> {
+        let mut sql = "DELETE FROM sputnik_kv WHERE tbl = $1".to_owned();
+        let mut keys = Vec::new();
+        bound_condition(lo, false, &mut keys, &mut sql);
+        bound_condition(hi, true, &mut keys, &mut sql);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
+        params.extend(keys.iter().map(|k| k as &(dyn ToSql + Sync)));
+        self.execute(&sql, &params)
+    }
+
+    fn end(&self, sql: &str) -> StoreResult<()> {
+        let Some(conn) = self.conn.borrow_mut().take() else { return Ok(()) };
+        let ended = block_on(conn.client.batch_execute(sql)).map_err(error);
+        if ended.is_ok() {
+            self.pool.checkin(conn);
+        }
+        ended
+    }
+
+    pub(super) fn commit(self) -> StoreResult<()> {
+        self.end("COMMIT")
+    }
+
+    pub(super) fn rollback(self) -> StoreResult<()> {
+        self.end("ROLLBACK")
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        // A connection whose rollback fails is closed, not reused.
+        let _ = self.end("ROLLBACK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::fresh_database;
+    use crate::store::{NewEmployee, Role, Store, StoreError};
+
+    fn employee(name: String) -> NewEmployee {
+        NewEmployee {
+            name,
+            department: "Ops".into(),
+            position: None,
+            role: Role::Employee,
+            groups: vec![],
+            start_date: None,
+        }
+    }
+
+    /// Replicas share one database: their writes take turns, so counters never hand out an id
+    /// twice and no append is lost.
+    #[test]
+    fn writers_on_many_handles_take_turns() {
+        let url = fresh_database();
+        let stores: Vec<Store> = (0..4).map(|_| Store::connect(&url).unwrap()).collect();
+        std::thread::scope(|scope| {
+            for (n, store) in stores.iter().enumerate() {
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        store.create_employee(employee(format!("{n}-{i}")), 1).unwrap();
+                        store.enqueue(&[format!("{n}-{i}")]).unwrap();
+                    }
+                });
+            }
+        });
+        let ids: Vec<u64> = stores[0].employees().unwrap().iter().map(|e| e.id.0).collect();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+        let queued: Vec<(u64, String)> = stores[3].outbox(1000).unwrap();
+        assert_eq!(queued.iter().map(|(id, _)| *id).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_wrong_url_or_an_unreachable_server_is_a_clear_error_without_the_password() {
+        let err = Store::connect("postgresql://sputnik@127.0.0.1:notaport/db").unwrap_err();
+        assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
+        assert!(err.is_user_error());
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = Store::connect(&format!("postgresql://sputnik:hunter2@127.0.0.1:{port}/kb")).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Unreachable { .. }), "{message}");
+        assert!(message.contains(&format!("postgresql://sputnik@127.0.0.1:{port}/kb")), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    /// The store is called from tokio tasks (the bot, the HTTP API): a query there blocks the
+    /// task's thread as a redb read does, and must not try to start a runtime inside one.
+    #[test]
+    fn the_store_works_from_inside_async_tasks() {
+        let store = std::sync::Arc::new(Store::connect(&fresh_database()).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let created = runtime.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store.create_employee(employee(format!("async {i}")), 1).unwrap().id
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for task in tasks {
+                ids.push(task.await.unwrap());
+            }
+            ids
+        });
+        assert_eq!(created.len(), 8);
+        assert_eq!(store.employees().unwrap().len(), 8);
+    }
+
+    /// Scans come in pages; one longer than a page returns every row once, in order, both ways.
+    #[test]
+    fn scans_longer_than_a_page_return_every_row_in_order() {
+        let store = Store::connect(&fresh_database()).unwrap();
+        let n = super::PAGE_ROWS * 2 + 7;
+        let actions: Vec<u64> = (0..n as u64).collect();
+        store.enqueue(&actions).unwrap();
+        let queued: Vec<(u64, u64)> = store.outbox(usize::MAX).unwrap();
+        assert_eq!(queued.len(), n);
+        assert!(queued.iter().all(|(id, action)| *id == action + 1));
+    }
+}
