@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::print_json;
 use crate::cli::{BackupArgs, CopyStoreArgs, JsonFlag, RestoreArgs, exit};
-use crate::config::Settings;
+use crate::config::{Settings, StoreBackend};
 use crate::store::{Store, StoreError};
 use crate::{App, Error};
 
@@ -76,20 +76,31 @@ pub(super) fn backup(settings: Settings, args: BackupArgs) -> anyhow::Result<i32
     let partial = partial_path(&dest);
     // Left by an interrupted backup: never part of a finished one.
     let _ = std::fs::remove_file(&partial);
-    let store_path = settings.store_path();
-    if !store_path.is_file() {
-        anyhow::bail!(Error::Usage(format!(
-            "no knowledge base in {} to back up",
-            settings.data_dir.display()
-        )));
-    }
-    // Only the store is opened (not the indexes), so root may back up a service's data directory.
-    let written = match Store::open(&store_path) {
-        Ok(store) => store.snapshot_to(&partial).map_err(Error::from),
-        Err(StoreError::Locked { .. }) => super::remote::Remote::new(&settings)?
-            .download("/api/backup", &partial)
-            .map_err(|e| Error::Usage(format!("{e:#}"))),
-        Err(e) => Err(e.into()),
+    let written = if settings.store.backend == StoreBackend::Postgres {
+        // One snapshot of the database, written out as a redb file: the same backup as the
+        // embedded store's, which `restore` takes back on either backend.
+        (|| -> Result<u64, Error> {
+            let source = settings.open_store()?;
+            let dest = Store::open(&partial)?;
+            source.copy_into(&dest, |_, _| {})?;
+            Ok(0)
+        })()
+    } else {
+        let store_path = settings.store_path();
+        if !store_path.is_file() {
+            anyhow::bail!(Error::Usage(format!(
+                "no knowledge base in {} to back up",
+                settings.data_dir.display()
+            )));
+        }
+        // Only the store is opened (not the indexes), so root may back up a service's data directory.
+        match Store::open(&store_path) {
+            Ok(store) => store.snapshot_to(&partial).map_err(Error::from),
+            Err(StoreError::Locked { .. }) => super::remote::Remote::new(&settings)?
+                .download("/api/backup", &partial)
+                .map_err(|e| Error::Usage(format!("{e:#}"))),
+            Err(e) => Err(e.into()),
+        }
     };
     if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
@@ -134,16 +145,16 @@ pub(super) fn copy_store(settings: Settings, args: CopyStoreArgs) -> anyhow::Res
              writes during the copy is left behind"
                 .to_owned()
         )),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Error::from(e).into()),
     };
     let file = PathBuf::from(&args.to);
     let dest = if is_url {
-        Store::connect(&args.to)?
+        Store::connect(&args.to).map_err(Error::from)?
     } else {
         if file.exists() {
             anyhow::bail!(Error::Usage(format!("{} exists already; name a new file", file.display())));
         }
-        Store::open(&file)?
+        Store::open(&file).map_err(Error::from)?
     };
     if dest.path() == source.path() {
         anyhow::bail!(Error::Usage("the destination is the store itself".to_owned()));
@@ -175,7 +186,7 @@ pub(super) fn copy_store(settings: Settings, args: CopyStoreArgs) -> anyhow::Res
                 // A file this command created holds nothing worth keeping.
                 let _ = std::fs::remove_file(&file);
             }
-            return Err(e.into());
+            return Err(Error::from(e).into());
         }
     };
     let report =
@@ -204,6 +215,47 @@ pub(super) fn copy_store(settings: Settings, args: CopyStoreArgs) -> anyhow::Res
         }
     }
     Ok(exit::OK)
+}
+
+/// `restore` on a PostgreSQL store: the verified backup (`incoming`) is copied into the
+/// database, which must be empty — a new one (createdb) that `store.url` names — so that what a
+/// running replica still writes to the old one is never mixed in.
+fn restore_into_postgres(
+    settings: Settings,
+    args: &RestoreArgs,
+    incoming: &Path,
+    contents: Contents,
+) -> anyhow::Result<i32> {
+    let copied = (|| -> Result<(), Error> {
+        let backup = Store::open(incoming)?;
+        backup.copy_into(&settings.open_store()?, |_, _| {})?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(incoming);
+    copied?;
+    let (indexed, location) = reindex_restored(settings)?;
+    let contents = Contents { file: args.src.clone(), ..contents };
+    if args.output.json {
+        print_json(
+            &serde_json::json!({ "restored": contents, "into": location, "indexed_chunks": indexed }),
+        )?;
+    } else {
+        println!("Restored {} from {} into {location}.", contents.describe(), args.src.display());
+        println!("Rebuilt the search indexes: {indexed} chunks.");
+    }
+    Ok(exit::OK)
+}
+
+/// The indexes belong to the old store: rebuilds them from the restored one. Returns how many
+/// chunks they hold and where the store is.
+fn reindex_restored(settings: Settings) -> anyhow::Result<(u64, String)> {
+    let index_dir = settings.index_dir();
+    if index_dir.exists() {
+        std::fs::remove_dir_all(&index_dir)
+            .map_err(|e| Error::Usage(format!("cannot remove the old index {}: {e}", index_dir.display())))?;
+    }
+    let app = App::open_existing(settings)?;
+    Ok((app.stats()?.indexed_chunks, app.store().path().display().to_string()))
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
@@ -260,6 +312,9 @@ pub(super) fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<i
             )));
         }
     };
+    if settings.store.backend == StoreBackend::Postgres {
+        return restore_into_postgres(settings, &args, &incoming, contents);
+    }
     let kept = if store_path.exists() {
         let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
         let kept = store_path.with_file_name(format!("sputnik.redb.before-restore-{stamp}"));
@@ -271,15 +326,7 @@ pub(super) fn restore(settings: Settings, args: RestoreArgs) -> anyhow::Result<i
     };
     std::fs::rename(&incoming, &store_path)
         .map_err(|e| Error::Usage(format!("cannot put the backup in place: {e}")))?;
-    // The indexes belong to the old store: rebuild them from the restored one.
-    let index_dir = settings.index_dir();
-    if index_dir.exists() {
-        std::fs::remove_dir_all(&index_dir)
-            .map_err(|e| Error::Usage(format!("cannot remove the old index {}: {e}", index_dir.display())))?;
-    }
-    let app = App::open_existing(settings)?;
-    let indexed = app.stats()?.indexed_chunks;
-    drop(app);
+    let (indexed, _) = reindex_restored(settings)?;
     let contents = Contents { file: store_path.clone(), ..contents };
     if args.output.json {
         print_json(

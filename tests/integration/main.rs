@@ -17,6 +17,7 @@ mod layout;
 mod multilingual;
 mod onboarding;
 mod parallel;
+mod postgres;
 mod quality;
 mod report;
 mod semantic;
