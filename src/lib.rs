@@ -279,6 +279,18 @@ impl App {
         self.rebuild_indexes()
     }
 
+    /// Brings the indexes up to the store when another process has changed it (a replica of a
+    /// PostgreSQL store taking over): rebuilds them unless they record the store's identity and
+    /// revision. Returns whether it rebuilt.
+    pub fn catch_up(&self) -> Result<bool> {
+        let _turn = self.writing();
+        if self.index.current().state()? == Some(IndexState::of(&self.store)?) {
+            return Ok(false);
+        }
+        self.rebuild_indexes()?;
+        Ok(true)
+    }
+
     /// Builds both indexes from the store beside the live ones and swaps them in; questions
     /// keep being answered from the old ones meanwhile. The caller holds the writers' turn.
     fn rebuild_indexes(&self) -> Result<u64> {

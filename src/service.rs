@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::{Clock, Engine, EngineSettings, system_clock};
 use crate::config::Settings;
 use crate::setting::parse_duration_seconds;
+use crate::store::ServiceLock;
 use crate::{App, Error};
 
 /// How the service keeps time; tests replace the clock to run weeks of schedule in seconds.
@@ -83,6 +84,18 @@ pub async fn serve_with(
             shutdown.clone(),
         ))
     });
+    // On a PostgreSQL store one replica serves Telegram; the others stand by until it stops.
+    let Some(service_lock) = stand_by(&app, &shutdown).await? else {
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        return Ok(());
+    };
+    let service_lock = Arc::new(service_lock);
+    let watchdog = app
+        .store()
+        .is_postgres()
+        .then(|| tokio::spawn(watch_service_lock(service_lock.clone(), shutdown.clone())));
     let Some(crate::bot::Connected { bot, poller, username }) =
         connect_with_retries(&telegram, &telegram_state, &shutdown).await?
     else {
@@ -144,8 +157,84 @@ pub async fn serve_with(
     // The engine holds the last reference to the app besides ours: dropping both closes redb.
     drop(engine);
     drop(app);
+    let lost = match watchdog {
+        Some(watchdog) => {
+            watchdog.abort();
+            watchdog.await.ok().flatten()
+        }
+        None => None,
+    };
+    drop(service_lock);
+    if let Some(reason) = lost {
+        return Err(Error::Store(crate::store::StoreError::Postgres(format!(
+            "this replica lost its turn to serve Telegram ({reason}) and stopped, so that a stand-by can \
+             take over; started again, it stands by"
+        ))));
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a stand-by replica asks whether it may serve, and the serving one checks it still
+/// may.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+/// Waits until this process may serve Telegram from the store (at once on redb; on PostgreSQL
+/// when no other replica serves) and returns its lock; `None` when asked to stop meanwhile. A
+/// replica that waited brings its indexes up to the store before it takes over.
+async fn stand_by(app: &Arc<App>, shutdown: &CancellationToken) -> Result<Option<ServiceLock>, Error> {
+    let mut waited = false;
+    loop {
+        let trying = app.clone();
+        let lock = tokio::task::spawn_blocking(move || trying.store().try_service_lock())
+            .await
+            .map_err(join_error)??;
+        if let Some(lock) = lock {
+            if waited {
+                let app = app.clone();
+                let rebuilt =
+                    tokio::task::spawn_blocking(move || app.catch_up()).await.map_err(join_error)??;
+                tracing::info!(
+                    rebuilt_indexes = rebuilt,
+                    "taking over: no other replica serves Telegram now"
+                );
+            }
+            return Ok(Some(lock));
+        }
+        if !waited {
+            tracing::info!(
+                "standing by: another replica serves Telegram from this store; taking over when it stops"
+            );
+            // Started, and doing its job: standing by.
+            notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("standing by")]);
+            waited = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
+    }
+}
+
+/// Checks that this replica still holds its turn to serve; when the lock's connection is lost,
+/// stops the service (a stand-by may already have taken over) and says why.
+async fn watch_service_lock(lock: Arc<ServiceLock>, shutdown: CancellationToken) -> Option<String> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
+        let checking = lock.clone();
+        match tokio::task::spawn_blocking(move || checking.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "lost the turn to serve Telegram; stopping");
+                shutdown.cancel();
+                return Some(e.to_string());
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Deletes conversation-log entries past the retention period, hourly.

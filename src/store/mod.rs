@@ -190,6 +190,25 @@ pub struct Store {
     commits: AtomicU64,
 }
 
+/// The right to serve Telegram from a store, held until dropped ([`Store::try_service_lock`]).
+pub struct ServiceLock {
+    held: Option<postgres::Held>,
+}
+
+impl ServiceLock {
+    /// Whether it is still held: on PostgreSQL a lost connection (a network cut, a restarted
+    /// server) releases the lock, and a stand-by replica may have taken it since.
+    pub fn check(&self) -> StoreResult<()> {
+        self.held.as_ref().map_or(Ok(()), postgres::Held::check)
+    }
+}
+
+impl std::fmt::Debug for ServiceLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.held.is_some() { "ServiceLock(postgres)" } else { "ServiceLock(redb)" })
+    }
+}
+
 #[derive(Debug)]
 enum Backend {
     Redb(Database),
@@ -265,6 +284,20 @@ impl Store {
             Backend::Redb(db) => Write::Redb(db.begin_write()?),
             Backend::Postgres(pool) => Write::Postgres(pool.write()?),
         })
+    }
+
+    /// Tries to become the one process that serves Telegram from this store. On redb that is
+    /// always granted: its file lock already makes this process the only one. On PostgreSQL it
+    /// is a session advisory lock that one replica holds while the others stand by: `None` while
+    /// another holds it, and it passes to a stand-by within moments of the holder's exit or
+    /// death (its connection closes).
+    pub fn try_service_lock(&self) -> StoreResult<Option<ServiceLock>> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(Some(ServiceLock { held: None })),
+            Backend::Postgres(pool) => Ok(pool
+                .try_session_lock(postgres::SERVICE_LOCK)?
+                .map(|held| ServiceLock { held: Some(held) })),
+        }
     }
 
     /// Copies the store file to `dest` as of its last commit: a write transaction is held while

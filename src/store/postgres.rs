@@ -28,6 +28,9 @@ pub(super) const PAGE_ROWS: usize = 512;
 /// The advisory lock every write transaction holds ("Sputnik1").
 const WRITE_LOCK: i64 = 0x5370_7574_6e69_6b31;
 
+/// The session advisory lock of the one replica that serves Telegram ("Sputnik2").
+pub(super) const SERVICE_LOCK: i64 = 0x5370_7574_6e69_6b32;
+
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 8;
 
@@ -159,6 +162,15 @@ impl Pool {
         Ok(Conn { client, statements: HashMap::new() })
     }
 
+    /// Takes the session advisory lock `key` on a connection of its own, which holds it until
+    /// it is dropped or the server loses it; `None` when another session holds it.
+    pub(super) fn try_session_lock(&self, key: i64) -> StoreResult<Option<Held>> {
+        let conn = self.connect()?;
+        let rows = block_on(conn.client.query("SELECT pg_try_advisory_lock($1)", &[&key])).map_err(error)?;
+        let taken = rows.first().is_some_and(|row| row.get::<_, bool>(0));
+        Ok(taken.then_some(Held { conn }))
+    }
+
     fn checkout(&self) -> StoreResult<Conn> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -191,6 +203,20 @@ impl Pool {
         let txn = self.begin("BEGIN ISOLATION LEVEL READ COMMITTED")?;
         txn.query("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         Ok(txn)
+    }
+}
+
+/// A session advisory lock, held as long as its connection lives.
+pub(super) struct Held {
+    conn: Conn,
+}
+
+impl Held {
+    /// Asks the server whether the session (and so the lock) is still there: a dropped
+    /// connection or a restarted server has released it.
+    pub(super) fn check(&self) -> StoreResult<()> {
+        block_on(self.conn.client.simple_query("SELECT 1")).map_err(error)?;
+        Ok(())
     }
 }
 

@@ -11,6 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::common::*;
 use crate::fake_bot::*;
 
+/// Runs `sql` on the database at `url` with the cluster's psql; returns what it printed.
+fn psql(url: &str, sql: &str) -> String {
+    fresh_database();
+    let bin = CLUSTER_BIN.get().expect("the cluster is running");
+    let output = Command::new(bin.join("psql")).args(["-XAtq", url, "-c", sql]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+static CLUSTER_BIN: OnceLock<PathBuf> = OnceLock::new();
+
 struct Cluster {
     port: u16,
     bin: PathBuf,
@@ -31,6 +42,7 @@ pub fn fresh_database() -> String {
         let mut line = String::new();
         BufReader::new(guard.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let (port, bin) = line.trim().split_once(' ').expect("tests/pg-cluster started a cluster");
+        let _ = CLUSTER_BIN.set(PathBuf::from(bin));
         Cluster { port: port.parse().unwrap(), bin: PathBuf::from(bin), _guard: guard }
     });
     let name = format!("it{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
@@ -138,4 +150,86 @@ fn backup_and_restore_on_a_postgres_store() {
     assert_eq!(json(&restored)["restored"]["documents"].as_u64(), Some(documents));
     let question = ["search", "--json", "How", "do", "I", "get", "a", "laptop?"];
     assert_eq!(top_source(&run(on_postgres(&second, &other).args(question))), "en/it-equipment.md");
+}
+
+/// Two replicas on one PostgreSQL store in long-polling mode: one serves Telegram, the other
+/// stands by. Killed, the serving one hands over within seconds; the stand-by brings its index
+/// up to what was imported meanwhile, and no question is lost or answered twice.
+#[test]
+fn a_stand_by_replica_takes_over_when_the_serving_one_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let anna = invite(&data, "Anna", &[]);
+    let url = fresh_database();
+    assert!(run(sputnik(&data).args(["copy-store", "--to", &url])).status.success());
+    let server = Server::start();
+    let first = serve_with(on_postgres(&tmp.path().join("first"), &url), &server, &[]);
+    join(&server, 1001, &anna);
+    let second = serve_with(on_postgres(&tmp.path().join("second"), &url), &server, &[]);
+    server.text(1001, "en", "How do I get a laptop?");
+    assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
+
+    // Imported through a third process while the first serves and the second stands by.
+    let extra = tmp.path().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("parking.md"),
+        "# Parking\n\nThe garage under building B has 40 places for bicycles.\n",
+    )
+    .unwrap();
+    assert!(run(on_postgres(&tmp.path().join("admin"), &url).arg("import").arg(&extra)).status.success());
+
+    drop(first); // SIGKILL
+    let killed = std::time::Instant::now();
+    server.text(1001, "en", "Where can I leave my bicycle in the garage?");
+    let answers = server.wait_for(1001, 3);
+    assert!(killed.elapsed() < std::time::Duration::from_secs(10), "took over in {:?}", killed.elapsed());
+    let answer = answers[2]["text"].as_str().unwrap();
+    assert!(answer.contains("parking.md"), "{answer}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(server.sent_to(1001).len(), 3, "nothing answered twice: {:#?}", server.sent_to(1001));
+    let log = stop(second);
+    assert!(log.contains("standing by") && log.contains("taking over"), "{log}");
+}
+
+/// The serving replica checks every second that it still holds its turn; when the database
+/// drops its session (a network cut, a restart) it stops with an error rather than serve beside
+/// the stand-by that takes over.
+#[test]
+fn a_replica_that_loses_its_turn_stops_and_the_stand_by_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let anna = invite(&data, "Anna", &[]);
+    let url = fresh_database();
+    assert!(run(sputnik(&data).args(["copy-store", "--to", &url])).status.success());
+    let server = Server::start();
+    let mut first = serve_with(on_postgres(&tmp.path().join("first"), &url), &server, &[]);
+    join(&server, 1001, &anna);
+    let second = serve_with(on_postgres(&tmp.path().join("second"), &url), &server, &[]);
+
+    // The service lock is advisory lock 0x53707574_6e696b32: objid holds its low half.
+    let ended = psql(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND objid = 1852402482 AND objsubid = 1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    );
+    assert_eq!(ended, "1");
+    let child = first.0.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replica kept serving without its turn");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("lost its turn to serve Telegram"), "{log}");
+
+    server.text(1001, "en", "How do I get a laptop?");
+    assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
+    stop(second);
 }
