@@ -46,13 +46,12 @@ pub use error::{Error, Result};
 use eval::{EvalQuestion, EvalReport};
 use ingest::{ImportObserver, ImportReport, ImportRequest, Indexes, Outcome};
 use search::SearchMode;
-use search::lexical::IndexState;
 use search::vector::VectorStrategy;
 use search::{
     LexicalIndex, OpenOutcome, Retriever, SearchOutcome, SearchRequest, SharedLexical, SharedVectors,
     VectorIndex,
 };
-use store::{ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts, StoreError};
+use store::{Change, ChunkRecord, DocumentId, DocumentRecord, Store, StoreCounts, StoreError};
 
 /// An open knowledge base: store, full-text and vector indexes consistent with it, and the
 /// embedding model.
@@ -279,16 +278,46 @@ impl App {
         self.rebuild_indexes()
     }
 
-    /// Brings the indexes up to the store when another process has changed it (a replica of a
-    /// PostgreSQL store taking over): rebuilds them unless they record the store's identity and
-    /// revision. Returns whether it rebuilt.
-    pub fn catch_up(&self) -> Result<bool> {
+    /// Applies to the indexes, in order, what other processes changed in the store since they
+    /// were last brought up to date (replicas of a PostgreSQL store); rebuilds them when the
+    /// change log does not reach back that far or the embedding model was switched. Returns how
+    /// many changes it applied.
+    pub fn follow(&self) -> Result<usize> {
         let _turn = self.writing();
-        if self.index.current().state()? == Some(IndexState::of(&self.store)?) {
-            return Ok(false);
+        let Some((current, changes)) = self.store.changes_since(self.index.applied())? else {
+            self.rebuild_indexes()?;
+            return Ok(1);
+        };
+        if changes.is_empty() {
+            return Ok(0);
         }
-        self.rebuild_indexes()?;
-        Ok(true)
+        if changes.iter().any(|(_, change)| *change == Change::Everything) {
+            self.rebuild_indexes()?;
+            return Ok(changes.len());
+        }
+        let index = self.index.current();
+        let dense = self.embedder.is_some() && self.embedding_conflict().is_none();
+        for (_, change) in &changes {
+            // The document as it is now: a later change to it is applied again, to the same end.
+            let (Change::Document(id) | Change::Removed(id)) = *change else { continue };
+            match self.store.document(id)? {
+                Some(record) => {
+                    index.replace_document(&record, &self.store.chunks(id)?)?;
+                    if dense {
+                        let rows = self.store.document_vectors(id)?;
+                        self.vectors.update(|vectors| vectors.replace_document(&record, &rows));
+                    }
+                }
+                None => {
+                    index.remove_document(id)?;
+                    self.vectors.update(|vectors| vectors.remove_document(id));
+                }
+            }
+        }
+        self.index.caught_up(current);
+        index.commit(self.index.state(&self.store)?)?;
+        index.close_writer()?;
+        Ok(changes.len())
     }
 
     /// Builds both indexes from the store beside the live ones and swaps them in; questions
@@ -405,10 +434,11 @@ impl App {
     /// Removes a document from the store and the indexes, committing them.
     pub fn remove_document(&self, id: DocumentId) -> Result<DocumentRecord> {
         let _turn = self.writing();
-        let (record, _) = self.store.remove_document(id)?;
+        let (record, revision) = self.store.remove_document(id)?;
         let index = self.index.current();
         index.remove_document(id)?;
-        index.commit(IndexState::of(&self.store)?)?;
+        self.index.wrote(revision);
+        index.commit(self.index.state(&self.store)?)?;
         index.close_writer()?;
         self.vectors.update(|vectors| vectors.remove_document(id));
         Ok(record)

@@ -84,8 +84,14 @@ pub async fn serve_with(
             shutdown.clone(),
         ))
     });
+    // Replicas of a PostgreSQL store keep their indexes up with what the others write.
+    let follower =
+        app.store().is_postgres().then(|| tokio::spawn(follow_loop(app.clone(), shutdown.clone())));
     // On a PostgreSQL store one replica serves Telegram; the others stand by until it stops.
     let Some(service_lock) = stand_by(&app, &shutdown).await? else {
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
         if let Some(http) = http {
             let _ = http.await;
         }
@@ -165,6 +171,9 @@ pub async fn serve_with(
         None => None,
     };
     drop(service_lock);
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     if let Some(reason) = lost {
         return Err(Error::Store(crate::store::StoreError::Postgres(format!(
             "this replica lost its turn to serve Telegram ({reason}) and stopped, so that a stand-by can \
@@ -192,10 +201,10 @@ async fn stand_by(app: &Arc<App>, shutdown: &CancellationToken) -> Result<Option
         if let Some(lock) = lock {
             if waited {
                 let app = app.clone();
-                let rebuilt =
-                    tokio::task::spawn_blocking(move || app.catch_up()).await.map_err(join_error)??;
+                let applied =
+                    tokio::task::spawn_blocking(move || app.follow()).await.map_err(join_error)??;
                 tracing::info!(
-                    rebuilt_indexes = rebuilt,
+                    changes_applied = applied,
                     "taking over: no other replica serves Telegram now"
                 );
             }
@@ -212,6 +221,25 @@ async fn stand_by(app: &Arc<App>, shutdown: &CancellationToken) -> Result<Option
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
+    }
+}
+
+/// Applies what other replicas changed in the store to this one's indexes, every
+/// [`STANDBY_POLL`]: a document imported through any replica is found by every replica within
+/// about a second.
+async fn follow_loop(app: Arc<App>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
+        }
+        let following = app.clone();
+        match tokio::task::spawn_blocking(move || following.follow()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(changes)) => tracing::info!(changes, "applied changes other replicas made to the store"),
+            Ok(Err(e)) => tracing::error!(error = %e, "could not follow the store; retrying"),
+            Err(_) => return,
         }
     }
 }

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::embed::Embedder;
-use crate::search::lexical::IndexState;
 use crate::search::{LexicalIndex, SharedLexical, SharedVectors};
 use crate::store::{ChunkRecord, ChunkVectors, DocumentId, Format, NewDocument, SourceKey, Store};
 use chunk::ChunkSizes;
@@ -240,8 +239,9 @@ pub fn import(
     for (id, source) in removals {
         if !request.dry_run {
             let _turn = turn();
-            store.remove_document(id)?;
+            let (_, revision) = store.remove_document(id)?;
             writer.index().remove_document(id)?;
+            writer.lexical.wrote(revision);
             vectors.update(|index| index.remove_document(id));
             writer.changed()?;
         }
@@ -336,8 +336,9 @@ fn apply(
             if !prepared.dry_run {
                 let chunk_vectors =
                     prepared.embedded.as_ref().map(|(model, vectors)| ChunkVectors { model, vectors });
-                let (record, _) = store.put_document(document.clone(), chunk_vectors)?;
+                let (record, revision) = store.put_document(document.clone(), chunk_vectors)?;
                 writer.index().replace_document(&record, &document.chunks)?;
+                writer.lexical.wrote(revision);
                 if let Some((_, embedded)) = prepared.embedded {
                     let rows: Vec<(u32, Vec<f32>)> =
                         document.chunks.iter().map(|c| c.ordinal).zip(embedded).collect();
@@ -349,9 +350,10 @@ fn apply(
         }
         Decision::Regroup { id, groups } => {
             if !prepared.dry_run {
-                let (record, _) = store.set_groups(id, groups)?;
+                let (record, revision) = store.set_groups(id, groups)?;
                 let chunks = store.chunks(id)?;
                 writer.index().replace_document(&record, &chunks)?;
+                writer.lexical.wrote(revision);
                 vectors.update(|index| index.set_groups(&record));
                 writer.changed()?;
             }
@@ -384,7 +386,7 @@ impl IndexFollower<'_> {
     }
 
     fn commit(&mut self) -> Result<(), crate::Error> {
-        self.index().commit(IndexState::of(self.store)?)?;
+        self.index().commit(self.lexical.state(self.store)?)?;
         self.dirty = false;
         self.last_commit = Instant::now();
         Ok(())

@@ -516,26 +516,6 @@ impl LexicalIndex {
     }
 }
 
-/// The full-text index as the service shares it: a reader takes the current index (one `Arc`
-/// clone under a lock held for no longer), a rebuild swaps in a new one; searches already
-/// running finish on the old one.
-#[derive(Debug)]
-pub struct SharedLexical(std::sync::RwLock<std::sync::Arc<LexicalIndex>>);
-
-impl SharedLexical {
-    pub fn new(index: LexicalIndex) -> SharedLexical {
-        SharedLexical(std::sync::RwLock::new(std::sync::Arc::new(index)))
-    }
-
-    pub fn current(&self) -> std::sync::Arc<LexicalIndex> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    pub fn replace(&self, index: LexicalIndex) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(index);
-    }
-}
-
 /// A passage of a chunk with the byte ranges of matched words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snippet {

@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod lexical;
 mod settings;
+mod shared_lexical;
 pub mod vector;
 
 use std::path::PathBuf;
@@ -16,9 +17,9 @@ use serde::Serialize;
 
 use crate::embed::Embedder;
 use crate::store::{DocumentId, Language, Store};
-pub use lexical::SharedLexical;
 pub use lexical::{LexicalIndex, OpenOutcome, Snippet};
 pub use settings::{Fusion, SearchMode, SearchSettings};
+pub use shared_lexical::SharedLexical;
 pub use vector::{SharedVectors, VectorIndex};
 
 #[derive(Debug, thiserror::Error)]

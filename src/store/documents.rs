@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use super::kv::{Reader, Span, Write, document_rows};
 use super::schema::{CHUNKS, DOCUMENTS, META_TEXT, SOURCES, embeddings, meta, meta_keys, meta_text, take_id};
 use super::{
-    ChunkRecord, DocumentId, DocumentRecord, NewDocument, SourceKey, Store, StoreError, StoreResult,
+    Change, ChunkRecord, DocumentId, DocumentRecord, NewDocument, SourceKey, Store, StoreError, StoreResult,
     bump_revision, decode, encode,
 };
 
@@ -118,6 +118,24 @@ impl Store {
         Ok(revision)
     }
 
+    /// The current model's vectors of one document's chunks, by ordinal (for an index that
+    /// follows the store); empty without embeddings.
+    pub fn document_vectors(&self, id: DocumentId) -> StoreResult<Vec<(u32, Vec<f32>)>> {
+        let txn = self.read()?;
+        let Some(model) = meta_text(&txn, meta_keys::EMBEDDING_MODEL)? else {
+            return Ok(Vec::new());
+        };
+        let rows = txn.rows(&embeddings(&model), document_rows(id.0))?;
+        Ok(rows
+            .into_iter()
+            .map(|((_, ordinal), bytes)| {
+                let mut vector = Vec::new();
+                read_vector(&bytes, &mut vector);
+                (ordinal, vector)
+            })
+            .collect())
+    }
+
     /// Stores `model` embeddings for one document's chunks as part of a re-embedding run: they
     /// go to that model's table and become current only with [`Store::switch_embedding_model`].
     pub fn put_staged_embeddings(
@@ -167,7 +185,7 @@ impl Store {
         if let Some(previous) = previous.filter(|p| Some(p.as_str()) != model) {
             txn.delete_table(&embeddings(&previous))?;
         }
-        let revision = bump_revision(&txn)?;
+        let revision = bump_revision(&txn, Change::Everything)?;
         self.commit(txn)?;
         Ok(revision)
     }
@@ -215,7 +233,7 @@ impl Store {
             txn.insert_all(&table, record.1.iter().zip(&bytes).map(|(chunk, b)| ((id, chunk.ordinal), b)))?;
         }
         txn.insert(&DOCUMENTS, &id, &encode(&record.0))?;
-        let revision = bump_revision(&txn)?;
+        let revision = bump_revision(&txn, Change::Document(DocumentId(id)))?;
         self.commit(txn)?;
         Ok((record.0, revision))
     }
@@ -229,7 +247,7 @@ impl Store {
         };
         record.groups = groups;
         txn.insert(&DOCUMENTS, &id.0, &encode(&record))?;
-        let revision = bump_revision(&txn)?;
+        let revision = bump_revision(&txn, Change::Document(id))?;
         self.commit(txn)?;
         Ok((record, revision))
     }
@@ -247,7 +265,7 @@ impl Store {
         if let Some(model) = meta_text(&txn, meta_keys::EMBEDDING_MODEL)? {
             txn.remove_span(&embeddings(&model), document_rows(id.0))?;
         }
-        let revision = bump_revision(&txn)?;
+        let revision = bump_revision(&txn, Change::Removed(id))?;
         self.commit(txn)?;
         Ok((record, revision))
     }

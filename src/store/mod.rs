@@ -28,16 +28,15 @@ use redb::{Database, ReadableDatabase};
 
 pub use conversation::{CitedChunk, ConversationCounts, Feedback, QuestionRecord, Session};
 pub use documents::ChunkVectors;
+use kv::{Read, Reader, Write};
 pub use onboarding::{Assignment, QuizAnswer, TaskState};
 pub use outbox::{Broadcast, Recipient};
 pub use people::{ChatId, Employee, EmployeeId, Invite, InviteRefusal, NewEmployee, Role, invite_hash};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
+use schema::{CHUNKS, DOCUMENTS, meta_keys};
 pub use settings::{StoreBackend, StoreSettings};
 pub use verify::Verified;
-
-use kv::{Read, Reader, Write};
-use schema::{CHUNKS, DOCUMENTS, meta_keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -347,6 +346,26 @@ impl Store {
         schema::meta(&self.read()?, key)
     }
 
+    /// What changed after revision `after`, in order, and the revision that brings the caller
+    /// up to date; `None` when the log no longer reaches back that far (or never did: a store
+    /// older than the log), so the caller must rebuild.
+    pub fn changes_since(&self, after: u64) -> StoreResult<Option<Changes>> {
+        let txn = self.read()?;
+        let current = schema::meta(&txn, meta_keys::REVISION)?;
+        if current <= after {
+            return Ok(Some((current, Vec::new())));
+        }
+        let rows = txn.rows(&schema::CHANGES, kv::Span::between(after + 1, current))?;
+        if rows.len() as u64 != current - after {
+            return Ok(None);
+        }
+        let changes = rows
+            .into_iter()
+            .map(|(revision, bytes)| Ok((revision, decode(&bytes, || format!("change {revision}"))?)))
+            .collect::<StoreResult<_>>()?;
+        Ok(Some((current, changes)))
+    }
+
     pub fn counts(&self) -> StoreResult<StoreCounts> {
         let txn = self.read()?;
         let documents = txn.len(&DOCUMENTS)?;
@@ -356,9 +375,33 @@ impl Store {
     }
 }
 
-fn bump_revision(txn: &Write) -> StoreResult<u64> {
+/// What one revision changed in the searchable content, for indexes that follow the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// A document was added, replaced or regrouped: read it again.
+    Document(DocumentId),
+    /// A document was removed.
+    Removed(DocumentId),
+    /// Everything may have changed (the embedding model was switched): rebuild.
+    Everything,
+}
+
+/// What [`Store::changes_since`] found: the revision it brings the caller to, and each change
+/// after the caller's revision with the revision that made it, in order.
+pub type Changes = (u64, Vec<(u64, Change)>);
+
+/// Change-log entries kept: a replica further behind than this rebuilds its indexes.
+pub const CHANGES_KEPT: u64 = 10_000;
+
+/// Bumps the revision, recording what it changed in the same transaction; returns it.
+fn bump_revision(txn: &Write, change: Change) -> StoreResult<u64> {
     let next = schema::meta(txn, meta_keys::REVISION)? + 1;
     schema::set_meta(txn, meta_keys::REVISION, next)?;
+    txn.insert(&schema::CHANGES, &next, &encode(&change))?;
+    if next > CHANGES_KEPT {
+        txn.remove(&schema::CHANGES, &(next - CHANGES_KEPT))?;
+    }
     Ok(next)
 }
 
@@ -498,6 +541,28 @@ mod tests {
         let _first = Store::open(&path).unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    /// Each change to searchable content is logged with its revision, in the same transaction,
+    /// for replicas to follow.
+    #[test]
+    fn every_revision_is_in_the_change_log() {
+        testing::each_backend(|backend| {
+            let store = backend.open();
+            let vectors = vec![vec![1.0f32, 0.0]];
+            let (a, r1) = store
+                .put_document(new_doc("a.md", &["x"]), Some(ChunkVectors { model: "m", vectors: &vectors }))
+                .unwrap();
+            let (_, r2) = store.set_groups(a.id, vec!["hr".into()]).unwrap();
+            let (_, r3) = store.remove_document(a.id).unwrap();
+            let r4 = store.switch_embedding_model(None).unwrap();
+            assert_eq!((r1, r2, r3, r4), (1, 2, 3, 4));
+            let expected =
+                vec![(2, Change::Document(a.id)), (3, Change::Removed(a.id)), (4, Change::Everything)];
+            assert_eq!(store.changes_since(1).unwrap(), Some((4, expected)));
+            assert_eq!(store.changes_since(0).unwrap().unwrap().1[0], (1, Change::Document(a.id)));
+            assert_eq!(store.changes_since(4).unwrap(), Some((4, vec![])));
+        });
     }
 
     #[test]

@@ -52,9 +52,14 @@ pub(super) const UPDATE_QUESTIONS: Table<u64, u64> = Table::new("update_question
 /// that commits their handling; created by its first write (a reader treats it as empty).
 pub(super) const INBOX: Table<u64, Vec<u8>> = Table::new("inbox");
 
+/// The change log of searchable content: revision → JSON [`super::Change`], written by the
+/// transaction that made the revision, so a replica's indexes can follow what others changed.
+/// The last [`super::CHANGES_KEPT`] revisions are kept.
+pub(super) const CHANGES: Table<u64, Vec<u8>> = Table::new("changes");
+
 /// Every table but the per-model embeddings, in an order where nothing refers forward: what
 /// `verify` reads through and a copy carries. A new table goes here too.
-pub(super) static TABLES: [&dyn AnyTable; 19] = [
+pub(super) static TABLES: [&dyn AnyTable; 20] = [
     &META,
     &META_TEXT,
     &DOCUMENTS,
@@ -74,6 +79,7 @@ pub(super) static TABLES: [&dyn AnyTable; 19] = [
     &NOTIFICATIONS,
     &BROADCASTS,
     &DELIVERIES,
+    &CHANGES,
 ];
 
 /// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table
@@ -100,13 +106,13 @@ pub(super) mod meta_keys {
 }
 
 /// The schema this binary writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 type Migration = fn(&Write) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` upgrades a store from version `i` to `i + 1`. They run on both backends.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4, add_onboarding_v5];
+    [create_v1, add_embeddings_v2, add_people_v3, add_outbox_v4, add_onboarding_v5, add_changes_v6];
 
 fn create_v1(txn: &Write) -> StoreResult<()> {
     txn.create(&DOCUMENTS)?;
@@ -150,6 +156,12 @@ fn add_onboarding_v5(txn: &Write) -> StoreResult<()> {
     txn.create(&BROADCASTS)?;
     txn.create(&DELIVERIES)?;
     set_meta(txn, meta_keys::NEXT_BROADCAST_ID, 1)
+}
+
+/// Version 6: the change log. Revisions before it have no entries; a replica whose index is
+/// older than the log's first entry rebuilds instead of following.
+fn add_changes_v6(txn: &Write) -> StoreResult<()> {
+    txn.create(&CHANGES)
 }
 
 /// A counter of [`META`]; 0 when it was never set.

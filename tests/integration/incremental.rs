@@ -100,9 +100,11 @@ fn sync_after_deleting_a_file_makes_its_content_unfindable() {
     let stats = app.stats().unwrap();
     assert_eq!((stats.documents, stats.chunks), (19, stats.indexed_chunks));
 
-    // Reopening (a later process) still cannot find it.
+    // Reopening (a later process) still cannot find it, and the index it finds reflects the
+    // store exactly: nothing to rebuild.
     drop(app);
     let app = open_app(&tmp.path().join("data"));
+    assert!(matches!(app.open_outcome(), sputnik::search::OpenOutcome::UpToDate), "{:?}", app.open_outcome());
     assert!(!sources(&search(&app, "авансовый отчёт", 20, &[])).contains(&"ru/komandirovki.pdf".to_owned()));
 }
 

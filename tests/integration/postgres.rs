@@ -61,6 +61,29 @@ fn on_postgres(data: &Path, url: &str) -> Command {
     command
 }
 
+/// The handbook knowledge base with Anna invited, copied into a fresh database: (its
+/// directory, Anna's invite code, the database URL).
+fn moved_into_postgres() -> (tempfile::TempDir, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let anna = invite(&data, "Anna", &[]);
+    let url = fresh_database();
+    assert!(run(sputnik(&data).args(["copy-store", "--to", &url])).status.success());
+    (tmp, anna, url)
+}
+
+/// A folder with one document the handbook does not have.
+fn parking(dir: &Path) -> PathBuf {
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("parking.md"),
+        "# Parking\n\nThe garage under building B has 40 places for bicycles.\n",
+    )
+    .unwrap();
+    extra
+}
+
 fn top_source(output: &std::process::Output) -> String {
     assert!(output.status.success(), "{}", stderr(output));
     json(output)["hits"][0]["source"].as_str().unwrap().to_owned()
@@ -94,13 +117,7 @@ fn an_embedded_store_moves_into_postgres_and_serves_from_there() {
         top_source(&run(on_postgres(&replica, &url).args(question))),
         top_source(&run(sputnik(&data).args(question)))
     );
-    let extra = tmp.path().join("extra");
-    std::fs::create_dir_all(&extra).unwrap();
-    std::fs::write(
-        extra.join("parking.md"),
-        "# Parking\n\nThe garage under building B has 40 places for bicycles.\n",
-    )
-    .unwrap();
+    let extra = parking(tmp.path());
     assert!(run(on_postgres(&replica, &url).arg("import").arg(&extra)).status.success());
     let found = run(on_postgres(&replica, &url).args(["search", "--json", "bicycles", "garage"]));
     assert_eq!(top_source(&found), "parking.md");
@@ -157,11 +174,7 @@ fn backup_and_restore_on_a_postgres_store() {
 /// up to what was imported meanwhile, and no question is lost or answered twice.
 #[test]
 fn a_stand_by_replica_takes_over_when_the_serving_one_dies() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    let anna = invite(&data, "Anna", &[]);
-    let url = fresh_database();
-    assert!(run(sputnik(&data).args(["copy-store", "--to", &url])).status.success());
+    let (tmp, anna, url) = moved_into_postgres();
     let server = Server::start();
     let first = serve_with(on_postgres(&tmp.path().join("first"), &url), &server, &[]);
     join(&server, 1001, &anna);
@@ -170,13 +183,7 @@ fn a_stand_by_replica_takes_over_when_the_serving_one_dies() {
     assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
 
     // Imported through a third process while the first serves and the second stands by.
-    let extra = tmp.path().join("extra");
-    std::fs::create_dir_all(&extra).unwrap();
-    std::fs::write(
-        extra.join("parking.md"),
-        "# Parking\n\nThe garage under building B has 40 places for bicycles.\n",
-    )
-    .unwrap();
+    let extra = parking(tmp.path());
     assert!(run(on_postgres(&tmp.path().join("admin"), &url).arg("import").arg(&extra)).status.success());
 
     drop(first); // SIGKILL
@@ -197,11 +204,7 @@ fn a_stand_by_replica_takes_over_when_the_serving_one_dies() {
 /// the stand-by that takes over.
 #[test]
 fn a_replica_that_loses_its_turn_stops_and_the_stand_by_serves() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = knowledge_base(tmp.path());
-    let anna = invite(&data, "Anna", &[]);
-    let url = fresh_database();
-    assert!(run(sputnik(&data).args(["copy-store", "--to", &url])).status.success());
+    let (tmp, anna, url) = moved_into_postgres();
     let server = Server::start();
     let mut first = serve_with(on_postgres(&tmp.path().join("first"), &url), &server, &[]);
     join(&server, 1001, &anna);
@@ -232,4 +235,52 @@ fn a_replica_that_loses_its_turn_stops_and_the_stand_by_serves() {
     server.text(1001, "en", "How do I get a laptop?");
     assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
     stop(second);
+}
+
+/// Every replica follows the store: a document imported through any process is found by each
+/// within 2 s, and an employee deactivated through one is refused by the one serving.
+#[test]
+fn replicas_follow_what_any_of_them_writes() {
+    let (tmp, anna, url) = moved_into_postgres();
+    let server = Server::start();
+    let token = "replica-admin-token";
+    let ports = [free_port(), free_port()];
+    let replicas: Vec<Running> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let listen = format!("127.0.0.1:{port}");
+            let env = [("SPUTNIK_HTTP_LISTEN", listen.as_str()), ("SPUTNIK_HTTP__ADMIN_TOKEN", token)];
+            serve_with(on_postgres(&tmp.path().join(format!("replica-{i}")), &url), &server, &env)
+        })
+        .collect();
+    join(&server, 1001, &anna);
+    let indexed = |port: u16| {
+        let (status, body) = http(port, "GET", "/api/stats", Some(token), b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["indexed_chunks"].as_u64().unwrap()
+    };
+    let before = ports.map(indexed);
+
+    let extra = parking(tmp.path());
+    assert!(run(on_postgres(&tmp.path().join("admin"), &url).arg("import").arg(&extra)).status.success());
+    let imported = std::time::Instant::now();
+    for (port, before) in ports.into_iter().zip(before) {
+        while indexed(port) == before {
+            assert!(
+                imported.elapsed() < std::time::Duration::from_secs(2),
+                "replica on {port} did not follow"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    let deactivated = run(on_postgres(&tmp.path().join("admin"), &url).args(["users", "deactivate", "1"]));
+    assert!(deactivated.status.success(), "{}", stderr(&deactivated));
+    server.text(1001, "en", "Where can I leave my bicycle in the garage?");
+    let reply = server.wait_for(1001, 2)[1]["text"].as_str().unwrap().to_owned();
+    assert!(reply.contains("access to the assistant is switched off"), "{reply}");
+    for replica in replicas {
+        stop(replica);
+    }
 }
