@@ -17,8 +17,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, NoTls, Socket, Statement};
 
 use super::{StoreError, StoreResult};
 
@@ -43,6 +45,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sputnik_kv (
 
 pub(super) struct Pool {
     config: Config,
+    tls: Tls,
     location: String,
     idle: Mutex<Vec<Conn>>,
 }
@@ -66,6 +69,111 @@ impl Conn {
         let statement = block_on(self.client.prepare(sql)).map_err(error)?;
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+}
+
+/// How connections are made: plain, or TLS with the server's certificate verified (against the
+/// system's trust store, or the CA file the URL names with `sslrootcert`). There is no TLS
+/// without verification.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Verified(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Parses a connection URL as libpq users write it. tokio-postgres knows `sslmode` disable,
+/// prefer and require; here every mode but disable verifies the certificate, so libpq's
+/// `verify-ca` and `verify-full` mean require, and `sslrootcert=FILE` is read here. Without an
+/// `sslmode` the connection is plain (libpq would try TLS without verifying it, which a
+/// verifying client cannot do against a server's self-signed default certificate).
+fn parse_url(url: &str) -> Result<(Config, Tls), String> {
+    let (url, root) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut root = None;
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter_map(|(key, value)| match (&*key, &*value) {
+                ("sslrootcert", _) => {
+                    root = Some(std::path::PathBuf::from(&*value));
+                    None
+                }
+                ("sslmode", "verify-ca" | "verify-full") => Some((key.into_owned(), "require".to_owned())),
+                _ => Some((key.into_owned(), value.into_owned())),
+            })
+            .collect();
+        parsed.set_query(None);
+        if !pairs.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(pairs);
+        }
+        (parsed.to_string(), root)
+    } else {
+        (url.to_owned(), None)
+    };
+    let mut config: Config =
+        url.parse().map_err(|e: tokio_postgres::Error| match std::error::Error::source(&e) {
+            Some(source) => source.to_string(),
+            None => e.to_string(),
+        })?;
+    if !url.contains("sslmode=") {
+        config.ssl_mode(SslMode::Disable);
+    }
+    let tls = match config.get_ssl_mode() {
+        SslMode::Disable => Tls::Plain,
+        _ => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(root.as_deref())?)),
+    };
+    Ok((config, tls))
+}
+
+/// Checks a connection URL as [`Pool::open`] will read it (the CA file included), connecting to
+/// nothing: for `config check`.
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+fn tls_config(root: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(format!("sslrootcert {}: no certificate in it", path.display()));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Connects with `tls` and runs the connection until its client is dropped, handing the client
+/// to `sender` first.
+async fn run_connection<T>(config: Config, tls: T, sender: std::sync::mpsc::Sender<StoreResult<Client>>)
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    match config.connect(tls).await {
+        Ok((client, connection)) => {
+            let _ = sender.send(Ok(client));
+            // Runs until the client is dropped or the server goes away.
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            }
+        }
+        Err(e) => {
+            let _ = sender.send(Err(error(e)));
+        }
     }
 }
 
@@ -101,14 +209,9 @@ impl Pool {
     /// Parses `url`, connects once (so a wrong address or password is reported now, not at the
     /// first question) and creates the relation if it is missing.
     pub(super) fn open(url: &str) -> StoreResult<Arc<Pool>> {
-        let config: Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::BadUrl {
-            reason: match std::error::Error::source(&e) {
-                Some(source) => source.to_string(),
-                None => e.to_string(),
-            },
-        })?;
+        let (config, tls) = parse_url(url).map_err(|reason| StoreError::BadUrl { reason })?;
         let location = describe(&config);
-        let pool = Arc::new(Pool { config, location, idle: Mutex::new(Vec::new()) });
+        let pool = Arc::new(Pool { config, tls, location, idle: Mutex::new(Vec::new()) });
         let conn = pool.connect().map_err(|e| match e {
             StoreError::Postgres(reason) => {
                 StoreError::Unreachable { location: pool.location.clone(), reason }
@@ -129,6 +232,7 @@ impl Pool {
     fn connect(&self) -> StoreResult<Conn> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let config = self.config.clone();
+        let tls = self.tls.clone();
         std::thread::Builder::new()
             .name("sputnik-pg".to_owned())
             .spawn(move || {
@@ -140,20 +244,10 @@ impl Pool {
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    match config.connect(NoTls).await {
-                        Ok((client, connection)) => {
-                            let _ = sender.send(Ok(client));
-                            // Runs until the client is dropped or the server goes away.
-                            if let Err(e) = connection.await {
-                                tracing::warn!(error = %e, "PostgreSQL connection ended");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = sender.send(Err(error(e)));
-                        }
-                    }
-                });
+                match tls {
+                    Tls::Plain => runtime.block_on(run_connection(config, NoTls, sender)),
+                    Tls::Verified(tls) => runtime.block_on(run_connection(config, tls, sender)),
+                }
             })
             .map_err(|e| StoreError::Postgres(format!("cannot start a connection thread: {e}")))?;
         let client = receiver.recv().map_err(|_| {
@@ -411,6 +505,31 @@ mod tests {
         });
         assert_eq!(created.len(), 8);
         assert_eq!(store.employees().unwrap().len(), 8);
+    }
+
+    /// `sslmode=require` (or libpq's verify-full) is TLS with the certificate verified: against
+    /// the CA file `sslrootcert` names, and without one against the system's trust store, which
+    /// does not know the test cluster's CA — so that connection is refused, not made unverified.
+    #[test]
+    fn tls_is_verified_against_the_named_ca_or_the_system_store() {
+        let url = fresh_database();
+        let ca = crate::store::testing::cluster_ca();
+        let ssl_of = |url: &str| -> bool {
+            let pool = super::Pool::open(url).unwrap();
+            let txn = pool.read().unwrap();
+            txn.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).unwrap()[0].get(0)
+        };
+        assert!(!ssl_of(&url), "no sslmode: plain");
+        for mode in ["require", "verify-full"] {
+            let verified = format!("{url}?sslmode={mode}&sslrootcert={}", ca.display());
+            assert!(ssl_of(&verified), "{mode}");
+            assert!(Store::connect(&verified).unwrap().employees().unwrap().is_empty());
+        }
+        let err = Store::connect(&format!("{url}?sslmode=require")).unwrap_err();
+        assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+        let err = Store::connect(&format!("{url}?sslmode=require&sslrootcert=/nonexistent/ca.pem")).unwrap_err();
+        assert!(matches!(err, StoreError::BadUrl { .. }) && err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     /// Scans come in pages; one longer than a page returns every row once, in order, both ways.

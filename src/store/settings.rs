@@ -35,14 +35,13 @@ impl StoreSettings {
                 "store.backend is \"postgres\", so a connection URL is needed: \
                  postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
             ),
-            StoreBackend::Postgres => match self.url.expose().parse::<tokio_postgres::Config>() {
-                Ok(_) => Ok(()),
-                Err(e) => refuse(
+            StoreBackend::Postgres => match super::postgres::check_url(self.url.expose()) {
+                Ok(()) => Ok(()),
+                Err(reason) => refuse(
                     "store.url",
                     format!(
-                        "not a PostgreSQL connection URL ({}); write it as \
-                         postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-                        std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+                        "not a PostgreSQL connection URL ({reason}); write it as \
+                         postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
                     ),
                 ),
             },

@@ -53,6 +53,8 @@ pub(crate) fn each_backend(test: impl Fn(&Backend)) {
 struct Cluster {
     port: u16,
     bin: PathBuf,
+    /// The CA that signed the server's certificate.
+    ca: PathBuf,
     /// `tests/pg-cluster`, which stops the server and deletes its files when its stdin closes,
     /// that is when this process exits.
     _guard: Child,
@@ -73,6 +75,11 @@ pub(crate) fn fresh_database() -> String {
     format!("postgresql://sputnik@127.0.0.1:{}/{name}", cluster.port)
 }
 
+/// The CA file that verifies the test cluster's certificate.
+pub(crate) fn cluster_ca() -> PathBuf {
+    CLUSTER.get_or_init(start_cluster).ca.clone()
+}
+
 fn start_cluster() -> Cluster {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg-cluster");
     let mut guard = Command::new(&script)
@@ -84,9 +91,9 @@ fn start_cluster() -> Cluster {
     BufReader::new(guard.stdout.take().expect("piped"))
         .read_line(&mut line)
         .expect("read the cluster's port");
-    let (port, bin) = line
-        .trim()
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("tests/pg-cluster did not start a cluster (see its error above)"));
-    Cluster { port: port.parse().expect("a port"), bin: PathBuf::from(bin), _guard: guard }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [port, bin, ca] = fields[..] else {
+        panic!("tests/pg-cluster did not start a cluster (see its error above)");
+    };
+    Cluster { port: port.parse().expect("a port"), bin: PathBuf::from(bin), ca: PathBuf::from(ca), _guard: guard }
 }

@@ -41,7 +41,8 @@ pub fn fresh_database() -> String {
             .expect("run tests/pg-cluster");
         let mut line = String::new();
         BufReader::new(guard.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let (port, bin) = line.trim().split_once(' ').expect("tests/pg-cluster started a cluster");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [port, bin, _ca] = fields[..] else { panic!("tests/pg-cluster did not start a cluster") };
         let _ = CLUSTER_BIN.set(PathBuf::from(bin));
         Cluster { port: port.parse().unwrap(), bin: PathBuf::from(bin), _guard: guard }
     });
