@@ -181,15 +181,21 @@ impl Settings {
     /// masked: a token pasted into the wrong key is still a token.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
-        let secrets: Vec<String> =
-            [&self.store.url, &self.telegram.bot_token, &self.http.admin_token, &self.llm.api_key]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .map(|s| s.expose().to_owned())
-                .collect();
+        let secrets: Vec<String> = [
+            &self.store.url,
+            &self.telegram.bot_token,
+            &self.telegram.webhook_secret,
+            &self.http.admin_token,
+            &self.llm.api_key,
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.expose().to_owned())
+        .collect();
         for secret in [
             &mut shown.store.url,
             &mut shown.telegram.bot_token,
+            &mut shown.telegram.webhook_secret,
             &mut shown.http.admin_token,
             &mut shown.llm.api_key,
         ] {

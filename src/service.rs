@@ -6,10 +6,12 @@
 //! short grace period, and closes the store. `bot/` speaks Telegram; this module only runs things.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::bot::UpdateMode;
 use crate::chat::{Clock, Engine, EngineSettings, system_clock};
 use crate::config::Settings;
 use crate::setting::parse_duration_seconds;
@@ -60,7 +62,10 @@ pub async fn serve_with(
             crate::http::api::admin_token(settings.http.admin_token.expose(), &settings.data_dir)?,
         )),
     };
-    let poll_timeout = telegram.poll_timeout_seconds;
+    let webhook_listener = match telegram.mode {
+        UpdateMode::Polling => None,
+        UpdateMode::Webhook => Some(crate::http::bind(telegram.webhook_listen.trim()).await?),
+    };
     // A refused endpoint (not local while llm.local_only) stops the start with the reason.
     let llm = crate::llm::Client::new(&settings.llm).map_err(|e| Error::Usage(e.to_string()))?;
     let limits = crate::bot::Limits {
@@ -87,28 +92,24 @@ pub async fn serve_with(
     // Replicas of a PostgreSQL store keep their indexes up with what the others write.
     let follower =
         app.store().is_postgres().then(|| tokio::spawn(follow_loop(app.clone(), shutdown.clone())));
-    // On a PostgreSQL store one replica serves Telegram; the others stand by until it stops.
-    let Some(service_lock) = stand_by(&app, &shutdown).await? else {
-        if let Some(follower) = follower {
-            let _ = follower.await;
-        }
-        if let Some(http) = http {
-            let _ = http.await;
-        }
-        return Ok(());
+    let background = Background { http, follower };
+
+    // Long polling: on a PostgreSQL store one replica polls; the others stand by until it stops.
+    let polling_lock = match telegram.mode {
+        UpdateMode::Polling => match stand_by(&app, &shutdown, true).await? {
+            Some(lock) => Some(lock),
+            None => {
+                background.stop().await;
+                return Ok(());
+            }
+        },
+        UpdateMode::Webhook => None,
     };
-    let service_lock = Arc::new(service_lock);
-    let watchdog = app
-        .store()
-        .is_postgres()
-        .then(|| tokio::spawn(watch_service_lock(service_lock.clone(), shutdown.clone())));
     let Some(crate::bot::Connected { bot, poller, username }) =
         connect_with_retries(&telegram, &telegram_state, &shutdown).await?
     else {
         // Asked to stop before Telegram ever answered.
-        if let Some(http) = http {
-            let _ = http.await;
-        }
+        background.stop().await;
         return Ok(());
     };
     app.store().set_bot_username(&username)?;
@@ -119,61 +120,90 @@ pub async fn serve_with(
         invite_lifetime,
     };
     let engine = Arc::new(Engine::new(app.clone(), engine_settings, options.clock.clone()));
-
-    if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
-        // The menu is a convenience: the bot works without it.
-        tracing::warn!(error = %e, "could not set the command menus");
-    }
-
     let wake = Arc::new(tokio::sync::Notify::new());
-    let sender_stop = CancellationToken::new();
-    let sender = tokio::spawn(crate::bot::deliver(
-        bot.clone(),
-        app.clone(),
-        limits,
-        llm,
-        wake.clone(),
-        sender_stop.clone(),
-    ));
-    let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
-    let scheduler = tokio::spawn(schedule_loop(app.clone(), options, wake.clone(), shutdown.clone()));
+    let duty =
+        Duty { app: app.clone(), bot: bot.clone(), limits, llm, retention_days, options, wake: wake.clone() };
 
-    // Under systemd (Type=notify) the unit becomes active now: Telegram answered, the store and
-    // indexes are open, HTTP is bound, and every loop is running.
-    notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("answering in Telegram")]);
-    tracing::info!("ready");
-
-    crate::bot::receive(&poller, &bot, &app, &engine, &wake, poll_timeout, &shutdown).await;
-
-    // Intake has stopped: give the sender a moment to deliver what is queued, then stop it.
-    notify_systemd(&[sd_notify::NotifyState::Stopping]);
-    tracing::info!("shutting down: delivering queued messages");
-    wake.notify_one();
-    let drained = wait_for_empty_outbox(&app, Duration::from_secs(5)).await;
-    sender_stop.cancel();
-    let _ = sender.await;
-    let _ = purge.await;
-    let _ = scheduler.await;
-    if let Some(http) = http {
-        let _ = http.await;
-    }
-    if !drained {
-        tracing::warn!("some messages are still queued; they will be sent after the next start");
-    }
+    let (lost, app) = match (webhook_listener, polling_lock) {
+        (None, Some(lock)) => {
+            // A webhook left set (the service ran in webhook mode before) makes polls fail.
+            if let Err(e) = crate::bot::delete_webhook(&bot).await {
+                tracing::warn!(error = %e, "could not remove a webhook; polling may be refused");
+            }
+            let leader = duty.start(lock, &shutdown).await;
+            // Under systemd (Type=notify) the unit becomes active now: Telegram answered, the
+            // store and indexes are open, HTTP is bound, and every loop is running.
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("answering in Telegram"),
+            ]);
+            tracing::info!("ready");
+            crate::bot::receive(
+                &poller,
+                &bot,
+                &app,
+                &engine,
+                &wake,
+                telegram.poll_timeout_seconds,
+                &shutdown,
+            )
+            .await;
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+            (leader.stop(&app).await, app)
+        }
+        (Some(listener), _) => {
+            let webhook = crate::bot::Webhook {
+                listener,
+                path: telegram.webhook_path(),
+                secret: telegram.webhook_secret.expose().to_owned(),
+                takeover: Duration::from_secs(telegram.webhook_takeover_seconds),
+            };
+            let leading = Arc::new(AtomicBool::new(false));
+            let receiver = {
+                let (bot, app, engine, wake, leading, shutdown) = (
+                    bot.clone(),
+                    app.clone(),
+                    engine.clone(),
+                    wake.clone(),
+                    leading.clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(async move {
+                    crate::bot::receive_webhook(webhook, &bot, &app, &engine, &wake, leading, &shutdown)
+                        .await;
+                })
+            };
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("answering by webhook"),
+            ]);
+            tracing::info!("ready: receiving updates by webhook");
+            // One replica points Telegram at the webhook and sends what every replica queued.
+            let leader = match stand_by(&app, &shutdown, false).await? {
+                Some(lock) => {
+                    if let Err(e) = crate::bot::set_webhook(&bot, &telegram).await {
+                        tracing::error!(error = %e, "could not point Telegram at the webhook");
+                    }
+                    leading.store(true, Ordering::SeqCst);
+                    Some(duty.start(lock, &shutdown).await)
+                }
+                None => None,
+            };
+            shutdown.cancelled().await;
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+            let _ = receiver.await;
+            let lost = match leader {
+                Some(leader) => leader.stop(&app).await,
+                None => None,
+            };
+            (lost, app)
+        }
+        (None, None) => unreachable!("polling mode always holds its lock here"),
+    };
     // The engine holds the last reference to the app besides ours: dropping both closes redb.
     drop(engine);
     drop(app);
-    let lost = match watchdog {
-        Some(watchdog) => {
-            watchdog.abort();
-            watchdog.await.ok().flatten()
-        }
-        None => None,
-    };
-    drop(service_lock);
-    if let Some(follower) = follower {
-        let _ = follower.await;
-    }
+    background.stop().await;
     if let Some(reason) = lost {
         return Err(Error::Store(crate::store::StoreError::Postgres(format!(
             "this replica lost its turn to serve Telegram ({reason}) and stopped, so that a stand-by can \
@@ -184,6 +214,94 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// Tasks that run as long as the service: HTTP, and on PostgreSQL the follower.
+struct Background {
+    http: Option<tokio::task::JoinHandle<()>>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    async fn stop(self) {
+        for task in [self.http, self.follower].into_iter().flatten() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the one replica that serves Telegram does besides receiving: the command menus, the
+/// sender, the retention purge and the onboarding scheduler.
+struct Duty {
+    app: Arc<App>,
+    bot: teloxide::Bot,
+    limits: crate::bot::Limits,
+    llm: Option<crate::llm::Client>,
+    retention_days: u32,
+    options: ServeOptions,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// The duties running, with the lock that grants them.
+struct Leader {
+    wake: Arc<tokio::sync::Notify>,
+    sender: tokio::task::JoinHandle<()>,
+    sender_stop: CancellationToken,
+    purge: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<Option<String>>>,
+    _lock: Arc<ServiceLock>,
+}
+
+impl Duty {
+    async fn start(self, lock: ServiceLock, shutdown: &CancellationToken) -> Leader {
+        let Duty { app, bot, limits, llm, retention_days, options, wake } = self;
+        let lock = Arc::new(lock);
+        let watchdog = app
+            .store()
+            .is_postgres()
+            .then(|| tokio::spawn(watch_service_lock(lock.clone(), shutdown.clone())));
+        if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
+            // The menu is a convenience: the bot works without it.
+            tracing::warn!(error = %e, "could not set the command menus");
+        }
+        let sender_stop = CancellationToken::new();
+        let sender = tokio::spawn(crate::bot::deliver(
+            bot,
+            app.clone(),
+            limits,
+            llm,
+            wake.clone(),
+            sender_stop.clone(),
+        ));
+        let purge = tokio::spawn(purge_loop(app.clone(), retention_days, shutdown.clone()));
+        let scheduler = tokio::spawn(schedule_loop(app, options, wake.clone(), shutdown.clone()));
+        Leader { wake, sender, sender_stop, purge, scheduler, watchdog, _lock: lock }
+    }
+}
+
+impl Leader {
+    /// Intake has stopped: gives the sender a moment to deliver what is queued, stops every
+    /// duty and releases the lock. Returns why the lock was lost, if it was.
+    async fn stop(self, app: &Arc<App>) -> Option<String> {
+        tracing::info!("shutting down: delivering queued messages");
+        self.wake.notify_one();
+        let drained = wait_for_empty_outbox(app, Duration::from_secs(5)).await;
+        self.sender_stop.cancel();
+        let _ = self.sender.await;
+        let _ = self.purge.await;
+        let _ = self.scheduler.await;
+        if !drained {
+            tracing::warn!("some messages are still queued; they will be sent after the next start");
+        }
+        match self.watchdog {
+            Some(watchdog) => {
+                watchdog.abort();
+                watchdog.await.ok().flatten()
+            }
+            None => None,
+        }
+    }
+}
+
 /// How often a stand-by replica asks whether it may serve, and the serving one checks it still
 /// may.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
@@ -191,7 +309,11 @@ const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// Waits until this process may serve Telegram from the store (at once on redb; on PostgreSQL
 /// when no other replica serves) and returns its lock; `None` when asked to stop meanwhile. A
 /// replica that waited brings its indexes up to the store before it takes over.
-async fn stand_by(app: &Arc<App>, shutdown: &CancellationToken) -> Result<Option<ServiceLock>, Error> {
+async fn stand_by(
+    app: &Arc<App>,
+    shutdown: &CancellationToken,
+    announce: bool,
+) -> Result<Option<ServiceLock>, Error> {
     let mut waited = false;
     loop {
         let trying = app.clone();
@@ -215,7 +337,12 @@ async fn stand_by(app: &Arc<App>, shutdown: &CancellationToken) -> Result<Option
                 "standing by: another replica serves Telegram from this store; taking over when it stops"
             );
             // Started, and doing its job: standing by.
-            notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("standing by")]);
+            if announce {
+                notify_systemd(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status("standing by"),
+                ]);
+            }
             waited = true;
         }
         tokio::select! {

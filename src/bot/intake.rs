@@ -41,15 +41,56 @@ struct Context {
 }
 
 /// The chats' workers: a queue per chat with a worker draining it.
-struct Workers {
+pub(super) struct Workers {
     context: Arc<Context>,
     queues: Mutex<HashMap<i64, mpsc::UnboundedSender<(u64, Update)>>>,
+    /// Updates queued or being handled here.
+    in_flight: Mutex<std::collections::HashSet<u64>>,
     tracker: TaskTracker,
 }
 
 impl Workers {
+    pub(super) fn start(
+        bot: &Bot,
+        app: &Arc<App>,
+        engine: &Arc<Engine>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) -> Arc<Workers> {
+        Arc::new(Workers {
+            context: Arc::new(Context {
+                bot: bot.clone(),
+                app: app.clone(),
+                engine: engine.clone(),
+                wake: wake.clone(),
+                permits: Semaphore::new(MAX_PARALLEL_UPDATES),
+                stop: shutdown.child_token(),
+            }),
+            queues: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// Waits for the updates being handled (up to the grace period); what is left stays in the
+    /// inbox.
+    pub(super) async fn finish(&self) {
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait()).await.is_err() {
+            tracing::warn!("updates still being handled at shutdown stay in the inbox for the next start");
+        }
+    }
+
+    /// Whether update `id` is queued or being handled here.
+    pub(super) fn has(&self, id: u64) -> bool {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).contains(&id)
+    }
+
     /// Queues `update` behind its chat's earlier ones, starting the chat's worker if none runs.
-    fn dispatch(self: &Arc<Self>, id: u64, update: Update) {
+    pub(super) fn dispatch(self: &Arc<Self>, id: u64, update: Update) {
+        if !self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
+            return;
+        }
         let chat = chat_of(&update);
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         let queue = queues.entry(chat).or_insert_with(|| {
@@ -71,6 +112,7 @@ impl Workers {
                 Ok((id, update)) if !self.context.stop.is_cancelled() => {
                     let Ok(_permit) = self.context.permits.acquire().await else { return };
                     handle(&self.context, id, update).await;
+                    self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                 }
                 _ => {
                     let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -95,23 +137,9 @@ pub(crate) async fn run(
     poll_timeout: u32,
     shutdown: &CancellationToken,
 ) {
-    let workers = Arc::new(Workers {
-        context: Arc::new(Context {
-            bot: bot.clone(),
-            app: app.clone(),
-            engine: engine.clone(),
-            wake: wake.clone(),
-            permits: Semaphore::new(MAX_PARALLEL_UPDATES),
-            stop: shutdown.child_token(),
-        }),
-        queues: Mutex::new(HashMap::new()),
-        tracker: TaskTracker::new(),
-    });
+    let workers = Workers::start(bot, app, engine, wake, shutdown);
     poll(poller, app, &workers, poll_timeout, shutdown).await;
-    workers.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, workers.tracker.wait()).await.is_err() {
-        tracing::warn!("updates still being handled at shutdown stay in the inbox for the next start");
-    }
+    workers.finish().await;
 }
 
 async fn poll(
@@ -246,7 +274,8 @@ async fn handle(context: &Context, id: u64, update: Update) {
         Some(Err(refusal)) => {
             let app = app.clone();
             match tokio::task::spawn_blocking(move || app.store().commit_update(id, &refusal)).await {
-                Ok(Ok(())) => wake.notify_one(),
+                Ok(Ok(true)) => wake.notify_one(),
+                Ok(Ok(false)) => tracing::debug!(update = id, "handled already, by this replica or another"),
                 Ok(Err(e)) => tracing::error!(error = %e, update = id, "could not record a handled update"),
                 Err(e) => tracing::error!(error = %e, update = id, "update handler failed"),
             }
@@ -277,7 +306,8 @@ async fn handle(context: &Context, id: u64, update: Update) {
         None => handling.await,
     };
     match handled {
-        Ok(Ok(())) => wake.notify_one(),
+        Ok(Ok(true)) => wake.notify_one(),
+        Ok(Ok(false)) => tracing::debug!(update = id, "handled already, by this replica or another"),
         // Not committed: the update stays in the inbox and is handled again at the next start.
         Ok(Err(e)) => tracing::error!(error = %e, update = id, "could not record a handled update"),
         Err(e) => tracing::error!(error = %e, update = id, "update handler failed"),

@@ -15,10 +15,12 @@
 mod intake;
 mod sender;
 mod settings;
-pub use settings::TelegramSettings;
+mod webhook;
+pub use settings::{TelegramSettings, UpdateMode};
 
 pub(crate) use intake::run as receive;
 pub(crate) use sender::{Limits, run as deliver};
+pub(crate) use webhook::{Webhook, run as receive_webhook};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,25 @@ pub enum BotError {
     Unauthorized(String),
     #[error("cannot reach the Telegram Bot API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+}
+
+/// Points Telegram at `telegram.webhook_url` with its secret, for the updates Sputnik handles.
+/// Setting the same again (a new leader taking over) changes nothing.
+pub(crate) async fn set_webhook(bot: &Bot, telegram: &TelegramSettings) -> Result<(), RequestError> {
+    use teloxide::payloads::SetWebhookSetters;
+    use teloxide::types::AllowedUpdate;
+    let url = url::Url::parse(&telegram.webhook_url).expect("validated with the settings");
+    bot.set_webhook(url)
+        .secret_token(telegram.webhook_secret.expose().to_owned())
+        .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+        .await?;
+    Ok(())
+}
+
+/// Removes a webhook, so long polling works (Telegram refuses polls while one is set).
+pub(crate) async fn delete_webhook(bot: &Bot) -> Result<(), RequestError> {
+    bot.delete_webhook().await?;
+    Ok(())
 }
 
 /// Command menus in both languages, and the admin menu for each admin's chat.

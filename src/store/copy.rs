@@ -124,6 +124,7 @@ mod tests {
             .set_feedback(anna.id, question.id, Feedback { helpful: true, reason: None, at: 31 }, false)
             .unwrap();
         store.receive_updates(&[(42, b"{\"update_id\":42}".to_vec())]).unwrap();
+        store.commit_update(40, &["an answer to update 40".to_owned()]).unwrap();
         store.enqueue(&["a reply".to_owned()]).unwrap();
         store.put_plan("sales", &serde_json::json!({"id": "sales", "tasks": ["laptop"]})).unwrap();
         let assignment = Assignment {

@@ -37,8 +37,8 @@ pub struct Recipient {
 
 use super::kv::{Reader, Span, Write};
 use super::schema::{
-    BROADCASTS, DELIVERIES, INBOX, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta, meta_keys, meta_text, set_meta,
-    take_id,
+    BROADCASTS, DELIVERIES, HANDLED, HANDLED_KEPT, INBOX, META_TEXT, OUTBOX, UPDATE_QUESTIONS, meta,
+    meta_keys, meta_text, set_meta, take_id,
 };
 use super::{Store, StoreError, StoreResult, decode, encode};
 
@@ -67,16 +67,41 @@ impl Store {
         self.read()?.rows(&INBOX, Span::all())
     }
 
-    /// Records `update_id` as handled — out of the inbox, past the offset — and queues its
-    /// actions, in one transaction.
-    pub fn commit_update<T: Serialize>(&self, update_id: u64, actions: &[T]) -> StoreResult<()> {
+    /// Keeps one update that came by webhook until it is handled; `false` when it was received
+    /// or handled before (Telegram posting it again, or to a second replica), so it is handled
+    /// once across every replica. In the same transaction as the check.
+    pub fn accept_update(&self, id: u64, update: &[u8]) -> StoreResult<bool> {
         let txn = self.write()?;
+        if txn.get(&HANDLED, &id)?.is_some() || txn.get(&INBOX, &id)?.is_some() {
+            txn.abort()?;
+            return Ok(false);
+        }
+        txn.insert(&INBOX, &id, &update.to_vec())?;
+        self.commit(txn)?;
+        Ok(true)
+    }
+
+    /// Records `update_id` as handled — out of the inbox, past the offset, in the ledger of
+    /// handled updates — and queues its actions, in one transaction. `false`, queueing nothing,
+    /// when it was handled before: two replicas that both handled it (one took over an update
+    /// the other seemed to have dropped) answer once.
+    pub fn commit_update<T: Serialize>(&self, update_id: u64, actions: &[T]) -> StoreResult<bool> {
+        let txn = self.write()?;
+        if txn.get(&HANDLED, &update_id)?.is_some() {
+            txn.abort()?;
+            return Ok(false);
+        }
         let offset = meta(&txn, meta_keys::TELEGRAM_OFFSET)?;
         set_meta(&txn, meta_keys::TELEGRAM_OFFSET, offset.max(update_id + 1))?;
         txn.remove(&UPDATE_QUESTIONS, &update_id)?;
         txn.remove(&INBOX, &update_id)?;
+        txn.insert(&HANDLED, &update_id, &1)?;
+        if update_id >= HANDLED_KEPT {
+            txn.remove_span(&HANDLED, Span::from_until(0, update_id - HANDLED_KEPT))?;
+        }
         append(&txn, actions)?;
-        self.commit(txn)
+        self.commit(txn)?;
+        Ok(true)
     }
 
     /// Queues actions that do not answer an update (broadcasts, reminders).

@@ -528,8 +528,12 @@ mod tests {
         let err = Store::connect(&format!("{url}?sslmode=require")).unwrap_err();
         assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
         assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
-        let err = Store::connect(&format!("{url}?sslmode=require&sslrootcert=/nonexistent/ca.pem")).unwrap_err();
-        assert!(matches!(err, StoreError::BadUrl { .. }) && err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let err =
+            Store::connect(&format!("{url}?sslmode=require&sslrootcert=/nonexistent/ca.pem")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::BadUrl { .. }) && err.to_string().contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     /// Scans come in pages; one longer than a page returns every row once, in order, both ways.

@@ -52,6 +52,15 @@ pub(super) const UPDATE_QUESTIONS: Table<u64, u64> = Table::new("update_question
 /// that commits their handling; created by its first write (a reader treats it as empty).
 pub(super) const INBOX: Table<u64, Vec<u8>> = Table::new("inbox");
 
+/// Telegram updates already handled (update id → 1), the last [`HANDLED_KEPT`] of them: a
+/// webhook post that comes again (Telegram did not hear the first answer) or reaches a second
+/// replica is recognised and dropped. Created by its first write.
+pub(super) const HANDLED: Table<u64, u8> = Table::new("handled_updates");
+
+/// Handled update ids remembered. Telegram numbers updates one by one, so this is the last
+/// hundred thousand updates — days of traffic, longer than Telegram retries a post.
+pub(super) const HANDLED_KEPT: u64 = 100_000;
+
 /// The change log of searchable content: revision → JSON [`super::Change`], written by the
 /// transaction that made the revision, so a replica's indexes can follow what others changed.
 /// The last [`super::CHANGES_KEPT`] revisions are kept.
@@ -59,7 +68,7 @@ pub(super) const CHANGES: Table<u64, Vec<u8>> = Table::new("changes");
 
 /// Every table but the per-model embeddings, in an order where nothing refers forward: what
 /// `verify` reads through and a copy carries. A new table goes here too.
-pub(super) static TABLES: [&dyn AnyTable; 20] = [
+pub(super) static TABLES: [&dyn AnyTable; 21] = [
     &META,
     &META_TEXT,
     &DOCUMENTS,
@@ -80,6 +89,7 @@ pub(super) static TABLES: [&dyn AnyTable; 20] = [
     &BROADCASTS,
     &DELIVERIES,
     &CHANGES,
+    &HANDLED,
 ];
 
 /// Chunk embeddings of one model: (document id, ordinal) → little-endian f32 vector. One table

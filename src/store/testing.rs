@@ -95,5 +95,10 @@ fn start_cluster() -> Cluster {
     let [port, bin, ca] = fields[..] else {
         panic!("tests/pg-cluster did not start a cluster (see its error above)");
     };
-    Cluster { port: port.parse().expect("a port"), bin: PathBuf::from(bin), ca: PathBuf::from(ca), _guard: guard }
+    Cluster {
+        port: port.parse().expect("a port"),
+        bin: PathBuf::from(bin),
+        ca: PathBuf::from(ca),
+        _guard: guard,
+    }
 }

@@ -57,6 +57,11 @@ pub struct Fake {
     pub edited: Mutex<std::collections::HashMap<(i64, i64), String>>,
     /// Files the fake serves through getFile and its download URL: id → (name, bytes).
     pub files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    /// The webhook set with setWebhook (url, secret): updates are then posted there, one at a
+    /// time and in order, each until it is answered 200, and getUpdates is refused.
+    pub webhook: Mutex<Option<(String, String)>>,
+    /// Posts of each update to the webhook, answered or not.
+    pub posts: Mutex<std::collections::HashMap<i64, u32>>,
 }
 
 pub type Shared = Arc<Fake>;
@@ -64,9 +69,10 @@ pub type Shared = Arc<Fake>;
 pub async fn bot_api(
     State(fake): State<Shared>,
     UrlPath((token, method)): UrlPath<(String, String)>,
-    body: Option<Json<Value>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> axum::response::Response {
-    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let body = request_body(&headers, &body);
     // Bot API method names are case-insensitive (teloxide sends "GetMe").
     let method = method.to_ascii_lowercase();
     if token != format!("bot{TOKEN}") {
@@ -95,6 +101,23 @@ pub async fn bot_api(
         (axum::http::StatusCode::OK, Json(json!({"ok": true, "result": result}))).into_response()
     };
     match method.as_str() {
+        "setwebhook" => {
+            let url = body["url"].as_str().unwrap_or_default().to_owned();
+            let secret = body["secret_token"].as_str().unwrap_or_default().to_owned();
+            *fake.webhook.lock().unwrap() = Some((url, secret));
+            fake.wake.notify_waiters();
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            *fake.webhook.lock().unwrap() = None;
+            ok(json!(true))
+        }
+        "getupdates" if fake.webhook.lock().unwrap().is_some() => (
+            axum::http::StatusCode::CONFLICT,
+            Json(json!({"ok": false, "error_code": 409,
+                        "description": "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"})),
+        )
+            .into_response(),
         "getme" => ok(json!({
             "id": 1, "is_bot": true, "first_name": "Sputnik", "username": "SputnikTestBot",
             "can_join_groups": false, "can_read_all_group_messages": false, "supports_inline_queries": false,
@@ -202,6 +225,25 @@ pub async fn bot_api(
     }
 }
 
+/// A request's parameters as JSON: a JSON body, or the fields of a multipart form (teloxide
+/// sends setWebhook as one, for its optional certificate file), each as a string.
+fn request_body(headers: &axum::http::HeaderMap, body: &[u8]) -> Value {
+    let kind = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some(boundary) = kind.strip_prefix("multipart/form-data; boundary=") else {
+        return serde_json::from_slice(body).unwrap_or(Value::Null);
+    };
+    let text = String::from_utf8_lossy(body);
+    let mut fields = serde_json::Map::new();
+    for part in text.split(&format!("--{boundary}")) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else { continue };
+        let Some(name) = head.split("name=\"").nth(1).and_then(|rest| rest.split('"').next()) else {
+            continue;
+        };
+        fields.insert(name.to_owned(), Value::String(value.trim_end_matches("\r\n").to_owned()));
+    }
+    Value::Object(fields)
+}
+
 /// Takes one from a fault counter; true if there was one.
 fn take(counter: &AtomicU32) -> bool {
     counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
@@ -226,6 +268,32 @@ fn dropped() -> axum::response::Response {
         .header("content-type", "application/json")
         .body(axum::body::Body::from_stream(broken))
         .unwrap()
+}
+
+/// Telegram's side of a webhook: while one is set, posts the oldest update to it with the
+/// secret header until it is answered 200, then the next.
+async fn post_updates(fake: Shared) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    loop {
+        let webhook = fake.webhook.lock().unwrap().clone();
+        let next = fake.updates.lock().unwrap().front().cloned();
+        let (Some((url, secret)), Some(update)) = (webhook, next) else {
+            let _ = tokio::time::timeout(Duration::from_millis(50), fake.wake.notified()).await;
+            continue;
+        };
+        let id = update["update_id"].as_i64().unwrap();
+        *fake.posts.lock().unwrap().entry(id).or_default() += 1;
+        let posted =
+            client.post(&url).header("X-Telegram-Bot-Api-Secret-Token", secret).json(&update).send().await;
+        if posted.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+            let mut queue = fake.updates.lock().unwrap();
+            if queue.front().is_some_and(|u| u["update_id"].as_i64() == Some(id)) {
+                queue.pop_front();
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 pub async fn download(
@@ -262,6 +330,7 @@ impl Server {
         let listener = runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
         let address = listener.local_addr().unwrap();
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        runtime.spawn(post_updates(fake.clone()));
         Server { fake, address, _runtime: runtime }
     }
 

@@ -3,8 +3,10 @@
 
 mod access;
 mod bad_input;
+mod balancer;
 mod chat;
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod fake_bot;

@@ -56,7 +56,7 @@ pub fn fresh_database() -> String {
 }
 
 /// `sputnik` (full text only) on the PostgreSQL store at `url`, with `data` for its own indexes.
-fn on_postgres(data: &Path, url: &str) -> Command {
+pub fn on_postgres(data: &Path, url: &str) -> Command {
     let mut command = sputnik(data);
     command.env("SPUTNIK_STORE__BACKEND", "postgres").env("SPUTNIK_STORE__URL", url);
     command
@@ -64,7 +64,7 @@ fn on_postgres(data: &Path, url: &str) -> Command {
 
 /// The handbook knowledge base with Anna invited, copied into a fresh database: (its
 /// directory, Anna's invite code, the database URL).
-fn moved_into_postgres() -> (tempfile::TempDir, String, String) {
+pub fn moved_into_postgres() -> (tempfile::TempDir, String, String) {
     let tmp = tempfile::tempdir().unwrap();
     let data = knowledge_base(tmp.path());
     let anna = invite(&data, "Anna", &[]);

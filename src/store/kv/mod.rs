@@ -224,6 +224,10 @@ impl<K: KeyField, V: Field> AnyTable for Table<K, V> {
     fn copy(&self, from: &Read, to: &Write, copied: &mut dyn FnMut(u64)) -> StoreResult<()> {
         let mut batch: Vec<(K, V)> = Vec::with_capacity(COPY_BATCH);
         let mut flush = |batch: &mut Vec<(K, V)>| -> StoreResult<()> {
+            // Nothing to write creates nothing: a table made by its first write stays unmade.
+            if batch.is_empty() {
+                return Ok(());
+            }
             to.insert_all(self, batch.iter().map(|(k, v)| (k.clone(), v)))?;
             copied(batch.len() as u64);
             batch.clear();
