@@ -11,12 +11,22 @@ use crate::postgres::{moved_into_postgres, on_postgres};
 
 const SECRET: &str = "cluster-webhook-secret_1";
 
-/// `sputnik serve` in webhook mode, listening on `port`, posted to through `balancer`.
+/// Waits until something listens on `port`: the replica has started (its signal handling too).
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `sputnik serve` in webhook mode, listening on `port`, posted to through `balancer`; returns
+/// once it takes posts.
 fn replica(data: &std::path::Path, url: &str, server: &Server, balancer: &Balancer, port: u16) -> Running {
     let command: Command = on_postgres(data, url);
     let hook = format!("http://{}/telegram", balancer.address);
     let listen = format!("127.0.0.1:{port}");
-    serve_with(
+    let running = serve_with(
         command,
         server,
         &[
@@ -26,7 +36,9 @@ fn replica(data: &std::path::Path, url: &str, server: &Server, balancer: &Balanc
             ("SPUTNIK_TELEGRAM__WEBHOOK_SECRET", SECRET),
             ("SPUTNIK_TELEGRAM__WEBHOOK_TAKEOVER_SECONDS", "2"),
         ],
-    )
+    );
+    wait_listening(port);
+    running
 }
 
 /// Waits until each chat has its count of messages; then, after a pause for late doubles,
@@ -121,4 +133,65 @@ fn webhook_replicas_behind_a_load_balancer_answer_each_question_once_through_dea
     for replica in replicas {
         stop(replica);
     }
+}
+
+/// Posts `body` to the webhook on `port` with `secret` (if any) in Telegram's header; the status.
+fn post_update(port: u16, secret: Option<&str>, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let header = secret.map(|s| format!("X-Telegram-Bot-Api-Secret-Token: {s}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "POST /telegram HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The webhook takes only posts with the secret that are updates, and an update posted twice
+/// (Telegram repeating it) is answered once.
+#[test]
+fn a_webhook_post_needs_the_secret_and_a_repeated_update_is_answered_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = knowledge_base(tmp.path());
+    let anna = invite(&data, "Anna", &[]);
+    let server = Server::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let bot = serve_with(
+        crate::common::sputnik(&data),
+        &server,
+        &[
+            ("SPUTNIK_TELEGRAM__MODE", "webhook"),
+            ("SPUTNIK_TELEGRAM__WEBHOOK_URL", "https://bot.example.com/telegram"),
+            ("SPUTNIK_TELEGRAM__WEBHOOK_LISTEN", &listen),
+            ("SPUTNIK_TELEGRAM__WEBHOOK_SECRET", SECRET),
+        ],
+    );
+    let update = |id: i64, text: &str| {
+        serde_json::json!({"update_id": id, "message": {
+            "message_id": id, "date": 1_790_000_000,
+            "chat": {"id": 1001, "type": "private", "first_name": "U"},
+            "from": Server::user(1001, "en"), "text": text
+        }})
+        .to_string()
+    };
+    let join = update(1, &format!("/start {anna}"));
+    wait_listening(port);
+    assert_eq!(post_update(port, None, &join), 401);
+    assert_eq!(post_update(port, Some("not-the-secret"), &join), 401);
+    assert_eq!(post_update(port, Some(SECRET), "{\"not\": \"an update\"}"), 400);
+    assert_eq!(post_update(port, Some(SECRET), &join), 200);
+    assert!(server.wait_for(1001, 1)[0]["text"].as_str().unwrap().contains("Welcome"));
+    let question = update(2, "How do I get a laptop?");
+    assert_eq!(post_update(port, Some(SECRET), &question), 200);
+    assert_eq!(post_update(port, Some(SECRET), &question), 200, "a repeat is acknowledged");
+    assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.sent_to(1001).len(), 2, "the repeated update was answered once");
+    assert_eq!(server.calls("setWebhook")[0]["url"], "https://bot.example.com/telegram");
+    stop(bot);
 }

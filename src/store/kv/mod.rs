@@ -248,8 +248,8 @@ impl<K: KeyField, V: Field> AnyTable for Table<K, V> {
 pub(super) trait Reader {
     fn get<K: KeyField, V: Field>(&self, table: &Table<K, V>, key: &K) -> StoreResult<Option<V>>;
 
-    /// Visits the rows of `span` in key order (or reversed) until `visit` breaks. On PostgreSQL
-    /// rows come in pages, so `visit` may read other tables of the same transaction.
+    /// Visits the rows of `span` in key order (or reversed) until `visit` breaks. `visit` may
+    /// read other tables of the same transaction, never the one being scanned.
     fn scan<K: KeyField, V: Field, E: From<StoreError>>(
         &self,
         table: &Table<K, V>,
@@ -357,20 +357,11 @@ impl Reader for Write {
         mut visit: impl FnMut(K, V) -> Result<ControlFlow<()>, E>,
     ) -> Result<(), E> {
         match self {
+            // Visited as it is read: reading a whole table out first made every import's
+            // emptiness check read every document. `visit` must not open the same table again
+            // (redb refuses a second handle in a write transaction; it would be an error here).
             Write::Redb(txn) => {
-                // A write transaction opens a table once at a time: the rows are read out first,
-                // so `visit` may open it again.
-                let mut rows = Vec::new();
-                redb_scan(&txn.open_table(table.redb()).map_err(StoreError::from)?, &span, &mut |k, v| {
-                    rows.push((k, v));
-                    Ok::<_, StoreError>(ControlFlow::Continue(()))
-                })?;
-                for (k, v) in rows {
-                    if visit(k, v)?.is_break() {
-                        break;
-                    }
-                }
-                Ok(())
+                redb_scan(&txn.open_table(table.redb()).map_err(StoreError::from)?, &span, &mut visit)
             }
             Write::Postgres(txn) => pg_scan(txn, table, &span, &mut visit),
         }
