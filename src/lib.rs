@@ -70,6 +70,9 @@ pub struct App {
     writing: Mutex<()>,
     opened: OpenOutcome,
     calendar: onboarding::Calendar,
+    /// On a PostgreSQL store, the lock on `data_dir` that keeps a second process off this
+    /// replica's indexes (the redb file's own lock does it for the embedded store).
+    _data_lock: Option<std::fs::File>,
 }
 
 /// How strongly the vector index balances languages: only a multilingual model needs it.
@@ -120,6 +123,10 @@ impl App {
         refuse_foreign_data_dir(&settings.data_dir)?;
         let calendar =
             onboarding::Calendar::new(&settings.onboarding).map_err(|e| Error::Usage(e.to_string()))?;
+        let data_lock = match settings.store.backend {
+            config::StoreBackend::Postgres => Some(lock_data_dir(&settings.data_dir)?),
+            config::StoreBackend::Redb => None,
+        };
         let store = settings.open_store()?;
         let (index, opened) = LexicalIndex::open(&settings.index_dir(), &store)?;
         let embedder = Embedder::start(&settings.embed)?;
@@ -155,6 +162,7 @@ impl App {
             writing: Mutex::new(()),
             opened,
             calendar,
+            _data_lock: data_lock,
         })
     }
 
@@ -447,6 +455,30 @@ impl App {
 
 /// Root must not write into a data directory that belongs to the service's user: files it
 /// created (a rebuilt index, a new segment) would be unwritable for the service afterwards.
+/// Locks `data_dir` for this process: another process that opens it gets
+/// [`StoreError::Locked`], as a second opener of a redb store does, so admin commands go to the
+/// running service's API instead of writing to its indexes. Released when the file closes.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Usage(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    let path = data_dir.join("sputnik.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::Usage(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Store(StoreError::Locked { path })),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::Usage(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
 pub fn refuse_foreign_data_dir(data_dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::metadata(data_dir) else { return Ok(()) };

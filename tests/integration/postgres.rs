@@ -126,11 +126,20 @@ fn an_embedded_store_moves_into_postgres_and_serves_from_there() {
     // Served from PostgreSQL: the invite made before the move still joins, questions are
     // answered and logged there.
     let server = Server::start();
-    let bot = serve_with(on_postgres(&replica, &url), &server, &[]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let bot = serve_with(on_postgres(&replica, &url), &server, &[("SPUTNIK_HTTP_LISTEN", &listen)]);
     join(&server, 1001, &anna);
     server.text(1001, "en", "How do I get a laptop?");
     let answer = server.wait_for(1001, 2)[1]["text"].as_str().unwrap().to_owned();
     assert!(answer.contains("en/it-equipment.md"), "{answer}");
+    // Admin commands on the serving replica's data directory go through its API, as they do on
+    // the embedded store: the service holds the directory.
+    let served =
+        run(on_postgres(&replica, &url).env("SPUTNIK_HTTP_LISTEN", &listen).args(["stats", "--json"]));
+    assert!(served.status.success(), "{}", stderr(&served));
+    assert_eq!(json(&served)["documents"].as_u64(), copied["documents"].as_u64().map(|d| d + 1));
+    let refused = run(on_postgres(&replica, &url).env("SPUTNIK_HTTP_LISTEN", "").args(["docs", "list"]));
+    assert!(stderr(&refused).contains("stop the service"), "{}", stderr(&refused));
     stop(bot);
 
     // And the whole store comes back out into a redb file, question log included.
