@@ -96,7 +96,7 @@ pub async fn serve_with(
 
     // Long polling: on a PostgreSQL store one replica polls; the others stand by until it stops.
     let polling_lock = match telegram.mode {
-        UpdateMode::Polling => match stand_by(&app, &shutdown, true).await? {
+        UpdateMode::Polling => match stand_by(&app, &shutdown, Some(&telegram_state)).await? {
             Some(lock) => Some(lock),
             None => {
                 background.stop().await;
@@ -179,7 +179,7 @@ pub async fn serve_with(
             ]);
             tracing::info!("ready: receiving updates by webhook");
             // One replica points Telegram at the webhook and sends what every replica queued.
-            let leader = match stand_by(&app, &shutdown, false).await? {
+            let leader = match stand_by(&app, &shutdown, None).await? {
                 Some(lock) => {
                     if let Err(e) = crate::bot::set_webhook(&bot, &telegram).await {
                         tracing::error!(error = %e, "could not point Telegram at the webhook");
@@ -309,10 +309,12 @@ const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// Waits until this process may serve Telegram from the store (at once on redb; on PostgreSQL
 /// when no other replica serves) and returns its lock; `None` when asked to stop meanwhile. A
 /// replica that waited brings its indexes up to the store before it takes over.
+/// `announce` (long polling, where standing by is all this replica does) is where to say so:
+/// systemd hears it as the status, `/readyz` as the state of Telegram.
 async fn stand_by(
     app: &Arc<App>,
     shutdown: &CancellationToken,
-    announce: bool,
+    announce: Option<&crate::http::TelegramState>,
 ) -> Result<Option<ServiceLock>, Error> {
     let mut waited = false;
     loop {
@@ -337,7 +339,8 @@ async fn stand_by(
                 "standing by: another replica serves Telegram from this store; taking over when it stops"
             );
             // Started, and doing its job: standing by.
-            if announce {
+            if let Some(telegram) = announce {
+                telegram.set("standing by: another replica serves Telegram");
                 notify_systemd(&[
                     sd_notify::NotifyState::Ready,
                     sd_notify::NotifyState::Status("standing by"),

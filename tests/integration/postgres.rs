@@ -188,9 +188,27 @@ fn a_stand_by_replica_takes_over_when_the_serving_one_dies() {
     let server = Server::start();
     let first = serve_with(on_postgres(&tmp.path().join("first"), &url), &server, &[]);
     join(&server, 1001, &anna);
-    let second = serve_with(on_postgres(&tmp.path().join("second"), &url), &server, &[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let second = serve_with(
+        on_postgres(&tmp.path().join("second"), &url),
+        &server,
+        &[("SPUTNIK_HTTP_LISTEN", &listen)],
+    );
     server.text(1001, "en", "How do I get a laptop?");
     assert!(server.wait_for(1001, 2)[1]["text"].as_str().unwrap().contains("en/it-equipment.md"));
+    // The stand-by is alive, and says it is not the one serving.
+    assert_eq!(http_get(port, "/livez").0, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(port, "/readyz");
+        if body.contains("standing by") {
+            assert_eq!(status, 503, "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // Imported through a third process while the first serves and the second stands by.
     let extra = parking(tmp.path());
