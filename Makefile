@@ -2,6 +2,7 @@
 #   make package        both packages in target/package/
 #   make static         only the static x86_64 binary (musl, mimalloc; without the minilm
 #                       feature: the packages ship multilingual-e5-small only)
+#   make image          the OCI image (binary, model, time zones, CA certificates) in target/image/
 # Needs: rustup target x86_64-unknown-linux-musl, Debian's musl-tools, cargo-deb and
 # cargo-generate-rpm (packaging/setup installs all of them), and the model (models/fetch).
 
@@ -9,8 +10,9 @@ TARGET  := x86_64-unknown-linux-musl
 BIN     := target/$(TARGET)/release/sputnik
 STAGE   := target/package/stage
 MODEL   := multilingual-e5-small
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: package static stage deb rpm check
+.PHONY: package static stage deb rpm image check
 
 package: deb rpm
 
@@ -40,6 +42,11 @@ deb: stage
 rpm: stage
 	cargo generate-rpm --target $(TARGET) --output target/package/
 
-# Contents, metadata, an install into a throwaway Debian root, the unit, a backup round trip.
-check: package
+image: stage
+	packaging/image $(BIN) $(STAGE) target/image $(VERSION)
+
+# Contents, metadata, an install into a throwaway Debian root, the unit, a backup round trip;
+# the image read back by skopeo and umoci and started.
+check: package image
 	packaging/check
+	packaging/check-image target/image/sputnik-oci $(VERSION)
