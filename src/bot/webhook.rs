@@ -10,7 +10,7 @@
 //! there for `telegram.webhook_takeover_seconds`, and the store commits an update's replies once
 //! however many replicas handled it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -142,7 +142,8 @@ async fn sweep(
             Err(_) => return,
         };
         let now = Instant::now();
-        first_seen.retain(|id, _| pending.iter().any(|(pending, _)| pending == id));
+        let waiting: HashSet<u64> = pending.iter().map(|(id, _)| *id).collect();
+        first_seen.retain(|id, _| waiting.contains(id));
         for (id, bytes) in pending {
             let seen = *first_seen.entry(id).or_insert(now);
             if now.duration_since(seen) < takeover || receiver.workers.has(id) {

@@ -48,6 +48,9 @@ pub(super) struct Pool {
     tls: Tls,
     location: String,
     idle: Mutex<Vec<Conn>>,
+    /// The connection a stand-by asks for a session lock on, kept between its attempts (one a
+    /// second) instead of connecting anew each time.
+    candidate: Mutex<Option<Conn>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -211,7 +214,13 @@ impl Pool {
     pub(super) fn open(url: &str) -> StoreResult<Arc<Pool>> {
         let (config, tls) = parse_url(url).map_err(|reason| StoreError::BadUrl { reason })?;
         let location = describe(&config);
-        let pool = Arc::new(Pool { config, tls, location, idle: Mutex::new(Vec::new()) });
+        let pool = Arc::new(Pool {
+            config,
+            tls,
+            location,
+            idle: Mutex::new(Vec::new()),
+            candidate: Mutex::new(None),
+        });
         let conn = pool.connect().map_err(|e| match e {
             StoreError::Postgres(reason) => {
                 StoreError::Unreachable { location: pool.location.clone(), reason }
@@ -259,10 +268,17 @@ impl Pool {
     /// Takes the session advisory lock `key` on a connection of its own, which holds it until
     /// it is dropped or the server loses it; `None` when another session holds it.
     pub(super) fn try_session_lock(&self, key: i64) -> StoreResult<Option<Held>> {
-        let conn = self.connect()?;
+        let mut candidate = self.candidate.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = match candidate.take() {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => self.connect()?,
+        };
         let rows = block_on(conn.client.query("SELECT pg_try_advisory_lock($1)", &[&key])).map_err(error)?;
-        let taken = rows.first().is_some_and(|row| row.get::<_, bool>(0));
-        Ok(taken.then_some(Held { conn }))
+        if rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
+            return Ok(Some(Held { conn }));
+        }
+        *candidate = Some(conn);
+        Ok(None)
     }
 
     fn checkout(&self) -> StoreResult<Conn> {

@@ -137,18 +137,8 @@ fn webhook_replicas_behind_a_load_balancer_answer_each_question_once_through_dea
 
 /// Posts `body` to the webhook on `port` with `secret` (if any) in Telegram's header; the status.
 fn post_update(port: u16, secret: Option<&str>, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let header = secret.map(|s| format!("X-Telegram-Bot-Api-Secret-Token: {s}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "POST /telegram HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split(' ').nth(1).unwrap().parse().unwrap()
+    let headers: Vec<(&str, &str)> = secret.iter().map(|s| ("X-Telegram-Bot-Api-Secret-Token", *s)).collect();
+    http_with(port, "POST", "/telegram", &headers, body.as_bytes()).0
 }
 
 /// The webhook takes only posts with the secret that are updates, and an update posted twice

@@ -656,6 +656,19 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 request with an optional bearer token; (status, body).
 pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http_with(port, method, path, &headers, body)
+}
+
+/// A plain HTTP/1.1 request with extra headers; (status, body).
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = loop {
@@ -668,7 +681,7 @@ pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &[u8
             Err(e) => panic!("nothing listens on {port}: {e}"),
         }
     };
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let kind = if body.first() == Some(&b'{') { "Content-Type: application/json\r\n" } else { "" };
     write!(
         stream,
