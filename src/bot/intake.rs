@@ -264,6 +264,16 @@ fn chat_of(update: &Update) -> i64 {
 /// and commits the replies with the update's removal from the inbox.
 async fn handle(context: &Context, id: u64, update: Update) {
     let Context { bot, app, engine, wake, .. } = context;
+    // Another replica may have answered it while it waited here (it was taken over, or posted
+    // twice): nothing to do.
+    let handled = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.store().update_handled(id)).await
+    };
+    if matches!(handled, Ok(Ok(true))) {
+        tracing::debug!(update = id, "handled already, by this replica or another");
+        return;
+    }
     let event = match document_of(&update) {
         Some((from, chat, document)) => receive_document(bot, engine, from, chat, document).await,
         None => to_event(&update).map(Ok),

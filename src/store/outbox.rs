@@ -81,6 +81,11 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether `update_id` was handled (its replies queued), here or by another replica.
+    pub fn update_handled(&self, update_id: u64) -> StoreResult<bool> {
+        Ok(self.read()?.get(&HANDLED, &update_id)?.is_some())
+    }
+
     /// Records `update_id` as handled — out of the inbox, past the offset, in the ledger of
     /// handled updates — and queues its actions, in one transaction. `false`, queueing nothing,
     /// when it was handled before: two replicas that both handled it (one took over an update
@@ -93,11 +98,13 @@ impl Store {
         }
         let offset = meta(&txn, meta_keys::TELEGRAM_OFFSET)?;
         set_meta(&txn, meta_keys::TELEGRAM_OFFSET, offset.max(update_id + 1))?;
-        txn.remove(&UPDATE_QUESTIONS, &update_id)?;
         txn.remove(&INBOX, &update_id)?;
         txn.insert(&HANDLED, &update_id, &1)?;
+        // The question an update logged stays beside it in the ledger: a replica still handling
+        // the update (it took it over) finds the question logged, and does not log it again.
         if update_id >= HANDLED_KEPT {
             txn.remove_span(&HANDLED, Span::from_until(0, update_id - HANDLED_KEPT))?;
+            txn.remove_span(&UPDATE_QUESTIONS, Span::from_until(0, update_id - HANDLED_KEPT))?;
         }
         append(&txn, actions)?;
         self.commit(txn)?;

@@ -286,6 +286,37 @@ mod tests {
     }
 
     #[test]
+    fn an_update_handled_twice_logs_its_question_once_even_after_its_commit() {
+        crate::store::testing::each_backend(|backend| {
+            let store = backend.open();
+            let employee = anna(&store);
+            let asked = |at| QuestionRecord {
+                id: 0,
+                employee: employee.id,
+                asked_at: at,
+                language: Language::En,
+                text: "How many vacation days?".into(),
+                answered: true,
+                sources: vec![],
+                feedback: None,
+            };
+            let first = store.record_question_once(Some(41), asked(1000)).unwrap();
+            // A crash before the commit: handled again, the same question.
+            assert_eq!(store.record_question_once(Some(41), asked(1001)).unwrap().id, first.id);
+            assert!(!store.update_handled(41).unwrap());
+            assert!(store.commit_update(41, &["an answer"]).unwrap());
+            assert!(store.update_handled(41).unwrap());
+            // A replica that took the update over finishes after that commit.
+            let late = store.record_question_once(Some(41), asked(1002)).unwrap();
+            assert_eq!((late.id, late.asked_at), (first.id, 1000));
+            assert!(!store.commit_update(41, &["the answer again"]).unwrap());
+            assert!(store.question(first.id + 1).unwrap().is_none(), "one question in the log");
+            // Another update is another question.
+            assert_ne!(store.record_question_once(Some(42), asked(1003)).unwrap().id, first.id);
+        });
+    }
+
+    #[test]
     fn feedback_only_on_ones_own_question_and_purge_by_age() {
         crate::store::testing::each_backend(|backend| {
             let store = backend.open();

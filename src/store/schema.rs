@@ -43,9 +43,10 @@ pub(super) const BROADCASTS: Table<u64, Vec<u8>> = Table::new("broadcasts");
 pub(super) const DELIVERIES: Table<(u64, i64), u8> = Table::new("deliveries");
 /// Text-valued settings of the store itself (see [`meta_keys`]).
 pub(super) const META_TEXT: Table<String, String> = Table::new("meta_text");
-/// Telegram update id → the question it logged, until the update is committed: a crash in
-/// between re-handles the update without logging the question twice. Opened only in write
-/// transactions, so it needs no migration.
+/// Telegram update id → the question it logged, kept as long as the update's entry in
+/// [`HANDLED`]: an update handled again (after a crash before its commit, or by a replica that
+/// took it over while another answered it) does not log its question twice. Opened only in
+/// write transactions, so it needs no migration.
 pub(super) const UPDATE_QUESTIONS: Table<u64, u64> = Table::new("update_questions");
 /// Telegram updates received and not yet handled: update id → the update as Telegram sent it
 /// (JSON). Written before the poll that confirms them to Telegram, removed by the transaction

@@ -57,8 +57,8 @@ pub struct Fake {
     pub edited: Mutex<std::collections::HashMap<(i64, i64), String>>,
     /// Files the fake serves through getFile and its download URL: id → (name, bytes).
     pub files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
-    /// The webhook set with setWebhook (url, secret): updates are then posted there, one at a
-    /// time and in order, each until it is answered 200, and getUpdates is refused.
+    /// The webhook set with setWebhook (url, secret): updates are then posted there, several at
+    /// once and each chat's in order, each until it is answered 200, and getUpdates is refused.
     pub webhook: Mutex<Option<(String, String)>>,
     /// Posts of each update to the webhook, answered or not.
     pub posts: Mutex<std::collections::HashMap<i64, u32>>,
@@ -270,28 +270,70 @@ fn dropped() -> axum::response::Response {
         .unwrap()
 }
 
-/// Telegram's side of a webhook: while one is set, posts the oldest update to it with the
-/// secret header until it is answered 200, then the next.
+/// How many posts Telegram keeps open to a webhook at once (its `max_connections` default).
+const WEBHOOK_CONNECTIONS: usize = 40;
+
+/// The chat an update belongs to: Telegram posts one chat's updates one at a time, in order.
+fn chat_of(update: &Value) -> i64 {
+    let message = &update["message"]["chat"]["id"];
+    let pressed = &update["callback_query"]["from"]["id"];
+    message.as_i64().or(pressed.as_i64()).unwrap_or(-update["update_id"].as_i64().unwrap_or(0))
+}
+
+/// Telegram's side of a webhook: while one is set, posts updates to it with the secret header,
+/// up to [`WEBHOOK_CONNECTIONS`] at once and one chat's in order, each until it is answered 200.
 async fn post_updates(fake: Shared) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    // Updates being posted, and their chats.
+    let busy: Arc<Mutex<(std::collections::HashSet<i64>, std::collections::HashSet<i64>)>> = Arc::default();
     loop {
         let webhook = fake.webhook.lock().unwrap().clone();
-        let next = fake.updates.lock().unwrap().front().cloned();
-        let (Some((url, secret)), Some(update)) = (webhook, next) else {
+        let Some((url, secret)) = webhook else {
             let _ = tokio::time::timeout(Duration::from_millis(50), fake.wake.notified()).await;
             continue;
         };
-        let id = update["update_id"].as_i64().unwrap();
-        *fake.posts.lock().unwrap().entry(id).or_default() += 1;
-        let posted =
-            client.post(&url).header("X-Telegram-Bot-Api-Secret-Token", secret).json(&update).send().await;
-        if posted.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
-            let mut queue = fake.updates.lock().unwrap();
-            if queue.front().is_some_and(|u| u["update_id"].as_i64() == Some(id)) {
-                queue.pop_front();
+        let ready: Vec<Value> = {
+            let queue = fake.updates.lock().unwrap();
+            let mut busy = busy.lock().unwrap();
+            let mut ready = Vec::new();
+            for update in queue.iter() {
+                if busy.0.len() == WEBHOOK_CONNECTIONS {
+                    break;
+                }
+                let (id, chat) = (update["update_id"].as_i64().unwrap(), chat_of(update));
+                if !busy.0.contains(&id) && busy.1.insert(chat) {
+                    busy.0.insert(id);
+                    ready.push(update.clone());
+                }
             }
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            ready
+        };
+        if ready.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(50), fake.wake.notified()).await;
+            continue;
+        }
+        for update in ready {
+            let (fake, client, busy, url, secret) =
+                (fake.clone(), client.clone(), busy.clone(), url.clone(), secret.clone());
+            tokio::spawn(async move {
+                let (id, chat) = (update["update_id"].as_i64().unwrap(), chat_of(&update));
+                *fake.posts.lock().unwrap().entry(id).or_default() += 1;
+                let posted = client
+                    .post(&url)
+                    .header("X-Telegram-Bot-Api-Secret-Token", secret)
+                    .json(&update)
+                    .send()
+                    .await;
+                if posted.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+                    fake.updates.lock().unwrap().retain(|u| u["update_id"].as_i64() != Some(id));
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let mut busy = busy.lock().unwrap();
+                busy.0.remove(&id);
+                busy.1.remove(&chat);
+                fake.wake.notify_waiters();
+            });
         }
     }
 }

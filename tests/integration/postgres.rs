@@ -12,7 +12,7 @@ use crate::common::*;
 use crate::fake_bot::*;
 
 /// Runs `sql` on the database at `url` with the cluster's psql; returns what it printed.
-fn psql(url: &str, sql: &str) -> String {
+pub fn psql(url: &str, sql: &str) -> String {
     fresh_database();
     let bin = CLUSTER_BIN.get().expect("the cluster is running");
     let output = Command::new(bin.join("psql")).args(["-XAtq", url, "-c", sql]).output().unwrap();
