@@ -186,58 +186,125 @@ fn bench(c: &mut Criterion) {
 /// answered, store, indexes and model open, HTTP listening) on 10k and 100k chunks, against a
 /// Bot API stand-in on 127.0.0.1. The full-text index is built beforehand, as after any earlier
 /// run; the vector index and the model load at start, as they always do.
+///
+/// With `SPUTNIK_BENCH_POSTGRES=1` the same stores are also copied into a throw-away PostgreSQL
+/// cluster (`tests/pg-cluster`) and a replica is started on each: first with an empty data
+/// directory (it builds its full-text index from the store), then twice more from that directory.
 fn bench_coldstart(tmp: &Path, words: &[String]) {
-    use std::os::unix::net::UnixDatagram;
     let api = fake_bot_api();
+    let cluster = std::env::var("SPUTNIK_BENCH_POSTGRES").is_ok_and(|v| v == "1").then(PgCluster::start);
     for n in [10_000usize, 100_000] {
         let data = tmp.join(format!("coldstart-{n}"));
         if !data.exists() {
             fill_store(&data, n, words);
             drop(App::open(model_settings(&data)).unwrap());
         }
-        let (mut samples, mut ready_rss) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            let socket_path = tmp.join("notify.sock");
-            let _ = std::fs::remove_file(&socket_path);
-            let socket = UnixDatagram::bind(&socket_path).unwrap();
-            socket.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-            let log_path = tmp.join("serve.log");
-            let log = std::fs::File::create(&log_path).unwrap();
-            let started = Instant::now();
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"));
-            // The bench's own SPUTNIK_BENCH_* settings are not configuration.
-            for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPUTNIK_")) {
-                command.env_remove(key);
-            }
-            let mut child = command
-                .arg("serve")
-                .env("SPUTNIK_DATA_DIR", &data)
-                .env("SPUTNIK_EMBED__MODELS_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-                .env("SPUTNIK_TELEGRAM_TOKEN", "1:bench")
-                .env("SPUTNIK_TELEGRAM_API_URL", &api)
-                .env("SPUTNIK_HTTP_LISTEN", "127.0.0.1:0")
-                .env("NOTIFY_SOCKET", &socket_path)
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let mut buffer = [0u8; 256];
-            let received = socket.recv(&mut buffer).unwrap_or_else(|e| {
-                panic!(
-                    "no READY=1 ({e}); sputnik serve said:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                )
-            });
-            samples.push(started.elapsed());
-            assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
-            ready_rss.push(process_status_mib(&child.id().to_string(), "VmRSS:"));
-            let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+        let (samples, ready_rss): (Vec<Duration>, Vec<f64>) =
+            (0..3).map(|_| time_to_ready(tmp, &api, &data, &[])).unzip();
         let best = samples.iter().min().unwrap();
         println!(
             "cold start to ready, {n} chunks: {:.2} s (best of 3; {samples:?}); RSS at ready {ready_rss:.0?} MiB",
             best.as_secs_f64()
         );
+        let Some(cluster) = &cluster else { continue };
+        let url = cluster.database(&format!("bench_{n}"));
+        let started = Instant::now();
+        let copied = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["copy-store", "--to", &url])
+            .output()
+            .unwrap();
+        assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+        println!("copy-store into PostgreSQL, {n} chunks: {:.1} s", started.elapsed().as_secs_f64());
+        let replica = tmp.join(format!("replica-{n}"));
+        let on_postgres = [("SPUTNIK_STORE__BACKEND", "postgres"), ("SPUTNIK_STORE__URL", url.as_str())];
+        let starts: Vec<(Duration, f64)> =
+            (0..3).map(|_| time_to_ready(tmp, &api, &replica, &on_postgres)).collect();
+        println!(
+            "replica on PostgreSQL, {n} chunks, start to ready: first (index built) {:.2} s, later {:.2} s and {:.2} s; RSS at ready {:.0?} MiB",
+            starts[0].0.as_secs_f64(),
+            starts[1].0.as_secs_f64(),
+            starts[2].0.as_secs_f64(),
+            starts.iter().map(|(_, rss)| *rss).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Starts `sputnik serve` on `data` (with `env` added) and waits for READY=1; returns the time
+/// that took and the process's RSS then, and stops it.
+fn time_to_ready(tmp: &Path, api: &str, data: &Path, env: &[(&str, &str)]) -> (Duration, f64) {
+    use std::os::unix::net::UnixDatagram;
+    let socket_path = tmp.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let log_path = tmp.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let started = Instant::now();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"));
+    // The bench's own SPUTNIK_BENCH_* settings are not configuration.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPUTNIK_")) {
+        command.env_remove(key);
+    }
+    let mut child = command
+        .arg("serve")
+        .env("SPUTNIK_DATA_DIR", data)
+        .env("SPUTNIK_EMBED__MODELS_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .env("SPUTNIK_TELEGRAM_TOKEN", "1:bench")
+        .env("SPUTNIK_TELEGRAM_API_URL", api)
+        .env("SPUTNIK_HTTP_LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .envs(env.iter().copied())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 256];
+    let received = socket.recv(&mut buffer).unwrap_or_else(|e| {
+        panic!(
+            "no READY=1 ({e}); sputnik serve said:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
+    let elapsed = started.elapsed();
+    assert!(String::from_utf8_lossy(&buffer[..received]).contains("READY=1"));
+    let rss = process_status_mib(&child.id().to_string(), "VmRSS:");
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    (elapsed, rss)
+}
+
+/// A throw-away PostgreSQL cluster from `tests/pg-cluster`, stopped when this process ends.
+struct PgCluster {
+    port: u16,
+    bin: std::path::PathBuf,
+    _guard: std::process::Child,
+}
+
+impl PgCluster {
+    fn start() -> PgCluster {
+        use std::io::BufRead;
+        let mut guard =
+            std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg-cluster"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("run tests/pg-cluster (tests/setup installs PostgreSQL)");
+        let mut line = String::new();
+        std::io::BufReader::new(guard.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [port, bin, _] = fields[..] else { panic!("tests/pg-cluster did not start a cluster") };
+        PgCluster { port: port.parse().unwrap(), bin: bin.into(), _guard: guard }
+    }
+
+    /// A new, empty database, as a connection URL.
+    fn database(&self, name: &str) -> String {
+        let created = std::process::Command::new(self.bin.join("createdb"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "sputnik", name])
+            .status()
+            .unwrap();
+        assert!(created.success());
+        format!("postgresql://sputnik@127.0.0.1:{}/{name}", self.port)
     }
 }
 

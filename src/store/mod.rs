@@ -12,6 +12,7 @@ mod kv;
 mod onboarding;
 mod outbox;
 mod people;
+mod pg_url;
 mod postgres;
 mod records;
 mod schema;

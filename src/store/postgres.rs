@@ -17,11 +17,11 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Socket, Statement};
 
+use super::pg_url::{Tls, describe, parse_url};
 use super::{StoreError, StoreResult};
 
 /// Rows fetched per round trip of a scan.
@@ -75,90 +75,6 @@ impl Conn {
     }
 }
 
-/// How connections are made: plain, or TLS with the server's certificate verified (against the
-/// system's trust store, or the CA file the URL names with `sslrootcert`). There is no TLS
-/// without verification.
-#[derive(Clone)]
-enum Tls {
-    Plain,
-    Verified(tokio_postgres_rustls::MakeRustlsConnect),
-}
-
-/// Parses a connection URL as libpq users write it. tokio-postgres knows `sslmode` disable,
-/// prefer and require; here every mode but disable verifies the certificate, so libpq's
-/// `verify-ca` and `verify-full` mean require, and `sslrootcert=FILE` is read here. Without an
-/// `sslmode` the connection is plain (libpq would try TLS without verifying it, which a
-/// verifying client cannot do against a server's self-signed default certificate).
-fn parse_url(url: &str) -> Result<(Config, Tls), String> {
-    let (url, root) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let mut root = None;
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter_map(|(key, value)| match (&*key, &*value) {
-                ("sslrootcert", _) => {
-                    root = Some(std::path::PathBuf::from(&*value));
-                    None
-                }
-                ("sslmode", "verify-ca" | "verify-full") => Some((key.into_owned(), "require".to_owned())),
-                _ => Some((key.into_owned(), value.into_owned())),
-            })
-            .collect();
-        parsed.set_query(None);
-        if !pairs.is_empty() {
-            parsed.query_pairs_mut().extend_pairs(pairs);
-        }
-        (parsed.to_string(), root)
-    } else {
-        (url.to_owned(), None)
-    };
-    let mut config: Config =
-        url.parse().map_err(|e: tokio_postgres::Error| match std::error::Error::source(&e) {
-            Some(source) => source.to_string(),
-            None => e.to_string(),
-        })?;
-    if !url.contains("sslmode=") {
-        config.ssl_mode(SslMode::Disable);
-    }
-    let tls = match config.get_ssl_mode() {
-        SslMode::Disable => Tls::Plain,
-        _ => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(root.as_deref())?)),
-    };
-    Ok((config, tls))
-}
-
-/// Checks a connection URL as [`Pool::open`] will read it (the CA file included), connecting to
-/// nothing: for `config check`.
-pub(super) fn check_url(url: &str) -> Result<(), String> {
-    parse_url(url).map(|_| ())
-}
-
-fn tls_config(root: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match root {
-        Some(path) => {
-            let certificates = CertificateDer::pem_file_iter(path)
-                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certificates);
-            if added == 0 {
-                return Err(format!("sslrootcert {}: no certificate in it", path.display()));
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 /// Connects with `tls` and runs the connection until its client is dropped, handing the client
 /// to `sender` first.
 async fn run_connection<T>(config: Config, tls: T, sender: std::sync::mpsc::Sender<StoreResult<Client>>)
@@ -192,22 +108,6 @@ pub(super) fn error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Postgres(message)
 }
 
-/// Where a connection URL points, without its password: for messages and logs.
-pub fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().map_or(String::new(), |p| format!(":{p}"));
-    let user = config.get_user().map_or(String::new(), |u| format!("{u}@"));
-    let db = config.get_dbname().unwrap_or("");
-    format!("postgresql://{user}{}{port}/{db}", hosts.join(","))
-}
-
 impl Pool {
     /// Parses `url`, connects once (so a wrong address or password is reported now, not at the
     /// first question) and creates the relation if it is missing.
@@ -229,7 +129,7 @@ impl Pool {
         })?;
         pool.checkin(conn);
         let txn = pool.write()?;
-        txn.execute(SCHEMA, &[])?;
+        txn.query(SCHEMA, &[])?;
         txn.commit()?;
         Ok(pool)
     }
@@ -302,17 +202,18 @@ impl Pool {
     fn begin(self: &Arc<Self>, sql: &str) -> StoreResult<Txn> {
         let conn = self.checkout()?;
         block_on(conn.client.batch_execute(sql)).map_err(error)?;
-        Ok(Txn { pool: Arc::clone(self), conn: RefCell::new(Some(conn)) })
+        Ok(Txn { pool: Arc::clone(self), conn: RefCell::new(Some(conn)), deferred: RefCell::default() })
     }
 
     pub(super) fn read(self: &Arc<Self>) -> StoreResult<Txn> {
         self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     }
 
+    /// A write transaction, holding the write lock once this returns (one round trip for both).
     pub(super) fn write(self: &Arc<Self>) -> StoreResult<Txn> {
-        let txn = self.begin("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        txn.query("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-        Ok(txn)
+        self.begin(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))
     }
 }
 
@@ -331,9 +232,43 @@ impl Held {
 }
 
 /// One transaction on one connection. Dropped without [`Txn::commit`], it rolls back.
+///
+/// Writes return nothing the store needs, so they wait and go out with the transaction's next
+/// query or its commit, pipelined in one round trip: the write lock is held for as many round
+/// trips as the transaction reads, not as many as it writes.
 pub(super) struct Txn {
     pool: Arc<Pool>,
     conn: RefCell<Option<Conn>>,
+    deferred: RefCell<Vec<Deferred>>,
+}
+
+/// A write waiting for the transaction's next round trip: its statement and parameters.
+struct Deferred {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    bytes: usize,
+}
+
+/// Deferred writes are sent once this many bytes of keys and values wait.
+const DEFERRED_BYTES: usize = 4 << 20;
+
+/// Sends `deferred` and then whatever `last` sends, in order and in one round trip; the writes'
+/// first error, else what `last` returned.
+fn pipelined<T>(
+    conn: &mut Conn,
+    deferred: &[Deferred],
+    last: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+) -> StoreResult<T> {
+    let statements = deferred.iter().map(|d| conn.statement(&d.sql)).collect::<StoreResult<Vec<_>>>()?;
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        deferred.iter().map(|d| d.params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()).collect();
+    let client = &conn.client;
+    // `join` polls the writes first, and each request is sent when first polled.
+    let writes =
+        futures::future::try_join_all(statements.iter().zip(&params).map(|(s, p)| client.execute(s, p)));
+    let (written, result) = block_on(futures::future::join(writes, last(client)));
+    written.map_err(error)?;
+    result.map_err(error)
 }
 
 fn bound_condition(bound: &Bound<Vec<u8>>, upper: bool, params: &mut Vec<Vec<u8>>, sql: &mut String) {
@@ -352,17 +287,25 @@ fn bound_condition(bound: &Bound<Vec<u8>>, upper: bool, params: &mut Vec<Vec<u8>
 
 impl Txn {
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
+        let deferred = self.deferred.take();
         let mut conn = self.conn.borrow_mut();
         let conn = conn.as_mut().expect("a transaction is used only until it ends");
         let statement = conn.statement(sql)?;
-        block_on(conn.client.query(&statement, params)).map_err(error)
+        pipelined(conn, &deferred, async |client| client.query(&statement, params).await)
     }
 
-    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    /// Keeps a write for the next round trip; sends what waits at once past [`DEFERRED_BYTES`]
+    /// (a large copy or import streams instead of waiting whole in memory).
+    fn defer(&self, sql: String, params: Vec<Box<dyn ToSql + Sync + Send>>, bytes: usize) -> StoreResult<()> {
+        let mut deferred = self.deferred.borrow_mut();
+        deferred.push(Deferred { sql, params, bytes });
+        if deferred.iter().map(|d| d.bytes).sum::<usize>() < DEFERRED_BYTES {
+            return Ok(());
+        }
+        let deferred = std::mem::take(&mut *deferred);
         let mut conn = self.conn.borrow_mut();
         let conn = conn.as_mut().expect("a transaction is used only until it ends");
-        let statement = conn.statement(sql)?;
-        block_on(conn.client.execute(&statement, params)).map_err(error)
+        pipelined(conn, &deferred, async |_| Ok(()))
     }
 
     pub(super) fn get(&self, table: &str, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
@@ -395,35 +338,42 @@ impl Txn {
         Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0)) as u64)
     }
 
-    /// Inserts or replaces rows, all in one statement.
-    pub(super) fn put(&self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) -> StoreResult<()> {
+    /// Inserts or replaces rows, all in one statement (sent with the next round trip).
+    pub(super) fn put(&self, table: &str, rows: Vec<(Vec<u8>, Vec<u8>)>) -> StoreResult<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
-        let values: Vec<&[u8]> = rows.iter().map(|(_, v)| v.as_slice()).collect();
-        self.execute(
+        let bytes = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = rows.into_iter().unzip();
+        self.defer(
             "INSERT INTO sputnik_kv (tbl, k, v) SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS r(k, v) \
-             ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v",
-            &[&table, &keys, &values],
-        )?;
-        Ok(())
+             ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v"
+                .to_owned(),
+            vec![Box::new(table.to_owned()), Box::new(keys), Box::new(values)],
+            bytes,
+        )
     }
 
-    /// Deletes the rows between the bounds; returns how many.
-    pub(super) fn delete(&self, table: &str, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> StoreResult<u64> {
+    /// Deletes the rows between the bounds (sent with the next round trip).
+    pub(super) fn delete(&self, table: &str, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> StoreResult<()> {
         let mut sql = "DELETE FROM sputnik_kv WHERE tbl = $1".to_owned();
         let mut keys = Vec::new();
         bound_condition(lo, false, &mut keys, &mut sql);
         bound_condition(hi, true, &mut keys, &mut sql);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&table];
-        params.extend(keys.iter().map(|k| k as &(dyn ToSql + Sync)));
-        self.execute(&sql, &params)
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(table.to_owned())];
+        params.extend(keys.into_iter().map(|k| Box::new(k) as Box<dyn ToSql + Sync + Send>));
+        self.defer(sql, params, 0)
     }
 
-    fn end(&self, sql: &str) -> StoreResult<()> {
-        let Some(conn) = self.conn.borrow_mut().take() else { return Ok(()) };
-        let ended = block_on(conn.client.batch_execute(sql)).map_err(error);
+    /// Commits (the deferred writes first, in the same round trip) or rolls back.
+    fn end(&self, commit: bool) -> StoreResult<()> {
+        let deferred = self.deferred.take();
+        let Some(mut conn) = self.conn.borrow_mut().take() else { return Ok(()) };
+        let ended = if commit {
+            pipelined(&mut conn, &deferred, async |client| client.batch_execute("COMMIT").await)
+        } else {
+            block_on(conn.client.batch_execute("ROLLBACK")).map_err(error)
+        };
         if ended.is_ok() {
             self.pool.checkin(conn);
         }
@@ -431,18 +381,18 @@ impl Txn {
     }
 
     pub(super) fn commit(self) -> StoreResult<()> {
-        self.end("COMMIT")
+        self.end(true)
     }
 
     pub(super) fn rollback(self) -> StoreResult<()> {
-        self.end("ROLLBACK")
+        self.end(false)
     }
 }
 
 impl Drop for Txn {
     fn drop(&mut self) {
         // A connection whose rollback fails is closed, not reused.
-        let _ = self.end("ROLLBACK");
+        let _ = self.end(false);
     }
 }
 

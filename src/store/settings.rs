@@ -35,7 +35,7 @@ impl StoreSettings {
                 "store.backend is \"postgres\", so a connection URL is needed: \
                  postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
             ),
-            StoreBackend::Postgres => match super::postgres::check_url(self.url.expose()) {
+            StoreBackend::Postgres => match super::pg_url::check_url(self.url.expose()) {
                 Ok(()) => Ok(()),
                 Err(reason) => refuse(
                     "store.url",

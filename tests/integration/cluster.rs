@@ -13,7 +13,7 @@ use crate::postgres::{moved_into_postgres, on_postgres, psql};
 const SECRET: &str = "cluster-webhook-secret_1";
 
 /// Waits until something listens on `port`: the replica has started (its signal handling too).
-fn wait_listening(port: u16) {
+pub fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
@@ -21,10 +21,15 @@ fn wait_listening(port: u16) {
     }
 }
 
-/// `sputnik serve` in webhook mode, listening on `port`, posted to through `balancer`; returns
-/// once it takes posts.
-fn replica(data: &std::path::Path, url: &str, server: &Server, balancer: &Balancer, port: u16) -> Running {
-    let command: Command = on_postgres(data, url);
+/// `sputnik serve` (`command`) in webhook mode, listening on `port`, posted to through
+/// `balancer`; returns once it takes posts.
+pub fn replica(
+    command: Command,
+    server: &Server,
+    balancer: &Balancer,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Running {
     let hook = format!("http://{}/telegram", balancer.address);
     let listen = format!("127.0.0.1:{port}");
     let running = serve_with(
@@ -36,7 +41,10 @@ fn replica(data: &std::path::Path, url: &str, server: &Server, balancer: &Balanc
             ("SPUTNIK_TELEGRAM__WEBHOOK_LISTEN", &listen),
             ("SPUTNIK_TELEGRAM__WEBHOOK_SECRET", SECRET),
             ("SPUTNIK_TELEGRAM__WEBHOOK_TAKEOVER_SECONDS", "2"),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     wait_listening(port);
     running
@@ -97,7 +105,7 @@ fn a_thousand_employees_ask_webhook_replicas_behind_a_load_balancer_through_deat
     let balancer = Balancer::start(ports.to_vec());
     let data = |i: usize| tmp.path().join(format!("replica-{i}"));
     // The first to start leads: it points Telegram at the webhook.
-    let mut replicas = vec![replica(&data(0), &url, &server, &balancer, ports[0])];
+    let mut replicas = vec![replica(on_postgres(&data(0), &url), &server, &balancer, ports[0], &[])];
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.calls("setWebhook").is_empty() {
         if Instant::now() > deadline {
@@ -107,8 +115,8 @@ fn a_thousand_employees_ask_webhook_replicas_behind_a_load_balancer_through_deat
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(server.calls("setWebhook")[0]["secret_token"], SECRET);
-    replicas.push(replica(&data(1), &url, &server, &balancer, ports[1]));
-    replicas.push(replica(&data(2), &url, &server, &balancer, ports[2]));
+    replicas.push(replica(on_postgres(&data(1), &url), &server, &balancer, ports[1], &[]));
+    replicas.push(replica(on_postgres(&data(2), &url), &server, &balancer, ports[2], &[]));
 
     let questions = ["How do I get a laptop?", "How many vacation days do I have?", "Where is the office?"];
     let mut expected: HashMap<i64, usize> = users.iter().map(|&u| (u, 0)).collect();
@@ -132,16 +140,16 @@ fn a_thousand_employees_ask_webhook_replicas_behind_a_load_balancer_through_deat
 
     // It comes back, then all three restart in turn, the leader among them, while employees
     // keep asking.
-    replicas.insert(1, replica(&data(1), &url, &server, &balancer, ports[1]));
+    replicas.insert(1, replica(on_postgres(&data(1), &url), &server, &balancer, ports[1], &[]));
     let third = EMPLOYEES / 3;
     for i in 0..3 {
-        let stopped = std::mem::replace(&mut replicas[i], Running(None));
+        let stopped = std::mem::replace(&mut replicas[i], Running(None, None));
         stop(stopped);
         for &user in users.iter().skip(i * third).take(third) {
             server.text(user, "en", "How do I get a laptop?");
             *expected.get_mut(&user).unwrap() += 1;
         }
-        replicas[i] = replica(&data(i), &url, &server, &balancer, ports[i]);
+        replicas[i] = replica(on_postgres(&data(i), &url), &server, &balancer, ports[i], &[]);
     }
     every_chat_gets_exactly(&server, &expected);
     assert!(server.calls("setWebhook").len() >= 2, "a new leader set the webhook when the first stopped");

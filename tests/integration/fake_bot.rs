@@ -462,7 +462,8 @@ impl Server {
 }
 
 /// The running bot; killed if a test fails before stopping it, so no process outlives a test.
-pub struct Running(pub Option<Child>);
+/// Its log is read as it is written (a full pipe would stall the bot) and kept for the end.
+pub struct Running(pub Option<Child>, pub Option<std::thread::JoinHandle<String>>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -498,7 +499,7 @@ pub fn serve_with(
     for (key, value) in overrides {
         command.env(key, value);
     }
-    let child = command
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("SPUTNIK_TEST_BOT_LOG").is_some() {
             Stdio::inherit()
@@ -507,7 +508,14 @@ pub fn serve_with(
         })
         .spawn()
         .unwrap();
-    Running(Some(child))
+    let log = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut log);
+            String::from_utf8_lossy(&log).into_owned()
+        })
+    });
+    Running(Some(child), log)
 }
 
 pub fn terminate(mut running: Running) -> (Option<i32>, String) {
@@ -521,11 +529,7 @@ pub fn terminate(mut running: Running) -> (Option<i32>, String) {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                use std::io::Read;
-                stderr.read_to_string(&mut err).unwrap();
-            }
+            let err = running.1.take().map(|log| log.join().unwrap()).unwrap_or_default();
             assert!(!err.contains("TEST-TOKEN"), "the bot token reached the log:\n{err}");
             return (status.code(), err);
         }

@@ -7,6 +7,7 @@ mod balancer;
 mod chat;
 mod cli;
 mod cluster;
+mod cluster_load;
 mod common;
 mod crash;
 mod fake_bot;

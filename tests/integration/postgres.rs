@@ -256,8 +256,7 @@ fn a_replica_that_loses_its_turn_stops_and_the_stand_by_serves() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(1));
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let log = first.1.take().unwrap().join().unwrap();
     assert!(log.contains("lost its turn to serve Telegram"), "{log}");
 
     server.text(1001, "en", "How do I get a laptop?");

@@ -387,7 +387,7 @@ impl Write {
                 txn.open_table(table.redb())?.insert(key.to_redb(), value.to_redb())?;
                 Ok(())
             }
-            Write::Postgres(txn) => txn.put(table.name(), &[(key.to_bytes(), value.to_bytes())]),
+            Write::Postgres(txn) => txn.put(table.name(), vec![(key.to_bytes(), value.to_bytes())]),
         }
     }
 
@@ -406,22 +406,23 @@ impl Write {
                 Ok(())
             }
             Write::Postgres(txn) => {
-                let rows: Vec<_> = rows.into_iter().map(|(k, v)| (k.to_bytes(), v.to_bytes())).collect();
-                txn.put(table.name(), &rows)
+                txn.put(table.name(), rows.into_iter().map(|(k, v)| (k.to_bytes(), v.to_bytes())).collect())
             }
         }
     }
 
-    /// Removes `key`; whether it was there.
-    pub(super) fn remove<K: KeyField, V: Field>(&self, table: &Table<K, V>, key: &K) -> StoreResult<bool> {
+    /// Removes `key` (if it is there).
+    pub(super) fn remove<K: KeyField, V: Field>(&self, table: &Table<K, V>, key: &K) -> StoreResult<()> {
         match self {
-            Write::Redb(txn) => Ok(txn.open_table(table.redb())?.remove(key.to_redb())?.is_some()),
-            Write::Postgres(txn) => Ok(txn.delete(
-                table.name(),
-                &Bound::Included(key.to_bytes()),
-                &Bound::Included(key.to_bytes()),
-            )? > 0),
+            Write::Redb(txn) => {
+                txn.open_table(table.redb())?.remove(key.to_redb())?;
+            }
+            Write::Postgres(txn) => {
+                let key = Bound::Included(key.to_bytes());
+                txn.delete(table.name(), &key, &key)?;
+            }
         }
+        Ok(())
     }
 
     /// Removes every row of `span`.
@@ -436,10 +437,7 @@ impl Write {
                     .retain_in((redb_bound(&span.lo), redb_bound(&span.hi)), |_, _| false)?;
                 Ok(())
             }
-            Write::Postgres(txn) => {
-                txn.delete(table.name(), &byte_bound(&span.lo), &byte_bound(&span.hi))?;
-                Ok(())
-            }
+            Write::Postgres(txn) => txn.delete(table.name(), &byte_bound(&span.lo), &byte_bound(&span.hi)),
         }
     }
 
@@ -478,10 +476,7 @@ impl Write {
                 txn.delete_table(table.redb())?;
                 Ok(())
             }
-            Write::Postgres(txn) => {
-                txn.delete(table.name(), &Bound::Unbounded, &Bound::Unbounded)?;
-                Ok(())
-            }
+            Write::Postgres(txn) => txn.delete(table.name(), &Bound::Unbounded, &Bound::Unbounded),
         }
     }
 
