@@ -15,7 +15,7 @@ use crate::bot::UpdateMode;
 use crate::chat::{Clock, Engine, EngineSettings, system_clock};
 use crate::config::Settings;
 use crate::setting::parse_duration_seconds;
-use crate::store::ServiceLock;
+use crate::store::{Notice, ServiceLock};
 use crate::{App, Error};
 
 /// How the service keeps time; tests replace the clock to run weeks of schedule in seconds.
@@ -259,6 +259,13 @@ impl Duty {
             .store()
             .is_postgres()
             .then(|| tokio::spawn(watch_service_lock(lock.clone(), shutdown.clone())));
+        // Replies other replicas queue go out as soon as they commit, not at the next look.
+        let (listening, waker) = (app.clone(), wake.clone());
+        let listen =
+            tokio::task::spawn_blocking(move || listening.store().wake_on(Notice::Outbox, waker)).await;
+        if let Ok(Err(e)) = listen {
+            tracing::warn!(error = %e, "cannot listen for replies other replicas queue; looking every half second");
+        }
         if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
             // The menu is a convenience: the bot works without it.
             tracing::warn!(error = %e, "could not set the command menus");
@@ -355,17 +362,32 @@ async fn stand_by(
     }
 }
 
-/// Applies what other replicas changed in the store to this one's indexes, every
-/// [`STANDBY_POLL`]: a document imported through any replica is found by every replica within
-/// about a second.
+/// Applies what other replicas changed in the store to this one's indexes as soon as they
+/// commit (PostgreSQL notifies every replica), and every [`STANDBY_POLL`] in case a notice was
+/// lost with a connection: a document imported through any replica is found by every replica
+/// within moments.
 async fn follow_loop(app: Arc<App>, shutdown: CancellationToken) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let (listening, waker) = (app.clone(), changed.clone());
+    let listen = tokio::task::spawn_blocking(move || listening.store().wake_on(Notice::Changes, waker)).await;
+    if let Ok(Err(e)) = listen {
+        tracing::warn!(error = %e, "cannot listen for changes to the store; looking every second");
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = changed.notified() => {}
             _ = tokio::time::sleep(STANDBY_POLL) => {}
         }
         let following = app.clone();
-        match tokio::task::spawn_blocking(move || following.follow()).await {
+        let followed = tokio::task::spawn_blocking(move || {
+            // Brings the listening connection back after a network cut or a server restart.
+            if let Err(e) = following.store().keep_listening() {
+                tracing::debug!(error = %e, "cannot listen for changes to the store");
+            }
+            following.follow()
+        });
+        match followed.await {
             Ok(Ok(0)) => {}
             Ok(Ok(changes)) => tracing::info!(changes, "applied changes other replicas made to the store"),
             Ok(Err(e)) => tracing::error!(error = %e, "could not follow the store; retrying"),

@@ -31,7 +31,7 @@ pub use conversation::{CitedChunk, ConversationCounts, Feedback, QuestionRecord,
 pub use documents::ChunkVectors;
 use kv::{Read, Reader, Write};
 pub use onboarding::{Assignment, QuizAnswer, TaskState};
-pub use outbox::{Broadcast, Recipient};
+pub use outbox::{Broadcast, Notice, Recipient};
 pub use people::{ChatId, Employee, EmployeeId, Invite, InviteRefusal, NewEmployee, Role, invite_hash};
 pub use records::{ChunkRecord, DocumentId, DocumentRecord, Format, Language, NewDocument, SourceKey};
 pub use schema::SCHEMA_VERSION;
@@ -400,6 +400,7 @@ fn bump_revision(txn: &Write, change: Change) -> StoreResult<u64> {
     let next = schema::meta(txn, meta_keys::REVISION)? + 1;
     schema::set_meta(txn, meta_keys::REVISION, next)?;
     txn.insert(&schema::CHANGES, &next, &encode(&change))?;
+    txn.notify(outbox::Notice::Changes.channel())?;
     if next > CHANGES_KEPT {
         txn.remove(&schema::CHANGES, &(next - CHANGES_KEPT))?;
     }

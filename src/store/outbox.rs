@@ -118,6 +118,25 @@ impl Store {
         self.commit(txn)
     }
 
+    /// Wakes `wake` whenever any process on this store queues actions or logs a change
+    /// ([`Notice`]), so a replica that sends or follows need not poll for them. Nothing on redb,
+    /// where this process is the only one.
+    pub fn wake_on(&self, notice: Notice, wake: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()> {
+        match &self.backend {
+            super::Backend::Redb(_) => Ok(()),
+            super::Backend::Postgres(pool) => pool.wake_on(notice.channel(), wake),
+        }
+    }
+
+    /// Reopens the connection that listens for notices if it was lost (a network cut, a server
+    /// restart); called now and then by whoever waits on them.
+    pub fn keep_listening(&self) -> StoreResult<()> {
+        match &self.backend {
+            super::Backend::Redb(_) => Ok(()),
+            super::Backend::Postgres(pool) => pool.listen(),
+        }
+    }
+
     /// Up to `limit` undelivered actions, oldest first.
     pub fn outbox<T: DeserializeOwned>(&self, limit: usize) -> StoreResult<Vec<(u64, T)>> {
         let txn = self.read()?;
@@ -191,8 +210,30 @@ impl Store {
     }
 }
 
+/// What other processes on a PostgreSQL store can be told about as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Actions were queued for the sender.
+    Outbox,
+    /// The change log grew: documents or vectors changed.
+    Changes,
+}
+
+impl Notice {
+    pub(super) fn channel(self) -> &'static str {
+        match self {
+            Notice::Outbox => "sputnik_outbox",
+            Notice::Changes => "sputnik_changes",
+        }
+    }
+}
+
 /// Appends actions to the outbox inside `txn`, numbering them in order.
 pub(super) fn append<T: Serialize>(txn: &Write, actions: &[T]) -> StoreResult<()> {
+    if actions.is_empty() {
+        return Ok(());
+    }
+    txn.notify(Notice::Outbox.channel())?;
     let first = meta(txn, meta_keys::NEXT_OUTBOX_ID)?.max(1);
     let encoded: Vec<Vec<u8>> = actions.iter().map(encode).collect();
     txn.insert_all(&OUTBOX, encoded.iter().enumerate().map(|(i, bytes)| (first + i as u64, bytes)))?;
@@ -217,6 +258,51 @@ mod tests {
             store.commit_update(5, &Vec::<String>::new()).unwrap();
             assert_eq!(store.telegram_offset().unwrap(), 43);
         });
+    }
+
+    /// On PostgreSQL a process that waits for replies or changes is woken when another
+    /// process's transaction commits them, and not by one that rolls back.
+    #[test]
+    fn other_processes_queueing_replies_or_changes_wake_a_listener() {
+        use super::{Notice, Store};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let url = crate::store::testing::fresh_database();
+        let (sender, other) = (Store::connect(&url).unwrap(), Store::connect(&url).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let woken_within = |wake: &Arc<tokio::sync::Notify>, wait: Duration| {
+            runtime.block_on(async { tokio::time::timeout(wait, wake.notified()).await.is_ok() })
+        };
+        let woken = |wake: &Arc<tokio::sync::Notify>| woken_within(wake, Duration::from_secs(10));
+        let (replies, changes) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        sender.wake_on(Notice::Outbox, replies.clone()).unwrap();
+        sender.wake_on(Notice::Changes, changes.clone()).unwrap();
+        let txn = other.write().unwrap();
+        super::append(&txn, &["never sent"]).unwrap();
+        txn.abort().unwrap();
+        other.enqueue(&["a reply"]).unwrap();
+        assert!(woken(&replies), "a committed reply wakes the sender");
+        // Exactly one wake-up: the rolled-back reply sent none.
+        assert!(!woken_within(&replies, Duration::from_millis(300)));
+        assert_eq!(sender.outbox::<String>(10).unwrap().len(), 1);
+        let doc = crate::store::NewDocument {
+            root: "/kb".into(),
+            source: "a.md".into(),
+            title: "A".into(),
+            language: crate::store::Language::En,
+            groups: vec![],
+            content_hash: "h".into(),
+            pipeline: "p".into(),
+            format: crate::store::Format::Markdown,
+            size: 1,
+            updated_at: 0,
+            chunks: vec![],
+        };
+        other.put_document(doc, None).unwrap();
+        assert!(woken(&changes), "a change to the documents wakes the follower");
+        // The store on redb has no other process to hear from: nothing to listen to.
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(&dir.path().join("store.redb")).unwrap().wake_on(Notice::Outbox, replies).unwrap();
     }
 
     #[test]

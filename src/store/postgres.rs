@@ -33,8 +33,12 @@ const WRITE_LOCK: i64 = 0x5370_7574_6e69_6b31;
 /// The session advisory lock of the one replica that serves Telegram ("Sputnik2").
 pub(super) const SERVICE_LOCK: i64 = 0x5370_7574_6e69_6b32;
 
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 8;
+/// Idle connections kept for reuse: as many as a replica uses at full load (its handlers, the
+/// sender, the follower), since opening one costs PostgreSQL a process.
+const MAX_IDLE: usize = 40;
+
+/// An idle connection unused this long is closed.
+const IDLE_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sputnik_kv (
     tbl text COLLATE \"C\" NOT NULL,
@@ -47,11 +51,18 @@ pub(super) struct Pool {
     config: Config,
     tls: Tls,
     location: String,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, the most recently used last, with when each was.
+    idle: Mutex<Vec<(Conn, std::time::Instant)>>,
     /// The connection a stand-by asks for a session lock on, kept between its attempts (one a
     /// second) instead of connecting anew each time.
     candidate: Mutex<Option<Conn>>,
+    /// The connection that LISTENs (and on how many channels), and what a notice on each
+    /// channel wakes.
+    listener: Mutex<Option<(Conn, usize)>>,
+    wakers: Arc<Mutex<Wakers>>,
 }
+
+type Wakers = HashMap<&'static str, Vec<Arc<tokio::sync::Notify>>>;
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,18 +87,33 @@ impl Conn {
 }
 
 /// Connects with `tls` and runs the connection until its client is dropped, handing the client
-/// to `sender` first.
-async fn run_connection<T>(config: Config, tls: T, sender: std::sync::mpsc::Sender<StoreResult<Client>>)
-where
+/// to `sender` first; a notice it receives (when it LISTENs) wakes what `wakers` holds for its
+/// channel.
+async fn run_connection<T>(
+    config: Config,
+    tls: T,
+    sender: std::sync::mpsc::Sender<StoreResult<Client>>,
+    wakers: Option<Arc<Mutex<Wakers>>>,
+) where
     T: MakeTlsConnect<Socket>,
     T::Stream: Send + 'static,
 {
     match config.connect(tls).await {
-        Ok((client, connection)) => {
+        Ok((client, mut connection)) => {
             let _ = sender.send(Ok(client));
             // Runs until the client is dropped or the server goes away.
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL connection ended");
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match (message, &wakers) {
+                    (Ok(tokio_postgres::AsyncMessage::Notification(notice)), Some(wakers)) => {
+                        let wakers = wakers.lock().unwrap_or_else(|e| e.into_inner());
+                        wakers.get(notice.channel()).into_iter().flatten().for_each(|w| w.notify_one());
+                    }
+                    (Ok(_), _) => {}
+                    (Err(e), _) => {
+                        tracing::warn!(error = %e, "PostgreSQL connection ended");
+                        break;
+                    }
+                }
             }
         }
         Err(e) => {
@@ -120,6 +146,8 @@ impl Pool {
             location,
             idle: Mutex::new(Vec::new()),
             candidate: Mutex::new(None),
+            listener: Mutex::new(None),
+            wakers: Arc::default(),
         });
         let conn = pool.connect().map_err(|e| match e {
             StoreError::Postgres(reason) => {
@@ -139,6 +167,11 @@ impl Pool {
     }
 
     fn connect(&self) -> StoreResult<Conn> {
+        self.connect_with(None)
+    }
+
+    /// A new connection; `wakers` when it is to LISTEN: a notice wakes what waits on its channel.
+    fn connect_with(&self, wakers: Option<Arc<Mutex<Wakers>>>) -> StoreResult<Conn> {
         let (sender, receiver) = std::sync::mpsc::channel();
         let config = self.config.clone();
         let tls = self.tls.clone();
@@ -154,8 +187,8 @@ impl Pool {
                     }
                 };
                 match tls {
-                    Tls::Plain => runtime.block_on(run_connection(config, NoTls, sender)),
-                    Tls::Verified(tls) => runtime.block_on(run_connection(config, tls, sender)),
+                    Tls::Plain => runtime.block_on(run_connection(config, NoTls, sender, wakers)),
+                    Tls::Verified(tls) => runtime.block_on(run_connection(config, tls, sender, wakers)),
                 }
             })
             .map_err(|e| StoreError::Postgres(format!("cannot start a connection thread: {e}")))?;
@@ -181,9 +214,40 @@ impl Pool {
         Ok(None)
     }
 
+    /// Wakes `wake` whenever a transaction that notifies `channel` commits, in any process.
+    pub(super) fn wake_on(&self, channel: &'static str, wake: Arc<tokio::sync::Notify>) -> StoreResult<()> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner()).entry(channel).or_default().push(wake);
+        self.listen()
+    }
+
+    /// Makes sure the listening connection is up (after a network cut or a server restart it is
+    /// opened again) and LISTENs on every channel something waits on.
+    pub(super) fn listen(&self) -> StoreResult<()> {
+        let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        let channels: Vec<&str> =
+            self.wakers.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let conn = match listener.take() {
+            Some((conn, listening)) if !conn.client.is_closed() => {
+                if listening == channels.len() {
+                    *listener = Some((conn, listening));
+                    return Ok(());
+                }
+                conn
+            }
+            _ => self.connect_with(Some(self.wakers.clone()))?,
+        };
+        let sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+        block_on(conn.client.batch_execute(&sql)).map_err(error)?;
+        *listener = Some((conn, channels.len()));
+        Ok(())
+    }
+
     fn checkout(&self) -> StoreResult<Conn> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop().map(|(conn, _)| conn);
             match idle {
                 Some(conn) if conn.client.is_closed() => continue,
                 Some(conn) => return Ok(conn),
@@ -194,8 +258,10 @@ impl Pool {
 
     fn checkin(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        idle.retain(|(_, used)| now.duration_since(*used) < IDLE_KEPT);
         if !conn.client.is_closed() && idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push((conn, now));
         }
     }
 
@@ -336,6 +402,11 @@ impl Txn {
     pub(super) fn count(&self, table: &str) -> StoreResult<u64> {
         let rows = self.query("SELECT count(*) FROM sputnik_kv WHERE tbl = $1", &[&table])?;
         Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0)) as u64)
+    }
+
+    /// Notifies `channel` when (and only if) the transaction commits.
+    pub(super) fn notify(&self, channel: &'static str) -> StoreResult<()> {
+        self.defer("SELECT pg_notify($1, '')".to_owned(), vec![Box::new(channel)], 0)
     }
 
     /// Inserts or replaces rows, all in one statement (sent with the next round trip).

@@ -480,6 +480,15 @@ impl Write {
         }
     }
 
+    /// Tells the other processes on the store that this transaction wrote something `channel`
+    /// is about, once it commits. Only PostgreSQL has other processes.
+    pub(super) fn notify(&self, channel: &'static str) -> StoreResult<()> {
+        match self {
+            Write::Redb(_) => Ok(()),
+            Write::Postgres(txn) => txn.notify(channel),
+        }
+    }
+
     pub(super) fn commit(self) -> StoreResult<()> {
         match self {
             Write::Redb(txn) => Ok(txn.commit()?),
