@@ -152,7 +152,7 @@ impl App {
             ),
             _ => None,
         };
-        Ok(App {
+        let app = App {
             settings,
             store,
             index: SharedLexical::new(index),
@@ -163,7 +163,12 @@ impl App {
             opened,
             calendar,
             _data_lock: data_lock,
-        })
+        };
+        if let OpenOutcome::Behind { revision } = app.opened {
+            let changes = app.follow()?;
+            tracing::info!(revision, changes, "caught the full-text index up with the store's change log");
+        }
+        Ok(app)
     }
 
     /// Why imports are refused and the dense leg is off, if they are (a model conflict).

@@ -52,7 +52,15 @@ impl IndexState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenOutcome {
     UpToDate,
-    Rebuilt { reason: String, chunks: u64 },
+    /// The index reflects an earlier revision whose changes the store's change log still holds:
+    /// they are to be applied ([`crate::App::follow`]), not the index rebuilt.
+    Behind {
+        revision: u64,
+    },
+    Rebuilt {
+        reason: String,
+        chunks: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +136,14 @@ impl LexicalIndex {
                 Some(state) if state.format != INDEX_FORMAT => "the index format changed".to_owned(),
                 Some(state) if state.store_instance != expected.store_instance => {
                     "the index belongs to another store".to_owned()
+                }
+                Some(state)
+                    if state.store_revision < expected.store_revision
+                        && store.changes_since(state.store_revision)?.is_some_and(|(_, changes)| {
+                            !changes.iter().any(|(_, change)| *change == crate::store::Change::Everything)
+                        }) =>
+                {
+                    return Ok((index, OpenOutcome::Behind { revision: state.store_revision }));
                 }
                 Some(state) => format!(
                     "the index reflects store revision {}, the store is at {}",
