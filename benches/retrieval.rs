@@ -209,12 +209,11 @@ fn bench_coldstart(tmp: &Path, words: &[String]) {
         let Some(cluster) = &cluster else { continue };
         let url = cluster.database(&format!("bench_{n}"));
         let started = Instant::now();
-        let copied = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["copy-store", "--to", &url])
-            .output()
-            .unwrap();
+        let mut copy = std::process::Command::new(env!("CARGO_BIN_EXE_sputnik"));
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SPUTNIK_")) {
+            copy.env_remove(key);
+        }
+        let copied = copy.arg("--data-dir").arg(&data).args(["copy-store", "--to", &url]).output().unwrap();
         assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
         println!("copy-store into PostgreSQL, {n} chunks: {:.1} s", started.elapsed().as_secs_f64());
         let replica = tmp.join(format!("replica-{n}"));

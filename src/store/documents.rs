@@ -50,17 +50,27 @@ impl Store {
         &self,
         keys: &[(DocumentId, u32)],
     ) -> StoreResult<Vec<Option<(DocumentRecord, ChunkRecord)>>> {
+        // Two lookups in all, not two per passage: on PostgreSQL each is a round trip.
         let txn = self.read()?;
+        let chunk_keys: Vec<(u64, u32)> = keys.iter().map(|&(doc, ordinal)| (doc.0, ordinal)).collect();
+        let chunks = txn.get_many(&CHUNKS, &chunk_keys)?;
+        let mut ids: Vec<u64> = keys.iter().map(|(doc, _)| doc.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut documents = std::collections::HashMap::new();
+        for (id, bytes) in ids.iter().zip(txn.get_many(&DOCUMENTS, &ids)?) {
+            if let Some(bytes) = bytes {
+                documents.insert(*id, decode::<DocumentRecord>(&bytes, || format!("document {id}"))?);
+            }
+        }
         let mut out = Vec::with_capacity(keys.len());
-        for &(doc, ordinal) in keys {
-            let chunk = match txn.get(&CHUNKS, &(doc.0, ordinal))? {
-                Some(bytes) => decode::<ChunkRecord>(&bytes, || format!("chunk {}/{ordinal}", doc.0))?,
-                None => {
-                    out.push(None);
-                    continue;
-                }
+        for (&(doc, ordinal), chunk) in keys.iter().zip(chunks) {
+            let (Some(bytes), Some(document)) = (chunk, documents.get(&doc.0)) else {
+                out.push(None);
+                continue;
             };
-            out.push(read_document(&txn, doc.0)?.map(|d| (d, chunk)));
+            let chunk = decode::<ChunkRecord>(&bytes, || format!("chunk {}/{ordinal}", doc.0))?;
+            out.push(Some((document.clone(), chunk)));
         }
         Ok(out)
     }
@@ -73,12 +83,9 @@ impl Store {
     ) -> Result<u64, crate::Error> {
         let txn = self.read()?;
         let revision = meta(&txn, meta_keys::REVISION)?;
-        let mut current: Option<DocumentRecord> = None;
+        let documents = all_documents(&txn)?;
         txn.scan(&CHUNKS, Span::all(), |(doc, ordinal), bytes| {
-            if current.as_ref().is_none_or(|d| d.id.0 != doc) {
-                current = read_document(&txn, doc)?;
-            }
-            if let Some(document) = &current {
+            if let Some(document) = documents.get(&doc) {
                 let chunk: ChunkRecord = decode(&bytes, || format!("chunk {doc}/{ordinal}"))?;
                 visit(document, &chunk)?;
             }
@@ -103,13 +110,10 @@ impl Store {
         let Some(model) = meta_text(&txn, meta_keys::EMBEDDING_MODEL)? else {
             return Ok(revision);
         };
-        let mut current: Option<DocumentRecord> = None;
+        let documents = all_documents(&txn)?;
         let mut vector = Vec::new();
         txn.scan(&embeddings(&model), Span::all(), |(doc, ordinal), bytes| {
-            if current.as_ref().is_none_or(|d| d.id.0 != doc) {
-                current = read_document(&txn, doc)?;
-            }
-            if let Some(document) = &current {
+            if let Some(document) = documents.get(&doc) {
                 read_vector(&bytes, &mut vector);
                 visit(document, ordinal, &vector);
             }
@@ -307,6 +311,17 @@ fn vector_bytes(vector: &[f32]) -> Vec<u8> {
 fn read_vector(bytes: &[u8], out: &mut Vec<f32>) {
     out.clear();
     out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+}
+
+/// Every document by id, read in one scan (on PostgreSQL a round trip per page, not per
+/// document: what a pass over every chunk or vector needs).
+fn all_documents(txn: &impl Reader) -> StoreResult<std::collections::HashMap<u64, DocumentRecord>> {
+    let mut documents = std::collections::HashMap::new();
+    txn.scan(&DOCUMENTS, Span::all(), |id, bytes| {
+        documents.insert(id, decode::<DocumentRecord>(&bytes, || format!("document {id}"))?);
+        Ok::<_, StoreError>(ControlFlow::Continue(()))
+    })?;
+    Ok(documents)
 }
 
 fn read_document(txn: &impl Reader, id: u64) -> StoreResult<Option<DocumentRecord>> {

@@ -460,6 +460,16 @@ mod tests {
             assert_eq!(texts, vec!["uno"]);
             assert_eq!(store.chunks(other.id).unwrap().len(), 1);
             assert_eq!(store.counts().unwrap().chunks, 2);
+            // Passages with their documents, in the order asked, missing ones as None.
+            let keys = [(other.id, 0), (first.id, 1), (first.id, 0), (DocumentId(999), 0)];
+            let found: Vec<Option<(String, String)>> = store
+                .chunks_with_documents(&keys)
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.map(|(d, c)| (d.source, c.text)))
+                .collect();
+            let hit = |source: &str, text: &str| Some((source.to_owned(), text.to_owned()));
+            assert_eq!(found, [hit("b.md", "other"), None, hit("a.md", "uno"), None]);
         });
     }
 

@@ -379,6 +379,13 @@ impl Txn {
         Ok(rows.first().map(|row| row.get(0)))
     }
 
+    /// The rows of `keys` that exist, in one round trip.
+    pub(super) fn get_many(&self, table: &str, keys: &[Vec<u8>]) -> StoreResult<HashMap<Vec<u8>, Vec<u8>>> {
+        let rows = self
+            .query("SELECT k, v FROM sputnik_kv WHERE tbl = $1 AND k = ANY($2::bytea[])", &[&table, &keys])?;
+        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
     /// Up to [`PAGE_ROWS`] rows between the bounds, in key order or reversed.
     pub(super) fn page(
         &self,

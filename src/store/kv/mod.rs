@@ -259,6 +259,15 @@ pub(super) trait Reader {
 
     fn len<K: KeyField, V: Field>(&self, table: &Table<K, V>) -> StoreResult<u64>;
 
+    /// The values of `keys`, in their order (on PostgreSQL in one round trip).
+    fn get_many<K: KeyField, V: Field>(
+        &self,
+        table: &Table<K, V>,
+        keys: &[K],
+    ) -> StoreResult<Vec<Option<V>>> {
+        keys.iter().map(|key| self.get(table, key)).collect()
+    }
+
     /// Every row of `span`, in order.
     fn rows<K: KeyField, V: Field>(&self, table: &Table<K, V>, span: Span<K>) -> StoreResult<Vec<(K, V)>> {
         let mut out = Vec::new();
@@ -313,6 +322,31 @@ impl Reader for Read {
                 None => Ok(None),
             },
             Read::Postgres(txn) => pg_get(txn, table, key),
+        }
+    }
+
+    fn get_many<K: KeyField, V: Field>(
+        &self,
+        table: &Table<K, V>,
+        keys: &[K],
+    ) -> StoreResult<Vec<Option<V>>> {
+        match self {
+            Read::Redb(txn) => match redb_read_table(txn, table)? {
+                Some(t) => keys.iter().map(|key| redb_get(&t, key)).collect(),
+                None => Ok(keys.iter().map(|_| None).collect()),
+            },
+            Read::Postgres(txn) => {
+                let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.to_bytes()).collect();
+                let mut found = txn.get_many(table.name(), &keys)?;
+                keys.iter()
+                    .map(|key| match found.remove(key) {
+                        Some(bytes) => {
+                            V::from_bytes(&bytes).map(Some).ok_or_else(|| corrupt_row(table.name()))
+                        }
+                        None => Ok(None),
+                    })
+                    .collect()
+            }
         }
     }
 
