@@ -259,7 +259,11 @@ impl LexicalIndex {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if writer.is_none() {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
-            *writer = Some(self.index.writer_with_num_threads(threads, WRITER_HEAP_BYTES)?);
+            let opened: IndexWriter = self.index.writer_with_num_threads(threads, WRITER_HEAP_BYTES)?;
+            // A process killed between writing and committing leaves files the index does not
+            // list; a new writer would reach for the same names. Cleared before the first write.
+            opened.garbage_collect_files().wait()?;
+            *writer = Some(opened);
         }
         f(writer.as_mut().expect("writer was just created"))
     }
