@@ -260,12 +260,7 @@ impl Duty {
             .is_postgres()
             .then(|| tokio::spawn(watch_service_lock(lock.clone(), shutdown.clone())));
         // Replies other replicas queue go out as soon as they commit, not at the next look.
-        let (listening, waker) = (app.clone(), wake.clone());
-        let listen =
-            tokio::task::spawn_blocking(move || listening.store().wake_on(Notice::Outbox, waker)).await;
-        if let Ok(Err(e)) = listen {
-            tracing::warn!(error = %e, "cannot listen for replies other replicas queue; looking every half second");
-        }
+        listen_for(&app, Notice::Outbox, &wake).await;
         if let Err(e) = crate::bot::publish_commands(&bot, &app).await {
             // The menu is a convenience: the bot works without it.
             tracing::warn!(error = %e, "could not set the command menus");
@@ -362,17 +357,23 @@ async fn stand_by(
     }
 }
 
+/// Has the store wake `wake` on `notice` from any process; where it cannot (the connection
+/// fails), the caller's regular look still finds what it waits for.
+async fn listen_for(app: &Arc<App>, notice: Notice, wake: &Arc<tokio::sync::Notify>) {
+    let (listening, waker) = (app.clone(), wake.clone());
+    let listen = tokio::task::spawn_blocking(move || listening.store().wake_on(notice, waker)).await;
+    if let Ok(Err(e)) = listen {
+        tracing::warn!(error = %e, ?notice, "cannot listen for other replicas' notices; looking now and then");
+    }
+}
+
 /// Applies what other replicas changed in the store to this one's indexes as soon as they
 /// commit (PostgreSQL notifies every replica), and every [`STANDBY_POLL`] in case a notice was
 /// lost with a connection: a document imported through any replica is found by every replica
 /// within moments.
 async fn follow_loop(app: Arc<App>, shutdown: CancellationToken) {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let (listening, waker) = (app.clone(), changed.clone());
-    let listen = tokio::task::spawn_blocking(move || listening.store().wake_on(Notice::Changes, waker)).await;
-    if let Ok(Err(e)) = listen {
-        tracing::warn!(error = %e, "cannot listen for changes to the store; looking every second");
-    }
+    listen_for(&app, Notice::Changes, &changed).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

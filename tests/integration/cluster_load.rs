@@ -90,8 +90,7 @@ fn wait_answered(server: &Server, count: usize) {
 #[ignore = "a load run of several minutes; figures go to docs/benchmarks.md"]
 fn cluster_load_1000_employees_on_1_2_and_3_replicas() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let data = handbook_with_model(tmp.path());
     {
         let app = sputnik::App::open(model_settings(&data)).unwrap();
         let now = jiff::Timestamp::now().as_second();

@@ -575,6 +575,13 @@ pub fn stop(bot: Running) -> String {
     log
 }
 
+/// `data` under `tmp` with the sample handbook imported with the default model.
+pub fn handbook_with_model(tmp: &Path) -> std::path::PathBuf {
+    let data = tmp.join("data");
+    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    data
+}
+
 /// [`knowledge_base`] and the sample engineering onboarding plan.
 pub fn knowledge_base_with_plan(tmp: &Path) -> std::path::PathBuf {
     let data = knowledge_base(tmp);

@@ -66,13 +66,6 @@ fn a_hung_model_for_one_employee_does_not_hold_up_another() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// The sample handbook imported with the default model.
-fn handbook_with_model(tmp: &std::path::Path) -> std::path::PathBuf {
-    let data = tmp.join("data");
-    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
-    data
-}
-
 /// A long text of distinct paragraphs (about `paragraphs` × 70 words), so embedding it takes a
 /// while.
 fn long_policy(paragraphs: usize) -> String {

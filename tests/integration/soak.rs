@@ -33,8 +33,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn soak_1000_employees_at_a_steady_rate() {
     let seconds: u64 = std::env::var("SPUTNIK_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let data = handbook_with_model(tmp.path());
     {
         let app = sputnik::App::open(model_settings(&data)).unwrap();
         let now = jiff::Timestamp::now().as_second();

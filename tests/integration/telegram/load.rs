@@ -17,8 +17,7 @@ fn load_1000_employees_ask_5_questions_each() {
     const EMPLOYEES: i64 = 1000;
     const QUESTIONS: usize = 5;
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    assert!(run(sputnik_with_model(&data).arg("import").arg(repo_path("assets/handbook"))).status.success());
+    let data = handbook_with_model(tmp.path());
     let codes: Vec<String> = {
         let app = sputnik::App::open(model_settings(&data)).unwrap();
         let now = jiff::Timestamp::now().as_second();
