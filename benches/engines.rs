@@ -39,6 +39,8 @@ const MODEL: &str = "multilingual-e5-small";
 const BATCH: usize = 16;
 /// Interleaved rounds over the question set (each question once per engine per round).
 const ROUNDS: usize = 8;
+/// Milliseconds between interleaved calls, so that each starts on idle cores.
+const PAUSE_MS: u64 = 50;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -183,10 +185,17 @@ fn bench_engines(c: &mut Criterion) {
     };
 
     // Questions, interleaved so that both engines see the same machine; one round to warm up.
+    // Each call starts after a pause: the reference engine's OpenMP workers spin on both cores
+    // for a while after each call (libgomp's default wait policy), and a call made right after
+    // one of its calls shares the cores with them.
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let pause = || std::thread::sleep(Duration::from_millis(PAUSE_MS));
     for round in 0..=ROUNDS {
         for q in &asked {
-            let (a, b) = (sputnik_question(q), reference.question(q, 1));
+            pause();
+            let a = sputnik_question(q);
+            pause();
+            let b = reference.question(q, 1);
             if round > 0 {
                 ours.push(a);
                 theirs.push(b);

@@ -1,15 +1,22 @@
-//! A BERT-architecture encoder layer over plain slices, for one short input (a question): the
-//! same arithmetic as the tensor path in Sputnik's `embed::quantized`, without a tensor per
-//! operation. A question of 15 tokens runs some 20 operations in each of 12 layers, each on a few
-//! thousand values, so allocating, dispatching and copying tensors costs about as much as the
-//! arithmetic; here each layer is six 4-bit products ([`Q4Matrix::matmul`]) and loops over
-//! buffers reused from layer to layer ([`Scratch`]).
+//! A BERT-architecture encoder over plain slices, for a batch of texts without padding: every
+//! text's token rows lie one after another in one buffer, the linear layers run over all of
+//! them at once (one 4-bit product per layer and role, [`Q4Matrix::matmul`], with as many rows
+//! as the batch has tokens), and attention runs per text and head, so no token attends to
+//! padding and no work is spent on it. A question is a batch of one.
 //!
-//! Conventions as in the tensor path: the query is scaled by 1/√(head width) before the scores,
-//! softmax over each query's scores, LayerNorm after each residual, erf-based GELU, mean pooling
-//! over the tokens and L2 normalisation.
+//! Nothing here allocates per operation: a layer is four 4-bit products (query, key and value
+//! in one), attention as two small f32 products per text and head (the `gemm` crate, which
+//! candle's own CPU products use), and loops over buffers reused from layer to layer
+//! ([`Scratch`]). Long batches share the cores: the products split their rows, attention its
+//! (text, head) pairs, the element-wise steps their rows.
+//!
+//! Conventions as in the tensor path of Sputnik's `embed::quantized`: the scores are scaled by
+//! 1/√(head width), softmax over each query's scores, LayerNorm after each residual, erf-based
+//! GELU, mean pooling over each text's tokens and L2 normalisation.
 
-use crate::activation::gelu_erf;
+use rayon::prelude::*;
+
+use crate::activation::{exp_nonpositive, gelu_erf};
 use crate::q4::Q4Matrix;
 
 /// A linear layer: 4-bit weights (outputs × inputs) and an f32 bias per output.
@@ -30,9 +37,8 @@ pub struct Norm<'a> {
 /// One encoder layer's weights.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerWeights<'a> {
-    pub query: Dense<'a>,
-    pub key: Dense<'a>,
-    pub value: Dense<'a>,
+    /// Query, key and value stacked: 3 × width outputs, in that order.
+    pub qkv: Dense<'a>,
     pub output: Dense<'a>,
     pub attention_norm: Norm<'a>,
     pub up: Dense<'a>,
@@ -41,16 +47,25 @@ pub struct LayerWeights<'a> {
     pub heads: usize,
 }
 
-/// Buffers one input's pass reuses in every layer.
+/// Buffers a batch's pass reuses in every layer.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    query: Vec<f32>,
-    key: Vec<f32>,
-    value: Vec<f32>,
+    qkv: Vec<f32>,
     context: Vec<f32>,
     sum: Vec<f32>,
     hidden: Vec<f32>,
-    scores: Vec<f32>,
+}
+
+/// Values from which an element-wise step is shared between the cores.
+const PARALLEL_FROM: usize = 1 << 15;
+
+/// `f` over runs of whole rows of `x` (rows of `width`), on every core when `x` is large.
+fn rows_mut(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    if x.len() < 2 * PARALLEL_FROM {
+        return f(x);
+    }
+    let rows = (PARALLEL_FROM / width).max(1);
+    x.par_chunks_mut(rows * width).for_each(f);
 }
 
 /// `out = x · Wᵀ + b` for the `tokens` rows of `x`.
@@ -59,104 +74,263 @@ fn dense(layer: Dense<'_>, x: &[f32], tokens: usize, out: &mut Vec<f32>) {
     out.clear();
     out.resize(tokens * outputs, 0.0);
     layer.weight.matmul(x, tokens, out);
-    for row in out.chunks_exact_mut(outputs) {
-        row.iter_mut().zip(layer.bias).for_each(|(v, b)| *v += b);
+    rows_mut(out, outputs, |rows| {
+        for row in rows.chunks_exact_mut(outputs) {
+            row.iter_mut().zip(layer.bias).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// Lanes a sum or maximum runs in: a float reduction in one accumulator is a chain the compiler
+/// must keep in order; in eight it becomes vector instructions.
+const LANES: usize = 8;
+
+/// `Σ f(v)` over `values`, in [`LANES`] partial sums.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, &v)| *l += f(v));
     }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest of `values` (−∞ for none), in [`LANES`] partial maxima.
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, &v)| *l = if v > *l { v } else { *l });
+    }
+    lanes.iter().copied().fold(tail, f32::max)
 }
 
 /// LayerNorm of every row of `x` (rows of `norm.weight.len()` values), in place.
 pub fn layer_norm(x: &mut [f32], norm: Norm<'_>) {
     let width = norm.weight.len();
-    for row in x.chunks_exact_mut(width) {
-        let mean = row.iter().sum::<f32>() / width as f32;
-        let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-        let scale = 1.0 / (variance + norm.eps).sqrt();
-        for ((v, w), b) in row.iter_mut().zip(norm.weight).zip(norm.bias) {
-            *v = (*v - mean) * scale * w + b;
+    rows_mut(x, width, |rows| {
+        for row in rows.chunks_exact_mut(width) {
+            let mean = lane_sum(row, |v| v) / width as f32;
+            let variance = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
+            let scale = 1.0 / (variance + norm.eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(norm.weight).zip(norm.bias) {
+                *v = (*v - mean) * scale * w + b;
+            }
         }
-    }
+    });
 }
 
-/// The embedding sum (word rows already in `x`, plus the first positions' rows and the token
-/// type's row) and its LayerNorm, in place.
-pub fn embeddings(x: &mut [f32], positions: &[f32], token_type: &[f32], norm: Norm<'_>) {
+/// `x += residual`, then LayerNorm, in place.
+fn add_and_norm(x: &mut [f32], residual: &[f32], norm: Norm<'_>) {
+    x.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
+    layer_norm(x, norm);
+}
+
+/// The embedding sum (word rows already in `x`, text after text as `lengths` says; plus each
+/// text's position rows from position 0 and the token type's row) and its LayerNorm, in place.
+pub fn embeddings(x: &mut [f32], lengths: &[usize], positions: &[f32], token_type: &[f32], norm: Norm<'_>) {
     let width = token_type.len();
-    for (row, position) in x.chunks_exact_mut(width).zip(positions.chunks_exact(width)) {
-        for ((v, p), t) in row.iter_mut().zip(position).zip(token_type) {
-            *v += p + t;
+    let mut rest = &mut *x;
+    for &length in lengths {
+        let (text, tail) = rest.split_at_mut(length * width);
+        for (row, position) in text.chunks_exact_mut(width).zip(positions.chunks_exact(width)) {
+            for ((v, p), t) in row.iter_mut().zip(position).zip(token_type) {
+                *v += p + t;
+            }
         }
+        rest = tail;
     }
     layer_norm(x, norm);
 }
 
-/// Multi-head self-attention of `tokens` rows, every token visible to every other.
-fn attention(s: &mut Scratch, tokens: usize, width: usize, heads: usize) {
-    let head_width = width / heads;
-    let scale = 1.0 / (head_width as f32).sqrt();
-    s.query.iter_mut().for_each(|v| *v *= scale);
-    s.context.clear();
-    s.context.resize(tokens * width, 0.0);
-    s.scores.resize(tokens, 0.0);
-    for head in 0..heads {
-        let part = head * head_width..(head + 1) * head_width;
-        for i in 0..tokens {
-            let query = &s.query[i * width..][part.clone()];
-            for (j, score) in s.scores.iter_mut().enumerate() {
-                let key = &s.key[j * width..][part.clone()];
-                *score = query.iter().zip(key).map(|(q, k)| q * k).sum();
-            }
-            let max = s.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0;
-            for score in s.scores.iter_mut() {
-                *score = (*score - max).exp();
-                total += *score;
-            }
-            let context = &mut s.context[i * width..][part.clone()];
-            for (j, score) in s.scores.iter().enumerate() {
-                let weight = score / total;
-                let value = &s.value[j * width..][part.clone()];
-                context.iter_mut().zip(value).for_each(|(c, v)| *c += weight * v);
-            }
+/// Softmax of one row of scores, in place.
+fn softmax(row: &mut [f32]) {
+    let max = lane_max(row);
+    row.iter_mut().for_each(|score| *score = exp_nonpositive(*score - max));
+    let inverse = 1.0 / lane_sum(row, |v| v);
+    row.iter_mut().for_each(|s| *s *= inverse);
+}
+
+/// `dst (m × n, rows of dst_rs) = scale · lhs (m × k) · rhs (k × n)`, each operand given by its
+/// first element and its row and column strides in `values`. Checked against the slices' ends.
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&'a [f32], usize, usize),
+    rhs: (&'a [f32], usize, usize),
+    scale: f32,
+}
+
+impl Product<'_> {
+    fn run(&self, dst: &mut [f32], dst_rs: usize) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let last = |rows: usize, columns: usize, (_, rs, cs): (&[f32], usize, usize)| {
+            (rows - 1) * rs + (columns - 1) * cs
+        };
+        assert!(m > 0 && n > 0 && k > 0);
+        assert!(last(m, k, self.lhs) < self.lhs.0.len(), "lhs out of bounds");
+        assert!(last(k, n, self.rhs) < self.rhs.0.len(), "rhs out of bounds");
+        assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "dst out of bounds");
+        #[allow(unsafe_code)]
+        // SAFETY: every element the product reads or writes lies inside its slice (asserted just
+        // above from the shapes and strides); `dst` is borrowed mutably, the operands shared, so
+        // they do not overlap.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                false,
+                self.lhs.0.as_ptr(),
+                self.lhs.2 as isize,
+                self.lhs.1 as isize,
+                self.rhs.0.as_ptr(),
+                self.rhs.2 as isize,
+                self.rhs.1 as isize,
+                0.0,
+                self.scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
     }
 }
 
-/// One encoder layer over `x` (`tokens` rows of the model's width), in place.
-pub fn layer(x: &mut [f32], tokens: usize, weights: &LayerWeights<'_>, s: &mut Scratch) {
-    let width = x.len() / tokens;
-    dense(weights.query, x, tokens, &mut s.query);
-    dense(weights.key, x, tokens, &mut s.key);
-    dense(weights.value, x, tokens, &mut s.value);
-    attention(s, tokens, width, weights.heads);
+/// One head of one text: the context rows (`length` × head width) from the stacked query, key
+/// and value rows of its tokens (`qkv`, rows of 3 × width).
+fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usize, context: &mut [f32]) {
+    let stride = 3 * width;
+    let at = head * head_width;
+    let mut scores = vec![0f32; length * length];
+    // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
+    Product {
+        m: length,
+        n: length,
+        k: head_width,
+        lhs: (&qkv[at..], stride, 1),
+        rhs: (&qkv[width + at..], 1, stride),
+        scale: 1.0 / (head_width as f32).sqrt(),
+    }
+    .run(&mut scores, length);
+    scores.chunks_exact_mut(length).for_each(softmax);
+    Product {
+        m: length,
+        n: head_width,
+        k: length,
+        lhs: (&scores, length, 1),
+        rhs: (&qkv[2 * width + at..], stride, 1),
+        scale: 1.0,
+    }
+    .run(context, head_width);
+}
+
+/// Multi-head self-attention within each text: `s.context` (tokens × width) from `s.qkv`.
+fn attention(s: &mut Scratch, lengths: &[usize], width: usize, heads: usize) {
+    let head_width = width / heads;
+    let tokens: usize = lengths.iter().sum();
+    let starts: Vec<usize> = lengths.iter().scan(0, |at, &l| Some(std::mem::replace(at, *at + l))).collect();
+    let tasks: Vec<(usize, usize)> =
+        (0..lengths.len()).flat_map(|t| (0..heads).map(move |h| (t, h))).collect();
+    let qkv = &s.qkv;
+    let work = |&(text, head): &(usize, usize)| {
+        let (start, length) = (starts[text], lengths[text]);
+        let mut context = vec![0f32; length * head_width];
+        if length > 0 {
+            attend(
+                &qkv[start * 3 * width..(start + length) * 3 * width],
+                length,
+                width,
+                head,
+                head_width,
+                &mut context,
+            );
+        }
+        context
+    };
+    let parts: Vec<Vec<f32>> = if tokens * tokens.min(512) * width >= 1 << 20 {
+        tasks.par_iter().map(work).collect()
+    } else {
+        tasks.iter().map(work).collect()
+    };
+    s.context.clear();
+    s.context.resize(tokens * width, 0.0);
+    for (&(text, head), part) in tasks.iter().zip(&parts) {
+        let start = starts[text];
+        for (i, values) in part.chunks_exact(head_width).enumerate() {
+            s.context[(start + i) * width + head * head_width..][..head_width].copy_from_slice(values);
+        }
+    }
+}
+
+/// One encoder layer over `x` (every text's rows, `lengths` rows each, of the model's width),
+/// in place.
+pub fn layer(x: &mut [f32], lengths: &[usize], weights: &LayerWeights<'_>, s: &mut Scratch) {
+    let tokens: usize = lengths.iter().sum();
+    let width = x.len() / tokens.max(1);
+    dense(weights.qkv, x, tokens, &mut s.qkv);
+    attention(s, lengths, width, weights.heads);
     dense(weights.output, &s.context, tokens, &mut s.sum);
-    s.sum.iter_mut().zip(x.iter()).for_each(|(v, r)| *v += r);
-    layer_norm(&mut s.sum, weights.attention_norm);
+    add_and_norm(&mut s.sum, x, weights.attention_norm);
     x.copy_from_slice(&s.sum);
     dense(weights.up, x, tokens, &mut s.hidden);
-    s.hidden.iter_mut().for_each(|v| *v = gelu_erf(*v));
+    let hidden_width = weights.up.bias.len();
+    rows_mut(&mut s.hidden, hidden_width, |rows| rows.iter_mut().for_each(|v| *v = gelu_erf(*v)));
     dense(weights.down, &s.hidden, tokens, &mut s.sum);
-    s.sum.iter_mut().zip(x.iter()).for_each(|(v, r)| *v += r);
-    layer_norm(&mut s.sum, weights.output_norm);
+    add_and_norm(&mut s.sum, x, weights.output_norm);
     x.copy_from_slice(&s.sum);
 }
 
-/// The mean of the rows of `x`, L2-normalised.
-pub fn mean_pool(x: &[f32], tokens: usize) -> Vec<f32> {
+/// The mean of each text's rows, L2-normalised: one vector per text.
+pub fn mean_pool(x: &[f32], lengths: &[usize]) -> Vec<Vec<f32>> {
+    let tokens: usize = lengths.iter().sum();
     let width = x.len() / tokens.max(1);
-    let mut mean = vec![0f32; width];
-    for row in x.chunks_exact(width) {
-        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
-    }
-    let count = tokens.max(1) as f32;
-    mean.iter_mut().for_each(|m| *m /= count);
-    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-    mean.iter_mut().for_each(|m| *m /= norm);
-    mean
+    let mut rest = x;
+    lengths
+        .iter()
+        .map(|&length| {
+            let (text, tail) = rest.split_at(length * width);
+            rest = tail;
+            let mut mean = vec![0f32; width];
+            for row in text.chunks_exact(width) {
+                mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+            }
+            let count = length.max(1) as f32;
+            mean.iter_mut().for_each(|m| *m /= count);
+            let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            mean.iter_mut().for_each(|m| *m /= norm);
+            mean
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_reductions_cover_every_value() {
+        let values: Vec<f32> = (0..21).map(|i| i as f32 - 7.0).collect();
+        assert_eq!(lane_sum(&values, |v| v), values.iter().sum::<f32>());
+        assert_eq!(lane_sum(&values[..3], |v| v * v), 49.0 + 36.0 + 25.0);
+        assert_eq!(lane_max(&values), 13.0);
+        assert_eq!(lane_max(&values[..9]), 1.0, "the largest in the tail past the lanes");
+        assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
+        let mut row = vec![1.0, 2.0, 3.0];
+        softmax(&mut row);
+        let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+        let total: f32 = e.iter().sum();
+        for (got, want) in row.iter().zip(&e) {
+            assert!((got - want / total).abs() < 1e-6);
+        }
+    }
 
     #[test]
     fn layer_norm_centres_and_scales_each_row() {
@@ -172,33 +346,100 @@ mod tests {
         assert!((x[4] - (-3.0 / 5f32.sqrt())).abs() < 1e-6);
     }
 
+    /// Stacked query, key and value rows for `tokens` tokens of width `width`.
+    fn stacked(query: &[f32], key: &[f32], value: &[f32], width: usize) -> Vec<f32> {
+        query
+            .chunks(width)
+            .zip(key.chunks(width))
+            .zip(value.chunks(width))
+            .flat_map(|((q, k), v)| q.iter().chain(k).chain(v).copied().collect::<Vec<_>>())
+            .collect()
+    }
+
     #[test]
     fn attention_of_one_token_is_its_value_and_rows_weigh_by_score() {
-        let mut s = Scratch {
-            query: vec![1.0, 0.0],
-            key: vec![5.0, 5.0],
-            value: vec![0.25, -4.0],
-            ..Scratch::default()
-        };
-        attention(&mut s, 1, 2, 1);
+        let mut s =
+            Scratch { qkv: stacked(&[1.0, 0.0], &[5.0, 5.0], &[0.25, -4.0], 2), ..Scratch::default() };
+        attention(&mut s, &[1], 2, 1);
         assert_eq!(s.context, [0.25, -4.0]);
 
         // Two tokens, one head of width 1: the scores are q·k/1, softmax over the keys.
-        let mut s = Scratch {
-            query: vec![1.0, 0.0],
-            key: vec![2.0, 0.0],
-            value: vec![10.0, 20.0],
-            ..Scratch::default()
-        };
-        attention(&mut s, 2, 1, 1);
+        let mut s =
+            Scratch { qkv: stacked(&[1.0, 0.0], &[2.0, 0.0], &[10.0, 20.0], 1), ..Scratch::default() };
+        attention(&mut s, &[2], 1, 1);
         let first = 1.0 / (1.0 + (-2f32).exp());
         assert!((s.context[0] - (10.0 * first + 20.0 * (1.0 - first))).abs() < 1e-4);
         assert!((s.context[1] - 15.0).abs() < 1e-4, "equal scores average the values");
     }
 
+    /// The attention of one text computed directly from its definition.
+    fn attention_by_definition(q: &[f32], k: &[f32], v: &[f32], width: usize, heads: usize) -> Vec<f32> {
+        let tokens = q.len() / width;
+        let hw = width / heads;
+        let mut out = vec![0f32; tokens * width];
+        for h in 0..heads {
+            for i in 0..tokens {
+                let scores: Vec<f64> = (0..tokens)
+                    .map(|j| {
+                        (0..hw)
+                            .map(|d| f64::from(q[i * width + h * hw + d] * k[j * width + h * hw + d]))
+                            .sum::<f64>()
+                            / (hw as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..hw {
+                    let value: f64 =
+                        (0..tokens).map(|j| weights[j] / total * f64::from(v[j * width + h * hw + d])).sum();
+                    out[i * width + h * hw + d] = value as f32;
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn mean_pool_is_the_normalised_mean() {
-        let pooled = mean_pool(&[3.0, 0.0, 1.0, 4.0], 2);
-        assert!((pooled[0] - 2.0 / 8f32.sqrt()).abs() < 1e-6 && (pooled[1] - 2.0 / 8f32.sqrt()).abs() < 1e-6);
+    fn texts_of_a_batch_attend_only_to_themselves() {
+        let (width, heads) = (8, 2);
+        let lengths = [3, 5, 1];
+        let tokens: usize = lengths.iter().sum();
+        let values =
+            |seed: f32| -> Vec<f32> { (0..tokens * width).map(|i| (i as f32 * seed).sin() * 2.0).collect() };
+        let (q, k, v) = (values(0.37), values(1.13), values(0.71));
+        let mut s = Scratch { qkv: stacked(&q, &k, &v, width), ..Scratch::default() };
+        attention(&mut s, &lengths, width, heads);
+        let mut start = 0;
+        for length in lengths {
+            let rows = start * width..(start + length) * width;
+            let expected =
+                attention_by_definition(&q[rows.clone()], &k[rows.clone()], &v[rows.clone()], width, heads);
+            for (got, want) in s.context[rows].iter().zip(&expected) {
+                assert!((got - want).abs() < 1e-5, "{got} against {want}");
+            }
+            start += length;
+        }
+    }
+
+    #[test]
+    fn mean_pool_is_the_normalised_mean_of_each_text() {
+        let pooled = mean_pool(&[3.0, 0.0, 1.0, 4.0, 0.0, -2.0], &[2, 1]);
+        assert!(
+            (pooled[0][0] - 2.0 / 8f32.sqrt()).abs() < 1e-6
+                && (pooled[0][1] - 2.0 / 8f32.sqrt()).abs() < 1e-6
+        );
+        assert_eq!(pooled[1], [0.0, -1.0]);
+    }
+
+    #[test]
+    fn embeddings_restart_positions_for_each_text() {
+        let norm = Norm { weight: &[1.0, 1.0], bias: &[0.0, 0.0], eps: 0.0 };
+        let mut x = vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let positions = [0.0, 0.0, 0.0, -2.0];
+        embeddings(&mut x, &[2, 1], &positions, &[0.0, 0.0], norm);
+        // The first text's second token gets position 1's row (1 − 2 < 0); the second text, one
+        // token, starts again at position 0.
+        assert_eq!(x, [-1.0, 1.0, 1.0, -1.0, -1.0, 1.0]);
     }
 }

@@ -9,9 +9,8 @@
 //! cores; elsewhere a portable loop computes the same integers. From `MANY_ROWS` input rows,
 //! groups of eight weight rows are unpacked once each and multiplied with every input row
 //! (`vpdpbusd` with AVX-512 VNNI, `maddubs` without), as the reference engine does for long
-//! inputs. A [`candle_core::CustomOp1`] makes it a tensor operation like any other.
+//! inputs.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use half::f16;
 
 /// Weights in a block.
@@ -66,6 +65,20 @@ impl Q4Matrix {
             })
             .collect();
         Ok(Q4Matrix { rows, columns, blocks })
+    }
+
+    /// The rows of `parts` one after another, as one matrix (every part with the same columns):
+    /// the query, key and value layers as one product.
+    pub fn stack(parts: &[&Q4Matrix]) -> Result<Q4Matrix, String> {
+        let columns = parts.first().map_or(0, |p| p.columns);
+        if parts.iter().any(|p| p.columns != columns) {
+            return Err("stacked matrices must have the same columns".into());
+        }
+        Ok(Q4Matrix {
+            rows: parts.iter().map(|p| p.rows).sum(),
+            columns,
+            blocks: parts.iter().flat_map(|p| p.blocks.iter().copied()).collect(),
+        })
     }
 
     /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns, row-major);
@@ -280,20 +293,29 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
 }
 
 /// Quantises `x` to 8 bits per block of 32 (scale = largest magnitude / 127); rows are whole
-/// blocks, so row `i`'s blocks follow each other.
+/// blocks, so row `i`'s blocks follow each other. A long input is shared between the cores.
 fn quantize(x: &[f32]) -> Vec<BlockQ8> {
-    x.chunks_exact(BLOCK)
-        .map(|values| {
-            let largest = values.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let scale = largest / 127.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut quants = [0i8; BLOCK];
-            for (q, v) in quants.iter_mut().zip(values) {
-                *q = (v * inverse).round() as i8;
-            }
-            BlockQ8 { scale, quants }
-        })
-        .collect()
+    if x.len() >= 1 << 16 {
+        use rayon::prelude::*;
+        return x.par_chunks_exact(BLOCK).map(quantize_block).collect();
+    }
+    x.chunks_exact(BLOCK).map(quantize_block).collect()
+}
+
+/// Adding 1.5 · 2²³ leaves a float whose last mantissa bits are its value rounded to the nearest
+/// integer (ties to even), in two's complement: rounding and conversion in plain arithmetic the
+/// compiler vectorises, where `f32::round` is a libm call per value on the baseline x86-64.
+const ROUNDING: f32 = 12_582_912.0;
+
+fn quantize_block(values: &[f32]) -> BlockQ8 {
+    let largest = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let scale = largest / 127.0;
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut quants = [0i8; BLOCK];
+    for (q, v) in quants.iter_mut().zip(values) {
+        *q = (v * inverse + ROUNDING).to_bits() as u8 as i8;
+    }
+    BlockQ8 { scale, quants }
 }
 
 /// One weight row against every quantised input row: `outputs[i]` for input row `i`.
@@ -496,48 +518,6 @@ mod avx2 {
     }
 }
 
-/// The values of a contiguous f32 CPU tensor, as Sputnik's own candle operations take them.
-pub fn contiguous_f32<'s>(
-    op: &str,
-    storage: &'s CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<&'s [f32]> {
-    let CpuStorage::F32(values) = storage else {
-        candle_core::bail!("{op} takes f32 tensors");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op} takes a contiguous tensor");
-    };
-    Ok(&values[start..end])
-}
-
-/// `x · Wᵀ` as a candle operation on CPU tensors of f32: `x` is (…, columns), the result
-/// (…, rows).
-#[derive(Debug)]
-pub struct Q4MatMul<'a>(pub &'a Q4Matrix);
-
-impl CustomOp1 for Q4MatMul<'_> {
-    fn name(&self) -> &'static str {
-        "q4-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let input = contiguous_f32(self.name(), storage, layout)?;
-        let dims = layout.shape().dims();
-        let (&columns, batch) =
-            dims.split_last().ok_or_else(|| candle_core::Error::Msg("a scalar".into()))?;
-        if columns != self.0.columns {
-            candle_core::bail!("q4-matmul: {columns} inputs for a matrix of {}", self.0.columns);
-        }
-        let m: usize = batch.iter().product();
-        let mut out = vec![0f32; m * self.0.rows];
-        self.0.matmul(input, m, &mut out);
-        let mut shape = dims.to_vec();
-        *shape.last_mut().expect("not a scalar") = self.0.rows;
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,6 +655,43 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn blocks_quantise_to_the_nearest_step_on_one_core_and_on_many() {
+        let values: Vec<f32> = (0..BLOCK).map(|i| (i as f32 - 13.3) * 0.77).collect();
+        let block = quantize_block(&values);
+        let largest = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert_eq!(block.scale, largest / 127.0);
+        for (q, v) in block.quants.iter().zip(&values) {
+            let step = v / block.scale;
+            assert!((f32::from(*q) - step).abs() <= 0.5, "{v} became {q} (exact {step})");
+        }
+        assert_eq!(block.quants[31], 127, "the largest value is the top step");
+        assert!(quantize_block(&[0.0; BLOCK]).quants.iter().all(|&q| q == 0));
+        let (_, long) = sample(BLOCK, 384, 200);
+        let whole = quantize(&long);
+        let piecewise: Vec<BlockQ8> = long.chunks_exact(BLOCK).map(quantize_block).collect();
+        assert!(whole.iter().zip(&piecewise).all(|(a, b)| a.scale == b.scale && a.quants == b.quants));
+    }
+
+    #[test]
+    fn a_stacked_matrix_computes_its_parts_side_by_side() {
+        let (first, x) = sample(40, 64, 3);
+        let (second, _) = sample(24, 64, 1);
+        let a = Q4Matrix::from_q4_0(&first, 40, 64).unwrap();
+        let b = Q4Matrix::from_q4_0(&second, 24, 64).unwrap();
+        let stacked = Q4Matrix::stack(&[&a, &b]).unwrap();
+        let (mut both, mut left, mut right) = (vec![0f32; 3 * 64], vec![0f32; 3 * 40], vec![0f32; 3 * 24]);
+        stacked.matmul(&x, 3, &mut both);
+        a.matmul(&x, 3, &mut left);
+        b.matmul(&x, 3, &mut right);
+        for i in 0..3 {
+            assert_eq!(both[i * 64..i * 64 + 40], left[i * 40..(i + 1) * 40]);
+            assert_eq!(both[i * 64 + 40..(i + 1) * 64], right[i * 24..(i + 1) * 24]);
+        }
+        let narrow = Q4Matrix::from_q4_0(&[0; 18], 1, 32).unwrap();
+        assert!(Q4Matrix::stack(&[&a, &narrow]).is_err());
     }
 
     #[test]

