@@ -231,37 +231,37 @@ impl Activations {
     }
 }
 
-/// Input rows multiplied together with one group.
-const ROWS_PER_GROUP_STEP: usize = 4;
+/// The most input rows multiplied together with one group (tiles of input rows are multiples).
+const ROWS_PER_GROUP_STEP: usize = 8;
 
 /// The [`GROUP`] outputs of one group of unpacked weight rows for input rows `first..` (as many
-/// as `outputs`, [input row][GROUP], holds), [`ROWS_PER_GROUP_STEP`] input rows at a time.
+/// as `outputs`, [input row][GROUP], holds), up to [`ROWS_PER_GROUP_STEP`] input rows at a time.
 fn group_dots(group: &Group, x: &Activations, first: usize, outputs: &mut [f32]) {
     let m = outputs.len() / GROUP;
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         let vnni = std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
-        const STEP: usize = ROWS_PER_GROUP_STEP;
-        let whole = m / STEP * STEP;
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA (and AVX512-VNNI with VL when `vnni`), checked just
-        // above; the kernels check the slices' lengths.
-        unsafe {
-            for t in (0..whole).step_by(STEP) {
-                let out = &mut outputs[t * GROUP..(t + STEP) * GROUP];
-                if vnni {
-                    avx2::group_dot_vnni::<STEP>(group, x, first + t, out)
-                } else {
-                    avx2::group_dot::<STEP>(group, x, first + t, out)
+        let mut t = 0;
+        // Input rows in steps of eight with VNNI (its 32 vector registers hold eight rows'
+        // accumulators, eight chains of multiply-adds to hide each one's latency), of four
+        // without (16 registers), then one by one.
+        let steps: &[usize] = if vnni { &[8, 4, 1] } else { &[4, 1] };
+        for &step in steps {
+            while t + step <= m {
+                let out = &mut outputs[t * GROUP..(t + step) * GROUP];
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX2 and FMA (and AVX512-VNNI with VL when `vnni`), checked
+                // just above; the kernels check the slices' lengths.
+                unsafe {
+                    match (vnni, step) {
+                        (true, 8) => avx2::group_dot_vnni::<8>(group, x, first + t, out),
+                        (true, 4) => avx2::group_dot_vnni::<4>(group, x, first + t, out),
+                        (true, _) => avx2::group_dot_vnni::<1>(group, x, first + t, out),
+                        (false, 4) => avx2::group_dot::<4>(group, x, first + t, out),
+                        (false, _) => avx2::group_dot::<1>(group, x, first + t, out),
+                    }
                 }
-            }
-            for t in whole..m {
-                let out = &mut outputs[t * GROUP..(t + 1) * GROUP];
-                if vnni {
-                    avx2::group_dot_vnni::<1>(group, x, first + t, out)
-                } else {
-                    avx2::group_dot::<1>(group, x, first + t, out)
-                }
+                t += step;
             }
         }
         return;
@@ -602,11 +602,12 @@ mod tests {
         }
     }
 
-    /// Every group kernel this CPU can run, one input row at a time and four, gives the
+    /// Every group kernel this CPU can run, one input row at a time, four and eight, gives the
     /// portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        let (rows, columns, m) = (GROUP, 768, 6);
+        // 13 input rows: dispatched as eight, four and one with VNNI, thrice four and one without.
+        let (rows, columns, m) = (GROUP, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
         let group = Group::unpack(&matrix, 0);
@@ -637,6 +638,14 @@ mod tests {
                         super::avx2::group_dot_vnni::<1>(&group, &activations, t, out);
                     }
                     super::avx2::group_dot_vnni::<4>(&group, &activations, 1, &mut vnni_four);
+                    let mut eight = vec![0f32; 8 * GROUP];
+                    super::avx2::group_dot_vnni::<8>(&group, &activations, 2, &mut eight);
+                    for (a, b) in eight.iter().zip(&expected[2 * GROUP..10 * GROUP]) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "avx512vnni, eight rows: {a} vs {b}"
+                        );
+                    }
                 }
             }
             four.splice(0..0, expected[..GROUP].iter().copied());

@@ -47,7 +47,8 @@ pub(super) struct QuantizedEncoder {
 }
 
 struct Linear {
-    weight: QMatMul,
+    /// candle's quantized matmul for the tensor path; dropped where the plain-slice path runs.
+    weight: Option<QMatMul>,
     /// The same weights for Sputnik's own 4-bit × 8-bit kernel (CPU).
     q4: Option<Q4Matrix>,
     bias: Tensor,
@@ -56,7 +57,10 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.weight.forward(x)?.broadcast_add(&self.bias)
+        let Some(weight) = &self.weight else {
+            candle_core::bail!("the tensor path's weights were dropped for the plain-slice path");
+        };
+        weight.forward(x)?.broadcast_add(&self.bias)
     }
 
     /// The layer as the plain-slice path takes it, where the 4-bit kernel applies (CPU).
@@ -209,7 +213,7 @@ impl Gguf {
             }
             _ => None,
         };
-        Ok(Linear { weight, q4, bias, bias_values })
+        Ok(Linear { weight: Some(weight), q4, bias, bias_values })
     }
 
     fn norm(&mut self, prefix: &str, eps: f32, device: &Device) -> Result<LayerNormWeights, EmbedError> {
@@ -296,7 +300,22 @@ impl QuantizedEncoder {
                 output_norm: gguf.norm(&format!("{p}.layer_output_norm"), eps, &device)?,
             });
         }
-        Ok(QuantizedEncoder { tokenizer, device, words, positions, token_type, embed_norm, layers, heads })
+        let mut encoder =
+            QuantizedEncoder { tokenizer, device, words, positions, token_type, embed_norm, layers, heads };
+        if encoder.plain_layers().is_some() {
+            // Every batch runs the plain-slice path: candle's copy of each matrix (12 MB) and
+            // the separate query, key and value matrices (stacked already) would only take memory.
+            for layer in &mut encoder.layers {
+                for linear in [&mut layer.query, &mut layer.key, &mut layer.value] {
+                    linear.weight = None;
+                    linear.q4 = None;
+                }
+                for linear in [&mut layer.output, &mut layer.up, &mut layer.down] {
+                    linear.weight = None;
+                }
+            }
+        }
+        Ok(encoder)
     }
 
     pub fn tokenizer(&self) -> &std::sync::Arc<ModelTokenizer> {
