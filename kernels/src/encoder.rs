@@ -4,10 +4,10 @@
 //! as the batch has tokens), and attention runs per text and head, so no token attends to
 //! padding and no work is spent on it. A question is a batch of one.
 //!
-//! Nothing here allocates per operation: a layer is four 4-bit products (query, key and value
-//! in one), attention as two small f32 products per text and head (the `gemm` crate, which
-//! candle's own CPU products use), and loops over buffers reused from layer to layer
-//! ([`Scratch`]). Long batches share the cores: the products split their rows, attention its
+//! A layer is four 4-bit products (query, key and value in one), attention as two small f32
+//! products per text and head (the `gemm` crate, which candle's own CPU products use), and loops
+//! over buffers reused from layer to layer ([`Scratch`]); only each attention task allocates, its
+//! scores and its slice of the context, which the cores fill side by side. Long batches share the cores: the products split their rows, attention its
 //! (text, head) pairs, the element-wise steps their rows.
 //!
 //! Conventions as in the tensor path of Sputnik's `embed::quantized`: the scores are scaled by
