@@ -136,23 +136,30 @@ impl Q4Matrix {
             let unpacked: Vec<Group> = (0..groups).into_par_iter().map(|g| Group::unpack(self, g)).collect();
             out.par_chunks_mut(tile * n).enumerate().for_each(|(t, rows)| {
                 let count = rows.len() / n;
-                let mut outputs = vec![0f32; count * GROUP];
-                for (g, group) in unpacked.iter().enumerate() {
-                    group_dots(group, &activations, t * tile, &mut outputs);
-                    scatter(&outputs, g, n, rows);
+                let mut outputs = vec![0f32; 2 * count * GROUP];
+                for (pair, groups) in unpacked.chunks(2).enumerate() {
+                    let outputs = &mut outputs[..groups.len() * count * GROUP];
+                    let groups: Vec<&Group> = groups.iter().collect();
+                    group_dots(&groups, &activations, t * tile, outputs);
+                    for (g, outputs) in outputs.chunks(count * GROUP).enumerate() {
+                        scatter(outputs, 2 * pair + g, n, rows);
+                    }
                 }
             });
             return;
         }
-        // Per group, per input row, the group's outputs: [group][input row][GROUP].
+        // Per group, per input row, the group's outputs: [group][input row][GROUP], computed two
+        // groups at a time.
         let mut grouped = vec![0f32; groups * m * GROUP];
-        let work = |group: usize, outputs: &mut [f32]| {
-            group_dots(&Group::unpack(self, group), &activations, 0, outputs)
+        let work = |pair: usize, outputs: &mut [f32]| {
+            let unpacked: Vec<Group> =
+                (2 * pair..(2 * pair + 2).min(groups)).map(|g| Group::unpack(self, g)).collect();
+            group_dots(&unpacked.iter().collect::<Vec<_>>(), &activations, 0, outputs)
         };
         if threads > 1 {
-            grouped.par_chunks_mut(m * GROUP).enumerate().for_each(|(g, chunk)| work(g, chunk));
+            grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
         } else {
-            grouped.chunks_mut(m * GROUP).enumerate().for_each(|(g, chunk)| work(g, chunk));
+            grouped.chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
         }
         for (g, chunk) in grouped.chunks(m * GROUP).enumerate() {
             scatter(chunk, g, n, out);
@@ -163,13 +170,23 @@ impl Q4Matrix {
 /// Group `g`'s outputs ([input row][GROUP]) into their columns of `out` (rows of `n`).
 fn scatter(outputs: &[f32], g: usize, n: usize, out: &mut [f32]) {
     let rows = (n - g * GROUP).min(GROUP);
-    for (values, row) in outputs.chunks_exact(GROUP).zip(out.chunks_exact_mut(n)) {
-        row[g * GROUP..g * GROUP + rows].copy_from_slice(&values[..rows]);
+    let pairs = outputs.chunks_exact(GROUP).zip(out.chunks_exact_mut(n));
+    if rows == GROUP {
+        // A copy of known length is inlined; a call to memmove per input row and group (eight
+        // values each) took 12 % of a large product's time.
+        for (values, row) in pairs {
+            let row: &mut [f32; GROUP] = (&mut row[g * GROUP..][..GROUP]).try_into().expect("a full group");
+            *row = values.try_into().expect("a full group");
+        }
+    } else {
+        for (values, row) in pairs {
+            row[g * GROUP..g * GROUP + rows].copy_from_slice(&values[..rows]);
+        }
     }
 }
 
 /// [`GROUP`] weight rows unpacked for [`Q4Matrix::matmul_many`], as bytes 0..15 (the −8 of each
-/// weight is taken off later through the activations' block sums) and interleaved by four: for
+/// weight is taken off later through the activations' block offsets) and interleaved by four: for
 /// each block and each run of four columns in it, the four bytes of row 0, then of row 1, … —
 /// so one 32-byte load holds four columns of all eight rows, and a multiply-add of it with the
 /// input's four bytes (repeated eight times) adds each row's four products into that row's lane.
@@ -208,35 +225,78 @@ impl Group {
 }
 
 /// Input rows quantised to 8 bits per block of 32, laid out for [`Q4Matrix::matmul_many`]:
-/// the values row after row, each block's scale and the sum of its values.
+/// the values row after row, each block's scale, and each block's offset: −8 × the sum of its
+/// values, which added to a block's dot product with weights stored as 0..15 gives the product
+/// with the weights' true values (−8..7), in integers.
 #[derive(Debug)]
 struct Activations {
     values: Vec<i8>,
     scales: Vec<f32>,
-    sums: Vec<i32>,
+    offsets: Vec<i32>,
     columns: usize,
 }
 
 impl Activations {
     fn quantize(x: &[f32], m: usize, columns: usize) -> Activations {
         let blocks = m * columns / BLOCK;
-        let (mut values, mut scales, mut sums) =
+        let (mut values, mut scales, mut offsets) =
             (Vec::with_capacity(m * columns), Vec::with_capacity(blocks), Vec::with_capacity(blocks));
         for block in quantize(x) {
             values.extend_from_slice(&block.quants);
             scales.push(block.scale);
-            sums.push(block.quants.iter().map(|&q| i32::from(q)).sum());
+            offsets.push(-8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>());
         }
-        Activations { values, scales, sums, columns }
+        Activations { values, scales, offsets, columns }
     }
 }
 
 /// The most input rows multiplied together with one group (tiles of input rows are multiples).
 const ROWS_PER_GROUP_STEP: usize = 8;
 
-/// The [`GROUP`] outputs of one group of unpacked weight rows for input rows `first..` (as many
-/// as `outputs`, [input row][GROUP], holds), up to [`ROWS_PER_GROUP_STEP`] input rows at a time.
-fn group_dots(group: &Group, x: &Activations, first: usize, outputs: &mut [f32]) {
+/// The [`GROUP`] outputs of one or two groups of unpacked weight rows for input rows `first..`
+/// (as many as `outputs`, [group][input row][GROUP], holds). With VNNI two groups are multiplied
+/// together, so that each broadcast of an input's four bytes serves both (a broadcast per
+/// multiply-add held the kernel to about half the units' rate); otherwise one after the other.
+fn group_dots(groups: &[&Group], x: &Activations, first: usize, outputs: &mut [f32]) {
+    let m = outputs.len() / GROUP / groups.len();
+    #[cfg(target_arch = "x86_64")]
+    if let [a, b] = groups
+        && std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("fma")
+    {
+        let (out_a, out_b) = outputs.split_at_mut(m * GROUP);
+        let mut t = 0;
+        for step in PAIR_STEPS {
+            while t + step <= m {
+                let rows = t * GROUP..(t + step) * GROUP;
+                let (out_a, out_b) = (&mut out_a[rows.clone()], &mut out_b[rows]);
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has AVX512-VNNI with VL and FMA, checked just above; the kernel
+                // checks the slices' lengths.
+                unsafe {
+                    match step {
+                        6 => avx2::group_pair_dot_vnni::<6>([a, b], x, first + t, [out_a, out_b]),
+                        4 => avx2::group_pair_dot_vnni::<4>([a, b], x, first + t, [out_a, out_b]),
+                        _ => avx2::group_pair_dot_vnni::<1>([a, b], x, first + t, [out_a, out_b]),
+                    }
+                }
+                t += step;
+            }
+        }
+        return;
+    }
+    for (group, outputs) in groups.iter().zip(outputs.chunks_mut(m * GROUP)) {
+        group_dot_rows(group, x, first, outputs);
+    }
+}
+
+/// Input rows per call of the two-group kernel: 6 × 2 accumulators, 12 totals and the two
+/// groups' weights fit the 32 vector registers.
+const PAIR_STEPS: [usize; 3] = [6, 4, 1];
+
+/// [`group_dots`] for one group, up to [`ROWS_PER_GROUP_STEP`] input rows at a time.
+fn group_dot_rows(group: &Group, x: &Activations, first: usize, outputs: &mut [f32]) {
     let m = outputs.len() / GROUP;
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -286,7 +346,7 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
         }
         let block = t * per_row + b;
         for (r, sum) in sums.iter_mut().enumerate() {
-            *sum += group.scales[b * GROUP + r] * x.scales[block] * (dots[r] - 8 * x.sums[block]) as f32;
+            *sum += group.scales[b * GROUP + r] * x.scales[block] * (dots[r] + x.offsets[block]) as f32;
         }
     }
     outputs.copy_from_slice(&sums);
@@ -423,8 +483,8 @@ mod avx2 {
     /// chains, so the multiply-adds overlap): per block, eight runs of four columns, each a
     /// 32-byte load of the group's weights against each input's four bytes repeated (`$run`
     /// adds the products into an accumulator, one lane per weight row); then `$finish` turns
-    /// each accumulator into the block's eight i32 sums, scaled by weight × input scale. The −8
-    /// of every weight comes off at the end through the input's block sums. A macro, so that
+    /// each accumulator into the block's eight i32 sums; the input block's offset takes off every
+    /// weight's −8, and the sums are scaled by weight × input scale. A macro, so that
     /// each kernel compiles it with its own target features.
     macro_rules! group_dot_body {
         ($T:ident, $group:ident, $x:ident, $t:ident, $outputs:ident, $zero:expr, $run:expr, $finish:expr) => {{
@@ -434,7 +494,6 @@ mod avx2 {
             assert!($outputs.len() == $T * GROUP);
             assert!($x.values.len() >= ($t + $T) * k && $x.scales.len() >= ($t + $T) * per_row);
             let mut total = [_mm256_setzero_ps(); $T];
-            let mut offset = [_mm256_setzero_ps(); $T];
             let weights = $group.weights.as_ptr();
             let values = $x.values.as_ptr();
             for b in 0..per_row {
@@ -461,16 +520,15 @@ mod avx2 {
                 let weight_scales = unsafe { _mm256_loadu_ps($group.scales.as_ptr().add(b * GROUP)) };
                 for i in 0..$T {
                     let block = ($t + i) * per_row + b;
-                    let sums = _mm256_cvtepi32_ps($finish(acc[i]));
+                    // The weights' −8 taken off in integers: one add, no second accumulator.
+                    let dots = _mm256_add_epi32($finish(acc[i]), _mm256_set1_epi32($x.offsets[block]));
                     let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps($x.scales[block]));
-                    total[i] = _mm256_fmadd_ps(sums, scale, total[i]);
-                    offset[i] = _mm256_fmadd_ps(scale, _mm256_set1_ps($x.sums[block] as f32), offset[i]);
+                    total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[i]);
                 }
             }
-            for i in 0..$T {
-                let result = _mm256_fnmadd_ps(_mm256_set1_ps(8.0), offset[i], total[i]);
+            for (i, total) in total.iter().enumerate() {
                 // SAFETY: `outputs` holds T × GROUP values, as asserted above.
-                unsafe { _mm256_storeu_ps($outputs.as_mut_ptr().add(i * GROUP), result) };
+                unsafe { _mm256_storeu_ps($outputs.as_mut_ptr().add(i * GROUP), *total) };
             }
         }};
     }
@@ -515,6 +573,61 @@ mod avx2 {
             |acc, w, v| _mm256_dpbusd_epi32(acc, w, v),
             |acc| acc
         )
+    }
+    /// [`group_dot_vnni`] for two groups at once: each input's four bytes are broadcast once
+    /// for both groups' multiply-adds.
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(super) unsafe fn group_pair_dot_vnni<const T: usize>(
+        groups: [&Group; 2],
+        x: &Activations,
+        t: usize,
+        outputs: [&mut [f32]; 2],
+    ) {
+        let k = x.columns;
+        let per_row = k / BLOCK;
+        for (group, outputs) in groups.iter().zip(&outputs) {
+            assert!(group.weights.len() >= GROUP * k && group.scales.len() >= per_row * GROUP);
+            assert!(outputs.len() == T * GROUP);
+        }
+        assert!(x.values.len() >= (t + T) * k && x.scales.len() >= (t + T) * per_row);
+        let mut total = [[_mm256_setzero_ps(); T]; 2];
+        let weights = groups.map(|g| g.weights.as_ptr());
+        let values = x.values.as_ptr();
+        for b in 0..per_row {
+            let mut acc = [[_mm256_setzero_si256(); T]; 2];
+            for run in 0..BLOCK / RUN {
+                let at = (b * (BLOCK / RUN) + run) * GROUP * RUN;
+                // SAFETY: inside both groups' weights, as asserted above.
+                let w = unsafe { weights.map(|w| _mm256_loadu_si256(w.add(at).cast())) };
+                let [first, second] = &mut acc;
+                for (i, (first, second)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
+                    // SAFETY: inside `values`, as asserted above.
+                    let v = unsafe {
+                        _mm256_set1_epi32(
+                            values.add((t + i) * k + b * BLOCK + run * RUN).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    *first = _mm256_dpbusd_epi32(*first, w[0], v);
+                    *second = _mm256_dpbusd_epi32(*second, w[1], v);
+                }
+            }
+            for (g, group) in groups.iter().enumerate() {
+                // SAFETY: as above.
+                let weight_scales = unsafe { _mm256_loadu_ps(group.scales.as_ptr().add(b * GROUP)) };
+                for i in 0..T {
+                    let block = (t + i) * per_row + b;
+                    let dots = _mm256_add_epi32(acc[g][i], _mm256_set1_epi32(x.offsets[block]));
+                    let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps(x.scales[block]));
+                    total[g][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[g][i]);
+                }
+            }
+        }
+        for (total, outputs) in total.iter().zip(outputs) {
+            for (i, total) in total.iter().enumerate() {
+                // SAFETY: each output holds T × GROUP values, as asserted above.
+                unsafe { _mm256_storeu_ps(outputs.as_mut_ptr().add(i * GROUP), *total) };
+            }
+        }
     }
 }
 
@@ -602,24 +715,39 @@ mod tests {
         }
     }
 
-    /// Every group kernel this CPU can run, one input row at a time, four and eight, gives the
-    /// portable loop's integers.
+    /// Every group kernel this CPU can run, one input row at a time, four, six and eight, one
+    /// group or two at once, gives the portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        // 13 input rows: dispatched as eight, four and one with VNNI, thrice four and one without.
-        let (rows, columns, m) = (GROUP, 768, 13);
+        // 13 input rows: dispatched as six, six and one for two groups with VNNI, eight, four and
+        // one for one group, thrice four and one without. The second group is only partly filled.
+        let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
-        let group = Group::unpack(&matrix, 0);
+        let (group, second) = (Group::unpack(&matrix, 0), Group::unpack(&matrix, 1));
         let activations = Activations::quantize(&x, m, columns);
-        let mut expected = vec![0f32; m * GROUP];
-        for (t, out) in expected.chunks_exact_mut(GROUP).enumerate() {
-            portable_group_dot(&group, &activations, t, out);
-        }
+        let portable = |group: &Group| {
+            let mut expected = vec![0f32; m * GROUP];
+            for (t, out) in expected.chunks_exact_mut(GROUP).enumerate() {
+                portable_group_dot(group, &activations, t, out);
+            }
+            expected
+        };
+        let expected = portable(&group);
+        let both = [expected.clone(), portable(&second)].concat();
+        let close = |name: &str, got: &[f32], expected: &[f32]| {
+            assert_eq!(got.len(), expected.len(), "{name}");
+            for (a, b) in got.iter().zip(expected) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs {b}");
+            }
+        };
         let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
         let mut dispatched = vec![0f32; m * GROUP];
-        group_dots(&group, &activations, 0, &mut dispatched);
+        group_dots(&[&group], &activations, 0, &mut dispatched);
         results.push(("dispatched", dispatched));
+        let mut pair = vec![0f32; 2 * m * GROUP];
+        group_dots(&[&group, &second], &activations, 0, &mut pair);
+        close("dispatched, two groups", &pair, &both);
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -640,12 +768,47 @@ mod tests {
                     super::avx2::group_dot_vnni::<4>(&group, &activations, 1, &mut vnni_four);
                     let mut eight = vec![0f32; 8 * GROUP];
                     super::avx2::group_dot_vnni::<8>(&group, &activations, 2, &mut eight);
-                    for (a, b) in eight.iter().zip(&expected[2 * GROUP..10 * GROUP]) {
-                        assert!(
-                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                            "avx512vnni, eight rows: {a} vs {b}"
-                        );
-                    }
+                    close("avx512vnni, eight rows", &eight, &expected[2 * GROUP..10 * GROUP]);
+                    // Two groups: one row (the last), four from row 1, six from row 7.
+                    let rows_of = |g: usize, from: usize, count: usize| {
+                        both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
+                    };
+                    let (mut a, mut b) = (vec![0f32; GROUP], vec![0f32; GROUP]);
+                    super::avx2::group_pair_dot_vnni::<1>(
+                        [&group, &second],
+                        &activations,
+                        12,
+                        [&mut a, &mut b],
+                    );
+                    close(
+                        "two groups, one row",
+                        &[a, b].concat(),
+                        &[rows_of(0, 12, 1), rows_of(1, 12, 1)].concat(),
+                    );
+                    let (mut a, mut b) = (vec![0f32; 4 * GROUP], vec![0f32; 4 * GROUP]);
+                    super::avx2::group_pair_dot_vnni::<4>(
+                        [&group, &second],
+                        &activations,
+                        1,
+                        [&mut a, &mut b],
+                    );
+                    close(
+                        "two groups, four rows",
+                        &[a, b].concat(),
+                        &[rows_of(0, 1, 4), rows_of(1, 1, 4)].concat(),
+                    );
+                    let (mut a, mut b) = (vec![0f32; 6 * GROUP], vec![0f32; 6 * GROUP]);
+                    super::avx2::group_pair_dot_vnni::<6>(
+                        [&group, &second],
+                        &activations,
+                        7,
+                        [&mut a, &mut b],
+                    );
+                    close(
+                        "two groups, six rows",
+                        &[a, b].concat(),
+                        &[rows_of(0, 7, 6), rows_of(1, 7, 6)].concat(),
+                    );
                 }
             }
             four.splice(0..0, expected[..GROUP].iter().copied());
