@@ -29,16 +29,24 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// e^x for x ≤ 0 (a softmax's scores less their maximum), within 2e-7 relative of libm; below
-/// -87 it stays at e⁻⁸⁷ (1.6e-38, nothing beside the maximum's 1). Cephes' `expf` (x = n·ln 2 + r, a degree-7 polynomial in r, 2ⁿ built
-/// from its bits) in plain arithmetic the compiler vectorises, where libm's `expf` is one call
-/// per score — 9 million of them for one passage of 256 tokens.
+/// -87 it stays at e⁻⁸⁷ (1.6e-38, nothing beside the maximum's 1). Cephes' `expf` (x = n·ln 2 +
+/// r, a degree-7 polynomial in r, 2ⁿ built from its bits) in plain arithmetic the compiler
+/// vectorises, where libm's `expf` is one call per score — 9 million of them for one passage of
+/// 256 tokens. Nothing in it branches, converts a float to an integer with Rust's saturating `as`
+/// (whose NaN and range checks kept the loop scalar) or adds with an overflow check (test builds
+/// keep them, and they kept it scalar too): n is rounded by adding 1.5 · 2²³ and read from the
+/// sum's bits.
+#[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HIGH: f32 = 0.693_359_4;
     const LN2_LOW: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 0.0);
-    // Rounds x / ln 2 to the nearest integer: truncation towards zero of a value ≤ 0.
-    let n = (x * std::f32::consts::LOG2_E - 0.5) as i32;
-    let whole = n as f32;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds |v| < 2²² to an integer
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 0.0 { 0.0 } else { x };
+    // n = x / ln 2 rounded to the nearest integer (−126..0), as a float and from its bits.
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let whole = shifted - ROUND;
+    let n = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - whole * LN2_HIGH - whole * LN2_LOW;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -47,7 +55,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n + 127) as u32) << 23)
+    e * f32::from_bits((n.wrapping_add(127) as u32) << 23)
 }
 
 /// GELU of one value: `0.5 · x · (1 + erf(x / √2))`.
