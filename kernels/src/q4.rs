@@ -8,8 +8,8 @@
 //! rows (`maddubs` on |w| and x·sign(w), as in GGML), and the output rows are shared between the
 //! cores; elsewhere a portable loop computes the same integers. From `MANY_ROWS` input rows,
 //! groups of eight weight rows are unpacked once each and multiplied with every input row
-//! (`vpdpbusd` with AVX-512 VNNI, `maddubs` without), as the reference engine does for long
-//! inputs.
+//! (`vpdpbusd` with AVX-512 VNNI, two groups at a time so that each broadcast of an input's four
+//! bytes serves both; `maddubs` without), as the reference engine does for long inputs.
 
 use half::f16;
 
