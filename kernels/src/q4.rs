@@ -139,8 +139,7 @@ impl Q4Matrix {
                 let mut outputs = vec![0f32; 2 * count * GROUP];
                 for (pair, groups) in unpacked.chunks(2).enumerate() {
                     let outputs = &mut outputs[..groups.len() * count * GROUP];
-                    let groups: Vec<&Group> = groups.iter().collect();
-                    group_dots(&groups, &activations, t * tile, outputs);
+                    group_dots(groups, &activations, t * tile, outputs);
                     for (g, outputs) in outputs.chunks(count * GROUP).enumerate() {
                         scatter(outputs, 2 * pair + g, n, rows);
                     }
@@ -154,7 +153,7 @@ impl Q4Matrix {
         let work = |pair: usize, outputs: &mut [f32]| {
             let unpacked: Vec<Group> =
                 (2 * pair..(2 * pair + 2).min(groups)).map(|g| Group::unpack(self, g)).collect();
-            group_dots(&unpacked.iter().collect::<Vec<_>>(), &activations, 0, outputs)
+            group_dots(&unpacked, &activations, 0, outputs)
         };
         if threads > 1 {
             grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
@@ -257,7 +256,7 @@ const ROWS_PER_GROUP_STEP: usize = 8;
 /// (as many as `outputs`, [group][input row][GROUP], holds). With VNNI two groups are multiplied
 /// together, so that each broadcast of an input's four bytes serves both (a broadcast per
 /// multiply-add held the kernel to about half the units' rate); otherwise one after the other.
-fn group_dots(groups: &[&Group], x: &Activations, first: usize, outputs: &mut [f32]) {
+fn group_dots(groups: &[Group], x: &Activations, first: usize, outputs: &mut [f32]) {
     let m = outputs.len() / GROUP / groups.len();
     #[cfg(target_arch = "x86_64")]
     if let [a, b] = groups
@@ -724,7 +723,8 @@ mod tests {
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
-        let (group, second) = (Group::unpack(&matrix, 0), Group::unpack(&matrix, 1));
+        let groups = [Group::unpack(&matrix, 0), Group::unpack(&matrix, 1)];
+        let [group, second] = &groups;
         let activations = Activations::quantize(&x, m, columns);
         let portable = |group: &Group| {
             let mut expected = vec![0f32; m * GROUP];
@@ -733,8 +733,8 @@ mod tests {
             }
             expected
         };
-        let expected = portable(&group);
-        let both = [expected.clone(), portable(&second)].concat();
+        let expected = portable(group);
+        let both = [expected.clone(), portable(second)].concat();
         let close = |name: &str, got: &[f32], expected: &[f32]| {
             assert_eq!(got.len(), expected.len(), "{name}");
             for (a, b) in got.iter().zip(expected) {
@@ -743,10 +743,10 @@ mod tests {
         };
         let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
         let mut dispatched = vec![0f32; m * GROUP];
-        group_dots(&[&group], &activations, 0, &mut dispatched);
+        group_dots(std::slice::from_ref(group), &activations, 0, &mut dispatched);
         results.push(("dispatched", dispatched));
         let mut pair = vec![0f32; 2 * m * GROUP];
-        group_dots(&[&group, &second], &activations, 0, &mut pair);
+        group_dots(&groups, &activations, 0, &mut pair);
         close("dispatched, two groups", &pair, &both);
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
@@ -758,57 +758,39 @@ mod tests {
             // SAFETY: AVX2 and FMA are there (checked above), AVX512-VNNI and VL when `vnni`.
             unsafe {
                 for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
-                    super::avx2::group_dot::<1>(&group, &activations, t, out);
+                    super::avx2::group_dot::<1>(group, &activations, t, out);
                 }
-                super::avx2::group_dot::<4>(&group, &activations, 1, &mut four);
+                super::avx2::group_dot::<4>(group, &activations, 1, &mut four);
                 if vnni {
                     for (t, out) in vnni_one.chunks_exact_mut(GROUP).enumerate() {
-                        super::avx2::group_dot_vnni::<1>(&group, &activations, t, out);
+                        super::avx2::group_dot_vnni::<1>(group, &activations, t, out);
                     }
-                    super::avx2::group_dot_vnni::<4>(&group, &activations, 1, &mut vnni_four);
+                    super::avx2::group_dot_vnni::<4>(group, &activations, 1, &mut vnni_four);
                     let mut eight = vec![0f32; 8 * GROUP];
-                    super::avx2::group_dot_vnni::<8>(&group, &activations, 2, &mut eight);
+                    super::avx2::group_dot_vnni::<8>(group, &activations, 2, &mut eight);
                     close("avx512vnni, eight rows", &eight, &expected[2 * GROUP..10 * GROUP]);
                     // Two groups: one row (the last), four from row 1, six from row 7.
                     let rows_of = |g: usize, from: usize, count: usize| {
                         both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
                     };
-                    let (mut a, mut b) = (vec![0f32; GROUP], vec![0f32; GROUP]);
-                    super::avx2::group_pair_dot_vnni::<1>(
-                        [&group, &second],
-                        &activations,
-                        12,
-                        [&mut a, &mut b],
-                    );
-                    close(
-                        "two groups, one row",
-                        &[a, b].concat(),
-                        &[rows_of(0, 12, 1), rows_of(1, 12, 1)].concat(),
-                    );
-                    let (mut a, mut b) = (vec![0f32; 4 * GROUP], vec![0f32; 4 * GROUP]);
-                    super::avx2::group_pair_dot_vnni::<4>(
-                        [&group, &second],
-                        &activations,
-                        1,
-                        [&mut a, &mut b],
-                    );
-                    close(
-                        "two groups, four rows",
-                        &[a, b].concat(),
-                        &[rows_of(0, 1, 4), rows_of(1, 1, 4)].concat(),
-                    );
-                    let (mut a, mut b) = (vec![0f32; 6 * GROUP], vec![0f32; 6 * GROUP]);
-                    super::avx2::group_pair_dot_vnni::<6>(
-                        [&group, &second],
-                        &activations,
-                        7,
-                        [&mut a, &mut b],
-                    );
-                    close(
-                        "two groups, six rows",
-                        &[a, b].concat(),
-                        &[rows_of(0, 7, 6), rows_of(1, 7, 6)].concat(),
-                    );
+                    // `T` rows from row `from`, both groups, against the portable loop's.
+                    macro_rules! pair {
+                        ($T:literal, $from:expr, $name:expr) => {{
+                            let (mut a, mut b) = (vec![0f32; $T * GROUP], vec![0f32; $T * GROUP]);
+                            let outputs = [a.as_mut_slice(), b.as_mut_slice()];
+                            super::avx2::group_pair_dot_vnni::<$T>(
+                                [group, second],
+                                &activations,
+                                $from,
+                                outputs,
+                            );
+                            let wanted = [rows_of(0, $from, $T), rows_of(1, $from, $T)].concat();
+                            close($name, &[a, b].concat(), &wanted);
+                        }};
+                    }
+                    pair!(1, 12, "two groups, one row");
+                    pair!(4, 1, "two groups, four rows");
+                    pair!(6, 7, "two groups, six rows");
                 }
             }
             four.splice(0..0, expected[..GROUP].iter().copied());
