@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
 /// erf(x) for f32, to within about 1e-6 absolute.
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -59,7 +60,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 }
 
 /// GELU of one value: `0.5 · x · (1 + erf(x / √2))`.
-#[inline]
+#[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }

@@ -68,17 +68,38 @@ fn rows_mut(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     x.par_chunks_mut(rows * width).for_each(f);
 }
 
+/// [`rows_mut`] with the same rows of a second buffer of the same shape beside them.
+fn rows_mut_with(x: &mut [f32], other: &[f32], width: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+    if x.len() < 2 * PARALLEL_FROM {
+        return f(x, other);
+    }
+    let rows = (PARALLEL_FROM / width).max(1);
+    x.par_chunks_mut(rows * width).zip(other.par_chunks(rows * width)).for_each(|(x, other)| f(x, other));
+}
+
+simd_fn! {
+    /// `row += bias` for every row of `rows`.
+    fn add_bias(rows: &mut [f32], bias: &[f32]) {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    }
+}
+
+simd_fn! {
+    /// GELU of every value, in place.
+    fn gelu_values(values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = gelu_erf(*v));
+    }
+}
+
 /// `out = x · Wᵀ + b` for the `tokens` rows of `x`.
 fn dense(layer: Dense<'_>, x: &[f32], tokens: usize, out: &mut Vec<f32>) {
     let outputs = layer.bias.len();
-    out.clear();
+    // No need to clear: the product writes every value.
     out.resize(tokens * outputs, 0.0);
     layer.weight.matmul(x, tokens, out);
-    rows_mut(out, outputs, |rows| {
-        for row in rows.chunks_exact_mut(outputs) {
-            row.iter_mut().zip(layer.bias).for_each(|(v, b)| *v += b);
-        }
-    });
+    rows_mut(out, outputs, |rows| add_bias(rows, layer.bias));
 }
 
 /// Lanes a sum or maximum runs in: a float reduction in one accumulator is a chain the compiler
@@ -86,6 +107,7 @@ fn dense(layer: Dense<'_>, x: &[f32], tokens: usize, out: &mut Vec<f32>) {
 const LANES: usize = 8;
 
 /// `Σ f(v)` over `values`, in [`LANES`] partial sums.
+#[inline(always)]
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -97,7 +119,7 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// The largest of `values` (−∞ for none), in [`LANES`] partial maxima.
-#[inline]
+#[inline(always)]
 fn lane_max(values: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -110,8 +132,13 @@ fn lane_max(values: &[f32]) -> f32 {
 
 /// LayerNorm of every row of `x` (rows of `norm.weight.len()` values), in place.
 pub fn layer_norm(x: &mut [f32], norm: Norm<'_>) {
-    let width = norm.weight.len();
-    rows_mut(x, width, |rows| {
+    rows_mut(x, norm.weight.len(), |rows| normalise_rows(rows, norm));
+}
+
+simd_fn! {
+    /// LayerNorm of each row of `rows`, in place.
+    fn normalise_rows(rows: &mut [f32], norm: Norm<'_>) {
+        let width = norm.weight.len();
         for row in rows.chunks_exact_mut(width) {
             let mean = lane_sum(row, |v| v) / width as f32;
             let variance = lane_sum(row, |v| (v - mean) * (v - mean)) / width as f32;
@@ -120,13 +147,22 @@ pub fn layer_norm(x: &mut [f32], norm: Norm<'_>) {
                 *v = (*v - mean) * scale * w + b;
             }
         }
-    });
+    }
 }
 
-/// `x += residual`, then LayerNorm, in place.
+simd_fn! {
+    /// `rows += residual`, then LayerNorm of each row, in place.
+    fn add_and_normalise_rows(rows: &mut [f32], residual: &[f32], norm: Norm<'_>) {
+        rows.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
+        normalise_rows(rows, norm);
+    }
+}
+
+/// `x += residual`, then LayerNorm, in place; the rows shared between the cores when many.
 fn add_and_norm(x: &mut [f32], residual: &[f32], norm: Norm<'_>) {
-    x.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
-    layer_norm(x, norm);
+    rows_mut_with(x, residual, norm.weight.len(), |rows, residual| {
+        add_and_normalise_rows(rows, residual, norm)
+    });
 }
 
 /// The embedding sum (word rows already in `x`, text after text as `lengths` says; plus each
@@ -146,30 +182,16 @@ pub fn embeddings(x: &mut [f32], lengths: &[usize], positions: &[f32], token_typ
     layer_norm(x, norm);
 }
 
-/// Softmax of one row of scores, in place.
-fn softmax(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { softmax_avx2(row) };
+simd_fn! {
+    /// Softmax of each row of `scores` (rows of `width`), in place.
+    fn softmax(scores: &mut [f32], width: usize) {
+        for row in scores.chunks_exact_mut(width) {
+            let max = lane_max(row);
+            row.iter_mut().for_each(|score| *score = exp_nonpositive(*score - max));
+            let inverse = 1.0 / lane_sum(row, |v| v);
+            row.iter_mut().for_each(|s| *s *= inverse);
+        }
     }
-    softmax_portable(row);
-}
-
-/// [`softmax`] compiled for AVX2 and FMA: eight exponentials at a time instead of four.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_avx2(row: &mut [f32]) {
-    softmax_portable(row);
-}
-
-#[inline(always)]
-fn softmax_portable(row: &mut [f32]) {
-    let max = lane_max(row);
-    row.iter_mut().for_each(|score| *score = exp_nonpositive(*score - max));
-    let inverse = 1.0 / lane_sum(row, |v| v);
-    row.iter_mut().for_each(|s| *s *= inverse);
 }
 
 /// `dst (m × n, rows of dst_rs) = scale · lhs (m × k) · rhs (k × n)`, each operand given by its
@@ -239,7 +261,7 @@ fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usi
         scale: 1.0 / (head_width as f32).sqrt(),
     }
     .run(&mut scores, length);
-    scores.chunks_exact_mut(length).for_each(softmax);
+    softmax(&mut scores, length);
     Product {
         m: length,
         n: head_width,
@@ -290,21 +312,21 @@ fn attention(s: &mut Scratch, lengths: &[usize], width: usize, heads: usize) {
 }
 
 /// One encoder layer over `x` (every text's rows, `lengths` rows each, of the model's width),
-/// in place.
-pub fn layer(x: &mut [f32], lengths: &[usize], weights: &LayerWeights<'_>, s: &mut Scratch) {
+/// in place (the buffer itself may be swapped for one of the scratch buffers).
+pub fn layer(x: &mut Vec<f32>, lengths: &[usize], weights: &LayerWeights<'_>, s: &mut Scratch) {
     let tokens: usize = lengths.iter().sum();
     let width = x.len() / tokens.max(1);
     dense(weights.qkv, x, tokens, &mut s.qkv);
     attention(s, lengths, width, weights.heads);
     dense(weights.output, &s.context, tokens, &mut s.sum);
     add_and_norm(&mut s.sum, x, weights.attention_norm);
-    x.copy_from_slice(&s.sum);
+    std::mem::swap(x, &mut s.sum);
     dense(weights.up, x, tokens, &mut s.hidden);
     let hidden_width = weights.up.bias.len();
-    rows_mut(&mut s.hidden, hidden_width, |rows| rows.iter_mut().for_each(|v| *v = gelu_erf(*v)));
+    rows_mut(&mut s.hidden, hidden_width, gelu_values);
     dense(weights.down, &s.hidden, tokens, &mut s.sum);
     add_and_norm(&mut s.sum, x, weights.output_norm);
-    x.copy_from_slice(&s.sum);
+    std::mem::swap(x, &mut s.sum);
 }
 
 /// The mean of each text's rows, L2-normalised: one vector per text.
@@ -343,12 +365,18 @@ mod tests {
         assert_eq!(lane_max(&values[..9]), 1.0, "the largest in the tail past the lanes");
         assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
         let mut row = vec![1.0, 2.0, 3.0];
-        softmax(&mut row);
+        softmax(&mut row, 3);
         let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
         let total: f32 = e.iter().sum();
         for (got, want) in row.iter().zip(&e) {
             assert!((got - want / total).abs() < 1e-6);
         }
+        // Rows are normalised each on its own.
+        let mut rows = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
+        softmax(&mut rows, 2);
+        assert_eq!(rows[..2], [0.5, 0.5]);
+        assert!((rows[2] - 1.0).abs() < 1e-6 && rows[3] < 1e-10);
+        assert_eq!(rows[4..], [0.5, 0.5]);
     }
 
     #[test]

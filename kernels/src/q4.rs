@@ -82,7 +82,7 @@ impl Q4Matrix {
     }
 
     /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns, row-major);
-    /// `out` is `m` × rows.
+    /// `out` is `m` × rows, and every value of it is written (what it held is never read).
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
@@ -236,16 +236,40 @@ struct Activations {
 }
 
 impl Activations {
+    /// Quantises `x` (`m` rows of `columns`) straight into this layout; a long input is shared
+    /// between the cores, in runs of [`BLOCKS_PER_TASK`] blocks.
     fn quantize(x: &[f32], m: usize, columns: usize) -> Activations {
+        use rayon::prelude::*;
         let blocks = m * columns / BLOCK;
         let (mut values, mut scales, mut offsets) =
-            (Vec::with_capacity(m * columns), Vec::with_capacity(blocks), Vec::with_capacity(blocks));
-        for block in quantize(x) {
-            values.extend_from_slice(&block.quants);
-            scales.push(block.scale);
-            offsets.push(-8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>());
+            (vec![0i8; m * columns], vec![0f32; blocks], vec![0i32; blocks]);
+        if x.len() >= 1 << 16 {
+            let per_task = BLOCKS_PER_TASK * BLOCK;
+            x.par_chunks(per_task)
+                .zip(values.par_chunks_mut(per_task))
+                .zip(scales.par_chunks_mut(BLOCKS_PER_TASK))
+                .zip(offsets.par_chunks_mut(BLOCKS_PER_TASK))
+                .for_each(|(((x, values), scales), offsets)| quantize_blocks(x, values, scales, offsets));
+        } else {
+            quantize_blocks(x, &mut values, &mut scales, &mut offsets);
         }
         Activations { values, scales, offsets, columns }
+    }
+}
+
+/// Blocks of activations quantised by one task of [`Activations::quantize`].
+const BLOCKS_PER_TASK: usize = 256;
+
+simd_fn! {
+    /// Each block of 32 values of `x`: its 8-bit values, scale and offset (−8 × Σ values).
+    fn quantize_blocks(x: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32]) {
+        let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK));
+        for ((block, scale), offset) in blocks.map(|(x, values)| (quantize_block(x), values)).zip(scales).zip(offsets) {
+            let (BlockQ8 { scale: s, quants }, values) = block;
+            values.copy_from_slice(&quants);
+            *scale = s;
+            *offset = -8 * quants.iter().map(|&q| i32::from(q)).sum::<i32>();
+        }
     }
 }
 
@@ -356,9 +380,16 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
 fn quantize(x: &[f32]) -> Vec<BlockQ8> {
     if x.len() >= 1 << 16 {
         use rayon::prelude::*;
-        return x.par_chunks_exact(BLOCK).map(quantize_block).collect();
+        return x.par_chunks(BLOCKS_PER_TASK * BLOCK).flat_map_iter(quantize_run).collect();
     }
-    x.chunks_exact(BLOCK).map(quantize_block).collect()
+    quantize_run(x)
+}
+
+simd_fn! {
+    /// The blocks of `x`, quantised.
+    fn quantize_run(x: &[f32]) -> Vec<BlockQ8> {
+        x.chunks_exact(BLOCK).map(quantize_block).collect()
+    }
 }
 
 /// Adding 1.5 · 2²³ leaves a float whose last mantissa bits are its value rounded to the nearest
@@ -366,6 +397,7 @@ fn quantize(x: &[f32]) -> Vec<BlockQ8> {
 /// compiler vectorises, where `f32::round` is a libm call per value on the baseline x86-64.
 const ROUNDING: f32 = 12_582_912.0;
 
+#[inline(always)]
 fn quantize_block(values: &[f32]) -> BlockQ8 {
     let largest = values.iter().fold(0f32, |a, v| a.max(v.abs()));
     let scale = largest / 127.0;
@@ -827,6 +859,21 @@ mod tests {
         let whole = quantize(&long);
         let piecewise: Vec<BlockQ8> = long.chunks_exact(BLOCK).map(quantize_block).collect();
         assert!(whole.iter().zip(&piecewise).all(|(a, b)| a.scale == b.scale && a.quants == b.quants));
+        // The grouped products' layout, on one core (8 rows) and shared (200 rows), with each
+        // block's offset −8 × Σ values.
+        for rows in [8, 200] {
+            let x = &long[..rows * 384];
+            let activations = Activations::quantize(x, rows, 384);
+            assert_eq!(activations.scales.len(), rows * 384 / BLOCK);
+            for (b, block) in x.chunks_exact(BLOCK).map(quantize_block).enumerate() {
+                assert_eq!(activations.values[b * BLOCK..][..BLOCK], block.quants);
+                assert_eq!(activations.scales[b], block.scale);
+                assert_eq!(
+                    activations.offsets[b],
+                    -8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>()
+                );
+            }
+        }
     }
 
     #[test]
