@@ -250,27 +250,36 @@ impl Product<'_> {
 fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usize, context: &mut [f32]) {
     let stride = 3 * width;
     let at = head * head_width;
-    let mut scores = vec![0f32; length * length];
-    // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
-    Product {
-        m: length,
-        n: length,
-        k: head_width,
-        lhs: (&qkv[at..], stride, 1),
-        rhs: (&qkv[width + at..], 1, stride),
-        scale: 1.0 / (head_width as f32).sqrt(),
-    }
-    .run(&mut scores, length);
-    softmax(&mut scores, length);
-    Product {
-        m: length,
-        n: head_width,
-        k: length,
-        lhs: (&scores, length, 1),
-        rhs: (&qkv[2 * width + at..], stride, 1),
-        scale: 1.0,
-    }
-    .run(context, head_width);
+    SCORES.with_borrow_mut(|scores| {
+        // Every score is written by the first product (it does not read its destination).
+        scores.resize(length * length, 0.0);
+        // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
+        Product {
+            m: length,
+            n: length,
+            k: head_width,
+            lhs: (&qkv[at..], stride, 1),
+            rhs: (&qkv[width + at..], 1, stride),
+            scale: 1.0 / (head_width as f32).sqrt(),
+        }
+        .run(scores, length);
+        softmax(scores, length);
+        Product {
+            m: length,
+            n: head_width,
+            k: length,
+            lhs: (scores, length, 1),
+            rhs: (&qkv[2 * width + at..], stride, 1),
+            scale: 1.0,
+        }
+        .run(context, head_width);
+    });
+}
+
+thread_local! {
+    /// Each thread's attention scores, reused from task to task: a new buffer per text and head
+    /// (256 KB at 256 tokens) was zeroed and faulted in every time. At most 1 MB (512 tokens).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Multi-head self-attention within each text: `s.context` (tokens × width) from `s.qkv`.

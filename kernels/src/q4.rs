@@ -399,7 +399,13 @@ const ROUNDING: f32 = 12_582_912.0;
 
 #[inline(always)]
 fn quantize_block(values: &[f32]) -> BlockQ8 {
-    let largest = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+    // The largest magnitude in eight lanes, by comparison: `f32::max` (which must return the
+    // other operand for a NaN) kept this loop scalar. NaNs are skipped either way.
+    let mut lanes = [0f32; 8];
+    for run in values.chunks_exact(8) {
+        lanes.iter_mut().zip(run).for_each(|(l, v)| *l = if v.abs() > *l { v.abs() } else { *l });
+    }
+    let largest = lanes.iter().fold(0f32, |a, &l| if l > a { l } else { a });
     let scale = largest / 127.0;
     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     let mut quants = [0i8; BLOCK];
