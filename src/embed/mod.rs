@@ -32,9 +32,11 @@ pub use tokens::estimate_tokens;
 /// Most tokens (batch size × longest text) one padded forward pass may hold; bounds peak memory.
 const BATCH_TOKEN_BUDGET: usize = 8192;
 /// Most tokens one forward pass without padding (the CPU's plain-slice encoder) may hold: its
-/// buffers take about 15 KiB per token (31 MiB at this budget), and a batch is what a waiting
-/// question may have to wait for.
-const PLAIN_TOKEN_BUDGET: usize = 2048;
+/// buffers take about 15 KiB per token (19 MiB at this budget), and a batch is what a waiting
+/// question may have to wait for. It holds a document of four 256-token chunks, or five one-chunk
+/// documents together (an import's files queue up behind each other); 2,048 took an import of
+/// the 10k-chunk corpus from under to over its 300 MiB bound once files shared batches.
+const PLAIN_TOKEN_BUDGET: usize = 1280;
 /// Most attention scores per head (batch size × longest text²) one forward pass may hold. The
 /// scores grow with the square of the length: 16 texts of 512 tokens held 200 MB of them per
 /// copy (12 heads), and an import peaked at 510 MiB; with this bound a copy is 24 MiB.
@@ -95,10 +97,13 @@ fn first_line(e: &impl std::fmt::Display) -> String {
 /// An embedding vector, L2-normalised.
 pub type Embedding = Arc<[f32]>;
 
+/// Where an embedding job's vectors go.
+type EmbedReply = mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
+
 enum Job {
     Embed {
         texts: Vec<String>,
-        reply: mpsc::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+        reply: EmbedReply,
     },
     TokenIds {
         text: String,
@@ -119,6 +124,17 @@ struct Urgent {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+}
+
+/// Passages sent with [`Embedder::submit_passages`], on their way through the inference thread.
+#[derive(Debug)]
+pub struct PendingEmbeddings(mpsc::Receiver<Result<Vec<Vec<f32>>, EmbedError>>);
+
+impl PendingEmbeddings {
+    /// Waits for the passages' vectors, in the order they were submitted.
+    pub fn wait(self) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.0.recv().map_err(|_| EmbedError::Stopped)?
+    }
 }
 
 /// Handle to the inference thread.
@@ -200,8 +216,21 @@ impl Embedder {
 
     /// Embeds passages for the index, adding the model's passage prefix.
     pub fn embed_passages(&self, passages: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.submit_passages(passages)?.wait()
+    }
+
+    /// Sends passages to the inference thread without waiting for them: an import parses the
+    /// next files meanwhile. Passages submitted back to back are embedded in shared batches.
+    pub fn submit_passages(&self, passages: &[String]) -> Result<PendingEmbeddings, EmbedError> {
         let prefix = &self.profile.passage_prefix;
-        self.embed_raw(passages.iter().map(|p| format!("{prefix}{p}")).collect())
+        let texts = passages.iter().map(|p| format!("{prefix}{p}")).collect();
+        let (reply, answer) = mpsc::channel();
+        self.jobs
+            .as_ref()
+            .ok_or(EmbedError::Stopped)?
+            .send(Job::Embed { texts, reply })
+            .map_err(|_| EmbedError::Stopped)?;
+        Ok(PendingEmbeddings(answer))
     }
 
     /// Embeds a question, adding the query prefix; repeated questions come from the cache.
@@ -334,16 +363,53 @@ fn inference_loop(
             let _ = reply.send(encoder.embed(&[text]));
         }
     };
-    for job in inbox {
+    let mut held = None;
+    while let Some(job) = held.take().or_else(|| inbox.recv().ok()) {
         questions_first();
         match job {
             Job::Embed { texts, reply } => {
-                let _ = reply.send(embed_in_batches(&encoder, texts, &questions_first));
+                // Passages already queued behind this job join its batches (an import submits
+                // file after file; one-chunk files would otherwise make batches of one).
+                let mut jobs = vec![(texts, reply)];
+                let mut count = jobs[0].0.len();
+                while count < MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(Job::Embed { texts, reply }) => {
+                            count += texts.len();
+                            jobs.push((texts, reply));
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                embed_jobs(&encoder, jobs, &questions_first);
             }
             Job::TokenIds { text, reply } => {
                 let _ = reply.send(encoder.tokenizer().token_ids(&text));
             }
             Job::Wake => {}
+        }
+    }
+}
+
+/// Embeds several jobs' texts together and answers each job with its own vectors (or the error).
+fn embed_jobs(encoder: &Encoder, jobs: Vec<(Vec<String>, EmbedReply)>, between: &dyn Fn()) {
+    let counts: Vec<usize> = jobs.iter().map(|(texts, _)| texts.len()).collect();
+    let (texts, replies): (Vec<Vec<String>>, Vec<EmbedReply>) = jobs.into_iter().unzip();
+    match embed_in_batches(encoder, texts.into_iter().flatten().collect(), between) {
+        Ok(vectors) => {
+            let mut vectors = vectors.into_iter();
+            for (reply, count) in replies.into_iter().zip(counts) {
+                let _ = reply.send(Ok(vectors.by_ref().take(count).collect()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
         }
     }
 }
@@ -401,10 +467,11 @@ mod tests {
         // Longest first, as embed_in_batches orders them.
         let counts = [512, 300, 300, 256, 256, 200, 10, 10];
         let order: Vec<usize> = (0..counts.len()).collect();
-        // 512 + 300 + 300 + 256 + 256 = 1,624; with 200 more 1,824; the two 10s fit too.
-        assert_eq!(batch_size(&order, &counts, false), 8);
-        let long = [1500, 600, 10];
-        assert_eq!(batch_size(&[0, 1, 2], &long, false), 1, "1,500 + 600 exceeds 2,048");
+        // 512 + 300 + 300 = 1,112; another 256 would make 1,368.
+        assert_eq!(batch_size(&order, &counts, false), 3);
+        assert_eq!(batch_size(&order[3..], &counts, false), 5, "256 + 256 + 200 + 10 + 10");
+        let long = [1000, 600, 10];
+        assert_eq!(batch_size(&[0, 1, 2], &long, false), 1, "1,000 + 600 exceeds 1,280");
         assert_eq!(batch_size(&[0], &[5000], false), 1, "a text over the budget goes alone");
         // Padded: 2¹⁹ / 512² = 2 texts of 512 tokens.
         assert_eq!(batch_size(&order, &counts, true), 2);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::embed::Embedder;
+use crate::embed::{Embedder, PendingEmbeddings};
 use crate::search::{LexicalIndex, SharedLexical, SharedVectors};
 use crate::store::{ChunkRecord, ChunkVectors, DocumentId, Format, NewDocument, SourceKey, Store};
 use chunk::ChunkSizes;
@@ -199,9 +199,12 @@ pub fn embed_chunks(
     title: &str,
     chunks: &[ChunkRecord],
 ) -> Result<Vec<Vec<f32>>, crate::Error> {
-    let passages: Vec<String> =
-        chunks.iter().map(|c| passage_text(title, &c.heading_path, &c.text)).collect();
-    Ok(embedder.embed_passages(&passages)?)
+    Ok(embedder.embed_passages(&passages(title, chunks))?)
+}
+
+/// The texts a document's chunks are embedded as, in chunk order.
+fn passages(title: &str, chunks: &[ChunkRecord]) -> Vec<String> {
+    chunks.iter().map(|c| passage_text(title, &c.heading_path, &c.text)).collect()
 }
 
 /// Runs an import against an open store and its indexes.
@@ -226,15 +229,40 @@ pub fn import(
     let turn = || writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut writer = IndexFollower { store, lexical, dirty: false, last_commit: Instant::now() };
 
-    for candidate in &discovery.candidates {
-        let prepared = prepare(store, embedder, settings, candidate, request)?;
-        let outcome = {
-            let _turn = turn();
-            apply(&mut writer, vectors, prepared)?
-        };
-        report.record(&candidate.display, &outcome);
-        observer.file_done(&candidate.display, &outcome);
-    }
+    // Three stages side by side: a reader thread decides, parses and chunks the next files and
+    // sends their passages to the embedding thread; the model embeds them; this thread writes
+    // each file as its vectors arrive. At most IN_FLIGHT files are between the reader and the
+    // writer, so memory is bounded by them, not by the size of the import.
+    std::thread::scope(|scope| -> Result<(), crate::Error> {
+        let (started, arrivals) = std::sync::mpsc::sync_channel(IN_FLIGHT);
+        let candidates = &discovery.candidates;
+        std::thread::Builder::new()
+            .name("sputnik-import".into())
+            .spawn_scoped(scope, move || {
+                for candidate in candidates {
+                    let next = start(store, embedder, settings, candidate, request);
+                    let fatal = next.is_err();
+                    if started.send(next).is_err() || fatal {
+                        break;
+                    }
+                }
+            })
+            .map_err(IngestError::Io)?;
+        for candidate in candidates {
+            // The reader stops early only after sending a fault, or when it panicked (which the
+            // scope then passes on).
+            let next =
+                arrivals.recv().map_err(|_| IngestError::Io(std::io::Error::other("the reader stopped")));
+            let prepared = next??.finish()?;
+            let outcome = {
+                let _turn = turn();
+                apply(&mut writer, vectors, prepared)?
+            };
+            report.record(&candidate.display, &outcome);
+            observer.file_done(&candidate.display, &outcome);
+        }
+        Ok(())
+    })?;
 
     for (id, source) in removals {
         if !request.dry_run {
@@ -253,6 +281,9 @@ pub fn import(
     Ok(report)
 }
 
+/// Files read ahead of the one being written during an import.
+const IN_FLIGHT: usize = 4;
+
 /// One file decided and, when it is to be written, parsed, chunked and embedded: the slow
 /// part of an import, which only reads the store. [`apply_prepared`] writes it.
 #[derive(Debug)]
@@ -260,6 +291,24 @@ pub struct Prepared {
     decision: Result<Decision, String>,
     embedded: Option<(String, Vec<Vec<f32>>)>,
     dry_run: bool,
+}
+
+/// A file decided, parsed and chunked, its passages with the embedding thread.
+struct Started {
+    decision: Result<Decision, String>,
+    embedding: Option<(String, PendingEmbeddings)>,
+    dry_run: bool,
+}
+
+impl Started {
+    /// Waits for the file's vectors.
+    fn finish(self) -> Result<Prepared, crate::Error> {
+        let embedded = match self.embedding {
+            Some((model, pending)) => Some((model, pending.wait()?)),
+            None => None,
+        };
+        Ok(Prepared { decision: self.decision, embedded, dry_run: self.dry_run })
+    }
 }
 
 /// Decides what to do with one file and does the slow work for it; a file that cannot be
@@ -271,6 +320,17 @@ pub fn prepare(
     candidate: &Candidate,
     request: &ImportRequest,
 ) -> Result<Prepared, crate::Error> {
+    start(store, embedder, settings, candidate, request)?.finish()
+}
+
+/// [`prepare`] up to sending the passages to the embedding thread.
+fn start(
+    store: &Store,
+    embedder: Option<&Embedder>,
+    settings: &IngestSettings,
+    candidate: &Candidate,
+    request: &ImportRequest,
+) -> Result<Started, crate::Error> {
     let limits = ParseLimits {
         max_unpacked_bytes: settings.max_unpacked_size.as_u64(),
         max_compression_ratio: settings.max_compression_ratio,
@@ -291,17 +351,17 @@ pub fn prepare(
         Ok(decision) => decision,
         Err(crate::Error::Store(e)) => return Err(e.into()),
         Err(e) => {
-            return Ok(Prepared { decision: Err(e.to_string()), embedded: None, dry_run: request.dry_run });
+            return Ok(Started { decision: Err(e.to_string()), embedding: None, dry_run: request.dry_run });
         }
     };
-    let embedded = match (&decision, embedder) {
+    let embedding = match (&decision, embedder) {
         (Decision::Write { document, .. }, Some(embedder)) if !request.dry_run => Some((
             embedder.profile().name.clone(),
-            embed_chunks(embedder, &document.title, &document.chunks)?,
+            embedder.submit_passages(&passages(&document.title, &document.chunks))?,
         )),
         _ => None,
     };
-    Ok(Prepared { decision: Ok(decision), embedded, dry_run: request.dry_run })
+    Ok(Started { decision: Ok(decision), embedding, dry_run: request.dry_run })
 }
 
 /// Writes one prepared file to the store and both indexes, and commits the full-text index.

@@ -134,6 +134,22 @@ fn tokens_and_embeddings_match_the_reference_engine() {
         compared += 1;
     }
     assert_eq!(compared, 50);
+
+    // Passages submitted back to back (as an import submits file after file while the model is
+    // busy) are embedded in shared batches, and each submitter gets exactly its own vectors back,
+    // in its order, whichever order they are collected in.
+    let parts: [&[String]; 4] = [&texts[..120], &texts[200..201], &texts[300..303], &texts[400..402]];
+    let pending: Vec<_> = parts.iter().map(|part| embedder.submit_passages(part).unwrap()).collect();
+    let mut collected: Vec<Vec<Vec<f32>>> = pending.into_iter().rev().map(|p| p.wait().unwrap()).collect();
+    collected.reverse();
+    for (part, vectors) in parts.iter().zip(&collected) {
+        assert_eq!(vectors.len(), part.len());
+        for (text, vector) in part.iter().zip(vectors).step_by(7) {
+            let alone = embedder.embed_passages(std::slice::from_ref(text)).unwrap().pop().unwrap();
+            let similarity = cosine(&alone, vector);
+            assert!(similarity >= 0.9998, "{text:?}: submitted and alone have cosine {similarity}");
+        }
+    }
     // Longer than the model's 512 tokens: truncated, not an error.
     let long = "отпуск ".repeat(800);
     assert_eq!(embedder.token_ids(&long).unwrap().len(), 512);
