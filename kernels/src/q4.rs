@@ -263,12 +263,12 @@ const BLOCKS_PER_TASK: usize = 256;
 simd_fn! {
     /// Each block of 32 values of `x`: its 8-bit values, scale and offset (−8 × Σ values).
     fn quantize_blocks(x: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32]) {
-        let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK));
-        for ((block, scale), offset) in blocks.map(|(x, values)| (quantize_block(x), values)).zip(scales).zip(offsets) {
-            let (BlockQ8 { scale: s, quants }, values) = block;
-            values.copy_from_slice(&quants);
-            *scale = s;
-            *offset = -8 * quants.iter().map(|&q| i32::from(q)).sum::<i32>();
+        let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(scales).zip(offsets);
+        for (((x, values), scale), offset) in blocks {
+            let block = quantize_block(x);
+            values.copy_from_slice(&block.quants);
+            *scale = block.scale;
+            *offset = -8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
         }
     }
 }

@@ -200,10 +200,18 @@ impl Embedder {
         self.profile
     }
 
-    fn send<T>(&self, job: impl FnOnce(mpsc::Sender<Result<T, EmbedError>>) -> Job) -> Result<T, EmbedError> {
+    /// Queues a job for the inference thread; its answer comes on the returned receiver.
+    fn submit<T>(
+        &self,
+        job: impl FnOnce(mpsc::Sender<Result<T, EmbedError>>) -> Job,
+    ) -> Result<mpsc::Receiver<Result<T, EmbedError>>, EmbedError> {
         let (reply, answer) = mpsc::channel();
         self.jobs.as_ref().ok_or(EmbedError::Stopped)?.send(job(reply)).map_err(|_| EmbedError::Stopped)?;
-        answer.recv().map_err(|_| EmbedError::Stopped)?
+        Ok(answer)
+    }
+
+    fn send<T>(&self, job: impl FnOnce(mpsc::Sender<Result<T, EmbedError>>) -> Job) -> Result<T, EmbedError> {
+        self.submit(job)?.recv().map_err(|_| EmbedError::Stopped)?
     }
 
     /// Embeds raw texts exactly as given (no prefixes), in order.
@@ -224,13 +232,7 @@ impl Embedder {
     pub fn submit_passages(&self, passages: &[String]) -> Result<PendingEmbeddings, EmbedError> {
         let prefix = &self.profile.passage_prefix;
         let texts = passages.iter().map(|p| format!("{prefix}{p}")).collect();
-        let (reply, answer) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .ok_or(EmbedError::Stopped)?
-            .send(Job::Embed { texts, reply })
-            .map_err(|_| EmbedError::Stopped)?;
-        Ok(PendingEmbeddings(answer))
+        Ok(PendingEmbeddings(self.submit(|reply| Job::Embed { texts, reply })?))
     }
 
     /// Embeds a question, adding the query prefix; repeated questions come from the cache.
