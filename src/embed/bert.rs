@@ -10,7 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 
 use super::EmbedError;
 use super::profile::ModelProfile;
-use super::tokens::{ModelTokenizer, mean_pool};
+use super::tokens::{Batch, ModelTokenizer, mean_pool};
 
 pub(super) struct BertEncoder {
     model: BertModel,
@@ -42,12 +42,11 @@ impl BertEncoder {
         &self.tokenizer
     }
 
-    /// Embeds one batch; every text is encoded together, padded to the longest.
-    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
+    /// Embeds one batch of encoded texts, padded to the longest.
+    pub(super) fn embed_batch(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if batch.batch == 0 {
             return Ok(Vec::new());
         }
-        let batch = self.tokenizer.batch(texts)?;
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let shape = (batch.batch, batch.length);
             let ids = Tensor::from_vec(batch.ids.clone(), shape, &self.device)?;

@@ -105,10 +105,6 @@ enum Job {
         texts: Vec<String>,
         reply: EmbedReply,
     },
-    TokenIds {
-        text: String,
-        reply: mpsc::Sender<Result<Vec<u32>, EmbedError>>,
-    },
     /// A question is waiting on the urgent channel (wakes a thread that is idle).
     Wake,
 }
@@ -260,8 +256,7 @@ impl Embedder {
 
     /// Token ids of `text` as the model sees it.
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
-        let text = text.to_owned();
-        self.send(|reply| Job::TokenIds { text, reply })
+        self.tokenizer.token_ids(text)
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -325,12 +320,17 @@ impl Encoder {
         }
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed_batch(&self, batch: &tokens::Batch) -> Result<Vec<Vec<f32>>, EmbedError> {
         match self {
             #[cfg(feature = "minilm")]
-            Encoder::Bert(e) => e.embed(texts),
-            Encoder::Quantized(e) => e.embed(texts),
+            Encoder::Bert(e) => e.embed_batch(batch),
+            Encoder::Quantized(e) => e.embed_batch(batch),
         }
+    }
+
+    /// Encodes and embeds texts as one batch (a question, on the inference thread).
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_batch(&self.tokenizer().batch(texts)?)
     }
 
     /// Whether a batch is padded to its longest text (and so best made of texts of one length).
@@ -389,9 +389,6 @@ fn inference_loop(
                 }
                 embed_jobs(&encoder, jobs, &questions_first);
             }
-            Job::TokenIds { text, reply } => {
-                let _ = reply.send(encoder.tokenizer().token_ids(&text));
-            }
             Job::Wake => {}
         }
     }
@@ -401,7 +398,7 @@ fn inference_loop(
 fn embed_jobs(encoder: &Encoder, jobs: Vec<(Vec<String>, EmbedReply)>, between: &dyn Fn()) {
     let counts: Vec<usize> = jobs.iter().map(|(texts, _)| texts.len()).collect();
     let (texts, replies): (Vec<Vec<String>>, Vec<EmbedReply>) = jobs.into_iter().unzip();
-    match embed_in_batches(encoder, texts.into_iter().flatten().collect(), between) {
+    match embed_in_batches(encoder, &texts.into_iter().flatten().collect::<Vec<_>>(), between) {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();
             for (reply, count) in replies.into_iter().zip(counts) {
@@ -421,19 +418,23 @@ fn embed_jobs(encoder: &Encoder, jobs: Vec<(Vec<String>, EmbedReply)>, between: 
 /// depend on how texts were grouped (padding is masked out, or there is none).
 fn embed_in_batches(
     encoder: &Encoder,
-    texts: Vec<String>,
+    texts: &[String],
     between: &dyn Fn(),
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let counts = encoder.tokenizer().token_counts(&texts)?;
-    let mut order: Vec<usize> = (0..texts.len()).collect();
+    // Each text is encoded once: its length orders the batches, its ids make them.
+    let encoded =
+        texts.iter().map(|text| encoder.tokenizer().token_ids(text)).collect::<Result<Vec<_>, _>>()?;
+    let counts: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; encoded.len()];
     let mut start = 0;
     while start < order.len() {
         between();
         let size = batch_size(&order[start..], &counts, encoder.pads());
-        let batch: Vec<String> = order[start..start + size].iter().map(|&i| texts[i].clone()).collect();
-        for (&i, vector) in order[start..start + size].iter().zip(encoder.embed(&batch)?) {
+        let texts: Vec<&[u32]> = order[start..start + size].iter().map(|&i| encoded[i].as_slice()).collect();
+        let batch = encoder.tokenizer().batch_of(&texts);
+        for (&i, vector) in order[start..start + size].iter().zip(encoder.embed_batch(&batch)?) {
             out[i] = Some(vector);
         }
         start += size;

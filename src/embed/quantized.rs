@@ -337,18 +337,17 @@ impl QuantizedEncoder {
         self.layers.iter().map(|layer| layer.weights(self.heads)).collect()
     }
 
-    /// Embeds one batch of texts.
-    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        if texts.is_empty() {
+    /// Embeds one batch of encoded texts.
+    pub(super) fn embed_batch(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if batch.batch == 0 {
             return Ok(Vec::new());
         }
-        let batch = self.tokenizer.batch(texts)?;
         let (rows, length, dim) = (batch.batch, batch.length, self.words.dim);
         if length > self.positions.len() / dim {
             return Err(EmbedError::Inference(format!("{length} tokens exceed the model's positions")));
         }
         if let Some(layers) = self.plain_layers() {
-            return self.embed_plain(&batch, &layers);
+            return self.embed_plain(batch, &layers);
         }
         let mut words = Vec::with_capacity(rows * length * dim);
         for &id in &batch.ids {

@@ -59,24 +59,6 @@ impl ModelTokenizer {
         Ok(ModelTokenizer::Hf(Box::new(tokenizer)))
     }
 
-    /// Number of tokens each text becomes (after truncation), for batching by a token budget.
-    pub fn token_counts(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
-        match self {
-            #[cfg(feature = "minilm")]
-            ModelTokenizer::Hf(tokenizer) => {
-                let encodings =
-                    tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
-                Ok(encodings
-                    .iter()
-                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
-                    .collect())
-            }
-            ModelTokenizer::Unigram { tokenizer, max_tokens } => {
-                Ok(texts.iter().map(|t| tokenizer.encode(t, *max_tokens).len()).collect())
-            }
-        }
-    }
-
     /// How many pieces `text` becomes, without the special tokens and without truncation.
     pub fn count(&self, text: &str) -> usize {
         match self {
@@ -88,7 +70,8 @@ impl ModelTokenizer {
         }
     }
 
-    /// Token ids of one text as the model sees it (for parity tests and diagnostics).
+    /// Token ids of one text as the model sees it: special tokens added, truncated at the
+    /// model's maximum. Callers encode passages on their own thread ([`super::Embedder`]).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
         match self {
             #[cfg(feature = "minilm")]
@@ -102,50 +85,34 @@ impl ModelTokenizer {
 
     /// Encodes texts together, padded to the longest.
     pub fn batch(&self, texts: &[String]) -> Result<Batch, EmbedError> {
-        match self {
-            #[cfg(feature = "minilm")]
-            ModelTokenizer::Hf(tokenizer) => hf_batch(tokenizer, texts),
-            ModelTokenizer::Unigram { tokenizer, max_tokens } => {
-                let encoded: Vec<Vec<u32>> = texts.iter().map(|t| tokenizer.encode(t, *max_tokens)).collect();
-                let length = encoded.iter().map(Vec::len).max().unwrap_or(0);
-                let mut out = Batch {
-                    ids: Vec::with_capacity(encoded.len() * length),
-                    types: vec![0; encoded.len() * length],
-                    mask: Vec::with_capacity(encoded.len() * length),
-                    batch: encoded.len(),
-                    length,
-                };
-                for ids in encoded {
-                    let padding = length - ids.len();
-                    out.mask.extend(std::iter::repeat_n(1, ids.len()).chain(std::iter::repeat_n(0, padding)));
-                    out.ids.extend(ids);
-                    out.ids.extend(std::iter::repeat_n(tokenizer.pad, padding));
-                }
-                Ok(out)
-            }
-        }
+        let encoded = texts.iter().map(|t| self.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.batch_of(&encoded.iter().map(Vec::as_slice).collect::<Vec<_>>()))
     }
-}
 
-/// [`ModelTokenizer::batch`] through the Hugging Face pipeline (padding configured at load).
-#[cfg(feature = "minilm")]
-fn hf_batch(tokenizer: &Tokenizer, texts: &[String]) -> Result<Batch, EmbedError> {
-    let encodings = tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::inference)?;
-    let batch = encodings.len();
-    let length = encodings.first().map_or(0, |e| e.get_ids().len());
-    let mut out = Batch {
-        ids: Vec::with_capacity(batch * length),
-        types: Vec::with_capacity(batch * length),
-        mask: Vec::with_capacity(batch * length),
-        batch,
-        length,
-    };
-    for encoding in &encodings {
-        out.ids.extend_from_slice(encoding.get_ids());
-        out.types.extend_from_slice(encoding.get_type_ids());
-        out.mask.extend_from_slice(encoding.get_attention_mask());
+    /// Texts already encoded ([`Self::token_ids`]) as one batch, padded to the longest. Every
+    /// text is a single sequence, so its segment ids are all 0.
+    pub fn batch_of(&self, encoded: &[&[u32]]) -> Batch {
+        let pad = match self {
+            #[cfg(feature = "minilm")]
+            ModelTokenizer::Hf(tokenizer) => tokenizer.get_padding().map_or(0, |p| p.pad_id),
+            ModelTokenizer::Unigram { tokenizer, .. } => tokenizer.pad,
+        };
+        let length = encoded.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let mut out = Batch {
+            ids: Vec::with_capacity(encoded.len() * length),
+            types: vec![0; encoded.len() * length],
+            mask: Vec::with_capacity(encoded.len() * length),
+            batch: encoded.len(),
+            length,
+        };
+        for ids in encoded {
+            let padding = length - ids.len();
+            out.mask.extend(std::iter::repeat_n(1, ids.len()).chain(std::iter::repeat_n(0, padding)));
+            out.ids.extend_from_slice(ids);
+            out.ids.extend(std::iter::repeat_n(pad, padding));
+        }
+        out
     }
-    Ok(out)
 }
 
 impl Batch {
