@@ -183,13 +183,29 @@ pub fn embeddings(x: &mut [f32], lengths: &[usize], positions: &[f32], token_typ
 }
 
 simd_fn! {
-    /// Softmax of each row of `scores` (rows of `width`), in place.
-    fn softmax(scores: &mut [f32], width: usize) {
+    /// A softmax of each row of `scores` (rows of `width`) but for its normalisation: each score
+    /// becomes e^(score − the row's maximum), in place, and `inverses` gets 1 / each row's sum.
+    /// Attention normalises the product of these rows with the values instead (a head's width
+    /// of multiplications per row, not the text's length), and the sum is taken in the same
+    /// pass as the exponentials: two passes over the scores where a softmax makes four.
+    fn exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+        inverses.clear();
         for row in scores.chunks_exact_mut(width) {
             let max = lane_max(row);
-            row.iter_mut().for_each(|score| *score = exp_nonpositive(*score - max));
-            let inverse = 1.0 / lane_sum(row, |v| v);
-            row.iter_mut().for_each(|s| *s *= inverse);
+            let mut lanes = [0f32; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for chunk in &mut chunks {
+                for (lane, score) in lanes.iter_mut().zip(chunk) {
+                    *score = exp_nonpositive(*score - max);
+                    *lane += *score;
+                }
+            }
+            let mut tail = 0.0;
+            for score in chunks.into_remainder() {
+                *score = exp_nonpositive(*score - max);
+                tail += *score;
+            }
+            inverses.push(1.0 / (lanes.iter().sum::<f32>() + tail));
         }
     }
 }
@@ -250,7 +266,7 @@ impl Product<'_> {
 fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usize, context: &mut [f32]) {
     let stride = 3 * width;
     let at = head * head_width;
-    SCORES.with_borrow_mut(|scores| {
+    SCORES.with_borrow_mut(|(scores, inverses)| {
         // Every score is written by the first product (it does not read its destination).
         scores.resize(length * length, 0.0);
         // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
@@ -263,7 +279,7 @@ fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usi
             scale: 1.0 / (head_width as f32).sqrt(),
         }
         .run(scores, length);
-        softmax(scores, length);
+        exp_rows(scores, length, inverses);
         Product {
             m: length,
             n: head_width,
@@ -273,13 +289,18 @@ fn attend(qkv: &[f32], length: usize, width: usize, head: usize, head_width: usi
             scale: 1.0,
         }
         .run(context, head_width);
+        for (row, &inverse) in context.chunks_exact_mut(head_width).zip(inverses.iter()) {
+            row.iter_mut().for_each(|v| *v *= inverse);
+        }
     });
 }
 
 thread_local! {
     /// Each thread's attention scores, reused from task to task: a new buffer per text and head
     /// (256 KB at 256 tokens) was zeroed and faulted in every time. At most 1 MB (512 tokens).
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Beside them, 1 / each row's sum of exponentials.
+    static SCORES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Multi-head self-attention within each text: `s.context` (tokens × width) from `s.qkv`.
@@ -373,19 +394,26 @@ mod tests {
         assert_eq!(lane_max(&values), 13.0);
         assert_eq!(lane_max(&values[..9]), 1.0, "the largest in the tail past the lanes");
         assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
-        let mut row = vec![1.0, 2.0, 3.0];
-        softmax(&mut row, 3);
+        let (mut row, mut inverses) = (vec![1.0, 2.0, 3.0], Vec::new());
+        exp_rows(&mut row, 3, &mut inverses);
         let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
         let total: f32 = e.iter().sum();
         for (got, want) in row.iter().zip(&e) {
-            assert!((got - want / total).abs() < 1e-6);
+            assert!((got * inverses[0] - want / total).abs() < 1e-6);
         }
-        // Rows are normalised each on its own.
-        let mut rows = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
-        softmax(&mut rows, 2);
-        assert_eq!(rows[..2], [0.5, 0.5]);
-        assert!((rows[2] - 1.0).abs() < 1e-6 && rows[3] < 1e-10);
-        assert_eq!(rows[4..], [0.5, 0.5]);
+        // Each row on its own, the sum taken over the lanes and the tail (19 = 2 × 8 + 3).
+        let mut rows: Vec<f32> = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
+        rows.extend((0..19).map(|i| i as f32 * 0.1));
+        let tail: Vec<f32> = rows[6..].to_vec();
+        exp_rows(&mut rows[..6], 2, &mut inverses);
+        assert_eq!(inverses.len(), 3);
+        assert_eq!((rows[0] * inverses[0], rows[1] * inverses[0]), (0.5, 0.5));
+        assert!((rows[2] * inverses[1] - 1.0).abs() < 1e-6 && rows[3] * inverses[1] < 1e-10);
+        assert_eq!((rows[4] * inverses[2], rows[5] * inverses[2]), (0.5, 0.5));
+        exp_rows(&mut rows[6..], 19, &mut inverses);
+        let max = tail.iter().copied().fold(f32::MIN, f32::max);
+        let total: f32 = tail.iter().map(|v| (v - max).exp()).sum();
+        assert!((inverses[0] - 1.0 / total).abs() < 1e-6, "{} against {}", inverses[0], 1.0 / total);
     }
 
     #[test]
