@@ -432,8 +432,8 @@ fn embed_in_batches(
     while start < order.len() {
         between();
         let size = batch_size(&order[start..], &counts, encoder.pads());
-        let texts: Vec<&[u32]> = order[start..start + size].iter().map(|&i| encoded[i].as_slice()).collect();
-        let batch = encoder.tokenizer().batch_of(&texts);
+        let ids: Vec<&[u32]> = order[start..start + size].iter().map(|&i| encoded[i].as_slice()).collect();
+        let batch = encoder.tokenizer().batch_of(&ids);
         for (&i, vector) in order[start..start + size].iter().zip(encoder.embed_batch(&batch)?) {
             out[i] = Some(vector);
         }
