@@ -59,6 +59,52 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     e * f32::from_bits((n.wrapping_add(127) as u32) << 23)
 }
 
+/// e^x for eight x ≤ 0 at once with AVX2 and FMA: the range reduction of
+/// [`exp_nonpositive`], then a degree-5 polynomial (1 + r + r²·(c₂ + c₃r + c₄r² + c₅r³), fitted for
+/// least relative error on |r| ≤ ln 2 / 2: within 3e-7 of libm in f32, the degree-7 one 2e-7)
+/// in fused multiply-adds: 14 vector operations for eight values where the plain arithmetic
+/// takes about twice as many. A softmax takes one exponential per attention score, 9 million
+/// for one passage of 256 tokens.
+#[cfg(target_arch = "x86_64")]
+pub mod fused {
+    #![allow(unsafe_code)]
+
+    use std::arch::x86_64::*;
+
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0;
+    const C2: f32 = 0.499_992_3;
+    const C3: f32 = 0.166_671_14;
+    const C4: f32 = 0.041_890_115;
+    const C5: f32 = 0.008_312_524;
+
+    /// e^x of each lane (x ≤ 0; below −87 it stays at e⁻⁸⁷, a NaN becomes e⁻⁸⁷ too).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn exp_nonpositive(x: __m256) -> __m256 {
+        // `max` returns its second operand when the first is NaN.
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let round = _mm256_set1_ps(ROUND);
+        let shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), round);
+        let whole = _mm256_sub_ps(shifted, round);
+        let r = _mm256_fnmadd_ps(whole, _mm256_set1_ps(LN2_HIGH), x);
+        let r = _mm256_fnmadd_ps(whole, _mm256_set1_ps(LN2_LOW), r);
+        let mut p = _mm256_fmadd_ps(_mm256_set1_ps(C5), r, _mm256_set1_ps(C4));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C3));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C2));
+        let e = _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        // 2ⁿ from the bits of n = shifted − ROUND (−126..0): (n + 127) << 23.
+        let n = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(round));
+        let power = _mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127)));
+        _mm256_mul_ps(e, _mm256_castsi256_ps(power))
+    }
+}
+
 /// GELU of one value: `0.5 · x · (1 + erf(x / √2))`.
 #[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
@@ -132,6 +178,35 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(-1e4), (-87f32).exp(), "flushed at -87, never 2⁻¹²⁷ garbage");
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), (-87f32).exp());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_fused_exp_is_within_a_few_ulps_of_libm_below_zero() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            eprintln!("no AVX2 with FMA on this CPU: the fused exponential is never used here");
+            return;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        let exp8 = |x: [f32; 8]| unsafe {
+            use std::arch::x86_64::*;
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), fused::exp_nonpositive(_mm256_loadu_ps(x.as_ptr())));
+            out
+        };
+        let mut worst = 0f32;
+        for i in (0..870_000).step_by(8) {
+            let x: [f32; 8] = std::array::from_fn(|j| -((i + j) as f32) / 10_000.0);
+            for (ours, x) in exp8(x).iter().zip(x) {
+                worst = worst.max((ours - x.exp()).abs() / x.exp());
+            }
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        let edges = exp8([0.0, -1e4, f32::NEG_INFINITY, f32::NAN, -87.0, -0.5, -1.0, -30.0]);
+        assert_eq!(edges[0], 1.0);
+        assert_eq!(edges[1..4], [edges[4]; 3], "flushed at -87, never 2⁻¹²⁷ garbage");
+        assert!((edges[4] - (-87f32).exp()).abs() / (-87f32).exp() < 3e-7);
     }
 
     #[test]

@@ -182,31 +182,88 @@ pub fn embeddings(x: &mut [f32], lengths: &[usize], positions: &[f32], token_typ
     layer_norm(x, norm);
 }
 
-simd_fn! {
-    /// A softmax of each row of `scores` (rows of `width`) but for its normalisation: each score
-    /// becomes e^(score − the row's maximum), in place, and `inverses` gets 1 / each row's sum.
-    /// Attention normalises the product of these rows with the values instead (a head's width
-    /// of multiplications per row, not the text's length), and the sum is taken in the same
-    /// pass as the exponentials: two passes over the scores where a softmax makes four.
-    fn exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
-        inverses.clear();
-        for row in scores.chunks_exact_mut(width) {
-            let max = lane_max(row);
-            let mut lanes = [0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
-            for chunk in &mut chunks {
-                for (lane, score) in lanes.iter_mut().zip(chunk) {
-                    *score = exp_nonpositive(*score - max);
-                    *lane += *score;
-                }
-            }
-            let mut tail = 0.0;
-            for score in chunks.into_remainder() {
+/// A softmax of each row of `scores` (rows of `width`) but for its normalisation: each score
+/// becomes e^(score − the row's maximum), in place, and `inverses` gets 1 / each row's sum.
+/// Attention normalises the product of these rows with the values instead (a head's width of
+/// multiplications per row, not the text's length), and the sum is taken in the same pass as
+/// the exponentials: two passes over the scores where a softmax makes four. With AVX2 and FMA
+/// the exponentials are [`fused`](crate::activation::fused) ones, eight at a time.
+fn exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe {
+            fused_exp_rows(scores, width, inverses)
+        };
+        return;
+    }
+    portable_exp_rows(scores, width, inverses);
+}
+
+/// [`exp_rows`] in plain arithmetic.
+fn portable_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    inverses.clear();
+    for row in scores.chunks_exact_mut(width) {
+        let max = lane_max(row);
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (lane, score) in lanes.iter_mut().zip(chunk) {
                 *score = exp_nonpositive(*score - max);
-                tail += *score;
+                *lane += *score;
             }
-            inverses.push(1.0 / (lanes.iter().sum::<f32>() + tail));
         }
+        let mut tail = 0.0;
+        for score in chunks.into_remainder() {
+            *score = exp_nonpositive(*score - max);
+            tail += *score;
+        }
+        inverses.push(1.0 / (lanes.iter().sum::<f32>() + tail));
+    }
+}
+
+/// [`exp_rows`] with AVX2 and FMA. A row's last values (past a multiple of eight) are padded
+/// with −∞, whose e⁻⁸⁷ adds nothing to a sum of at least 1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    use std::arch::x86_64::*;
+
+    use crate::activation::fused;
+    inverses.clear();
+    for row in scores.chunks_exact_mut(width) {
+        let max = _mm256_set1_ps(lane_max(row));
+        let mut sum = _mm256_setzero_ps();
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            let chunk: &mut [f32; LANES] = chunk.try_into().expect("a chunk of eight");
+            // SAFETY: eight values are read from and written to an array of eight.
+            let e = unsafe {
+                let e = fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), max));
+                _mm256_storeu_ps(chunk.as_mut_ptr(), e);
+                e
+            };
+            sum = _mm256_add_ps(sum, e);
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut padded = [f32::NEG_INFINITY; LANES];
+            padded[..tail.len()].copy_from_slice(tail);
+            // SAFETY: as above.
+            let e = unsafe {
+                let e = fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(padded.as_ptr()), max));
+                _mm256_storeu_ps(padded.as_mut_ptr(), e);
+                e
+            };
+            tail.copy_from_slice(&padded[..tail.len()]);
+            sum = _mm256_add_ps(sum, e);
+        }
+        let mut lanes = [0f32; LANES];
+        // SAFETY: eight values are written to an array of eight.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        inverses.push(1.0 / lanes.iter().sum::<f32>());
     }
 }
 
@@ -394,26 +451,34 @@ mod tests {
         assert_eq!(lane_max(&values), 13.0);
         assert_eq!(lane_max(&values[..9]), 1.0, "the largest in the tail past the lanes");
         assert_eq!(lane_max(&[]), f32::NEG_INFINITY);
-        let (mut row, mut inverses) = (vec![1.0, 2.0, 3.0], Vec::new());
-        exp_rows(&mut row, 3, &mut inverses);
-        let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
-        let total: f32 = e.iter().sum();
-        for (got, want) in row.iter().zip(&e) {
-            assert!((got * inverses[0] - want / total).abs() < 1e-6);
+    }
+
+    #[test]
+    fn exponentials_of_rows_cover_each_row_on_its_own() {
+        type ExpRows = fn(&mut [f32], usize, &mut Vec<f32>);
+        // On a CPU with AVX2 and FMA the first is the fused path, elsewhere both are portable.
+        for exp_rows in [exp_rows as ExpRows, portable_exp_rows] {
+            let (mut row, mut inverses) = (vec![1.0, 2.0, 3.0], Vec::new());
+            exp_rows(&mut row, 3, &mut inverses);
+            let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+            let total: f32 = e.iter().sum();
+            for (got, want) in row.iter().zip(&e) {
+                assert!((got * inverses[0] - want / total).abs() < 1e-6);
+            }
+            // Each row on its own, the sum taken over the lanes and the tail (19 = 2 × 8 + 3).
+            let mut rows: Vec<f32> = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
+            rows.extend((0..19).map(|i| i as f32 * 0.1));
+            let tail: Vec<f32> = rows[6..].to_vec();
+            exp_rows(&mut rows[..6], 2, &mut inverses);
+            assert_eq!(inverses.len(), 3);
+            assert_eq!((rows[0] * inverses[0], rows[1] * inverses[0]), (0.5, 0.5));
+            assert!((rows[2] * inverses[1] - 1.0).abs() < 1e-6 && rows[3] * inverses[1] < 1e-10);
+            assert_eq!((rows[4] * inverses[2], rows[5] * inverses[2]), (0.5, 0.5));
+            exp_rows(&mut rows[6..], 19, &mut inverses);
+            let max = tail.iter().copied().fold(f32::MIN, f32::max);
+            let total: f32 = tail.iter().map(|v| (v - max).exp()).sum();
+            assert!((inverses[0] - 1.0 / total).abs() < 1e-6, "{} against {}", inverses[0], 1.0 / total);
         }
-        // Each row on its own, the sum taken over the lanes and the tail (19 = 2 × 8 + 3).
-        let mut rows: Vec<f32> = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
-        rows.extend((0..19).map(|i| i as f32 * 0.1));
-        let tail: Vec<f32> = rows[6..].to_vec();
-        exp_rows(&mut rows[..6], 2, &mut inverses);
-        assert_eq!(inverses.len(), 3);
-        assert_eq!((rows[0] * inverses[0], rows[1] * inverses[0]), (0.5, 0.5));
-        assert!((rows[2] * inverses[1] - 1.0).abs() < 1e-6 && rows[3] * inverses[1] < 1e-10);
-        assert_eq!((rows[4] * inverses[2], rows[5] * inverses[2]), (0.5, 0.5));
-        exp_rows(&mut rows[6..], 19, &mut inverses);
-        let max = tail.iter().copied().fold(f32::MIN, f32::max);
-        let total: f32 = tail.iter().map(|v| (v - max).exp()).sum();
-        assert!((inverses[0] - 1.0 / total).abs() < 1e-6, "{} against {}", inverses[0], 1.0 / total);
     }
 
     #[test]
