@@ -1,15 +1,16 @@
 //! 4-bit weights × 8-bit activations on the CPU: the encoder's linear layers without expanding
-//! the weights. Each weight row keeps GGML's Q4_0 blocks (32 weights, one scale; element `j` in
-//! the low nibble of byte `j`, element `j + 16` in the high one); each input row is quantised to
-//! 8 bits per block of 32 with its own scale, as the reference engine does, and a dot product is
+//! the weights. The weights come as GGML's Q4_0 blocks (32 weights, one scale; element `j` in the
+//! low nibble of byte `j`, element `j + 16` in the high one); each input row is quantised to 8
+//! bits per block of 32 with its own scale, as the reference engine does, and a dot product is
 //! Σ scale_w · scale_x · Σ w·x over blocks, the inner sum in integers.
 //!
-//! With AVX2 (checked at run time) a block is unpacked once and multiplied with up to four input
-//! rows (`maddubs` on |w| and x·sign(w), as in GGML), and the output rows are shared between the
-//! cores; elsewhere a portable loop computes the same integers. From `MANY_ROWS` input rows,
-//! groups of eight weight rows are unpacked once each and multiplied with every input row
-//! (`vpdpbusd` with AVX-512 VNNI, two groups at a time so that each broadcast of an input's four
-//! bytes serves both; `maddubs` without), as the reference engine does for long inputs.
+//! At load the weights are laid out once for the kernels, still as nibbles (no more memory than
+//! the Q4_0 blocks): groups of eight weight rows interleaved by four columns ([`Group`]), so that
+//! one 32-byte load and two masks give four columns of all eight rows for two runs of columns.
+//! Each group is multiplied with every input row (`vpdpbusd` with AVX-512 VNNI, two groups at a
+//! time so that each broadcast of an input's four bytes serves both; AVX2's `maddubs` without;
+//! a portable loop computing the same integers elsewhere), the groups or, for long inputs, tiles
+//! of input rows shared between the cores.
 
 use half::f16;
 
@@ -17,34 +18,43 @@ use half::f16;
 const BLOCK: usize = 32;
 /// Bytes of a Q4_0 block in a GGUF file: an f16 scale and 16 bytes of nibbles.
 const Q4_0_BYTES: usize = 18;
-/// Input rows multiplied with one unpacked weight block.
-const ROWS_AT_ONCE: usize = 4;
-/// From this many input rows (tokens), weight rows are unpacked once per [`GROUP`] and used for
-/// every input row ([`Q4Matrix::matmul_many`]).
-const MANY_ROWS: usize = 32;
-/// Weight rows unpacked and multiplied together in [`Q4Matrix::matmul_many`].
+/// Weight rows multiplied together: one lane each of a 256-bit register of i32.
 const GROUP: usize = 8;
+/// Columns of a row side by side in a [`Group`]'s layout: one i32 lane of bytes.
+const RUN: usize = 4;
+/// Bytes of one group's block: [`GROUP`] rows × [`BLOCK`] nibbles.
+const GROUP_BLOCK_BYTES: usize = GROUP * BLOCK / 2;
+/// Runs of [`RUN`] columns whose nibbles share a byte (the low and the high nibble): runs `v` and
+/// `v + PAIRED_RUNS` of a block, columns `j` and `j + 16` as in Q4_0.
+const PAIRED_RUNS: usize = BLOCK / RUN / 2;
 
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-struct BlockQ4 {
-    scale: f32,
-    quants: [u8; 16],
+/// A weight matrix of `rows` outputs × `columns` inputs, in 4-bit groups of [`GROUP`] rows.
+#[derive(Debug, Clone)]
+pub struct Q4Matrix {
+    rows: usize,
+    columns: usize,
+    /// Group after group, block after block, [`GROUP_BLOCK_BYTES`] each: for each of the
+    /// [`PAIRED_RUNS`] runs `v` and each row `r`, four bytes whose low nibbles are columns
+    /// `4v..4v + 4` of row `r` and whose high nibbles are columns `4v + 16..4v + 20`. Each nibble
+    /// is the weight + 8 (0..15); the −8 is taken off through the activations' block offsets.
+    /// Rows past the matrix's end (in its last group) are zero, with scale zero.
+    weights: Vec<u8>,
+    /// Group after group, block after block, the [`GROUP`] rows' scales.
+    scales: Vec<f32>,
 }
 
+/// One block of an input row quantised to 8 bits.
 #[derive(Clone, Copy, Debug)]
-#[repr(C)]
 struct BlockQ8 {
     scale: f32,
     quants: [i8; BLOCK],
 }
 
-/// A weight matrix of `rows` outputs × `columns` inputs in Q4_0 blocks.
-#[derive(Debug, Clone)]
-pub struct Q4Matrix {
-    rows: usize,
-    columns: usize,
-    blocks: Vec<BlockQ4>,
+/// One group of [`GROUP`] weight rows of a [`Q4Matrix`].
+#[derive(Debug, Clone, Copy)]
+struct Group<'a> {
+    weights: &'a [u8],
+    scales: &'a [f32],
 }
 
 impl Q4Matrix {
@@ -57,14 +67,40 @@ impl Q4Matrix {
         if bytes.len() != count * Q4_0_BYTES {
             return Err(format!("{} bytes for {count} blocks of {Q4_0_BYTES}", bytes.len()));
         }
-        let blocks = bytes
-            .chunks_exact(Q4_0_BYTES)
-            .map(|b| BlockQ4 {
-                scale: f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-                quants: b[2..].try_into().expect("16 bytes"),
-            })
-            .collect();
-        Ok(Q4Matrix { rows, columns, blocks })
+        let per_row = columns / BLOCK;
+        let groups = rows.div_ceil(GROUP);
+        let mut weights = vec![0u8; groups * per_row * GROUP_BLOCK_BYTES];
+        let mut scales = vec![0f32; groups * per_row * GROUP];
+        for (i, block) in bytes.chunks_exact(Q4_0_BYTES).enumerate() {
+            let (row, b) = (i / per_row, i % per_row);
+            let (g, r) = (row / GROUP, row % GROUP);
+            let at = g * per_row + b;
+            scales[at * GROUP + r] = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+            // Q4_0's byte j holds columns j and j + 16: run j / 4 and the run paired with it.
+            for (j, &byte) in block[2..].iter().enumerate() {
+                weights[at * GROUP_BLOCK_BYTES + ((j / RUN) * GROUP + r) * RUN + j % RUN] = byte;
+            }
+        }
+        Ok(Q4Matrix { rows, columns, weights, scales })
+    }
+
+    /// The Q4_0 bytes of the matrix, as [`Q4Matrix::from_q4_0`] takes them.
+    fn to_q4_0(&self) -> Vec<u8> {
+        let per_row = self.columns / BLOCK;
+        let mut bytes = Vec::with_capacity(self.rows * per_row * Q4_0_BYTES);
+        for row in 0..self.rows {
+            let (g, r) = (row / GROUP, row % GROUP);
+            for b in 0..per_row {
+                let at = g * per_row + b;
+                bytes.extend(f16::from_f32(self.scales[at * GROUP + r]).to_bits().to_le_bytes());
+                bytes.extend(
+                    (0..BLOCK / 2).map(|j| {
+                        self.weights[at * GROUP_BLOCK_BYTES + ((j / RUN) * GROUP + r) * RUN + j % RUN]
+                    }),
+                );
+            }
+        }
+        bytes
     }
 
     /// The rows of `parts` one after another, as one matrix (every part with the same columns):
@@ -74,74 +110,54 @@ impl Q4Matrix {
         if parts.iter().any(|p| p.columns != columns) {
             return Err("stacked matrices must have the same columns".into());
         }
-        Ok(Q4Matrix {
-            rows: parts.iter().map(|p| p.rows).sum(),
-            columns,
-            blocks: parts.iter().flat_map(|p| p.blocks.iter().copied()).collect(),
-        })
+        let bytes: Vec<u8> = parts.iter().flat_map(|p| p.to_q4_0()).collect();
+        Q4Matrix::from_q4_0(&bytes, parts.iter().map(|p| p.rows).sum(), columns)
+    }
+
+    fn group(&self, g: usize) -> Group<'_> {
+        let per_row = self.columns / BLOCK;
+        Group {
+            weights: &self.weights[g * per_row * GROUP_BLOCK_BYTES..][..per_row * GROUP_BLOCK_BYTES],
+            scales: &self.scales[g * per_row * GROUP..][..per_row * GROUP],
+        }
     }
 
     /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns, row-major);
-    /// `out` is `m` × rows, and every value of it is written (what it held is never read).
+    /// `out` is `m` × rows, and every value of it is written (what it held is never read). A
+    /// long input is cut into tiles of about 64 KB of quantised values, so that a tile stays in
+    /// the core's cache while every group passes over it, and the tiles are shared between the
+    /// cores; a short one (too few tiles to share) shares the groups instead.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        use rayon::prelude::*;
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
         assert_eq!(out.len(), m * n, "output of {} values for {m} rows of {n}", out.len());
-        if m >= MANY_ROWS {
-            return self.matmul_many(x, m, out);
+        if m == 0 || n == 0 {
+            return;
         }
-        let per_row = k / BLOCK;
-        let activations = quantize(x);
-        // Transposed while computing (each weight row yields its m outputs together), so the
-        // cores can split the weight rows into contiguous runs.
-        let mut transposed = vec![0f32; n * m];
-        let work = |first_row: usize, chunk: &mut [f32]| {
-            for (r, outputs) in chunk.chunks_mut(m).enumerate() {
-                let row = first_row + r;
-                let weights = &self.blocks[row * per_row..(row + 1) * per_row];
-                dot_rows(weights, &activations, per_row, outputs);
-            }
-        };
-        let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
-        let rows_per_task = n.div_ceil(threads * 4).max(1);
-        if threads == 1 {
-            work(0, &mut transposed);
-        } else {
-            use rayon::prelude::*;
-            transposed
-                .par_chunks_mut(rows_per_task * m)
-                .enumerate()
-                .for_each(|(task, chunk)| work(task * rows_per_task, chunk));
-        }
-        for (j, outputs) in transposed.chunks(m).enumerate() {
-            for (i, value) in outputs.iter().enumerate() {
-                out[i * n + j] = *value;
-            }
-        }
-    }
-
-    /// [`Q4Matrix::matmul`] for many input rows: each group of [`GROUP`] weight rows is unpacked
-    /// once ([`Group`]) and multiplied with every input row. A long input is cut into tiles of
-    /// about 64 KB of quantised values, so that a tile stays in the core's cache while every
-    /// group passes over it, and the tiles are shared between the cores; a short one (too few
-    /// tiles to share) shares the groups instead.
-    fn matmul_many(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        use rayon::prelude::*;
-        let (n, k) = (self.rows, self.columns);
         let activations = Activations::quantize(x, m, k);
-        let groups = n.div_ceil(GROUP);
+        let groups: Vec<Group> = (0..n.div_ceil(GROUP)).map(|g| self.group(g)).collect();
         let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
         let tile = ((1 << 16) / k).max(ROWS_PER_GROUP_STEP) / ROWS_PER_GROUP_STEP * ROWS_PER_GROUP_STEP;
         if m >= 2 * threads * tile {
-            let unpacked: Vec<Group> = (0..groups).into_par_iter().map(|g| Group::unpack(self, g)).collect();
             out.par_chunks_mut(tile * n).enumerate().for_each(|(t, rows)| {
                 let count = rows.len() / n;
-                let mut outputs = vec![0f32; 2 * count * GROUP];
-                for (pair, groups) in unpacked.chunks(2).enumerate() {
-                    let outputs = &mut outputs[..groups.len() * count * GROUP];
-                    group_dots(groups, &activations, t * tile, outputs);
-                    for (g, outputs) in outputs.chunks(count * GROUP).enumerate() {
-                        scatter(outputs, 2 * pair + g, n, rows);
+                let mut partial = Vec::new();
+                for (pair, groups) in groups.chunks(2).enumerate() {
+                    let columns = 2 * pair * GROUP;
+                    if columns + groups.len() * GROUP <= n {
+                        // Full groups write their columns of the output rows themselves.
+                        let to = Outputs { rows: count, row_stride: n, group_stride: GROUP };
+                        group_dots(groups, &activations, t * tile, &mut rows[columns..], to);
+                    } else {
+                        // The last group, past the matrix's last row: into a buffer, then the
+                        // columns that exist.
+                        partial.resize(groups.len() * count * GROUP, 0.0);
+                        let to = Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP };
+                        group_dots(groups, &activations, t * tile, &mut partial, to);
+                        for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
+                            scatter(outputs, 2 * pair + g, n, rows);
+                        }
                     }
                 }
             });
@@ -149,11 +165,10 @@ impl Q4Matrix {
         }
         // Per group, per input row, the group's outputs: [group][input row][GROUP], computed two
         // groups at a time.
-        let mut grouped = vec![0f32; groups * m * GROUP];
+        let mut grouped = vec![0f32; groups.len() * m * GROUP];
+        let to = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
         let work = |pair: usize, outputs: &mut [f32]| {
-            let unpacked: Vec<Group> =
-                (2 * pair..(2 * pair + 2).min(groups)).map(|g| Group::unpack(self, g)).collect();
-            group_dots(&unpacked, &activations, 0, outputs)
+            group_dots(&groups[2 * pair..(2 * pair + 2).min(groups.len())], &activations, 0, outputs, to)
         };
         if threads > 1 {
             grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
@@ -184,46 +199,7 @@ fn scatter(outputs: &[f32], g: usize, n: usize, out: &mut [f32]) {
     }
 }
 
-/// [`GROUP`] weight rows unpacked for [`Q4Matrix::matmul_many`], as bytes 0..15 (the −8 of each
-/// weight is taken off later through the activations' block offsets) and interleaved by four: for
-/// each block and each run of four columns in it, the four bytes of row 0, then of row 1, … —
-/// so one 32-byte load holds four columns of all eight rows, and a multiply-add of it with the
-/// input's four bytes (repeated eight times) adds each row's four products into that row's lane.
-/// Rows past the matrix's end stay zero and come out as zero.
-#[derive(Debug)]
-struct Group {
-    weights: Vec<u8>,
-    /// Block by block, the eight rows' scales: [blocks][GROUP].
-    scales: Vec<f32>,
-}
-
-/// Columns of a row side by side in [`Group`]'s layout.
-const RUN: usize = 4;
-
-impl Group {
-    fn unpack(matrix: &Q4Matrix, group: usize) -> Group {
-        let k = matrix.columns;
-        let per_row = k / BLOCK;
-        let first = group * GROUP;
-        let mut weights = vec![0u8; GROUP * k];
-        let mut scales = vec![0f32; per_row * GROUP];
-        for r in 0..(matrix.rows - first).min(GROUP) {
-            let blocks = &matrix.blocks[(first + r) * per_row..(first + r + 1) * per_row];
-            for (b, block) in blocks.iter().enumerate() {
-                for (j, &byte) in block.quants.iter().enumerate() {
-                    for (column, value) in [(j, byte & 0x0F), (j + 16, byte >> 4)] {
-                        let (run, at) = (column / RUN, column % RUN);
-                        weights[((b * (BLOCK / RUN) + run) * GROUP + r) * RUN + at] = value;
-                    }
-                }
-                scales[b * GROUP + r] = block.scale;
-            }
-        }
-        Group { weights, scales }
-    }
-}
-
-/// Input rows quantised to 8 bits per block of 32, laid out for [`Q4Matrix::matmul_many`]:
+/// Input rows quantised to 8 bits per block of 32, laid out for [`Q4Matrix::matmul`]:
 /// the values row after row, each block's scale, and each block's offset: −8 × the sum of its
 /// values, which added to a block's dot product with weights stored as 0..15 gives the product
 /// with the weights' true values (−8..7), in integers.
@@ -276,32 +252,51 @@ simd_fn! {
 /// The most input rows multiplied together with one group (tiles of input rows are multiples).
 const ROWS_PER_GROUP_STEP: usize = 8;
 
-/// The [`GROUP`] outputs of one or two groups of unpacked weight rows for input rows `first..`
-/// (as many as `outputs`, [group][input row][GROUP], holds). With VNNI two groups are multiplied
-/// together, so that each broadcast of an input's four bytes serves both (a broadcast per
-/// multiply-add held the kernel to about half the units' rate); otherwise one after the other.
-fn group_dots(groups: &[Group], x: &Activations, first: usize, outputs: &mut [f32]) {
-    let m = outputs.len() / GROUP / groups.len();
+/// Where the group kernels write: input row `i`'s [`GROUP`] outputs of the call's group `g` at
+/// `g * group_stride + i * row_stride`, for `rows` input rows. Output rows of the whole product
+/// (`row_stride` its width, `group_stride` = [`GROUP`]: no copy afterwards) or a buffer of
+/// [group][input row][GROUP].
+#[derive(Clone, Copy, Debug)]
+struct Outputs {
+    rows: usize,
+    row_stride: usize,
+    group_stride: usize,
+}
+
+impl Outputs {
+    /// Where input row `i`'s outputs of group `g` start.
+    fn at(&self, g: usize, i: usize) -> usize {
+        g * self.group_stride + i * self.row_stride
+    }
+}
+
+/// The [`GROUP`] outputs of one or two groups of weight rows for input rows `first..`
+/// (`to.rows` of them), written into `out` as `to` lays them out. With VNNI two groups are
+/// multiplied together, so that each broadcast of an input's four bytes serves both (a
+/// broadcast per multiply-add held the kernel to about half the units' rate); otherwise one
+/// after the other.
+fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], to: Outputs) {
+    let m = to.rows;
+    assert!(m == 0 || to.at(groups.len() - 1, m - 1) + GROUP <= out.len(), "outputs out of bounds");
     #[cfg(target_arch = "x86_64")]
     if let [a, b] = groups
         && std::is_x86_feature_detected!("avx512vnni")
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("fma")
     {
-        let (out_a, out_b) = outputs.split_at_mut(m * GROUP);
         let mut t = 0;
         for step in PAIR_STEPS {
             while t + step <= m {
-                let rows = t * GROUP..(t + step) * GROUP;
-                let (out_a, out_b) = (&mut out_a[rows.clone()], &mut out_b[rows]);
+                let at = [to.at(0, t), to.at(1, t)];
+                let stride = to.row_stride;
                 #[allow(unsafe_code)]
                 // SAFETY: the CPU has AVX512-VNNI with VL and FMA, checked just above; the kernel
                 // checks the slices' lengths.
                 unsafe {
                     match step {
-                        6 => avx2::group_pair_dot_vnni::<6>([a, b], x, first + t, [out_a, out_b]),
-                        4 => avx2::group_pair_dot_vnni::<4>([a, b], x, first + t, [out_a, out_b]),
-                        _ => avx2::group_pair_dot_vnni::<1>([a, b], x, first + t, [out_a, out_b]),
+                        6 => avx2::group_pair_dot_vnni::<6>([a, b], x, first + t, out, at, stride),
+                        4 => avx2::group_pair_dot_vnni::<4>([a, b], x, first + t, out, at, stride),
+                        _ => avx2::group_pair_dot_vnni::<1>([a, b], x, first + t, out, at, stride),
                     }
                 }
                 t += step;
@@ -309,8 +304,8 @@ fn group_dots(groups: &[Group], x: &Activations, first: usize, outputs: &mut [f3
         }
         return;
     }
-    for (group, outputs) in groups.iter().zip(outputs.chunks_mut(m * GROUP)) {
-        group_dot_rows(group, x, first, outputs);
+    for (g, group) in groups.iter().enumerate() {
+        group_dot_rows(group, x, first, out, g, to);
     }
 }
 
@@ -318,9 +313,9 @@ fn group_dots(groups: &[Group], x: &Activations, first: usize, outputs: &mut [f3
 /// groups' weights fit the 32 vector registers.
 const PAIR_STEPS: [usize; 3] = [6, 4, 1];
 
-/// [`group_dots`] for one group, up to [`ROWS_PER_GROUP_STEP`] input rows at a time.
-fn group_dot_rows(group: &Group, x: &Activations, first: usize, outputs: &mut [f32]) {
-    let m = outputs.len() / GROUP;
+/// [`group_dots`] for the call's group `g`, up to [`ROWS_PER_GROUP_STEP`] input rows at a time.
+fn group_dot_rows(group: &Group, x: &Activations, first: usize, out: &mut [f32], g: usize, to: Outputs) {
+    let m = to.rows;
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         let vnni = std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
@@ -331,17 +326,17 @@ fn group_dot_rows(group: &Group, x: &Activations, first: usize, outputs: &mut [f
         let steps: &[usize] = if vnni { &[8, 4, 1] } else { &[4, 1] };
         for &step in steps {
             while t + step <= m {
-                let out = &mut outputs[t * GROUP..(t + step) * GROUP];
+                let (at, stride) = (to.at(g, t), to.row_stride);
                 #[allow(unsafe_code)]
                 // SAFETY: the CPU has AVX2 and FMA (and AVX512-VNNI with VL when `vnni`), checked
                 // just above; the kernels check the slices' lengths.
                 unsafe {
                     match (vnni, step) {
-                        (true, 8) => avx2::group_dot_vnni::<8>(group, x, first + t, out),
-                        (true, 4) => avx2::group_dot_vnni::<4>(group, x, first + t, out),
-                        (true, _) => avx2::group_dot_vnni::<1>(group, x, first + t, out),
-                        (false, 4) => avx2::group_dot::<4>(group, x, first + t, out),
-                        (false, _) => avx2::group_dot::<1>(group, x, first + t, out),
+                        (true, 8) => avx2::group_dot_vnni::<8>(group, x, first + t, out, at, stride),
+                        (true, 4) => avx2::group_dot_vnni::<4>(group, x, first + t, out, at, stride),
+                        (true, _) => avx2::group_dot_vnni::<1>(group, x, first + t, out, at, stride),
+                        (false, 4) => avx2::group_dot::<4>(group, x, first + t, out, at, stride),
+                        (false, _) => avx2::group_dot::<1>(group, x, first + t, out, at, stride),
                     }
                 }
                 t += step;
@@ -349,8 +344,8 @@ fn group_dot_rows(group: &Group, x: &Activations, first: usize, outputs: &mut [f
         }
         return;
     }
-    for (t, out) in outputs.chunks_exact_mut(GROUP).enumerate() {
-        portable_group_dot(group, x, first + t, out);
+    for t in 0..m {
+        portable_group_dot(group, x, first + t, &mut out[to.at(g, t)..][..GROUP]);
     }
 }
 
@@ -360,11 +355,14 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
     let mut sums = [0f32; GROUP];
     for b in 0..per_row {
         let mut dots = [0i32; GROUP];
-        for run in 0..BLOCK / RUN {
-            let values = &x.values[t * k + b * BLOCK + run * RUN..][..RUN];
-            let weights = &group.weights[(b * (BLOCK / RUN) + run) * GROUP * RUN..][..GROUP * RUN];
+        for v in 0..PAIRED_RUNS {
+            let low = &x.values[t * k + b * BLOCK + v * RUN..][..RUN];
+            let high = &x.values[t * k + b * BLOCK + (v + PAIRED_RUNS) * RUN..][..RUN];
+            let weights = &group.weights[b * GROUP_BLOCK_BYTES + v * GROUP * RUN..][..GROUP * RUN];
             for (dot, row) in dots.iter_mut().zip(weights.chunks_exact(RUN)) {
-                *dot += row.iter().zip(values).map(|(&w, &v)| i32::from(w) * i32::from(v)).sum::<i32>();
+                for ((&w, &l), &h) in row.iter().zip(low).zip(high) {
+                    *dot += i32::from(w & 0x0F) * i32::from(l) + i32::from(w >> 4) * i32::from(h);
+                }
             }
         }
         let block = t * per_row + b;
@@ -373,23 +371,6 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
         }
     }
     outputs.copy_from_slice(&sums);
-}
-
-/// Quantises `x` to 8 bits per block of 32 (scale = largest magnitude / 127); rows are whole
-/// blocks, so row `i`'s blocks follow each other. A long input is shared between the cores.
-fn quantize(x: &[f32]) -> Vec<BlockQ8> {
-    if x.len() >= 1 << 16 {
-        use rayon::prelude::*;
-        return x.par_chunks(BLOCKS_PER_TASK * BLOCK).flat_map_iter(quantize_run).collect();
-    }
-    quantize_run(x)
-}
-
-simd_fn! {
-    /// The blocks of `x`, quantised.
-    fn quantize_run(x: &[f32]) -> Vec<BlockQ8> {
-        x.chunks_exact(BLOCK).map(quantize_block).collect()
-    }
 }
 
 /// Adding 1.5 · 2²³ leaves a float whose last mantissa bits are its value rounded to the nearest
@@ -415,142 +396,65 @@ fn quantize_block(values: &[f32]) -> BlockQ8 {
     BlockQ8 { scale, quants }
 }
 
-/// One weight row against every quantised input row: `outputs[i]` for input row `i`.
-fn dot_rows(weights: &[BlockQ4], activations: &[BlockQ8], per_row: usize, outputs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); the slices are sized by the caller.
-        unsafe {
-            avx2::dot_rows(weights, activations, per_row, outputs)
-        };
-        return;
-    }
-    portable_dot_rows(weights, activations, per_row, outputs);
-}
-
-fn portable_dot_rows(weights: &[BlockQ4], activations: &[BlockQ8], per_row: usize, outputs: &mut [f32]) {
-    for (i, output) in outputs.iter_mut().enumerate() {
-        let row = &activations[i * per_row..(i + 1) * per_row];
-        let mut sum = 0f32;
-        for (w, x) in weights.iter().zip(row) {
-            let mut dot = 0i32;
-            for j in 0..16 {
-                let low = i32::from(w.quants[j] & 0x0F) - 8;
-                let high = i32::from(w.quants[j] >> 4) - 8;
-                dot += low * i32::from(x.quants[j]) + high * i32::from(x.quants[j + 16]);
-            }
-            sum += w.scale * x.scale * dot as f32;
-        }
-        *output = sum;
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     #![allow(unsafe_code)]
 
     use std::arch::x86_64::*;
 
-    use super::{Activations, BLOCK, BlockQ4, BlockQ8, GROUP, Group, ROWS_AT_ONCE, RUN};
+    use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, RUN};
 
-    /// Sums the eight lanes.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn sum(v: __m256) -> f32 {
-        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+    /// The four columns of all eight rows for the runs `v` and `v + PAIRED_RUNS` of block `b`:
+    /// one 32-byte load of nibbles, unpacked to bytes 0..15.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn runs(weights: *const u8, b: usize, v: usize) -> [__m256i; 2] {
+        let mask = _mm256_set1_epi8(0x0F);
+        // SAFETY: the caller passes a block and run inside the group's weights.
+        let packed =
+            unsafe { _mm256_loadu_si256(weights.add(b * GROUP_BLOCK_BYTES + v * GROUP * RUN).cast()) };
+        [_mm256_and_si256(packed, mask), _mm256_and_si256(_mm256_srli_epi16::<4>(packed), mask)]
     }
 
-    /// A block's 32 weights as signed bytes (-8..7), in element order.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn unpack(block: &BlockQ4) -> __m256i {
-        // SAFETY: 16 bytes are read from a 16-byte array.
-        let packed = unsafe { _mm_loadu_si128(block.quants.as_ptr().cast()) };
-        let mask = _mm_set1_epi8(0x0F);
-        let low = _mm_and_si128(packed, mask);
-        let high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8))
-    }
-
-    /// Σ w·x over one block, as eight i32 lanes turned to f32.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_dot(magnitudes: __m256i, weights: __m256i, x: &BlockQ8) -> __m256 {
-        // SAFETY: 32 bytes are read from a 32-byte array.
-        let values = unsafe { _mm256_loadu_si256(x.quants.as_ptr().cast()) };
-        // |w| (unsigned) × x·sign(w) (signed) = w·x, summed in pairs to i16, then to i32.
-        let signed = _mm256_sign_epi8(values, weights);
-        let pairs = _mm256_maddubs_epi16(magnitudes, signed);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
-
-    /// See [`super::dot_rows`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_rows(
-        weights: &[BlockQ4],
-        activations: &[BlockQ8],
-        per_row: usize,
-        outputs: &mut [f32],
-    ) {
-        let m = outputs.len();
-        let mut first = 0;
-        while first < m {
-            let count = (m - first).min(ROWS_AT_ONCE);
-            let mut sums = [_mm256_setzero_ps(); ROWS_AT_ONCE];
-            for (b, block) in weights.iter().enumerate() {
-                // SAFETY: AVX2 is enabled for this function.
-                let unpacked = unsafe { unpack(block) };
-                let magnitudes = _mm256_sign_epi8(unpacked, unpacked);
-                for (r, sum) in sums.iter_mut().enumerate().take(count) {
-                    let x = &activations[(first + r) * per_row + b];
-                    // SAFETY: as above.
-                    let dot = unsafe { block_dot(magnitudes, unpacked, x) };
-                    *sum = _mm256_fmadd_ps(dot, _mm256_set1_ps(block.scale * x.scale), *sum);
-                }
-            }
-            for (r, sum) in sums.iter().enumerate().take(count) {
-                // SAFETY: as above.
-                outputs[first + r] = unsafe { self::sum(*sum) };
-            }
-            first += count;
-        }
+    /// The input row's four bytes of run `run` of block `b`, in every lane.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn broadcast(row: *const i8, b: usize, run: usize) -> __m256i {
+        // SAFETY: the caller passes a block and run inside the row.
+        _mm256_set1_epi32(unsafe { row.add(b * BLOCK + run * RUN).cast::<i32>().read_unaligned() })
     }
 
     /// The loop both group kernels share, for `T` input rows from `$t` at once (independent
-    /// chains, so the multiply-adds overlap): per block, eight runs of four columns, each a
-    /// 32-byte load of the group's weights against each input's four bytes repeated (`$run`
-    /// adds the products into an accumulator, one lane per weight row); then `$finish` turns
+    /// chains, so the multiply-adds overlap): per block, eight runs of four columns, two at a
+    /// time from one load of nibbles ([`runs`]), each against each input's four bytes repeated
+    /// (`$run` adds the products into an accumulator, one lane per weight row); then `$finish` turns
     /// each accumulator into the block's eight i32 sums; the input block's offset takes off every
     /// weight's −8, and the sums are scaled by weight × input scale. A macro, so that
     /// each kernel compiles it with its own target features.
     macro_rules! group_dot_body {
-        ($T:ident, $group:ident, $x:ident, $t:ident, $outputs:ident, $zero:expr, $run:expr, $finish:expr) => {{
+        ($T:ident, $group:ident, $x:ident, $t:ident, $out:ident, $at:ident, $stride:ident, $zero:expr, $run:expr, $finish:expr) => {{
             let k = $x.columns;
             let per_row = k / BLOCK;
-            assert!($group.weights.len() >= GROUP * k && $group.scales.len() >= per_row * GROUP);
-            assert!($outputs.len() == $T * GROUP);
+            assert!(
+                $group.weights.len() >= per_row * GROUP_BLOCK_BYTES && $group.scales.len() >= per_row * GROUP
+            );
+            assert!($at + ($T - 1) * $stride + GROUP <= $out.len());
             assert!($x.values.len() >= ($t + $T) * k && $x.scales.len() >= ($t + $T) * per_row);
             let mut total = [_mm256_setzero_ps(); $T];
             let weights = $group.weights.as_ptr();
             let values = $x.values.as_ptr();
             for b in 0..per_row {
                 let mut acc = [$zero; $T];
-                for run in 0..BLOCK / RUN {
+                for v in 0..PAIRED_RUNS {
                     // SAFETY: inside `weights`, as asserted above.
-                    let w = unsafe {
-                        _mm256_loadu_si256(weights.add((b * (BLOCK / RUN) + run) * GROUP * RUN).cast())
-                    };
+                    let [low, high] = unsafe { runs(weights, b, v) };
                     for (i, acc) in acc.iter_mut().enumerate() {
                         // SAFETY: inside `values`, as asserted above.
-                        let v = unsafe {
-                            _mm256_set1_epi32(
-                                values
-                                    .add(($t + i) * k + b * BLOCK + run * RUN)
-                                    .cast::<i32>()
-                                    .read_unaligned(),
-                            )
-                        };
-                        *acc = $run(*acc, w, v);
+                        let row = unsafe { values.add(($t + i) * k) };
+                        // SAFETY: as above.
+                        let (x_low, x_high) =
+                            unsafe { (broadcast(row, b, v), broadcast(row, b, v + PAIRED_RUNS)) };
+                        *acc = $run($run(*acc, low, x_low), high, x_high);
                     }
                 }
                 // SAFETY: as above.
@@ -564,8 +468,8 @@ mod avx2 {
                 }
             }
             for (i, total) in total.iter().enumerate() {
-                // SAFETY: `outputs` holds T × GROUP values, as asserted above.
-                unsafe { _mm256_storeu_ps($outputs.as_mut_ptr().add(i * GROUP), *total) };
+                // SAFETY: inside `out`, as asserted above.
+                unsafe { _mm256_storeu_ps($out.as_mut_ptr().add($at + i * $stride), *total) };
             }
         }};
     }
@@ -577,7 +481,9 @@ mod avx2 {
         group: &Group,
         x: &Activations,
         t: usize,
-        outputs: &mut [f32],
+        out: &mut [f32],
+        at: usize,
+        stride: usize,
     ) {
         let ones = _mm256_set1_epi16(1);
         group_dot_body!(
@@ -585,7 +491,9 @@ mod avx2 {
             group,
             x,
             t,
-            outputs,
+            out,
+            at,
+            stride,
             _mm256_setzero_si256(),
             |acc, w, v| _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, v)),
             |acc| _mm256_madd_epi16(acc, ones)
@@ -598,14 +506,18 @@ mod avx2 {
         group: &Group,
         x: &Activations,
         t: usize,
-        outputs: &mut [f32],
+        out: &mut [f32],
+        at: usize,
+        stride: usize,
     ) {
         group_dot_body!(
             T,
             group,
             x,
             t,
-            outputs,
+            out,
+            at,
+            stride,
             _mm256_setzero_si256(),
             |acc, w, v| _mm256_dpbusd_epi32(acc, w, v),
             |acc| acc
@@ -618,34 +530,37 @@ mod avx2 {
         groups: [&Group; 2],
         x: &Activations,
         t: usize,
-        outputs: [&mut [f32]; 2],
+        out: &mut [f32],
+        at: [usize; 2],
+        stride: usize,
     ) {
         let k = x.columns;
         let per_row = k / BLOCK;
-        for (group, outputs) in groups.iter().zip(&outputs) {
-            assert!(group.weights.len() >= GROUP * k && group.scales.len() >= per_row * GROUP);
-            assert!(outputs.len() == T * GROUP);
+        for (group, at) in groups.iter().zip(at) {
+            assert!(
+                group.weights.len() >= per_row * GROUP_BLOCK_BYTES && group.scales.len() >= per_row * GROUP
+            );
+            assert!(at + (T - 1) * stride + GROUP <= out.len());
         }
         assert!(x.values.len() >= (t + T) * k && x.scales.len() >= (t + T) * per_row);
         let mut total = [[_mm256_setzero_ps(); T]; 2];
-        let weights = groups.map(|g| g.weights.as_ptr());
+        let (weights_a, weights_b) = (groups[0].weights.as_ptr(), groups[1].weights.as_ptr());
         let values = x.values.as_ptr();
         for b in 0..per_row {
             let mut acc = [[_mm256_setzero_si256(); T]; 2];
-            for run in 0..BLOCK / RUN {
-                let at = (b * (BLOCK / RUN) + run) * GROUP * RUN;
+            for v in 0..PAIRED_RUNS {
                 // SAFETY: inside both groups' weights, as asserted above.
-                let w = unsafe { weights.map(|w| _mm256_loadu_si256(w.add(at).cast())) };
+                let ([low_a, high_a], [low_b, high_b]) =
+                    unsafe { (runs(weights_a, b, v), runs(weights_b, b, v)) };
                 let [first, second] = &mut acc;
                 for (i, (first, second)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
                     // SAFETY: inside `values`, as asserted above.
-                    let v = unsafe {
-                        _mm256_set1_epi32(
-                            values.add((t + i) * k + b * BLOCK + run * RUN).cast::<i32>().read_unaligned(),
-                        )
-                    };
-                    *first = _mm256_dpbusd_epi32(*first, w[0], v);
-                    *second = _mm256_dpbusd_epi32(*second, w[1], v);
+                    let row = unsafe { values.add((t + i) * k) };
+                    // SAFETY: as above.
+                    let (x_low, x_high) =
+                        unsafe { (broadcast(row, b, v), broadcast(row, b, v + PAIRED_RUNS)) };
+                    *first = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*first, low_a, x_low), high_a, x_high);
+                    *second = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*second, low_b, x_low), high_b, x_high);
                 }
             }
             for (g, group) in groups.iter().enumerate() {
@@ -659,10 +574,10 @@ mod avx2 {
                 }
             }
         }
-        for (total, outputs) in total.iter().zip(outputs) {
+        for (total, at) in total.iter().zip(at) {
             for (i, total) in total.iter().enumerate() {
-                // SAFETY: each output holds T × GROUP values, as asserted above.
-                unsafe { _mm256_storeu_ps(outputs.as_mut_ptr().add(i * GROUP), *total) };
+                // SAFETY: inside `out`, as asserted above.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at + i * stride), *total) };
             }
         }
     }
@@ -693,9 +608,9 @@ mod tests {
 
     #[test]
     fn the_fast_path_computes_what_the_portable_one_does_and_both_match_f32() {
-        // Few input rows (a question) and many (weight rows unpacked once per group, including a
-        // last group that the matrix only partly fills): groups shared between the cores, and
-        // (the last case, enough rows for 16 cores) tiles of input rows shared instead.
+        // Few input rows (a question) and many, including a last group that the matrix only
+        // partly fills: groups shared between the cores, and (the last case, enough rows for 16
+        // cores) tiles of input rows shared instead.
         for (rows, columns, m) in [
             (8, 64, 1),
             (40, 384, 3),
@@ -707,21 +622,17 @@ mod tests {
         ] {
             let (bytes, x) = sample(rows, columns, m);
             let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
+            assert_eq!(matrix.to_q4_0(), bytes, "the layout keeps every nibble and scale");
             let mut fast = vec![0f32; m * rows];
             matrix.matmul(&x, m, &mut fast);
             let per_row = columns / BLOCK;
-            let activations = quantize(&x);
+            let activations = Activations::quantize(&x, m, columns);
             let mut portable = vec![0f32; m * rows];
             for j in 0..rows {
-                let mut outputs = vec![0f32; m];
-                portable_dot_rows(
-                    &matrix.blocks[j * per_row..(j + 1) * per_row],
-                    &activations,
-                    per_row,
-                    &mut outputs,
-                );
+                let mut outputs = [0f32; GROUP];
                 for i in 0..m {
-                    portable[i * rows + j] = outputs[i];
+                    portable_group_dot(&matrix.group(j / GROUP), &activations, i, &mut outputs);
+                    portable[i * rows + j] = outputs[j % GROUP];
                 }
             }
             // The same integers, summed in another order.
@@ -733,11 +644,15 @@ mod tests {
             for i in 0..m {
                 for j in 0..rows {
                     let (mut exact, mut magnitude) = (0f32, 0f32);
-                    for (b, block) in matrix.blocks[j * per_row..(j + 1) * per_row].iter().enumerate() {
+                    for (b, block) in bytes[j * per_row * Q4_0_BYTES..][..per_row * Q4_0_BYTES]
+                        .chunks_exact(Q4_0_BYTES)
+                        .enumerate()
+                    {
+                        let scale = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+                        let quants = &block[2..];
                         for t in 0..BLOCK {
-                            let nibble =
-                                if t < 16 { block.quants[t] & 0x0F } else { block.quants[t - 16] >> 4 };
-                            let w = (f32::from(nibble) - 8.0) * block.scale;
+                            let nibble = if t < 16 { quants[t] & 0x0F } else { quants[t - 16] >> 4 };
+                            let w = (f32::from(nibble) - 8.0) * scale;
                             exact += w * x[i * columns + b * BLOCK + t];
                             magnitude += (w * x[i * columns + b * BLOCK + t]).abs();
                         }
@@ -761,7 +676,7 @@ mod tests {
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
-        let groups = [Group::unpack(&matrix, 0), Group::unpack(&matrix, 1)];
+        let groups = [matrix.group(0), matrix.group(1)];
         let [group, second] = &groups;
         let activations = Activations::quantize(&x, m, columns);
         let portable = |group: &Group| {
@@ -781,11 +696,22 @@ mod tests {
         };
         let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
         let mut dispatched = vec![0f32; m * GROUP];
-        group_dots(std::slice::from_ref(group), &activations, 0, &mut dispatched);
+        let one_group = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
+        group_dots(std::slice::from_ref(group), &activations, 0, &mut dispatched, one_group);
         results.push(("dispatched", dispatched));
         let mut pair = vec![0f32; 2 * m * GROUP];
-        group_dots(&groups, &activations, 0, &mut pair);
+        group_dots(&groups, &activations, 0, &mut pair, one_group);
         close("dispatched, two groups", &pair, &both);
+        // Straight into rows of a wider output: the two groups' columns side by side at column 3.
+        let width = 2 * GROUP + 5;
+        let mut wide = vec![f32::NAN; m * width];
+        let into_rows = Outputs { rows: m, row_stride: width, group_stride: GROUP };
+        group_dots(&groups, &activations, 0, &mut wide[3..], into_rows);
+        for (i, row) in wide.chunks_exact(width).enumerate() {
+            let wanted = [&both[i * GROUP..][..GROUP], &both[(m + i) * GROUP..][..GROUP]].concat();
+            close("dispatched, into rows", &row[3..3 + 2 * GROUP], &wanted);
+            assert!(row[..3].iter().chain(&row[3 + 2 * GROUP..]).all(|v| v.is_nan()), "only its columns");
+        }
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -796,16 +722,16 @@ mod tests {
             // SAFETY: AVX2 and FMA are there (checked above), AVX512-VNNI and VL when `vnni`.
             unsafe {
                 for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
-                    super::avx2::group_dot::<1>(group, &activations, t, out);
+                    super::avx2::group_dot::<1>(group, &activations, t, out, 0, GROUP);
                 }
-                super::avx2::group_dot::<4>(group, &activations, 1, &mut four);
+                super::avx2::group_dot::<4>(group, &activations, 1, &mut four, 0, GROUP);
                 if vnni {
                     for (t, out) in vnni_one.chunks_exact_mut(GROUP).enumerate() {
-                        super::avx2::group_dot_vnni::<1>(group, &activations, t, out);
+                        super::avx2::group_dot_vnni::<1>(group, &activations, t, out, 0, GROUP);
                     }
-                    super::avx2::group_dot_vnni::<4>(group, &activations, 1, &mut vnni_four);
+                    super::avx2::group_dot_vnni::<4>(group, &activations, 1, &mut vnni_four, 0, GROUP);
                     let mut eight = vec![0f32; 8 * GROUP];
-                    super::avx2::group_dot_vnni::<8>(group, &activations, 2, &mut eight);
+                    super::avx2::group_dot_vnni::<8>(group, &activations, 2, &mut eight, 0, GROUP);
                     close("avx512vnni, eight rows", &eight, &expected[2 * GROUP..10 * GROUP]);
                     // Two groups: one row (the last), four from row 1, six from row 7.
                     let rows_of = |g: usize, from: usize, count: usize| {
@@ -814,16 +740,17 @@ mod tests {
                     // `T` rows from row `from`, both groups, against the portable loop's.
                     macro_rules! pair {
                         ($T:literal, $from:expr, $name:expr) => {{
-                            let (mut a, mut b) = (vec![0f32; $T * GROUP], vec![0f32; $T * GROUP]);
-                            let outputs = [a.as_mut_slice(), b.as_mut_slice()];
+                            let mut ab = vec![0f32; 2 * $T * GROUP];
                             super::avx2::group_pair_dot_vnni::<$T>(
                                 [group, second],
                                 &activations,
                                 $from,
-                                outputs,
+                                &mut ab,
+                                [0, $T * GROUP],
+                                GROUP,
                             );
                             let wanted = [rows_of(0, $from, $T), rows_of(1, $from, $T)].concat();
-                            close($name, &[a, b].concat(), &wanted);
+                            close($name, &ab, &wanted);
                         }};
                     }
                     pair!(1, 12, "two groups, one row");
@@ -862,9 +789,6 @@ mod tests {
         assert_eq!(block.quants[31], 127, "the largest value is the top step");
         assert!(quantize_block(&[0.0; BLOCK]).quants.iter().all(|&q| q == 0));
         let (_, long) = sample(BLOCK, 384, 200);
-        let whole = quantize(&long);
-        let piecewise: Vec<BlockQ8> = long.chunks_exact(BLOCK).map(quantize_block).collect();
-        assert!(whole.iter().zip(&piecewise).all(|(a, b)| a.scale == b.scale && a.quants == b.quants));
         // The grouped products' layout, on one core (8 rows) and shared (200 rows), with each
         // block's offset −8 × Σ values.
         for rows in [8, 200] {
