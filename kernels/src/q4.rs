@@ -236,16 +236,26 @@ impl Activations {
 /// Blocks of activations quantised by one task of [`Activations::quantize`].
 const BLOCKS_PER_TASK: usize = 256;
 
-simd_fn! {
-    /// Each block of 32 values of `x`: its 8-bit values, scale and offset (−8 × Σ values).
-    fn quantize_blocks(x: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32]) {
-        let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(scales).zip(offsets);
-        for (((x, values), scale), offset) in blocks {
-            let block = quantize_block(x);
-            values.copy_from_slice(&block.quants);
-            *scale = block.scale;
-            *offset = -8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
-        }
+/// Each block of 32 values of `x`: its 8-bit values, scale and offset (−8 × Σ values). With
+/// AVX2 in vector instructions throughout (the same values: the conversion rounds to nearest
+/// even, as [`quantize_block`] does); elsewhere block by block.
+fn quantize_blocks(x: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &mut [i32]) {
+    assert!(x.len() == values.len() && x.len() == scales.len() * BLOCK && scales.len() == offsets.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2, checked just above; the lengths are asserted above.
+        unsafe {
+            avx2::quantize_blocks(x, values, scales, offsets)
+        };
+        return;
+    }
+    let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(scales).zip(offsets);
+    for (((x, values), scale), offset) in blocks {
+        let block = quantize_block(x);
+        values.copy_from_slice(&block.quants);
+        *scale = block.scale;
+        *offset = -8 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
     }
 }
 
@@ -403,6 +413,70 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, RUN};
+
+    /// The eight lanes' largest.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lane_max(v: __m256) -> f32 {
+        let v = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let v = _mm_max_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_max_ss(v, _mm_shuffle_ps::<1>(v, v)))
+    }
+
+    /// The eight lanes' sum.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lane_sum(v: __m256i) -> i32 {
+        let v = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+        _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32::<1>(v)))
+    }
+
+    /// See [`super::quantize_blocks`] (the caller checks the lengths).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_blocks(
+        x: &[f32],
+        values: &mut [i8],
+        scales: &mut [f32],
+        offsets: &mut [i32],
+    ) {
+        let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+        // packs interleaves the 128-bit halves: this puts the four runs of eight back in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(scales).zip(offsets);
+        for (((x, values), scale), offset) in blocks {
+            // SAFETY: 32 values are read from a block of 32. (No closures here: a closure would
+            // be compiled without this function's AVX2.)
+            let v = unsafe {
+                let p = x.as_ptr();
+                [
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(p.add(16)),
+                    _mm256_loadu_ps(p.add(24)),
+                ]
+            };
+            let largest = _mm256_max_ps(
+                _mm256_max_ps(_mm256_and_ps(v[0], magnitude), _mm256_and_ps(v[1], magnitude)),
+                _mm256_max_ps(_mm256_and_ps(v[2], magnitude), _mm256_and_ps(v[3], magnitude)),
+            );
+            *scale = lane_max(largest) / 127.0;
+            let inverse = _mm256_set1_ps(if *scale > 0.0 { 1.0 / *scale } else { 0.0 });
+            let q = [
+                _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inverse)),
+                _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inverse)),
+                _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inverse)),
+                _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inverse)),
+            ];
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            *offset = -8 * lane_sum(sum);
+            let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            // SAFETY: 32 bytes are written to a block of 32.
+            unsafe {
+                _mm256_storeu_si256(values.as_mut_ptr().cast(), _mm256_permutevar8x32_epi32(bytes, order))
+            };
+        }
+    }
 
     /// The four columns of all eight rows for the runs `v` and `v + PAIRED_RUNS` of block `b`:
     /// one 32-byte load of nibbles, unpacked to bytes 0..15.
@@ -788,7 +862,8 @@ mod tests {
         }
         assert_eq!(block.quants[31], 127, "the largest value is the top step");
         assert!(quantize_block(&[0.0; BLOCK]).quants.iter().all(|&q| q == 0));
-        let (_, long) = sample(BLOCK, 384, 200);
+        let (_, mut long) = sample(BLOCK, 384, 200);
+        long[BLOCK..2 * BLOCK].fill(0.0);
         // The grouped products' layout, on one core (8 rows) and shared (200 rows), with each
         // block's offset −8 × Σ values.
         for rows in [8, 200] {
