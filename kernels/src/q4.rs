@@ -110,8 +110,20 @@ impl Q4Matrix {
         if parts.iter().any(|p| p.columns != columns) {
             return Err("stacked matrices must have the same columns".into());
         }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        if parts.iter().rev().skip(1).all(|p| p.rows.is_multiple_of(GROUP)) {
+            // Whole groups (the encoder's case): the parts' groups one after another, in
+            // vectors of exactly their size (they are kept as long as the model).
+            let mut weights = Vec::with_capacity(parts.iter().map(|p| p.weights.len()).sum());
+            let mut scales = Vec::with_capacity(parts.iter().map(|p| p.scales.len()).sum());
+            for part in parts {
+                weights.extend_from_slice(&part.weights);
+                scales.extend_from_slice(&part.scales);
+            }
+            return Ok(Q4Matrix { rows, columns, weights, scales });
+        }
         let bytes: Vec<u8> = parts.iter().flat_map(|p| p.to_q4_0()).collect();
-        Q4Matrix::from_q4_0(&bytes, parts.iter().map(|p| p.rows).sum(), columns)
+        Q4Matrix::from_q4_0(&bytes, rows, columns)
     }
 
     fn group(&self, g: usize) -> Group<'_> {
@@ -883,21 +895,28 @@ mod tests {
 
     #[test]
     fn a_stacked_matrix_computes_its_parts_side_by_side() {
-        let (first, x) = sample(40, 64, 3);
-        let (second, _) = sample(24, 64, 1);
-        let a = Q4Matrix::from_q4_0(&first, 40, 64).unwrap();
-        let b = Q4Matrix::from_q4_0(&second, 24, 64).unwrap();
-        let stacked = Q4Matrix::stack(&[&a, &b]).unwrap();
-        let (mut both, mut left, mut right) = (vec![0f32; 3 * 64], vec![0f32; 3 * 40], vec![0f32; 3 * 24]);
-        stacked.matmul(&x, 3, &mut both);
-        a.matmul(&x, 3, &mut left);
-        b.matmul(&x, 3, &mut right);
-        for i in 0..3 {
-            assert_eq!(both[i * 64..i * 64 + 40], left[i * 40..(i + 1) * 40]);
-            assert_eq!(both[i * 64 + 40..(i + 1) * 64], right[i * 24..(i + 1) * 24]);
+        // Whole groups (concatenated as they are), a last part that fills its last group only
+        // partly (the same), and a first part that does (laid out again).
+        for (top, bottom) in [(40, 24), (24, 13), (13, 24)] {
+            let (first, x) = sample(top, 64, 3);
+            let (second, _) = sample(bottom, 64, 1);
+            let a = Q4Matrix::from_q4_0(&first, top, 64).unwrap();
+            let b = Q4Matrix::from_q4_0(&second, bottom, 64).unwrap();
+            let stacked = Q4Matrix::stack(&[&a, &b]).unwrap();
+            assert_eq!(stacked.to_q4_0(), [first, second].concat(), "{top} + {bottom} rows");
+            let rows = top + bottom;
+            let (mut both, mut left, mut right) =
+                (vec![0f32; 3 * rows], vec![0f32; 3 * top], vec![0f32; 3 * bottom]);
+            stacked.matmul(&x, 3, &mut both);
+            a.matmul(&x, 3, &mut left);
+            b.matmul(&x, 3, &mut right);
+            for i in 0..3 {
+                assert_eq!(both[i * rows..i * rows + top], left[i * top..(i + 1) * top]);
+                assert_eq!(both[i * rows + top..(i + 1) * rows], right[i * bottom..(i + 1) * bottom]);
+            }
+            let narrow = Q4Matrix::from_q4_0(&[0; 18], 1, 32).unwrap();
+            assert!(Q4Matrix::stack(&[&a, &narrow]).is_err());
         }
-        let narrow = Q4Matrix::from_q4_0(&[0; 18], 1, 32).unwrap();
-        assert!(Q4Matrix::stack(&[&a, &narrow]).is_err());
     }
 
     #[test]
