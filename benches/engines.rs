@@ -9,7 +9,8 @@
 //! - peak resident memory of each engine's process (this bench's, the harness's);
 //! - the encoder's matrix products alone, at its three shapes and 16 to 2,048 input rows:
 //!   Sputnik's 4-bit × 8-bit kernel (`sputnik_kernels::q4`) against candle's f32 product of
-//!   the same weights expanded (what a batch of 128 tokens or more uses), in GMAC/s.
+//!   the same weights expanded (what batches of 128 tokens or more used before the plain-slice
+//!   encoder), in GMAC/s.
 //!
 //! The reference engine runs in a harness (tests/reference/e5_timing.c) compiled as the parity
 //! test compiles it (`cc -O2 -march=native -fopenmp`); it times its own calls, so pipes and
