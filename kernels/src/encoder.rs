@@ -227,43 +227,47 @@ fn portable_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) 
 /// with −∞, whose e⁻⁸⁷ adds nothing to a sum of at least 1.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(unsafe_code)]
 fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
     use std::arch::x86_64::*;
 
-    use crate::activation::fused;
     inverses.clear();
     for row in scores.chunks_exact_mut(width) {
         let max = _mm256_set1_ps(lane_max(row));
         let mut sum = _mm256_setzero_ps();
         let mut chunks = row.chunks_exact_mut(LANES);
         for chunk in &mut chunks {
-            let chunk: &mut [f32; LANES] = chunk.try_into().expect("a chunk of eight");
-            // SAFETY: eight values are read from and written to an array of eight.
-            let e = unsafe {
-                let e = fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), max));
-                _mm256_storeu_ps(chunk.as_mut_ptr(), e);
-                e
-            };
-            sum = _mm256_add_ps(sum, e);
+            sum = _mm256_add_ps(sum, exp_in_place(chunk.try_into().expect("a chunk of eight"), max));
         }
         let tail = chunks.into_remainder();
         if !tail.is_empty() {
             let mut padded = [f32::NEG_INFINITY; LANES];
             padded[..tail.len()].copy_from_slice(tail);
-            // SAFETY: as above.
-            let e = unsafe {
-                let e = fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(padded.as_ptr()), max));
-                _mm256_storeu_ps(padded.as_mut_ptr(), e);
-                e
-            };
+            sum = _mm256_add_ps(sum, exp_in_place(&mut padded, max));
             tail.copy_from_slice(&padded[..tail.len()]);
-            sum = _mm256_add_ps(sum, e);
         }
         let mut lanes = [0f32; LANES];
+        #[allow(unsafe_code)]
         // SAFETY: eight values are written to an array of eight.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum)
+        };
         inverses.push(1.0 / lanes.iter().sum::<f32>());
+    }
+}
+
+/// e^(value − max) of eight scores, in place; returned too, for the row's sum.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_in_place(values: &mut [f32; LANES], max: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    #[allow(unsafe_code)]
+    // SAFETY: eight values are read from and written to an array of eight.
+    unsafe {
+        let e =
+            crate::activation::fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(values.as_ptr()), max));
+        _mm256_storeu_ps(values.as_mut_ptr(), e);
+        e
     }
 }
 

@@ -5,7 +5,8 @@
 //! Σ scale_w · scale_x · Σ w·x over blocks, the inner sum in integers.
 //!
 //! At load the weights are laid out once for the kernels, still as nibbles (no more memory than
-//! the Q4_0 blocks): groups of eight weight rows interleaved by four columns ([`Group`]), so that
+//! the Q4_0 blocks): groups of eight weight rows interleaved by four columns (`Q4Matrix::weights`
+//! says how), so that
 //! one 32-byte load and two masks give four columns of all eight rows for two runs of columns.
 //! Each group is multiplied with every input row (`vpdpbusd` with AVX-512 VNNI, two groups at a
 //! time so that each broadcast of an input's four bytes serves both; AVX2's `maddubs` without;
@@ -714,11 +715,12 @@ mod tests {
             let per_row = columns / BLOCK;
             let activations = Activations::quantize(&x, m, columns);
             let mut portable = vec![0f32; m * rows];
-            for j in 0..rows {
+            for g in 0..rows.div_ceil(GROUP) {
+                let columns = g * GROUP..(g * GROUP + GROUP).min(rows);
                 let mut outputs = [0f32; GROUP];
                 for i in 0..m {
-                    portable_group_dot(&matrix.group(j / GROUP), &activations, i, &mut outputs);
-                    portable[i * rows + j] = outputs[j % GROUP];
+                    portable_group_dot(&matrix.group(g), &activations, i, &mut outputs);
+                    portable[i * rows..][columns.clone()].copy_from_slice(&outputs[..columns.len()]);
                 }
             }
             // The same integers, summed in another order.
