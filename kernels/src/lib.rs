@@ -1,7 +1,9 @@
 //! Sputnik's own CPU kernels for the embedding model: the encoder's 4-bit linear layers against
 //! 8-bit activations ([`q4`]), a vectorisable exact GELU and softmax exponential
-//! ([`activation`]; the GELU also as a [`candle_core::CustomOp1`] for the tensor path), and the
-//! whole encoder over plain slices for a batch of texts without padding ([`encoder`]). They live
+//! ([`activation`]; the GELU also as a [`candle_core::CustomOp1`] for the tensor path),
+//! attention in 8-bit products where the CPU has VNNI (`attention`, on `int8`'s byte products),
+//! and the whole encoder over plain slices for a batch of texts without padding ([`encoder`]).
+//! They live
 //! in a crate of their own so that every build, the test build included, compiles them
 //! optimised: unoptimised, a test that embeds text would run many times slower than the
 //! product, and the rest of Sputnik need not pay for that in compile time.
@@ -35,7 +37,9 @@ macro_rules! simd_fn {
 }
 
 pub mod activation;
+mod attention;
 pub mod encoder;
+mod int8;
 pub mod q4;
 
 pub use activation::GeluErf;

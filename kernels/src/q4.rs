@@ -399,7 +399,7 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
 /// Adding 1.5 · 2²³ leaves a float whose last mantissa bits are its value rounded to the nearest
 /// integer (ties to even), in two's complement: rounding and conversion in plain arithmetic the
 /// compiler vectorises, where `f32::round` is a libm call per value on the baseline x86-64.
-const ROUNDING: f32 = 12_582_912.0;
+pub(crate) const ROUNDING: f32 = 12_582_912.0;
 
 #[inline(always)]
 fn quantize_block(values: &[f32]) -> BlockQ8 {

@@ -1,0 +1,644 @@
+//! Multi-head self-attention within each text of a batch, one (text, head) pair per task:
+//! scores = Q·Kᵀ / √(head width), a softmax over each query's scores (its exponentials here, the
+//! division by their sum folded into the context), context = P·V.
+//!
+//! With AVX-512 VNNI both products run in 8-bit integers ([`crate::int8`]), as the linear
+//! layers do: each query and key row (one head's width) quantised with its own scale, the
+//! probabilities as multiples of 1/255 (a row's largest is e⁰ = 1), each value column with its
+//! own scale over the text's tokens. They were a fifth of an import's time as f32 products at
+//! 80 % of the FMA units' peak, and the integer units do four times the multiply-adds. Without
+//! VNNI (or for a head width not a multiple of eight) they are f32 products (the `gemm` crate);
+//! the two paths' embeddings agree to a cosine of 0.9998 or more.
+
+use rayon::prelude::*;
+
+use crate::activation::exp_nonpositive;
+use crate::encoder::{LANES, lane_max};
+use crate::int8::{self, GROUP, RUN, Rows};
+use crate::q4::ROUNDING;
+
+/// A softmax of each row of `scores` (rows of `width`) but for its normalisation: each score
+/// becomes e^(score − the row's maximum), in place, and `inverses` gets 1 / each row's sum.
+/// Attention normalises the product of these rows with the values instead (a head's width of
+/// multiplications per row, not the text's length), and the sum is taken in the same pass as
+/// the exponentials: two passes over the scores where a softmax makes four. With AVX2 and FMA
+/// the exponentials are [`fused`](crate::activation::fused) ones, eight at a time.
+fn exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe {
+            fused_exp_rows(scores, width, inverses)
+        };
+        return;
+    }
+    portable_exp_rows(scores, width, inverses);
+}
+
+/// [`exp_rows`] in plain arithmetic.
+fn portable_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    inverses.clear();
+    for row in scores.chunks_exact_mut(width) {
+        let max = lane_max(row);
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (lane, score) in lanes.iter_mut().zip(chunk) {
+                *score = exp_nonpositive(*score - max);
+                *lane += *score;
+            }
+        }
+        let mut tail = 0.0;
+        for score in chunks.into_remainder() {
+            *score = exp_nonpositive(*score - max);
+            tail += *score;
+        }
+        inverses.push(1.0 / (lanes.iter().sum::<f32>() + tail));
+    }
+}
+
+/// [`exp_rows`] with AVX2 and FMA. A row's last values (past a multiple of eight) are padded
+/// with −∞, whose e⁻⁸⁷ adds nothing to a sum of at least 1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
+    use std::arch::x86_64::*;
+
+    inverses.clear();
+    for row in scores.chunks_exact_mut(width) {
+        let max = _mm256_set1_ps(lane_max(row));
+        let mut sum = _mm256_setzero_ps();
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            sum = _mm256_add_ps(sum, exp_in_place(chunk.try_into().expect("a chunk of eight"), max));
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut padded = [f32::NEG_INFINITY; LANES];
+            padded[..tail.len()].copy_from_slice(tail);
+            sum = _mm256_add_ps(sum, exp_in_place(&mut padded, max));
+            tail.copy_from_slice(&padded[..tail.len()]);
+        }
+        let mut lanes = [0f32; LANES];
+        #[allow(unsafe_code)]
+        // SAFETY: eight values are written to an array of eight.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum)
+        };
+        inverses.push(1.0 / lanes.iter().sum::<f32>());
+    }
+}
+
+/// The 8-bit path's softmax but for its normalisation: each row of `scores` (rows of `width`)
+/// as e^(score − the row's maximum) × 255 rounded, in the bytes of a row of `bytes` (rows of
+/// `stride` ≥ `width`, the rest zeroed); `inverses` gets 1 / each row's sum of exponentials.
+fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize, inverses: &mut Vec<f32>) {
+    assert!(stride >= width && scores.len() / width == bytes.len() / stride);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe {
+            fused_exp_bytes_rows(scores, width, bytes, stride, inverses)
+        };
+        return;
+    }
+    inverses.clear();
+    for (row, bytes) in scores.chunks_exact(width).zip(bytes.chunks_exact_mut(stride)) {
+        let max = lane_max(row);
+        let mut lanes = [0f32; LANES];
+        for (i, (byte, score)) in bytes.iter_mut().zip(row).enumerate() {
+            let e = exp_nonpositive(score - max);
+            lanes[i % LANES] += e;
+            *byte = (e * 255.0 + ROUNDING).to_bits() as u8;
+        }
+        bytes[width..].fill(0);
+        inverses.push(1.0 / lanes.iter().sum::<f32>());
+    }
+}
+
+/// [`exp_bytes_rows`] with AVX2 and FMA, 32 scores at a time (the conversion to integers
+/// rounds to nearest even, as the portable path's does; the four vectors' bytes are packed
+/// together, where packing eight at a time took most of the time); a row's tail is padded with
+/// −∞ as in [`fused_exp_rows`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fused_exp_bytes_rows(
+    scores: &[f32],
+    width: usize,
+    bytes: &mut [u8],
+    stride: usize,
+    inverses: &mut Vec<f32>,
+) {
+    use std::arch::x86_64::*;
+
+    /// Values at a time: four vectors.
+    const WIDE: usize = 4 * LANES;
+
+    /// e^(value − max) of 32 scores × 255 into 32 bytes; their sum added to `sum`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_into(values: &[f32; WIDE], max: __m256, bytes: &mut [u8; WIDE], sum: &mut __m256) {
+        #[allow(unsafe_code)]
+        // SAFETY: 32 values are read from an array of 32, 32 bytes written to another.
+        unsafe {
+            let mut whole = [_mm256_setzero_si256(); 4];
+            for (i, whole) in whole.iter_mut().enumerate() {
+                let x = _mm256_sub_ps(_mm256_loadu_ps(values.as_ptr().add(i * LANES)), max);
+                let e = crate::activation::fused::exp_nonpositive(x);
+                *sum = _mm256_add_ps(*sum, e);
+                *whole = _mm256_cvtps_epi32(_mm256_mul_ps(e, _mm256_set1_ps(255.0)));
+            }
+            // Packing works within each 128-bit half: dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
+            // (a0 = the first vector's first four values), put back in order by one permutation.
+            let words = [_mm256_packus_epi32(whole[0], whole[1]), _mm256_packus_epi32(whole[2], whole[3])];
+            let packed = _mm256_packus_epi16(words[0], words[1]);
+            let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(bytes.as_mut_ptr().cast(), ordered);
+        }
+    }
+
+    inverses.clear();
+    for (row, bytes) in scores.chunks_exact(width).zip(bytes.chunks_exact_mut(stride)) {
+        let max = _mm256_set1_ps(lane_max(row));
+        let mut sum = _mm256_setzero_ps();
+        let (chunks, mut outputs) = (row.chunks_exact(WIDE), bytes[..width].chunks_exact_mut(WIDE));
+        let tail = chunks.remainder();
+        for (chunk, out) in chunks.zip(&mut outputs) {
+            let (chunk, out) = (chunk.try_into().expect("32 scores"), out.try_into().expect("32 bytes"));
+            exp_into(chunk, max, out, &mut sum);
+        }
+        if !tail.is_empty() {
+            let (mut padded, mut out) = ([f32::NEG_INFINITY; WIDE], [0u8; WIDE]);
+            padded[..tail.len()].copy_from_slice(tail);
+            exp_into(&padded, max, &mut out, &mut sum);
+            outputs.into_remainder().copy_from_slice(&out[..tail.len()]);
+        }
+        bytes[width..].fill(0);
+        let mut lanes = [0f32; LANES];
+        #[allow(unsafe_code)]
+        // SAFETY: eight values are written to an array of eight.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum)
+        };
+        inverses.push(1.0 / lanes.iter().sum::<f32>());
+    }
+}
+
+/// e^(value − max) of eight scores, in place; returned too, for the row's sum.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_in_place(values: &mut [f32; LANES], max: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    #[allow(unsafe_code)]
+    // SAFETY: eight values are read from and written to an array of eight.
+    unsafe {
+        let e =
+            crate::activation::fused::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(values.as_ptr()), max));
+        _mm256_storeu_ps(values.as_mut_ptr(), e);
+        e
+    }
+}
+
+/// `dst (m × n, rows of dst_rs) = scale · lhs (m × k) · rhs (k × n)`, each operand given by its
+/// first element and its row and column strides in `values`. Checked against the slices' ends.
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&'a [f32], usize, usize),
+    rhs: (&'a [f32], usize, usize),
+    scale: f32,
+}
+
+impl Product<'_> {
+    fn run(&self, dst: &mut [f32], dst_rs: usize) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let last = |rows: usize, columns: usize, (_, rs, cs): (&[f32], usize, usize)| {
+            (rows - 1) * rs + (columns - 1) * cs
+        };
+        assert!(m > 0 && n > 0 && k > 0);
+        assert!(last(m, k, self.lhs) < self.lhs.0.len(), "lhs out of bounds");
+        assert!(last(k, n, self.rhs) < self.rhs.0.len(), "rhs out of bounds");
+        assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "dst out of bounds");
+        #[allow(unsafe_code)]
+        // SAFETY: every element the product reads or writes lies inside its slice (asserted just
+        // above from the shapes and strides); `dst` is borrowed mutably, the operands shared, so
+        // they do not overlap.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                dst_rs as isize,
+                false,
+                self.lhs.0.as_ptr(),
+                self.lhs.2 as isize,
+                self.lhs.1 as isize,
+                self.rhs.0.as_ptr(),
+                self.rhs.2 as isize,
+                self.rhs.1 as isize,
+                0.0,
+                self.scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+}
+
+/// One head of one text: where its query, key and value rows lie.
+#[derive(Debug, Clone, Copy)]
+struct Head<'a> {
+    /// The text's stacked query, key and value rows (rows of 3 × width).
+    qkv: &'a [f32],
+    /// Tokens of the text.
+    length: usize,
+    /// The model's width.
+    width: usize,
+    /// Where the head's columns start within each of the three parts.
+    at: usize,
+    /// The head's width.
+    columns: usize,
+}
+
+impl<'a> Head<'a> {
+    /// Token `t`'s query (`part` 0), key (1) or value (2) row of this head.
+    #[inline(always)]
+    fn row(&self, t: usize, part: usize) -> &'a [f32] {
+        &self.qkv[t * 3 * self.width + part * self.width + self.at..][..self.columns]
+    }
+}
+
+/// One head of one text: its context rows (`length` × head width).
+fn attend(head: Head<'_>, context: &mut [f32]) {
+    BUFFERS.with_borrow_mut(|buffers| {
+        if head.columns.is_multiple_of(GROUP) && int8::vnni() {
+            attend_int8(head, context, buffers)
+        } else {
+            attend_f32(head, context, buffers)
+        }
+    });
+}
+
+/// [`attend`] in f32 products.
+fn attend_f32(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
+    let Head { qkv, length, width, at, columns: head_width } = head;
+    let stride = 3 * width;
+    // Every score is written by the first product (it does not read its destination).
+    b.scores.resize(length * length, 0.0);
+    // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
+    Product {
+        m: length,
+        n: length,
+        k: head_width,
+        lhs: (&qkv[at..], stride, 1),
+        rhs: (&qkv[width + at..], 1, stride),
+        scale: 1.0 / (head_width as f32).sqrt(),
+    }
+    .run(&mut b.scores, length);
+    exp_rows(&mut b.scores, length, &mut b.inverses);
+    Product {
+        m: length,
+        n: head_width,
+        k: length,
+        lhs: (&b.scores, length, 1),
+        rhs: (&qkv[2 * width + at..], stride, 1),
+        scale: 1.0,
+    }
+    .run(context, head_width);
+    for (row, &inverse) in context.chunks_exact_mut(head_width).zip(b.inverses.iter()) {
+        row.iter_mut().for_each(|v| *v *= inverse);
+    }
+}
+
+simd_fn! {
+    /// [`attend`] in 8-bit products; `head_width` a multiple of [`GROUP`]. Compiled for AVX2 too,
+    /// as every CPU with VNNI has it: the quantising loops then run eight values at a time.
+    fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
+        let (length, d) = (head.length, head.columns);
+        let token = |t: usize, part: usize| head.row(t, part);
+        b.row.clear();
+        b.row.resize(d, 0);
+
+        // Queries as unsigned bytes (q / scale + 128), keys as signed ones, a scale per row; a
+        // score is query scale × key scale × (Σ bytes' products − 128 × Σ key bytes). Keys are
+        // padded to whole groups of eight with zeros.
+        b.queries.resize(length * d, 0);
+        b.keys.reset(length, d);
+        b.query_scales.clear();
+        b.key_scales.clear();
+        b.key_offsets.clear();
+        let temperature = 1.0 / (d as f32).sqrt();
+        for t in 0..length {
+            let query = &mut b.queries[t * d..][..d];
+            b.query_scales.push(quantize(token(t, 0), query));
+            query.iter_mut().for_each(|q| *q ^= 0x80);
+            b.key_scales.push(quantize(token(t, 1), &mut b.row) * temperature);
+            b.key_offsets.push(-128 * b.row.iter().map(|&k| i32::from(k as i8)).sum::<i32>());
+            b.keys.set_row(t, &b.row);
+        }
+        let keys = length.next_multiple_of(GROUP);
+        b.key_scales.resize(keys, 0.0);
+        b.key_offsets.resize(keys, 0);
+        b.dots.resize(length * keys, 0);
+        int8::dot(Rows { values: &b.queries, rows: length, stride: d }, &b.keys, &mut b.dots, keys);
+        b.scores.resize(length * length, 0.0);
+        scale_scores(&b.dots, keys, &b.query_scales, &b.key_scales, &b.key_offsets, &mut b.scores);
+        // Probabilities as multiples of 1/255, rows padded with zeros to whole runs of four.
+        let depth = length.next_multiple_of(RUN);
+        b.probabilities.resize(length * depth, 0);
+        exp_bytes_rows(&b.scores, length, &mut b.probabilities, depth, &mut b.inverses);
+        // Values as signed bytes with a scale per column over the text's tokens: each token's
+        // values are the packed operand's column at its depth.
+        b.value_scales.clear();
+        b.value_scales.resize(d, 0.0);
+        for t in 0..length {
+            // `max`, stored whatever the comparison: a conditional store became masked stores,
+            // slow on AMD's cores.
+            b.value_scales.iter_mut().zip(token(t, 2)).for_each(|(largest, v)| *largest = largest.max(v.abs()));
+        }
+        b.value_inverses.clear();
+        b.value_inverses.extend(b.value_scales.iter().map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 }));
+        b.value_scales.iter_mut().for_each(|m| *m /= 127.0);
+        b.row.clear();
+        b.row.resize(depth * d, 0);
+        for (t, bytes) in b.row.chunks_exact_mut(d).take(length).enumerate() {
+            for ((byte, v), inverse) in bytes.iter_mut().zip(token(t, 2)).zip(&b.value_inverses) {
+                *byte = (v * inverse + ROUNDING).to_bits() as u8;
+            }
+        }
+        b.values.set_transposed(&b.row, d);
+        b.dots.resize(length * d, 0);
+        int8::dot(Rows { values: &b.probabilities, rows: length, stride: depth }, &b.values, &mut b.dots, d);
+        for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(b.dots.chunks_exact(d)).zip(&b.inverses) {
+            let inverse = inverse / 255.0;
+            for ((v, &dot), &scale) in row.iter_mut().zip(dots).zip(&b.value_scales) {
+                *v = dot as f32 * scale * inverse;
+            }
+        }
+    }
+}
+
+/// `values` as signed bytes (two's complement) of `values / scale` rounded, the scale (returned)
+/// making the largest magnitude 127.
+#[inline(always)]
+fn quantize(values: &[f32], bytes: &mut [u8]) -> f32 {
+    // By comparison, in lanes: `f32::max` (which must return the other operand for a NaN) keeps
+    // a loop scalar.
+    let larger = |a: f32, v: f32| if v.abs() > a { v.abs() } else { a };
+    let mut lanes = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(0f32, |a, &v| larger(a, v));
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, &v)| *l = larger(*l, v));
+    }
+    let largest = lanes.iter().fold(tail, |a, &l| larger(a, l));
+    let inverse = if largest > 0.0 { 127.0 / largest } else { 0.0 };
+    for (byte, v) in bytes.iter_mut().zip(values) {
+        *byte = (v * inverse + ROUNDING).to_bits() as u8;
+    }
+    largest / 127.0
+}
+
+simd_fn! {
+    /// The scores (rows of as many as `query_scales`) from the integer products (rows of
+    /// `stride`): query scale × key scale × (product + key offset).
+    fn scale_scores(
+        dots: &[i32],
+        stride: usize,
+        query_scales: &[f32],
+        key_scales: &[f32],
+        key_offsets: &[i32],
+        scores: &mut [f32],
+    ) {
+        let length = query_scales.len();
+        for ((row, dots), &query) in scores.chunks_exact_mut(length).zip(dots.chunks_exact(stride)).zip(query_scales) {
+            let terms = row.iter_mut().zip(dots).zip(key_scales).zip(key_offsets);
+            for (((score, &dot), &key), &offset) in terms {
+                *score = (dot + offset) as f32 * (query * key);
+            }
+        }
+    }
+}
+
+/// Buffers of one thread's attention, reused from task to task: a new score buffer per text and
+/// head (256 KB at 256 tokens) was zeroed and faulted in every time. At most a few MB (512
+/// tokens).
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Scores, then their exponentials (length × length).
+    scores: Vec<f32>,
+    /// 1 / each row's sum of exponentials.
+    inverses: Vec<f32>,
+    /// The 8-bit path's queries (+ 128), and their scales.
+    queries: Vec<u8>,
+    query_scales: Vec<f32>,
+    /// The keys, packed; each one's scale (× 1/√(head width)) and −128 × the sum of its bytes.
+    keys: int8::Packed,
+    key_scales: Vec<f32>,
+    key_offsets: Vec<i32>,
+    /// One key's bytes, then every token's values as bytes (rows of the head's width, padded
+    /// with rows of zeros to whole runs), before packing.
+    row: Vec<u8>,
+    /// The integer products.
+    dots: Vec<i32>,
+    /// Probabilities × 255, rows padded to whole runs.
+    probabilities: Vec<u8>,
+    /// The values, packed by column (a row per column of values, a column per token); each
+    /// column's scale and its inverse.
+    values: int8::Packed,
+    value_scales: Vec<f32>,
+    value_inverses: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+}
+
+/// Multi-head self-attention within each text: `context` (tokens × width) from `qkv` (each
+/// token's query, key and value rows side by side), texts of `lengths` tokens one after another.
+pub(crate) fn attention(qkv: &[f32], context: &mut Vec<f32>, lengths: &[usize], width: usize, heads: usize) {
+    let head_width = width / heads;
+    let tokens: usize = lengths.iter().sum();
+    let starts: Vec<usize> = lengths.iter().scan(0, |at, &l| Some(std::mem::replace(at, *at + l))).collect();
+    let tasks: Vec<(usize, usize)> =
+        (0..lengths.len()).flat_map(|t| (0..heads).map(move |h| (t, h))).collect();
+    let work = |&(text, head): &(usize, usize)| {
+        let (start, length) = (starts[text], lengths[text]);
+        let mut context = vec![0f32; length * head_width];
+        if length > 0 {
+            let qkv = &qkv[start * 3 * width..(start + length) * 3 * width];
+            attend(Head { qkv, length, width, at: head * head_width, columns: head_width }, &mut context);
+        }
+        context
+    };
+    let parts: Vec<Vec<f32>> = if tokens * tokens.min(512) * width >= 1 << 20 {
+        tasks.par_iter().map(work).collect()
+    } else {
+        tasks.iter().map(work).collect()
+    };
+    context.clear();
+    context.resize(tokens * width, 0.0);
+    for (&(text, head), part) in tasks.iter().zip(&parts) {
+        let start = starts[text];
+        for (i, values) in part.chunks_exact(head_width).enumerate() {
+            context[(start + i) * width + head * head_width..][..head_width].copy_from_slice(values);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponentials_of_rows_cover_each_row_on_its_own() {
+        type ExpRows = fn(&mut [f32], usize, &mut Vec<f32>);
+        // On a CPU with AVX2 and FMA the first is the fused path, elsewhere both are portable.
+        for exp_rows in [exp_rows as ExpRows, portable_exp_rows] {
+            let (mut row, mut inverses) = (vec![1.0, 2.0, 3.0], Vec::new());
+            exp_rows(&mut row, 3, &mut inverses);
+            let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+            let total: f32 = e.iter().sum();
+            for (got, want) in row.iter().zip(&e) {
+                assert!((got * inverses[0] - want / total).abs() < 1e-6);
+            }
+            // Each row on its own, the sum taken over the lanes and the tail (19 = 2 × 8 + 3).
+            let mut rows: Vec<f32> = vec![0.0, 0.0, 5.0, -20.0, 7.0, 7.0];
+            rows.extend((0..19).map(|i| i as f32 * 0.1));
+            let tail: Vec<f32> = rows[6..].to_vec();
+            exp_rows(&mut rows[..6], 2, &mut inverses);
+            assert_eq!(inverses.len(), 3);
+            assert_eq!((rows[0] * inverses[0], rows[1] * inverses[0]), (0.5, 0.5));
+            assert!((rows[2] * inverses[1] - 1.0).abs() < 1e-6 && rows[3] * inverses[1] < 1e-10);
+            assert_eq!((rows[4] * inverses[2], rows[5] * inverses[2]), (0.5, 0.5));
+            exp_rows(&mut rows[6..], 19, &mut inverses);
+            let max = tail.iter().copied().fold(f32::MIN, f32::max);
+            let total: f32 = tail.iter().map(|v| (v - max).exp()).sum();
+            assert!((inverses[0] - 1.0 / total).abs() < 1e-6, "{} against {}", inverses[0], 1.0 / total);
+        }
+    }
+
+    /// Stacked query, key and value rows for `tokens` tokens of width `width`.
+    fn stacked(query: &[f32], key: &[f32], value: &[f32], width: usize) -> Vec<f32> {
+        query
+            .chunks(width)
+            .zip(key.chunks(width))
+            .zip(value.chunks(width))
+            .flat_map(|((q, k), v)| q.iter().chain(k).chain(v).copied().collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn attention_of_one_token_is_its_value_and_rows_weigh_by_score() {
+        let mut context = Vec::new();
+        attention(&stacked(&[1.0, 0.0], &[5.0, 5.0], &[0.25, -4.0], 2), &mut context, &[1], 2, 1);
+        assert_eq!(context, [0.25, -4.0]);
+
+        // Two tokens, one head of width 1: the scores are q·k/1, softmax over the keys.
+        attention(&stacked(&[1.0, 0.0], &[2.0, 0.0], &[10.0, 20.0], 1), &mut context, &[2], 1, 1);
+        let first = 1.0 / (1.0 + (-2f32).exp());
+        assert!((context[0] - (10.0 * first + 20.0 * (1.0 - first))).abs() < 1e-4);
+        assert!((context[1] - 15.0).abs() < 1e-4, "equal scores average the values");
+    }
+
+    /// The attention of one text computed directly from its definition.
+    fn attention_by_definition(q: &[f32], k: &[f32], v: &[f32], width: usize, heads: usize) -> Vec<f32> {
+        let tokens = q.len() / width;
+        let hw = width / heads;
+        let mut out = vec![0f32; tokens * width];
+        for h in 0..heads {
+            for i in 0..tokens {
+                let scores: Vec<f64> = (0..tokens)
+                    .map(|j| {
+                        (0..hw)
+                            .map(|d| f64::from(q[i * width + h * hw + d] * k[j * width + h * hw + d]))
+                            .sum::<f64>()
+                            / (hw as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..hw {
+                    let value: f64 =
+                        (0..tokens).map(|j| weights[j] / total * f64::from(v[j * width + h * hw + d])).sum();
+                    out[i * width + h * hw + d] = value as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn texts_of_a_batch_attend_only_to_themselves() {
+        let (width, heads) = (8, 2);
+        let lengths = [3, 5, 1];
+        let tokens: usize = lengths.iter().sum();
+        let values =
+            |seed: f32| -> Vec<f32> { (0..tokens * width).map(|i| (i as f32 * seed).sin() * 2.0).collect() };
+        let (q, k, v) = (values(0.37), values(1.13), values(0.71));
+        let mut context = Vec::new();
+        attention(&stacked(&q, &k, &v, width), &mut context, &lengths, width, heads);
+        let mut start = 0;
+        for length in lengths {
+            let rows = start * width..(start + length) * width;
+            let expected =
+                attention_by_definition(&q[rows.clone()], &k[rows.clone()], &v[rows.clone()], width, heads);
+            for (got, want) in context[rows].iter().zip(&expected) {
+                assert!((got - want).abs() < 1e-5, "{got} against {want}");
+            }
+            start += length;
+        }
+    }
+
+    /// Each head of texts of several lengths (keys padded to groups of eight, tokens to runs of
+    /// four) through the 8-bit path, against the definition in f64: within 0.6 % of the values'
+    /// largest magnitude. The buffers are shared from text to text, longer and shorter, as a
+    /// thread's are; and `attention` takes the 8-bit path exactly where the CPU has VNNI.
+    #[test]
+    fn eight_bit_attention_follows_its_definition() {
+        let (width, heads) = (64, 2);
+        let head_width = width / heads;
+        let mut buffers = Buffers::default();
+        let mut worst = 0f32;
+        for length in [40, 5, 13, 1, 21] {
+            let values = |seed: f32| -> Vec<f32> {
+                (0..length * width).map(|i| (i as f32 * seed).sin() * (0.5 + (i % 3) as f32 * 0.5)).collect()
+            };
+            let (q, k, v) = (values(0.37), values(1.13), values(0.71));
+            let qkv = stacked(&q, &k, &v, width);
+            let expected = attention_by_definition(&q, &k, &v, width, heads);
+            let largest = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+            let mut context = Vec::new();
+            attention(&qkv, &mut context, &[length], width, heads);
+            for head in 0..heads {
+                let mut eight_bit = vec![f32::NAN; length * head_width];
+                let part = Head { qkv: &qkv, length, width, at: head * head_width, columns: head_width };
+                attend_int8(part, &mut eight_bit, &mut buffers);
+                let mut f32_path = vec![f32::NAN; length * head_width];
+                attend_f32(part, &mut f32_path, &mut buffers);
+                for (i, (eight_bit, f32_path)) in
+                    eight_bit.chunks_exact(head_width).zip(f32_path.chunks_exact(head_width)).enumerate()
+                {
+                    let want = &expected[i * width + head * head_width..][..head_width];
+                    let got = &context[i * width + head * head_width..][..head_width];
+                    assert_eq!(got, if int8::vnni() { eight_bit } else { f32_path }, "length {length}");
+                    for ((e, f), w) in eight_bit.iter().zip(f32_path).zip(want) {
+                        assert!((f - w).abs() < 1e-4, "f32: {f} against {w}");
+                        worst = worst.max((e - w).abs() / largest);
+                    }
+                }
+            }
+        }
+        assert!(worst < 0.006, "8-bit attention off by {worst} of the largest value");
+        assert!(worst > 0.0, "the 8-bit path rounds: it cannot be exact on these values");
+    }
+}
