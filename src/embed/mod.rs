@@ -421,9 +421,12 @@ fn embed_in_batches(
     texts: &[String],
     between: &dyn Fn(),
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
-    // Each text is encoded once: its length orders the batches, its ids make them.
-    let encoded =
-        texts.iter().map(|text| encoder.tokenizer().token_ids(text)).collect::<Result<Vec<_>, _>>()?;
+    // Each text is encoded once: its length orders the batches, its ids make them. On every core
+    // (the pool the encoder's products use): tokenising on this thread alone left the others
+    // idle for 4 % of an import.
+    use rayon::prelude::*;
+    let tokenizer = encoder.tokenizer();
+    let encoded = texts.par_iter().map(|text| tokenizer.token_ids(text)).collect::<Result<Vec<_>, _>>()?;
     let counts: Vec<usize> = encoded.iter().map(Vec::len).collect();
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(counts[i]));
