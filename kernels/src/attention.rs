@@ -91,46 +91,15 @@ fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
 }
 
 /// The 8-bit path's softmax but for its normalisation: each row of `scores` (rows of `width`)
-/// as e^(score − the row's maximum) × 255 rounded, in the bytes of a row of `bytes` (rows of
-/// `stride` ≥ `width`, the rest zeroed); `inverses` gets 1 / each row's sum of exponentials.
-fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize, inverses: &mut Vec<f32>) {
-    assert!(stride >= width && scores.len() / width == bytes.len() / stride);
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe {
-            fused_exp_bytes_rows(scores, width, bytes, stride, inverses)
-        };
-        return;
-    }
-    inverses.clear();
-    for (row, bytes) in scores.chunks_exact(width).zip(bytes.chunks_exact_mut(stride)) {
-        let max = lane_max(row);
-        let mut lanes = [0f32; LANES];
-        for (i, (byte, score)) in bytes.iter_mut().zip(row).enumerate() {
-            let e = exp_nonpositive(score - max);
-            lanes[i % LANES] += e;
-            *byte = (e * 255.0 + ROUNDING).to_bits() as u8;
-        }
-        bytes[width..].fill(0);
-        inverses.push(1.0 / lanes.iter().sum::<f32>());
-    }
-}
-
-/// [`exp_bytes_rows`] with AVX2 and FMA, 32 scores at a time (the conversion to integers
-/// rounds to nearest even, as the portable path's does; the four vectors' bytes are packed
+/// as e^(score − the row's maximum) × 255 rounded to the nearest integer, in the bytes of a row
+/// of `bytes` (rows of `stride` ≥ `width`, the rest zeroed); `inverses` gets 1 / each row's sum
+/// of exponentials. 32 scores at a time, with AVX2 and FMA (the four vectors' bytes are packed
 /// together, where packing eight at a time took most of the time); a row's tail is padded with
 /// −∞ as in [`fused_exp_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn fused_exp_bytes_rows(
-    scores: &[f32],
-    width: usize,
-    bytes: &mut [u8],
-    stride: usize,
-    inverses: &mut Vec<f32>,
-) {
+fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize, inverses: &mut Vec<f32>) {
+    assert!(stride >= width && scores.len() / width == bytes.len() / stride);
     use std::arch::x86_64::*;
 
     /// Values at a time: four vectors.
@@ -279,11 +248,13 @@ impl<'a> Head<'a> {
 /// One head of one text: its context rows (`length` × head width).
 fn attend(head: Head<'_>, context: &mut [f32]) {
     BUFFERS.with_borrow_mut(|buffers| {
-        if head.columns.is_multiple_of(GROUP) && int8::vnni() {
-            attend_int8(head, context, buffers)
-        } else {
-            attend_f32(head, context, buffers)
+        #[cfg(target_arch = "x86_64")]
+        if head.columns.is_multiple_of(GROUP) && int8::vnni() && std::is_x86_feature_detected!("fma") {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX2 (every one with VNNI has; `vnni` checks it) and FMA.
+            return unsafe { attend_int8(head, context, buffers) };
         }
+        attend_f32(head, context, buffers)
     });
 }
 
@@ -318,76 +289,78 @@ fn attend_f32(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     }
 }
 
-simd_fn! {
-    /// [`attend`] in 8-bit products; `head_width` a multiple of [`GROUP`]. Compiled for AVX2 too,
-    /// as every CPU with VNNI has it: the quantising loops then run eight values at a time.
-    fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
-        let (length, d) = (head.length, head.columns);
-        let token = |t: usize, part: usize| head.row(t, part);
-        b.row.clear();
-        b.row.resize(d, 0);
+/// [`attend`] in 8-bit products; the head's width a multiple of [`GROUP`]. For AVX2 and FMA
+/// only, which every CPU with VNNI has (its quantising loops run eight values at a time); the
+/// CPU must have them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
+    let (length, d) = (head.length, head.columns);
+    let token = |t: usize, part: usize| head.row(t, part);
+    b.row.clear();
+    b.row.resize(d, 0);
 
-        // Queries as unsigned bytes (q / scale + 128), keys as signed ones, a scale per row; a
-        // score is query scale × key scale × (Σ bytes' products − 128 × Σ key bytes). Keys are
-        // padded to whole groups of eight with zeros.
-        b.queries.resize(length * d, 0);
-        b.keys.reset(length, d);
-        b.query_scales.clear();
-        b.key_scales.clear();
-        b.key_offsets.clear();
-        let temperature = 1.0 / (d as f32).sqrt();
-        for t in 0..length {
-            let query = &mut b.queries[t * d..][..d];
-            b.query_scales.push(quantize(token(t, 0), query));
-            query.iter_mut().for_each(|q| *q ^= 0x80);
-            b.key_scales.push(quantize(token(t, 1), &mut b.row) * temperature);
-            b.key_offsets.push(-128 * b.row.iter().map(|&k| i32::from(k as i8)).sum::<i32>());
-            b.keys.set_row(t, &b.row);
+    // Queries as unsigned bytes (q / scale + 128), keys as signed ones, a scale per row; a
+    // score is query scale × key scale × (Σ bytes' products − 128 × Σ key bytes). Keys are
+    // padded to whole groups of eight with zeros.
+    b.queries.resize(length * d, 0);
+    b.keys.reset(length, d);
+    b.query_scales.clear();
+    b.key_scales.clear();
+    b.key_offsets.clear();
+    let temperature = 1.0 / (d as f32).sqrt();
+    for t in 0..length {
+        let query = &mut b.queries[t * d..][..d];
+        b.query_scales.push(quantize(token(t, 0), query));
+        query.iter_mut().for_each(|q| *q ^= 0x80);
+        b.key_scales.push(quantize(token(t, 1), &mut b.row) * temperature);
+        b.key_offsets.push(-128 * b.row.iter().map(|&k| i32::from(k as i8)).sum::<i32>());
+        b.keys.set_row(t, &b.row);
+    }
+    let keys = length.next_multiple_of(GROUP);
+    b.key_scales.resize(keys, 0.0);
+    b.key_offsets.resize(keys, 0);
+    b.dots.resize(length * keys, 0);
+    int8::dot(Rows { values: &b.queries, rows: length, stride: d }, &b.keys, &mut b.dots, keys);
+    b.scores.resize(length * length, 0.0);
+    scale_scores(&b.dots, keys, &b.query_scales, &b.key_scales, &b.key_offsets, &mut b.scores);
+    // Probabilities as multiples of 1/255, rows padded with zeros to whole runs of four.
+    let depth = length.next_multiple_of(RUN);
+    b.probabilities.resize(length * depth, 0);
+    exp_bytes_rows(&b.scores, length, &mut b.probabilities, depth, &mut b.inverses);
+    // Values as signed bytes with a scale per column over the text's tokens: each token's
+    // values are the packed operand's column at its depth.
+    b.value_scales.clear();
+    b.value_scales.resize(d, 0.0);
+    for t in 0..length {
+        // `max`, stored whatever the comparison: a conditional store became masked stores,
+        // slow on AMD's cores.
+        b.value_scales.iter_mut().zip(token(t, 2)).for_each(|(largest, v)| *largest = largest.max(v.abs()));
+    }
+    b.value_inverses.clear();
+    b.value_inverses.extend(b.value_scales.iter().map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 }));
+    b.value_scales.iter_mut().for_each(|m| *m /= 127.0);
+    b.row.clear();
+    b.row.resize(depth * d, 0);
+    for (t, bytes) in b.row.chunks_exact_mut(d).take(length).enumerate() {
+        for ((byte, v), inverse) in bytes.iter_mut().zip(token(t, 2)).zip(&b.value_inverses) {
+            *byte = (v * inverse + ROUNDING).to_bits() as u8;
         }
-        let keys = length.next_multiple_of(GROUP);
-        b.key_scales.resize(keys, 0.0);
-        b.key_offsets.resize(keys, 0);
-        b.dots.resize(length * keys, 0);
-        int8::dot(Rows { values: &b.queries, rows: length, stride: d }, &b.keys, &mut b.dots, keys);
-        b.scores.resize(length * length, 0.0);
-        scale_scores(&b.dots, keys, &b.query_scales, &b.key_scales, &b.key_offsets, &mut b.scores);
-        // Probabilities as multiples of 1/255, rows padded with zeros to whole runs of four.
-        let depth = length.next_multiple_of(RUN);
-        b.probabilities.resize(length * depth, 0);
-        exp_bytes_rows(&b.scores, length, &mut b.probabilities, depth, &mut b.inverses);
-        // Values as signed bytes with a scale per column over the text's tokens: each token's
-        // values are the packed operand's column at its depth.
-        b.value_scales.clear();
-        b.value_scales.resize(d, 0.0);
-        for t in 0..length {
-            // `max`, stored whatever the comparison: a conditional store became masked stores,
-            // slow on AMD's cores.
-            b.value_scales.iter_mut().zip(token(t, 2)).for_each(|(largest, v)| *largest = largest.max(v.abs()));
-        }
-        b.value_inverses.clear();
-        b.value_inverses.extend(b.value_scales.iter().map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 }));
-        b.value_scales.iter_mut().for_each(|m| *m /= 127.0);
-        b.row.clear();
-        b.row.resize(depth * d, 0);
-        for (t, bytes) in b.row.chunks_exact_mut(d).take(length).enumerate() {
-            for ((byte, v), inverse) in bytes.iter_mut().zip(token(t, 2)).zip(&b.value_inverses) {
-                *byte = (v * inverse + ROUNDING).to_bits() as u8;
-            }
-        }
-        b.values.set_transposed(&b.row, d);
-        b.dots.resize(length * d, 0);
-        int8::dot(Rows { values: &b.probabilities, rows: length, stride: depth }, &b.values, &mut b.dots, d);
-        for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(b.dots.chunks_exact(d)).zip(&b.inverses) {
-            let inverse = inverse / 255.0;
-            for ((v, &dot), &scale) in row.iter_mut().zip(dots).zip(&b.value_scales) {
-                *v = dot as f32 * scale * inverse;
-            }
+    }
+    b.values.set_transposed(&b.row, d);
+    b.dots.resize(length * d, 0);
+    int8::dot(Rows { values: &b.probabilities, rows: length, stride: depth }, &b.values, &mut b.dots, d);
+    for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(b.dots.chunks_exact(d)).zip(&b.inverses) {
+        let inverse = inverse / 255.0;
+        for ((v, &dot), &scale) in row.iter_mut().zip(dots).zip(&b.value_scales) {
+            *v = dot as f32 * scale * inverse;
         }
     }
 }
 
 /// `values` as signed bytes (two's complement) of `values / scale` rounded, the scale (returned)
 /// making the largest magnitude 127.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn quantize(values: &[f32], bytes: &mut [u8]) -> f32 {
     // By comparison, in lanes: `f32::max` (which must return the other operand for a NaN) keeps
@@ -407,23 +380,25 @@ fn quantize(values: &[f32], bytes: &mut [u8]) -> f32 {
     largest / 127.0
 }
 
-simd_fn! {
-    /// The scores (rows of as many as `query_scales`) from the integer products (rows of
-    /// `stride`): query scale × key scale × (product + key offset).
-    fn scale_scores(
-        dots: &[i32],
-        stride: usize,
-        query_scales: &[f32],
-        key_scales: &[f32],
-        key_offsets: &[i32],
-        scores: &mut [f32],
-    ) {
-        let length = query_scales.len();
-        for ((row, dots), &query) in scores.chunks_exact_mut(length).zip(dots.chunks_exact(stride)).zip(query_scales) {
-            let terms = row.iter_mut().zip(dots).zip(key_scales).zip(key_offsets);
-            for (((score, &dot), &key), &offset) in terms {
-                *score = (dot + offset) as f32 * (query * key);
-            }
+/// The scores (rows of as many as `query_scales`) from the integer products (rows of
+/// `stride`): query scale × key scale × (product + key offset).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn scale_scores(
+    dots: &[i32],
+    stride: usize,
+    query_scales: &[f32],
+    key_scales: &[f32],
+    key_offsets: &[i32],
+    scores: &mut [f32],
+) {
+    let length = query_scales.len();
+    for ((row, dots), &query) in
+        scores.chunks_exact_mut(length).zip(dots.chunks_exact(stride)).zip(query_scales)
+    {
+        let terms = row.iter_mut().zip(dots).zip(key_scales).zip(key_offsets);
+        for (((score, &dot), &key), &offset) in terms {
+            *score = (dot + offset) as f32 * (query * key);
         }
     }
 }
@@ -600,13 +575,20 @@ mod tests {
     }
 
     /// Each head of texts of several lengths (keys padded to groups of eight, tokens to runs of
-    /// four) through the 8-bit path, against the definition in f64: within 0.6 % of the values'
-    /// largest magnitude. The buffers are shared from text to text, longer and shorter, as a
-    /// thread's are; and `attention` takes the 8-bit path exactly where the CPU has VNNI.
+    /// four) through the f32 path to 1e-4 and, on a CPU with AVX2 and FMA (which the 8-bit path
+    /// needs; its products fall back to a portable loop without VNNI), through the 8-bit path,
+    /// within 0.6 % of the values' largest magnitude of the definition in f64. The buffers are
+    /// shared from text to text, longer and shorter, as a thread's are; and `attention` takes the
+    /// 8-bit path exactly where the CPU has VNNI.
     #[test]
     fn eight_bit_attention_follows_its_definition() {
         let (width, heads) = (64, 2);
         let head_width = width / heads;
+        #[cfg(target_arch = "x86_64")]
+        let eight_bits = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let eight_bits = false;
+        let vnni = eight_bits && int8::vnni();
         let mut buffers = Buffers::default();
         let mut worst = 0f32;
         for length in [40, 5, 13, 1, 21] {
@@ -620,25 +602,38 @@ mod tests {
             let mut context = Vec::new();
             attention(&qkv, &mut context, &[length], width, heads);
             for head in 0..heads {
-                let mut eight_bit = vec![f32::NAN; length * head_width];
                 let part = Head { qkv: &qkv, length, width, at: head * head_width, columns: head_width };
-                attend_int8(part, &mut eight_bit, &mut buffers);
                 let mut f32_path = vec![f32::NAN; length * head_width];
                 attend_f32(part, &mut f32_path, &mut buffers);
-                for (i, (eight_bit, f32_path)) in
-                    eight_bit.chunks_exact(head_width).zip(f32_path.chunks_exact(head_width)).enumerate()
-                {
-                    let want = &expected[i * width + head * head_width..][..head_width];
-                    let got = &context[i * width + head * head_width..][..head_width];
-                    assert_eq!(got, if int8::vnni() { eight_bit } else { f32_path }, "length {length}");
-                    for ((e, f), w) in eight_bit.iter().zip(f32_path).zip(want) {
+                let mut eight_bit = vec![f32::NAN; length * head_width];
+                #[cfg(target_arch = "x86_64")]
+                if eight_bits {
+                    #[allow(unsafe_code)]
+                    // SAFETY: the CPU has AVX2 and FMA, checked above.
+                    unsafe {
+                        attend_int8(part, &mut eight_bit, &mut buffers)
+                    };
+                }
+                for i in 0..length {
+                    let columns = i * width + head * head_width..(i * width + (head + 1) * head_width);
+                    let (want, got) = (&expected[columns.clone()], &context[columns]);
+                    let rows = i * head_width..(i + 1) * head_width;
+                    let (eight_bit, f32_path) = (&eight_bit[rows.clone()], &f32_path[rows]);
+                    assert_eq!(got, if vnni { eight_bit } else { f32_path }, "length {length}");
+                    for (f, w) in f32_path.iter().zip(want) {
                         assert!((f - w).abs() < 1e-4, "f32: {f} against {w}");
-                        worst = worst.max((e - w).abs() / largest);
+                    }
+                    if eight_bits {
+                        for (e, w) in eight_bit.iter().zip(want) {
+                            worst = worst.max((e - w).abs() / largest);
+                        }
                     }
                 }
             }
         }
-        assert!(worst < 0.006, "8-bit attention off by {worst} of the largest value");
-        assert!(worst > 0.0, "the 8-bit path rounds: it cannot be exact on these values");
+        if eight_bits {
+            assert!(worst < 0.006, "8-bit attention off by {worst} of the largest value");
+            assert!(worst > 0.0, "the 8-bit path rounds: it cannot be exact on these values");
+        }
     }
 }

@@ -146,8 +146,9 @@ mod vnni {
     use super::{GROUP, RUN, Rows};
 
     /// Rows of the unsigned operand per tile, largest first: 6 rows × 4 groups of accumulators,
-    /// the four groups' bytes and a broadcast fit the 32 vector registers.
-    const ROW_STEPS: [usize; 3] = [6, 3, 1];
+    /// the four groups' bytes and a broadcast fit the 32 vector registers; the rest (at most
+    /// five rows) one at a time, each broadcast still serving four groups.
+    const ROW_STEPS: [usize; 2] = [6, 1];
 
     /// See [`super::dot`]: tiles of up to six rows × four groups, group steps outermost so that
     /// the groups' bytes stay in the core's cache while the rows pass.
@@ -179,10 +180,8 @@ mod vnni {
                         let o = out.as_mut_ptr().add(i * out_stride + g * GROUP);
                         match (rows, step) {
                             (6, 4) => tile::<6, 4>(x, stride, b, depth, o, out_stride),
-                            (3, 4) => tile::<3, 4>(x, stride, b, depth, o, out_stride),
                             (1, 4) => tile::<1, 4>(x, stride, b, depth, o, out_stride),
                             (6, _) => tile::<6, 1>(x, stride, b, depth, o, out_stride),
-                            (3, _) => tile::<3, 1>(x, stride, b, depth, o, out_stride),
                             _ => tile::<1, 1>(x, stride, b, depth, o, out_stride),
                         }
                     }
@@ -282,7 +281,7 @@ mod tests {
 
     #[test]
     fn products_match_their_definition_on_every_tile_shape() {
-        // 13 rows: two tiles of six, one of one; 17: two of six, one of three, two of one.
+        // 13 rows: two tiles of six, one of one; 17: two of six, five of one.
         tiles_match(13);
         tiles_match(17);
     }

@@ -345,25 +345,20 @@ fn group_dot_rows(group: &Group, x: &Activations, first: usize, out: &mut [f32],
     let m = to.rows;
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        let vnni = std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
         let mut t = 0;
-        // Input rows in steps of eight with VNNI (its 32 vector registers hold eight rows'
-        // accumulators, eight chains of multiply-adds to hide each one's latency), of four
-        // without (16 registers), then one by one.
-        let steps: &[usize] = if vnni { &[8, 4, 1] } else { &[4, 1] };
-        for &step in steps {
+        // Input rows in steps of four (16 vector registers hold four rows' accumulators and
+        // totals), then one by one. With VNNI too: a single group only comes last in a matrix
+        // with an odd number of groups (none of the encoder's), and the integers are the same.
+        for step in [4, 1] {
             while t + step <= m {
                 let (at, stride) = (to.at(g, t), to.row_stride);
                 #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX2 and FMA (and AVX512-VNNI with VL when `vnni`), checked
-                // just above; the kernels check the slices' lengths.
+                // SAFETY: the CPU has AVX2 and FMA, checked just above; the kernel checks the
+                // slices' lengths.
                 unsafe {
-                    match (vnni, step) {
-                        (true, 8) => avx2::group_dot_vnni::<8>(group, x, first + t, out, at, stride),
-                        (true, 4) => avx2::group_dot_vnni::<4>(group, x, first + t, out, at, stride),
-                        (true, _) => avx2::group_dot_vnni::<1>(group, x, first + t, out, at, stride),
-                        (false, 4) => avx2::group_dot::<4>(group, x, first + t, out, at, stride),
-                        (false, _) => avx2::group_dot::<1>(group, x, first + t, out, at, stride),
+                    match step {
+                        4 => avx2::group_dot::<4>(group, x, first + t, out, at, stride),
+                        _ => avx2::group_dot::<1>(group, x, first + t, out, at, stride),
                     }
                 }
                 t += step;
@@ -515,58 +510,12 @@ mod avx2 {
         _mm256_set1_epi32(unsafe { row.add(b * BLOCK + run * RUN).cast::<i32>().read_unaligned() })
     }
 
-    /// The loop both group kernels share, for `T` input rows from `$t` at once (independent
-    /// chains, so the multiply-adds overlap): per block, eight runs of four columns, two at a
-    /// time from one load of nibbles ([`runs`]), each against each input's four bytes repeated
-    /// (`$run` adds the products into an accumulator, one lane per weight row); then `$finish` turns
-    /// each accumulator into the block's eight i32 sums; the input block's offset takes off every
-    /// weight's −8, and the sums are scaled by weight × input scale. A macro, so that
-    /// each kernel compiles it with its own target features.
-    macro_rules! group_dot_body {
-        ($T:ident, $group:ident, $x:ident, $t:ident, $out:ident, $at:ident, $stride:ident, $zero:expr, $run:expr, $finish:expr) => {{
-            let k = $x.columns;
-            let per_row = k / BLOCK;
-            assert!(
-                $group.weights.len() >= per_row * GROUP_BLOCK_BYTES && $group.scales.len() >= per_row * GROUP
-            );
-            assert!($at + ($T - 1) * $stride + GROUP <= $out.len());
-            assert!($x.values.len() >= ($t + $T) * k && $x.scales.len() >= ($t + $T) * per_row);
-            let mut total = [_mm256_setzero_ps(); $T];
-            let weights = $group.weights.as_ptr();
-            let values = $x.values.as_ptr();
-            for b in 0..per_row {
-                let mut acc = [$zero; $T];
-                for v in 0..PAIRED_RUNS {
-                    // SAFETY: inside `weights`, as asserted above.
-                    let [low, high] = unsafe { runs(weights, b, v) };
-                    for (i, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: inside `values`, as asserted above.
-                        let row = unsafe { values.add(($t + i) * k) };
-                        // SAFETY: as above.
-                        let (x_low, x_high) =
-                            unsafe { (broadcast(row, b, v), broadcast(row, b, v + PAIRED_RUNS)) };
-                        *acc = $run($run(*acc, low, x_low), high, x_high);
-                    }
-                }
-                // SAFETY: as above.
-                let weight_scales = unsafe { _mm256_loadu_ps($group.scales.as_ptr().add(b * GROUP)) };
-                for i in 0..$T {
-                    let block = ($t + i) * per_row + b;
-                    // The weights' −8 taken off in integers: one add, no second accumulator.
-                    let dots = _mm256_add_epi32($finish(acc[i]), _mm256_set1_epi32($x.offsets[block]));
-                    let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps($x.scales[block]));
-                    total[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[i]);
-                }
-            }
-            for (i, total) in total.iter().enumerate() {
-                // SAFETY: inside `out`, as asserted above.
-                unsafe { _mm256_storeu_ps($out.as_mut_ptr().add($at + i * $stride), *total) };
-            }
-        }};
-    }
-
-    /// See [`super::group_dot`]: AVX2's `maddubs`, the eight runs summed in 16 bits (at most
-    /// 8 · 2 · 15 · 127 = 30,480, no overflow), widened once per block.
+    /// One group's outputs for `T` input rows from `t` at once (independent chains, so the
+    /// multiply-adds overlap), with AVX2's `maddubs`: per block, eight runs of four columns, two
+    /// at a time from one load of nibbles ([`runs`]), each against each input's four bytes
+    /// repeated, the products summed in 16 bits (at most 8 · 2 · 15 · 127 = 30,480, no overflow)
+    /// and widened once per block into the block's eight i32 sums; the input block's offset takes
+    /// off every weight's −8, and the sums are scaled by weight × input scale.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn group_dot<const T: usize>(
         group: &Group,
@@ -576,46 +525,52 @@ mod avx2 {
         at: usize,
         stride: usize,
     ) {
+        let k = x.columns;
+        let per_row = k / BLOCK;
+        assert!(group.weights.len() >= per_row * GROUP_BLOCK_BYTES && group.scales.len() >= per_row * GROUP);
+        assert!(at + (T - 1) * stride + GROUP <= out.len());
+        assert!(x.values.len() >= (t + T) * k && x.scales.len() >= (t + T) * per_row);
         let ones = _mm256_set1_epi16(1);
-        group_dot_body!(
-            T,
-            group,
-            x,
-            t,
-            out,
-            at,
-            stride,
-            _mm256_setzero_si256(),
-            |acc, w, v| _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, v)),
-            |acc| _mm256_madd_epi16(acc, ones)
-        )
+        let mut total = [_mm256_setzero_ps(); T];
+        let weights = group.weights.as_ptr();
+        let values = x.values.as_ptr();
+        for b in 0..per_row {
+            let mut acc = [_mm256_setzero_si256(); T];
+            for v in 0..PAIRED_RUNS {
+                // SAFETY: inside `weights`, as asserted above.
+                let [low, high] = unsafe { runs(weights, b, v) };
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: inside `values`, as asserted above.
+                    let row = unsafe { values.add((t + i) * k) };
+                    // SAFETY: as above.
+                    let (x_low, x_high) =
+                        unsafe { (broadcast(row, b, v), broadcast(row, b, v + PAIRED_RUNS)) };
+                    let products = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(low, x_low),
+                        _mm256_maddubs_epi16(high, x_high),
+                    );
+                    *acc = _mm256_add_epi16(*acc, products);
+                }
+            }
+            // SAFETY: as above.
+            let weight_scales = unsafe { _mm256_loadu_ps(group.scales.as_ptr().add(b * GROUP)) };
+            for (i, (acc, total)) in acc.iter().zip(&mut total).enumerate() {
+                let block = (t + i) * per_row + b;
+                // The weights' −8 taken off in integers: one add, no second accumulator.
+                let dots =
+                    _mm256_add_epi32(_mm256_madd_epi16(*acc, ones), _mm256_set1_epi32(x.offsets[block]));
+                let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps(x.scales[block]));
+                *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, *total);
+            }
+        }
+        for (i, total) in total.iter().enumerate() {
+            // SAFETY: inside `out`, as asserted above.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at + i * stride), *total) };
+        }
     }
 
-    /// See [`super::group_dot`]: one `vpdpbusd` per run, accumulating in 32 bits.
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub(super) unsafe fn group_dot_vnni<const T: usize>(
-        group: &Group,
-        x: &Activations,
-        t: usize,
-        out: &mut [f32],
-        at: usize,
-        stride: usize,
-    ) {
-        group_dot_body!(
-            T,
-            group,
-            x,
-            t,
-            out,
-            at,
-            stride,
-            _mm256_setzero_si256(),
-            |acc, w, v| _mm256_dpbusd_epi32(acc, w, v),
-            |acc| acc
-        )
-    }
-    /// [`group_dot_vnni`] for two groups at once: each input's four bytes are broadcast once
-    /// for both groups' multiply-adds.
+    /// [`group_dot`] for two groups at once, with VNNI: one `vpdpbusd` per run, accumulating in
+    /// 32 bits; each input's four bytes are broadcast once for both groups' multiply-adds.
     #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
     pub(super) unsafe fn group_pair_dot_vnni<const T: usize>(
         groups: [&Group; 2],
@@ -763,8 +718,8 @@ mod tests {
     /// group or two at once, gives the portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        // 13 input rows: dispatched as six, six and one for two groups with VNNI, eight, four and
-        // one for one group, thrice four and one without. The second group is only partly filled.
+        // 13 input rows: dispatched as six, six and one for two groups with VNNI, thrice four and
+        // one for one group (and for two without). The second group is only partly filled.
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
@@ -809,8 +764,7 @@ mod tests {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             let vnni =
                 std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
-            let (mut one, mut four, mut vnni_one, mut vnni_four) =
-                (vec![0f32; m * GROUP], vec![0f32; 4 * GROUP], vec![0f32; m * GROUP], vec![0f32; 4 * GROUP]);
+            let (mut one, mut four) = (vec![0f32; m * GROUP], vec![0f32; 4 * GROUP]);
             // SAFETY: AVX2 and FMA are there (checked above), AVX512-VNNI and VL when `vnni`.
             unsafe {
                 for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
@@ -818,13 +772,6 @@ mod tests {
                 }
                 super::avx2::group_dot::<4>(group, &activations, 1, &mut four, 0, GROUP);
                 if vnni {
-                    for (t, out) in vnni_one.chunks_exact_mut(GROUP).enumerate() {
-                        super::avx2::group_dot_vnni::<1>(group, &activations, t, out, 0, GROUP);
-                    }
-                    super::avx2::group_dot_vnni::<4>(group, &activations, 1, &mut vnni_four, 0, GROUP);
-                    let mut eight = vec![0f32; 8 * GROUP];
-                    super::avx2::group_dot_vnni::<8>(group, &activations, 2, &mut eight, 0, GROUP);
-                    close("avx512vnni, eight rows", &eight, &expected[2 * GROUP..10 * GROUP]);
                     // Two groups: one row (the last), four from row 1, six from row 7.
                     let rows_of = |g: usize, from: usize, count: usize| {
                         both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
@@ -854,12 +801,6 @@ mod tests {
             four.extend_from_slice(&expected[5 * GROUP..]);
             results.push(("avx2, one row", one));
             results.push(("avx2, four rows", four));
-            if vnni {
-                vnni_four.splice(0..0, expected[..GROUP].iter().copied());
-                vnni_four.extend_from_slice(&expected[5 * GROUP..]);
-                results.push(("avx512vnni, one row", vnni_one));
-                results.push(("avx512vnni, four rows", vnni_four));
-            }
         }
         for (name, got) in &results {
             for (a, b) in got.iter().zip(&expected) {
