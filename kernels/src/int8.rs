@@ -1,6 +1,6 @@
 //! Products of 8-bit integers for attention: unsigned bytes (a query shifted by 128, a
 //! probability times 255) against signed ones (a key, a value), summed in 32 bits. The signed
-//! operand is packed once per product ([`pack`]) in groups of eight rows interleaved by four
+//! operand is packed once per product ([`Packed`]) in groups of eight rows interleaved by four
 //! bytes, so that one `vpdpbusd` multiplies four bytes of an unsigned row, broadcast, with four
 //! bytes of all eight rows: the layout of the 4-bit kernels' groups ([`crate::q4`]), in whole
 //! bytes. With AVX-512 VNNI four groups at a time share each broadcast; elsewhere a portable

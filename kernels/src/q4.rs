@@ -137,7 +137,7 @@ impl Q4Matrix {
 
     /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns, row-major);
     /// `out` is `m` × rows, and every value of it is written (what it held is never read). A
-    /// long input is cut into tiles of [`TILE_ROWS`] rows, which stay in the core's cache while
+    /// long input is cut into tiles of 48 rows (`TILE_ROWS`), which stay in the core's cache while
     /// every group passes over them, and the tiles are shared between the cores; a short one
     /// (too few tiles to share) shares the groups instead.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
