@@ -80,13 +80,7 @@ fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
             sum = _mm256_add_ps(sum, exp_in_place(&mut padded, max));
             tail.copy_from_slice(&padded[..tail.len()]);
         }
-        let mut lanes = [0f32; LANES];
-        #[allow(unsafe_code)]
-        // SAFETY: eight values are written to an array of eight.
-        unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sum)
-        };
-        inverses.push(1.0 / lanes.iter().sum::<f32>());
+        inverses.push(inverse_of_sum(sum));
     }
 }
 
@@ -145,14 +139,22 @@ fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize,
             outputs.into_remainder().copy_from_slice(&out[..tail.len()]);
         }
         bytes[width..].fill(0);
-        let mut lanes = [0f32; LANES];
-        #[allow(unsafe_code)]
-        // SAFETY: eight values are written to an array of eight.
-        unsafe {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sum)
-        };
-        inverses.push(1.0 / lanes.iter().sum::<f32>());
+        inverses.push(inverse_of_sum(sum));
     }
+}
+
+/// 1 / the sum of a row's exponentials, summed in eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn inverse_of_sum(sum: std::arch::x86_64::__m256) -> f32 {
+    let mut lanes = [0f32; LANES];
+    #[allow(unsafe_code)]
+    // SAFETY: eight values are written to an array of eight.
+    unsafe {
+        std::arch::x86_64::_mm256_storeu_ps(lanes.as_mut_ptr(), sum)
+    };
+    1.0 / lanes.iter().sum::<f32>()
 }
 
 /// e^(value − max) of eight scores, in place; returned too, for the row's sum.

@@ -151,9 +151,8 @@ impl Q4Matrix {
         let activations = Activations::quantize(x, m, k);
         let groups: Vec<Group> = (0..n.div_ceil(GROUP)).map(|g| self.group(g)).collect();
         let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
-        let tile = TILE_ROWS;
-        if m >= 2 * threads * tile {
-            out.par_chunks_mut(tile * n).enumerate().for_each(|(t, rows)| {
+        if m >= 2 * threads * TILE_ROWS {
+            out.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(t, rows)| {
                 let count = rows.len() / n;
                 let mut partial = Vec::new();
                 for (pair, groups) in groups.chunks(2).enumerate() {
@@ -161,13 +160,13 @@ impl Q4Matrix {
                     if columns + groups.len() * GROUP <= n {
                         // Full groups write their columns of the output rows themselves.
                         let to = Outputs { rows: count, row_stride: n, group_stride: GROUP };
-                        group_dots(groups, &activations, t * tile, &mut rows[columns..], to);
+                        group_dots(groups, &activations, t * TILE_ROWS, &mut rows[columns..], to);
                     } else {
                         // The last group, past the matrix's last row: into a buffer, then the
                         // columns that exist.
                         partial.resize(groups.len() * count * GROUP, 0.0);
                         let to = Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP };
-                        group_dots(groups, &activations, t * tile, &mut partial, to);
+                        group_dots(groups, &activations, t * TILE_ROWS, &mut partial, to);
                         for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
                             scatter(outputs, 2 * pair + g, n, rows);
                         }
