@@ -21,7 +21,6 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use candle_nn::LayerNorm;
 use half::f16;
-use memmap2::Mmap;
 use sputnik_kernels::encoder::{self, Dense, LayerWeights, Norm, Scratch};
 use sputnik_kernels::{GeluErf, Q4Matrix};
 
@@ -133,30 +132,42 @@ impl Layer {
     }
 }
 
-/// The token embedding matrix, 4-bit, memory-mapped; rows are dequantised on lookup.
+/// The token embedding matrix, 4-bit, left in the model file: each row is read where it lies
+/// and dequantised on lookup. Mapping the file instead kept every page a text had touched
+/// resident, and so counted in the process's memory: 34-60 MB over an import, growing with
+/// the vocabulary seen (docs/benchmarks.md); a read is a fraction of a microsecond against
+/// milliseconds of encoder per token batch.
 struct WordTable {
-    map: Mmap,
-    start: usize,
+    file: File,
+    start: u64,
     rows: usize,
     row_bytes: usize,
     dim: usize,
 }
 
 impl WordTable {
-    fn row_into(&self, id: u32, out: &mut Vec<f32>) -> Result<(), EmbedError> {
-        let id = id as usize;
-        if id >= self.rows {
-            return Err(EmbedError::Inference(format!(
-                "token id {id} outside the vocabulary ({})",
-                self.rows
-            )));
-        }
-        let row = &self.map[self.start + id * self.row_bytes..self.start + (id + 1) * self.row_bytes];
-        for block in row.chunks_exact(Q4_0_BLOCK_BYTES) {
-            let scale = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
-            let quants = &block[2..];
-            out.extend(quants.iter().map(|q| f32::from(q & 0x0F) - 8.0).map(|v| v * scale));
-            out.extend(quants.iter().map(|q| f32::from(q >> 4) - 8.0).map(|v| v * scale));
+    /// The rows of `ids`, one after another, appended to `out`.
+    fn rows_into(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<(), EmbedError> {
+        use std::os::unix::fs::FileExt;
+        let mut row = vec![0u8; self.row_bytes];
+        out.reserve(ids.len() * self.dim);
+        for &id in ids {
+            let id = id as usize;
+            if id >= self.rows {
+                return Err(EmbedError::Inference(format!(
+                    "token id {id} outside the vocabulary ({})",
+                    self.rows
+                )));
+            }
+            self.file
+                .read_exact_at(&mut row, self.start + (id * self.row_bytes) as u64)
+                .map_err(|e| EmbedError::Inference(format!("reading model.gguf: {e}")))?;
+            for block in row.chunks_exact(Q4_0_BLOCK_BYTES) {
+                let scale = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+                let quants = &block[2..];
+                out.extend(quants.iter().map(|q| f32::from(q & 0x0F) - 8.0).map(|v| v * scale));
+                out.extend(quants.iter().map(|q| f32::from(q >> 4) - 8.0).map(|v| v * scale));
+            }
         }
         debug_assert_eq!(out.len() % self.dim, 0);
         Ok(())
@@ -260,16 +271,14 @@ impl QuantizedEncoder {
                     "token_embd.weight is not a Q4_0 table of the model's width".into(),
                 ));
             }
-            #[allow(unsafe_code)]
-            // SAFETY: model files are installed once by models/fetch (or the package) and never
-            // written while Sputnik runs; the map is read-only.
-            let map = unsafe { Mmap::map(&gguf.file) }.map_err(EmbedError::load)?;
-            let start = (gguf.content.tensor_data_offset + info.offset) as usize;
+            let start = gguf.content.tensor_data_offset + info.offset;
             let row_bytes = dim / Q4_0_BLOCK * Q4_0_BLOCK_BYTES;
-            if map.len() < start + rows * row_bytes {
+            let length = gguf.file.metadata().map_err(EmbedError::load)?.len();
+            if length < start + (rows * row_bytes) as u64 {
                 return Err(EmbedError::Load("model.gguf is truncated".into()));
             }
-            WordTable { map, start, rows, row_bytes, dim }
+            let file = gguf.file.try_clone().map_err(EmbedError::load)?;
+            WordTable { file, start, rows, row_bytes, dim }
         };
         let positions = gguf.dense("position_embd.weight", &device)?;
         if positions.dims().get(1) != Some(&dim) {
@@ -349,10 +358,8 @@ impl QuantizedEncoder {
         if let Some(layers) = self.plain_layers() {
             return self.embed_plain(batch, &layers);
         }
-        let mut words = Vec::with_capacity(rows * length * dim);
-        for &id in &batch.ids {
-            self.words.row_into(id, &mut words)?;
-        }
+        let mut words = Vec::new();
+        self.words.rows_into(&batch.ids, &mut words)?;
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let words = Tensor::from_vec(words, (rows, length, dim), &self.device)?;
             let mask = batch.mask_tensor(&self.device)?;
@@ -383,9 +390,7 @@ impl QuantizedEncoder {
         let tokens: usize = lengths.iter().sum();
         let mut x = Vec::with_capacity(tokens * dim);
         for (ids, &length) in batch.ids.chunks(batch.length.max(1)).zip(&lengths) {
-            for &id in &ids[..length] {
-                self.words.row_into(id, &mut x)?;
-            }
+            self.words.rows_into(&ids[..length], &mut x)?;
         }
         if tokens == 0 {
             return Err(EmbedError::Inference("a text of no tokens".into()));
