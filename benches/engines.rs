@@ -142,7 +142,7 @@ fn bench_kernels() {
             for _ in 0..5 {
                 let started = Instant::now();
                 for _ in 0..reps {
-                    matrix.matmul(&x, m, &mut out);
+                    matrix.matmul(&x, m, None, &mut out);
                 }
                 ours = ours.min(started.elapsed() / reps as u32);
                 let started = Instant::now();

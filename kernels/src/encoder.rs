@@ -79,15 +79,6 @@ fn rows_mut_with(x: &mut [f32], other: &[f32], width: usize, f: impl Fn(&mut [f3
 }
 
 simd_fn! {
-    /// `row += bias` for every row of `rows`.
-    fn add_bias(rows: &mut [f32], bias: &[f32]) {
-        for row in rows.chunks_exact_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        }
-    }
-}
-
-simd_fn! {
     /// GELU of every value, in place.
     fn gelu_values(values: &mut [f32]) {
         values.iter_mut().for_each(|v| *v = gelu_erf(*v));
@@ -96,11 +87,9 @@ simd_fn! {
 
 /// `out = x · Wᵀ + b` for the `tokens` rows of `x`.
 fn dense(layer: Dense<'_>, x: &[f32], tokens: usize, out: &mut Vec<f32>) {
-    let outputs = layer.bias.len();
     // No need to clear: the product writes every value.
-    out.resize(tokens * outputs, 0.0);
-    layer.weight.matmul(x, tokens, out);
-    rows_mut(out, outputs, |rows| add_bias(rows, layer.bias));
+    out.resize(tokens * layer.bias.len(), 0.0);
+    layer.weight.matmul(x, tokens, Some(layer.bias), out);
 }
 
 /// Lanes a sum or maximum runs in: a float reduction in one accumulator is a chain the compiler

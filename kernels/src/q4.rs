@@ -9,7 +9,8 @@
 //! says how), so that
 //! one 32-byte load and two masks give four columns of all eight rows for two runs of columns.
 //! Each group is multiplied with every input row (`vpdpbusd` with AVX-512 VNNI, two groups at a
-//! time so that each broadcast of an input's four bytes serves both; AVX2's `maddubs` without;
+//! time in one 512-bit register, so that each broadcast of an input's four bytes serves both;
+//! AVX2's `maddubs` without;
 //! a portable loop computing the same integers elsewhere), the groups or, for long inputs, tiles
 //! of input rows shared between the cores.
 
@@ -51,12 +52,16 @@ struct BlockQ8 {
     quants: [i8; BLOCK],
 }
 
-/// One group of [`GROUP`] weight rows of a [`Q4Matrix`].
+/// One group of [`GROUP`] weight rows of a [`Q4Matrix`], and the biases its outputs start from.
 #[derive(Debug, Clone, Copy)]
 struct Group<'a> {
     weights: &'a [u8],
     scales: &'a [f32],
+    bias: &'a [f32; GROUP],
 }
+
+/// A group's biases when the product has none.
+const NO_BIAS: [f32; GROUP] = [0.0; GROUP];
 
 impl Q4Matrix {
     /// From GGUF's Q4_0 bytes of a `rows` × `columns` matrix (row-major).
@@ -132,24 +137,43 @@ impl Q4Matrix {
         Group {
             weights: &self.weights[g * per_row * GROUP_BLOCK_BYTES..][..per_row * GROUP_BLOCK_BYTES],
             scales: &self.scales[g * per_row * GROUP..][..per_row * GROUP],
+            bias: &NO_BIAS,
         }
     }
 
-    /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns, row-major);
-    /// `out` is `m` × rows, and every value of it is written (what it held is never read). A
-    /// long input is cut into tiles of 48 rows (`TILE_ROWS`), which stay in the core's cache while
+    /// `out[i][j] = bias[j] + Σ_k x[i][k] · w[j][k]` for the `m` rows of `x` (`m` × columns,
+    /// row-major; `bias` one per row of the matrix, or none); `out` is `m` × rows, and every
+    /// value of it is written (what it held is never read). The kernels add each output's bias
+    /// as they store it, after the sum as a pass of its own did (the same floats), without the
+    /// pass. A long input is cut into tiles of 48 rows (`TILE_ROWS`), which stay in the core's cache while
     /// every group passes over them, and the tiles are shared between the cores; a short one
     /// (too few tiles to share) shares the groups instead.
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        use rayon::prelude::*;
+    pub fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
         assert_eq!(out.len(), m * n, "output of {} values for {m} rows of {n}", out.len());
         if m == 0 || n == 0 {
             return;
         }
-        let activations = Activations::quantize(x, m, k);
-        let groups: Vec<Group> = (0..n.div_ceil(GROUP)).map(|g| self.group(g)).collect();
+        // The buffers of this thread's last product, reused.
+        let mut activations = SPARE_ACTIVATIONS.take();
+        activations.quantize_from(x, m, k);
+        self.multiply(&activations, m, bias, out);
+        SPARE_ACTIVATIONS.set(activations);
+    }
+
+    /// [`Q4Matrix::matmul`] once its input is quantised.
+    fn multiply(&self, activations: &Activations, m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.columns);
+        // Each group's biases, zero past the matrix's last row.
+        let mut biases = vec![[0f32; GROUP]; n.div_ceil(GROUP)];
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), n, "{} biases for {n} outputs", bias.len());
+            biases.iter_mut().flatten().zip(bias).for_each(|(to, &b)| *to = b);
+        }
+        let groups: Vec<Group> =
+            biases.iter().enumerate().map(|(g, bias)| Group { bias, ..self.group(g) }).collect();
         let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
         if m >= 2 * threads * TILE_ROWS {
             out.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(t, rows)| {
@@ -160,13 +184,13 @@ impl Q4Matrix {
                     if columns + groups.len() * GROUP <= n {
                         // Full groups write their columns of the output rows themselves.
                         let to = Outputs { rows: count, row_stride: n, group_stride: GROUP };
-                        group_dots(groups, &activations, t * TILE_ROWS, &mut rows[columns..], to);
+                        group_dots(groups, activations, t * TILE_ROWS, &mut rows[columns..], to);
                     } else {
                         // The last group, past the matrix's last row: into a buffer, then the
                         // columns that exist.
                         partial.resize(groups.len() * count * GROUP, 0.0);
                         let to = Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP };
-                        group_dots(groups, &activations, t * TILE_ROWS, &mut partial, to);
+                        group_dots(groups, activations, t * TILE_ROWS, &mut partial, to);
                         for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
                             scatter(outputs, 2 * pair + g, n, rows);
                         }
@@ -180,7 +204,7 @@ impl Q4Matrix {
         let mut grouped = vec![0f32; groups.len() * m * GROUP];
         let to = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
         let work = |pair: usize, outputs: &mut [f32]| {
-            group_dots(&groups[2 * pair..(2 * pair + 2).min(groups.len())], &activations, 0, outputs, to)
+            group_dots(&groups[2 * pair..(2 * pair + 2).min(groups.len())], activations, 0, outputs, to)
         };
         if threads > 1 {
             grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
@@ -215,7 +239,7 @@ fn scatter(outputs: &[f32], g: usize, n: usize, out: &mut [f32]) {
 /// the values row after row, each block's scale, and each block's offset: −8 × the sum of its
 /// values, which added to a block's dot product with weights stored as 0..15 gives the product
 /// with the weights' true values (−8..7), in integers.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Activations {
     values: Vec<i8>,
     scales: Vec<f32>,
@@ -226,11 +250,23 @@ struct Activations {
 impl Activations {
     /// Quantises `x` (`m` rows of `columns`) straight into this layout; a long input is shared
     /// between the cores, in runs of [`BLOCKS_PER_TASK`] blocks.
+    #[cfg(test)]
     fn quantize(x: &[f32], m: usize, columns: usize) -> Activations {
+        let mut activations = Activations::default();
+        activations.quantize_from(x, m, columns);
+        activations
+    }
+
+    /// [`Activations::quantize`] into these buffers: every value is written, so only what they
+    /// grow by is zeroed first (zeroing a fresh buffer per product took 2 % of an import).
+    fn quantize_from(&mut self, x: &[f32], m: usize, columns: usize) {
         use rayon::prelude::*;
         let blocks = m * columns / BLOCK;
-        let (mut values, mut scales, mut offsets) =
-            (vec![0i8; m * columns], vec![0f32; blocks], vec![0i32; blocks]);
+        let Activations { values, scales, offsets, .. } = self;
+        values.resize(m * columns, 0);
+        scales.resize(blocks, 0.0);
+        offsets.resize(blocks, 0);
+        self.columns = columns;
         if x.len() >= 1 << 16 {
             let per_task = BLOCKS_PER_TASK * BLOCK;
             x.par_chunks(per_task)
@@ -239,13 +275,17 @@ impl Activations {
                 .zip(offsets.par_chunks_mut(BLOCKS_PER_TASK))
                 .for_each(|(((x, values), scales), offsets)| quantize_blocks(x, values, scales, offsets));
         } else {
-            quantize_blocks(x, &mut values, &mut scales, &mut offsets);
+            quantize_blocks(x, values, scales, offsets);
         }
-        Activations { values, scales, offsets, columns }
     }
 }
 
-/// Blocks of activations quantised by one task of [`Activations::quantize`].
+thread_local! {
+    /// Each thread's buffers of quantised activations, kept from product to product.
+    static SPARE_ACTIVATIONS: std::cell::Cell<Activations> = std::cell::Cell::new(Activations::default());
+}
+
+/// Blocks of activations quantised by one task of [`Activations::quantize_from`].
 const BLOCKS_PER_TASK: usize = 256;
 
 /// Each block of 32 values of `x`: its 8-bit values, scale and offset (−8 × Σ values). With
@@ -297,18 +337,16 @@ impl Outputs {
 }
 
 /// The [`GROUP`] outputs of one or two groups of weight rows for input rows `first..`
-/// (`to.rows` of them), written into `out` as `to` lays them out. With VNNI two groups are
-/// multiplied together, so that each broadcast of an input's four bytes serves both (a
-/// broadcast per multiply-add held the kernel to about half the units' rate); otherwise one
-/// after the other.
+/// (`to.rows` of them), written into `out` as `to` lays them out. With AVX-512 VNNI two groups
+/// are multiplied together in 512-bit registers, so that each broadcast of an input's four bytes
+/// serves both (a broadcast per multiply-add held the kernel to about half the units' rate);
+/// otherwise one after the other.
 fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], to: Outputs) {
     let m = to.rows;
     assert!(m == 0 || to.at(groups.len() - 1, m - 1) + GROUP <= out.len(), "outputs out of bounds");
     #[cfg(target_arch = "x86_64")]
     if let [a, b] = groups
-        && std::is_x86_feature_detected!("avx512vnni")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("fma")
+        && avx512::available()
     {
         let mut t = 0;
         for step in PAIR_STEPS {
@@ -316,13 +354,13 @@ fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], 
                 let at = [to.at(0, t), to.at(1, t)];
                 let stride = to.row_stride;
                 #[allow(unsafe_code)]
-                // SAFETY: the CPU has AVX512-VNNI with VL and FMA, checked just above; the kernel
-                // checks the slices' lengths.
+                // SAFETY: the CPU has what the kernel needs, checked just above; the kernel checks
+                // the slices' lengths.
                 unsafe {
                     match step {
-                        6 => avx2::group_pair_dot_vnni::<6>([a, b], x, first + t, out, at, stride),
-                        4 => avx2::group_pair_dot_vnni::<4>([a, b], x, first + t, out, at, stride),
-                        _ => avx2::group_pair_dot_vnni::<1>([a, b], x, first + t, out, at, stride),
+                        12 => avx512::group_pair_dot::<12>([a, b], x, first + t, out, at, stride),
+                        4 => avx512::group_pair_dot::<4>([a, b], x, first + t, out, at, stride),
+                        _ => avx512::group_pair_dot::<1>([a, b], x, first + t, out, at, stride),
                     }
                 }
                 t += step;
@@ -335,9 +373,10 @@ fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], 
     }
 }
 
-/// Input rows per call of the two-group kernel: 6 × 2 accumulators, 12 totals and the two
-/// groups' weights fit the 32 vector registers.
-const PAIR_STEPS: [usize; 3] = [6, 4, 1];
+/// Input rows per call of the two-group kernel: 12 sums, 12 totals and the two groups' weights
+/// fit the 32 registers; a tile of [`TILE_ROWS`] is four calls. (Six, eight and sixteen rows
+/// ran as fast in the first-level cache.)
+const PAIR_STEPS: [usize; 3] = [12, 4, 1];
 
 /// [`group_dots`] for the call's group `g`, up to eight input rows at a time.
 fn group_dot_rows(group: &Group, x: &Activations, first: usize, out: &mut [f32], g: usize, to: Outputs) {
@@ -391,7 +430,7 @@ fn portable_group_dot(group: &Group, x: &Activations, t: usize, outputs: &mut [f
             *sum += group.scales[b * GROUP + r] * x.scales[block] * (dots[r] + x.offsets[block]) as f32;
         }
     }
-    outputs.copy_from_slice(&sums);
+    outputs.iter_mut().zip(sums).zip(group.bias).for_each(|((out, sum), bias)| *out = sum + bias);
 }
 
 /// Adding 1.5 · 2²³ leaves a float whose last mantissa bits are its value rounded to the nearest
@@ -562,16 +601,53 @@ mod avx2 {
                 *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, *total);
             }
         }
+        // SAFETY: eight biases.
+        let bias = unsafe { _mm256_loadu_ps(group.bias.as_ptr()) };
         for (i, total) in total.iter().enumerate() {
             // SAFETY: inside `out`, as asserted above.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at + i * stride), *total) };
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at + i * stride), _mm256_add_ps(*total, bias)) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    #![allow(unsafe_code)]
+
+    use std::arch::x86_64::*;
+
+    use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, RUN};
+
+    /// Whether this CPU runs [`group_pair_dot`]: every CPU with AVX-512 VNNI has the rest.
+    pub(super) fn available() -> bool {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("fma")
+    }
+
+    /// Two groups' eight f32s side by side in one register: `a`'s in the low half.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pair_ps(a: *const f32, b: *const f32) -> __m512 {
+        // SAFETY: the caller passes eight values at each.
+        unsafe {
+            let low = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(a)));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(low, _mm256_castps_pd(_mm256_loadu_ps(b))))
         }
     }
 
-    /// [`group_dot`] for two groups at once, with VNNI: one `vpdpbusd` per run, accumulating in
-    /// 32 bits; each input's four bytes are broadcast once for both groups' multiply-adds.
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub(super) unsafe fn group_pair_dot_vnni<const T: usize>(
+    /// Two groups' outputs for `T` input rows from `t` at once, in 512-bit registers: lanes 0..8
+    /// hold the first group's rows, 8..16 the second's. Per block, eight runs of four columns,
+    /// two at a time from one load of each group's nibbles, each a `vpdpbusd` against the input's
+    /// four bytes broadcast from memory (one instruction serves both groups); each row's sums
+    /// start from its block's offset, which takes off every weight's −8, and are scaled by
+    /// weight × input scale into the totals once per block. Against the same loop in 256-bit
+    /// registers (a broadcast, two multiply-adds and the float steps per group) this is about a
+    /// third of the instructions: 5-8 % faster in the first-level cache, where the float steps
+    /// and the multiply-adds share the units (docs/benchmarks.md).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    pub(super) unsafe fn group_pair_dot<const T: usize>(
         groups: [&Group; 2],
         x: &Activations,
         t: usize,
@@ -588,41 +664,59 @@ mod avx2 {
             assert!(at + (T - 1) * stride + GROUP <= out.len());
         }
         assert!(x.values.len() >= (t + T) * k && x.scales.len() >= (t + T) * per_row);
-        let mut total = [[_mm256_setzero_ps(); T]; 2];
+        let mask = _mm512_set1_epi8(0x0F);
+        let mut total = [_mm512_setzero_ps(); T];
         let (weights_a, weights_b) = (groups[0].weights.as_ptr(), groups[1].weights.as_ptr());
         let values = x.values.as_ptr();
         for b in 0..per_row {
-            let mut acc = [[_mm256_setzero_si256(); T]; 2];
+            // Each row's sums start from its block's offset (a broadcast load, no arithmetic).
+            let mut acc: [__m512i; T] =
+                std::array::from_fn(|i| _mm512_set1_epi32(x.offsets[(t + i) * per_row + b]));
             for v in 0..PAIRED_RUNS {
+                let from = b * GROUP_BLOCK_BYTES + v * GROUP * RUN;
                 // SAFETY: inside both groups' weights, as asserted above.
-                let ([low_a, high_a], [low_b, high_b]) =
-                    unsafe { (runs(weights_a, b, v), runs(weights_b, b, v)) };
-                let [first, second] = &mut acc;
-                for (i, (first, second)) in first.iter_mut().zip(second.iter_mut()).enumerate() {
+                let packed = unsafe {
+                    let a = _mm512_castsi256_si512(_mm256_loadu_si256(weights_a.add(from).cast()));
+                    _mm512_inserti64x4::<1>(a, _mm256_loadu_si256(weights_b.add(from).cast()))
+                };
+                let low = _mm512_and_si512(packed, mask);
+                let high = _mm512_and_si512(_mm512_srli_epi16::<4>(packed), mask);
+                for (i, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: inside `values`, as asserted above.
-                    let row = unsafe { values.add((t + i) * k) };
-                    // SAFETY: as above.
-                    let (x_low, x_high) =
-                        unsafe { (broadcast(row, b, v), broadcast(row, b, v + PAIRED_RUNS)) };
-                    *first = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*first, low_a, x_low), high_a, x_high);
-                    *second = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(*second, low_b, x_low), high_b, x_high);
+                    let (x_low, x_high) = unsafe {
+                        let row = values.add((t + i) * k + b * BLOCK);
+                        (
+                            row.add(v * RUN).cast::<i32>().read_unaligned(),
+                            row.add((v + PAIRED_RUNS) * RUN).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    *acc = _mm512_dpbusd_epi32(
+                        _mm512_dpbusd_epi32(*acc, low, _mm512_set1_epi32(x_low)),
+                        high,
+                        _mm512_set1_epi32(x_high),
+                    );
                 }
             }
-            for (g, group) in groups.iter().enumerate() {
-                // SAFETY: as above.
-                let weight_scales = unsafe { _mm256_loadu_ps(group.scales.as_ptr().add(b * GROUP)) };
-                for i in 0..T {
-                    let block = (t + i) * per_row + b;
-                    let dots = _mm256_add_epi32(acc[g][i], _mm256_set1_epi32(x.offsets[block]));
-                    let scale = _mm256_mul_ps(weight_scales, _mm256_set1_ps(x.scales[block]));
-                    total[g][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, total[g][i]);
-                }
+            // SAFETY: as above.
+            let weight_scales = unsafe {
+                pair_ps(groups[0].scales.as_ptr().add(b * GROUP), groups[1].scales.as_ptr().add(b * GROUP))
+            };
+            for (i, (acc, total)) in acc.iter().zip(&mut total).enumerate() {
+                let block = (t + i) * per_row + b;
+                let scale = _mm512_mul_ps(weight_scales, _mm512_set1_ps(x.scales[block]));
+                *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), scale, *total);
             }
         }
-        for (total, at) in total.iter().zip(at) {
-            for (i, total) in total.iter().enumerate() {
-                // SAFETY: inside `out`, as asserted above.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at + i * stride), *total) };
+        // SAFETY: eight biases each.
+        let bias = unsafe { pair_ps(groups[0].bias.as_ptr(), groups[1].bias.as_ptr()) };
+        for (i, total) in total.iter().enumerate() {
+            let total = &_mm512_add_ps(*total, bias);
+            // SAFETY: inside `out`, as asserted above.
+            unsafe {
+                let base = out.as_mut_ptr();
+                _mm256_storeu_ps(base.add(at[0] + i * stride), _mm512_castps512_ps256(*total));
+                let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*total));
+                _mm256_storeu_ps(base.add(at[1] + i * stride), _mm256_castpd_ps(high));
             }
         }
     }
@@ -668,8 +762,13 @@ mod tests {
             let (bytes, x) = sample(rows, columns, m);
             let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
             assert_eq!(matrix.to_q4_0(), bytes, "the layout keeps every nibble and scale");
-            let mut fast = vec![0f32; m * rows];
-            matrix.matmul(&x, m, &mut fast);
+            // Every output starts from its bias; the portable loop below goes without, and the
+            // bias is added to what it gives.
+            let bias: Vec<f32> = (0..rows).map(|j| j as f32 * 0.37 - 5.0).collect();
+            let mut fast = vec![f32::NAN; m * rows];
+            matrix.matmul(&x, m, Some(&bias), &mut fast);
+            let mut unbiased = vec![f32::NAN; m * rows];
+            matrix.matmul(&x, m, None, &mut unbiased);
             let per_row = columns / BLOCK;
             let activations = Activations::quantize(&x, m, columns);
             let mut portable = vec![0f32; m * rows];
@@ -682,8 +781,10 @@ mod tests {
                 }
             }
             // The same integers, summed in another order.
-            for (a, b) in fast.iter().zip(&portable) {
+            for (j, ((a, b), c)) in fast.iter().zip(&portable).zip(&unbiased).enumerate() {
+                let b = b + bias[j % rows];
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{rows}x{columns} m {m}: {a} vs {b}");
+                assert!((c - b + bias[j % rows]).abs() <= 1e-4 * (1.0 + b.abs()), "without bias: {c}");
             }
             // Against the f32 product of the dequantised weights: off by the 8-bit rounding of
             // the inputs only (at most half a step, 1/254 of a block's largest value, per term).
@@ -703,7 +804,7 @@ mod tests {
                             magnitude += (w * x[i * columns + b * BLOCK + t]).abs();
                         }
                     }
-                    let got = fast[i * rows + j];
+                    let got = unbiased[i * rows + j];
                     assert!(
                         (got - exact).abs() <= 0.01 * magnitude + 1e-4,
                         "{got} vs {exact} (Σ|w·x| {magnitude})"
@@ -713,11 +814,11 @@ mod tests {
         }
     }
 
-    /// Every group kernel this CPU can run, one input row at a time, four, six and eight, one
-    /// group or two at once, gives the portable loop's integers.
+    /// Every group kernel this CPU can run, one input row at a time, four and twelve, one group
+    /// or two at once, gives the portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        // 13 input rows: dispatched as six, six and one for two groups with VNNI, thrice four and
+        // 13 input rows: dispatched as twelve and one for two groups with AVX-512 VNNI, thrice four and
         // one for one group (and for two without). The second group is only partly filled.
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
@@ -761,17 +862,16 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            let vnni =
-                std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl");
+            let vnni = super::avx512::available();
             let (mut one, mut four) = (vec![0f32; m * GROUP], vec![0f32; 4 * GROUP]);
-            // SAFETY: AVX2 and FMA are there (checked above), AVX512-VNNI and VL when `vnni`.
+            // SAFETY: AVX2 and FMA are there (checked above), the 512-bit kernel's needs when `vnni`.
             unsafe {
                 for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
                     super::avx2::group_dot::<1>(group, &activations, t, out, 0, GROUP);
                 }
                 super::avx2::group_dot::<4>(group, &activations, 1, &mut four, 0, GROUP);
                 if vnni {
-                    // Two groups: one row (the last), four from row 1, six from row 7.
+                    // Two groups: one row (the last), four from row 1, twelve from row 1.
                     let rows_of = |g: usize, from: usize, count: usize| {
                         both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
                     };
@@ -779,7 +879,7 @@ mod tests {
                     macro_rules! pair {
                         ($T:literal, $from:expr, $name:expr) => {{
                             let mut ab = vec![0f32; 2 * $T * GROUP];
-                            super::avx2::group_pair_dot_vnni::<$T>(
+                            super::avx512::group_pair_dot::<$T>(
                                 [group, second],
                                 &activations,
                                 $from,
@@ -793,7 +893,7 @@ mod tests {
                     }
                     pair!(1, 12, "two groups, one row");
                     pair!(4, 1, "two groups, four rows");
-                    pair!(6, 7, "two groups, six rows");
+                    pair!(12, 1, "two groups, twelve rows");
                 }
             }
             four.splice(0..0, expected[..GROUP].iter().copied());
@@ -853,9 +953,9 @@ mod tests {
             let rows = top + bottom;
             let (mut both, mut left, mut right) =
                 (vec![0f32; 3 * rows], vec![0f32; 3 * top], vec![0f32; 3 * bottom]);
-            stacked.matmul(&x, 3, &mut both);
-            a.matmul(&x, 3, &mut left);
-            b.matmul(&x, 3, &mut right);
+            stacked.matmul(&x, 3, None, &mut both);
+            a.matmul(&x, 3, None, &mut left);
+            b.matmul(&x, 3, None, &mut right);
             for i in 0..3 {
                 assert_eq!(both[i * rows..i * rows + top], left[i * top..(i + 1) * top]);
                 assert_eq!(both[i * rows + top..(i + 1) * rows], right[i * bottom..(i + 1) * bottom]);
