@@ -245,6 +245,31 @@ impl<'a> Head<'a> {
     fn row(&self, t: usize, part: usize) -> &'a [f32] {
         &self.qkv[t * 3 * self.width + part * self.width + self.at..][..self.columns]
     }
+
+    /// Asks the cache for token `t`'s query, key and value rows of this head, if there is such
+    /// a token: a head's rows lie a whole token row apart (three times the model's width), too
+    /// far apart for the hardware's prefetcher, and reading them waited on memory (a fifth of
+    /// the 8-bit attention's samples on the loads that quantise the queries and keys).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(&self, t: usize) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        if t >= self.length {
+            return;
+        }
+        for part in 0..3 {
+            let row = self.row(t, part);
+            // Every 16th value (64 bytes, a cache line) and the last: every line of the row.
+            for value in row.iter().step_by(16).chain(row.last()) {
+                // SAFETY: a prefetch reads nothing and faults on nothing; the address is inside
+                // the row anyway.
+                #[allow(unsafe_code)]
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast())
+                };
+            }
+        }
+    }
 }
 
 /// One head of one text: its context rows (`length` × head width).
@@ -311,7 +336,11 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     b.key_scales.clear();
     b.key_offsets.clear();
     let temperature = 1.0 / (d as f32).sqrt();
+    for t in 0..PREFETCH_AHEAD {
+        head.prefetch(t);
+    }
     for t in 0..length {
+        head.prefetch(t + PREFETCH_AHEAD);
         let query = &mut b.queries[t * d..][..d];
         b.query_scales.push(quantize(token(t, 0), query));
         query.iter_mut().for_each(|q| *q ^= 0x80);
@@ -359,6 +388,10 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
         }
     }
 }
+
+/// Tokens ahead whose rows [`Head::prefetch`] asks for.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 8;
 
 /// `values` as signed bytes (two's complement) of `values / scale` rounded, the scale (returned)
 /// making the largest magnitude 127.
