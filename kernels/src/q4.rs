@@ -311,8 +311,8 @@ fn quantize_blocks(x: &[f32], values: &mut [i8], scales: &mut [f32], offsets: &m
     }
 }
 
-/// Input rows of a tile of a long product: a multiple of the pair kernel's six and of the
-/// single-group kernel's eight. At the encoder's widths of 384 a tile's quantised values (18 KB)
+/// Input rows of a tile of a long product: a multiple of the pair kernel's twelve and of the
+/// single-group kernel's four. At the encoder's widths of 384 a tile's quantised values (18 KB)
 /// stay in a core's 32 KB first-level cache beside two groups' weights; tiles of about 64 KB
 /// (170 rows at 384) ran the encoder's four products 9-12 % slower at 312 and 1,248 rows, and
 /// tiles of 24 rows as fast as these.
@@ -378,7 +378,7 @@ fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], 
 /// ran as fast in the first-level cache.)
 const PAIR_STEPS: [usize; 3] = [12, 4, 1];
 
-/// [`group_dots`] for the call's group `g`, up to eight input rows at a time.
+/// [`group_dots`] for the call's group `g`, up to four input rows at a time.
 fn group_dot_rows(group: &Group, x: &Activations, first: usize, out: &mut [f32], g: usize, to: Outputs) {
     let m = to.rows;
     #[cfg(target_arch = "x86_64")]

@@ -7,9 +7,9 @@
 //! all the batch's tokens at once), and Sputnik's own 4-bit × 8-bit kernel
 //! (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the fly, as the reference
 //! engine does) for every product, so the weights are never expanded to f32. With the `cuda`
-//! feature the GPU runs the tensor path below with candle's quantized matmul. The 250k-row word table stays 4-bit too and is memory-mapped: only the
-//! rows of tokens actually seen are read and dequantised, so its 54 MB cost resident memory only
-//! for the vocabulary in use. Positions count from 0 (the converter already dropped XLM-R's two
+//! feature the GPU runs the tensor path below with candle's quantized matmul. The 250k-row word table stays 4-bit too and stays in the file: each
+//! token's row is read and dequantised when a text needs it, so its 54 MB cost no resident
+//! memory. Positions count from 0 (the converter already dropped XLM-R's two
 //! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
 
 use std::fs::File;
