@@ -248,8 +248,8 @@ impl<'a> Head<'a> {
 
     /// Asks the cache for token `t`'s query, key and value rows of this head, if there is such
     /// a token: a head's rows lie a whole token row apart (three times the model's width), too
-    /// far apart for the hardware's prefetcher, and reading them waited on memory (a fifth of
-    /// the 8-bit attention's samples on the loads that quantise the queries and keys).
+    /// far apart for the hardware's prefetcher, and reading them waited on memory (a sixth of
+    /// the 8-bit attention's samples on one load that quantises the queries and keys).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn prefetch(&self, t: usize) {

@@ -145,9 +145,9 @@ impl Q4Matrix {
     /// row-major; `bias` one per row of the matrix, or none); `out` is `m` × rows, and every
     /// value of it is written (what it held is never read). The kernels add each output's bias
     /// as they store it, after the sum as a pass of its own did (the same floats), without the
-    /// pass. A long input is cut into tiles of 48 rows (`TILE_ROWS`), which stay in the core's cache while
-    /// every group passes over them, and the tiles are shared between the cores; a short one
-    /// (too few tiles to share) shares the groups instead.
+    /// pass. A long input is cut into tiles of 48 rows (`TILE_ROWS`), which stay in the core's
+    /// cache while every group passes over them, and the tiles are shared between the cores; a
+    /// short one (too few tiles to share) shares the groups instead.
     pub fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
@@ -248,8 +248,7 @@ struct Activations {
 }
 
 impl Activations {
-    /// Quantises `x` (`m` rows of `columns`) straight into this layout; a long input is shared
-    /// between the cores, in runs of [`BLOCKS_PER_TASK`] blocks.
+    /// [`Activations::quantize_from`] into fresh buffers.
     #[cfg(test)]
     fn quantize(x: &[f32], m: usize, columns: usize) -> Activations {
         let mut activations = Activations::default();
@@ -257,8 +256,10 @@ impl Activations {
         activations
     }
 
-    /// [`Activations::quantize`] into these buffers: every value is written, so only what they
-    /// grow by is zeroed first (zeroing a fresh buffer per product took 2 % of an import).
+    /// Quantises `x` (`m` rows of `columns`) straight into this layout, in these buffers: every
+    /// value is written, so only what they grow by is zeroed first (zeroing fresh buffers for
+    /// every product took 2 % of an import). A long input is shared between the cores, in runs
+    /// of [`BLOCKS_PER_TASK`] blocks.
     fn quantize_from(&mut self, x: &[f32], m: usize, columns: usize) {
         use rayon::prelude::*;
         let blocks = m * columns / BLOCK;
@@ -710,12 +711,12 @@ mod avx512 {
         // SAFETY: eight biases each.
         let bias = unsafe { pair_ps(groups[0].bias.as_ptr(), groups[1].bias.as_ptr()) };
         for (i, total) in total.iter().enumerate() {
-            let total = &_mm512_add_ps(*total, bias);
+            let total = _mm512_add_ps(*total, bias);
             // SAFETY: inside `out`, as asserted above.
             unsafe {
                 let base = out.as_mut_ptr();
-                _mm256_storeu_ps(base.add(at[0] + i * stride), _mm512_castps512_ps256(*total));
-                let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*total));
+                _mm256_storeu_ps(base.add(at[0] + i * stride), _mm512_castps512_ps256(total));
+                let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total));
                 _mm256_storeu_ps(base.add(at[1] + i * stride), _mm256_castpd_ps(high));
             }
         }
@@ -762,9 +763,10 @@ mod tests {
             let (bytes, x) = sample(rows, columns, m);
             let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
             assert_eq!(matrix.to_q4_0(), bytes, "the layout keeps every nibble and scale");
-            // Every output starts from its bias; the portable loop below goes without, and the
-            // bias is added to what it gives.
+            // Every output gets its bias, the portable loop's too; without one, the plain sums.
             let bias: Vec<f32> = (0..rows).map(|j| j as f32 * 0.37 - 5.0).collect();
+            let mut biases = vec![[0f32; GROUP]; rows.div_ceil(GROUP)];
+            biases.iter_mut().flatten().zip(&bias).for_each(|(to, &b)| *to = b);
             let mut fast = vec![f32::NAN; m * rows];
             matrix.matmul(&x, m, Some(&bias), &mut fast);
             let mut unbiased = vec![f32::NAN; m * rows];
@@ -772,19 +774,20 @@ mod tests {
             let per_row = columns / BLOCK;
             let activations = Activations::quantize(&x, m, columns);
             let mut portable = vec![0f32; m * rows];
-            for g in 0..rows.div_ceil(GROUP) {
+            for (g, bias) in biases.iter().enumerate() {
                 let columns = g * GROUP..(g * GROUP + GROUP).min(rows);
+                let group = Group { bias, ..matrix.group(g) };
                 let mut outputs = [0f32; GROUP];
                 for i in 0..m {
-                    portable_group_dot(&matrix.group(g), &activations, i, &mut outputs);
+                    portable_group_dot(&group, &activations, i, &mut outputs);
                     portable[i * rows..][columns.clone()].copy_from_slice(&outputs[..columns.len()]);
                 }
             }
             // The same integers, summed in another order.
-            for (j, ((a, b), c)) in fast.iter().zip(&portable).zip(&unbiased).enumerate() {
-                let b = b + bias[j % rows];
+            for (j, ((a, b), plain)) in fast.iter().zip(&portable).zip(&unbiased).enumerate() {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{rows}x{columns} m {m}: {a} vs {b}");
-                assert!((c - b + bias[j % rows]).abs() <= 1e-4 * (1.0 + b.abs()), "without bias: {c}");
+                let b = b - bias[j % rows];
+                assert!((plain - b).abs() <= 1e-4 * (1.0 + b.abs()), "without bias: {plain} vs {b}");
             }
             // Against the f32 product of the dequantised weights: off by the 8-bit rounding of
             // the inputs only (at most half a step, 1/254 of a block's largest value, per term).
@@ -818,8 +821,9 @@ mod tests {
     /// or two at once, gives the portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        // 13 input rows: dispatched as twelve and one for two groups with AVX-512 VNNI, thrice four and
-        // one for one group (and for two without). The second group is only partly filled.
+        // 13 input rows: dispatched as twelve and one for two groups with AVX-512 VNNI, thrice
+        // four and one for one group (and for two without). The second group is only partly
+        // filled.
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();

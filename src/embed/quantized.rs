@@ -7,10 +7,11 @@
 //! all the batch's tokens at once), and Sputnik's own 4-bit × 8-bit kernel
 //! (`sputnik_kernels::q4`: activations quantised to 8 bits per block on the fly, as the reference
 //! engine does) for every product, so the weights are never expanded to f32. With the `cuda`
-//! feature the GPU runs the tensor path below with candle's quantized matmul. The 250k-row word table stays 4-bit too and stays in the file: each
-//! token's row is read and dequantised when a text needs it, so its 54 MB cost no resident
-//! memory. Positions count from 0 (the converter already dropped XLM-R's two
-//! padding rows), the token type is always 0, LayerNorm follows each residual, GELU is erf-based.
+//! feature the GPU runs the tensor path below with candle's quantized matmul. The 250k-row word
+//! table stays 4-bit too and stays in the file: each token's row is read and dequantised when a
+//! text needs it, so its 54 MB cost no resident memory. Positions count from 0 (the converter
+//! already dropped XLM-R's two padding rows), the token type is always 0, LayerNorm follows each
+//! residual, GELU is erf-based.
 
 use std::fs::File;
 use std::path::Path;
@@ -271,10 +272,16 @@ impl QuantizedEncoder {
                     "token_embd.weight is not a Q4_0 table of the model's width".into(),
                 ));
             }
-            let start = gguf.content.tensor_data_offset + info.offset;
             let row_bytes = dim / Q4_0_BLOCK * Q4_0_BLOCK_BYTES;
             let length = gguf.file.metadata().map_err(EmbedError::load)?.len();
-            if length < start + (rows * row_bytes) as u64 {
+            // Offsets as the file states them, checked without overflowing before any read.
+            let start = gguf.content.tensor_data_offset.checked_add(info.offset);
+            let end =
+                start.zip((rows as u64).checked_mul(row_bytes as u64)).and_then(|(s, b)| s.checked_add(b));
+            let (Some(start), Some(end)) = (start, end) else {
+                return Err(EmbedError::Load("model.gguf states offsets past any file".into()));
+            };
+            if length < end {
                 return Err(EmbedError::Load("model.gguf is truncated".into()));
             }
             let file = gguf.file.try_clone().map_err(EmbedError::load)?;
