@@ -85,15 +85,23 @@ fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
 }
 
 /// The 8-bit path's softmax but for its normalisation: each row of `scores` (rows of `width`)
-/// as e^(score − the row's maximum) × 255 rounded to the nearest integer, in the bytes of a row
-/// of `bytes` (rows of `stride` ≥ `width`, the rest zeroed); `inverses` gets 1 / each row's sum
-/// of exponentials. 32 scores at a time, with AVX2 and FMA (the four vectors' bytes are packed
-/// together, where packing eight at a time took most of the time); a row's tail is padded with
-/// −∞ as in [`fused_exp_rows`].
+/// as e^(score − the row's maximum, from `maxima`) × 255 rounded to the nearest integer, in the
+/// bytes of a row of `bytes` (rows of `stride` ≥ `width`, at most three more, zeroed);
+/// `inverses` gets 1 / each row's sum of exponentials. 32 scores at a time, with AVX2 and FMA
+/// (the four vectors' bytes are packed together, where packing eight at a time took most of the
+/// time); a row's tail is padded with −∞ as in [`fused_exp_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize, inverses: &mut Vec<f32>) {
-    assert!(stride >= width && scores.len() / width == bytes.len() / stride);
+fn exp_bytes_rows(
+    scores: &[f32],
+    width: usize,
+    maxima: &[f32],
+    bytes: &mut [u8],
+    stride: usize,
+    inverses: &mut Vec<f32>,
+) {
+    let rows = scores.len() / width;
+    assert!(stride >= width && stride - width < RUN && rows == bytes.len() / stride && rows == maxima.len());
     use std::arch::x86_64::*;
 
     /// Values at a time: four vectors.
@@ -123,22 +131,24 @@ fn exp_bytes_rows(scores: &[f32], width: usize, bytes: &mut [u8], stride: usize,
     }
 
     inverses.clear();
-    for (row, bytes) in scores.chunks_exact(width).zip(bytes.chunks_exact_mut(stride)) {
-        let max = _mm256_set1_ps(lane_max(row));
+    let whole = width / WIDE * WIDE;
+    for ((row, bytes), &max) in scores.chunks_exact(width).zip(bytes.chunks_exact_mut(stride)).zip(maxima) {
+        let max = _mm256_set1_ps(max);
         let mut sum = _mm256_setzero_ps();
-        let (chunks, mut outputs) = (row.chunks_exact(WIDE), bytes[..width].chunks_exact_mut(WIDE));
+        let (chunks, outputs) = (row.chunks_exact(WIDE), bytes[..whole].chunks_exact_mut(WIDE));
         let tail = chunks.remainder();
-        for (chunk, out) in chunks.zip(&mut outputs) {
+        for (chunk, out) in chunks.zip(outputs) {
             let (chunk, out) = (chunk.try_into().expect("32 scores"), out.try_into().expect("32 bytes"));
             exp_into(chunk, max, out, &mut sum);
         }
         if !tail.is_empty() {
+            // The padding's bytes come out zero (e⁻⁸⁷ × 255 rounds to 0): the row's tail and
+            // the zeros past it in one copy.
             let (mut padded, mut out) = ([f32::NEG_INFINITY; WIDE], [0u8; WIDE]);
             padded[..tail.len()].copy_from_slice(tail);
             exp_into(&padded, max, &mut out, &mut sum);
-            outputs.into_remainder().copy_from_slice(&out[..tail.len()]);
+            bytes[whole..].copy_from_slice(&out[..stride - whole]);
         }
-        bytes[width..].fill(0);
         inverses.push(inverse_of_sum(sum));
     }
 }
@@ -290,7 +300,7 @@ fn attend_f32(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     let Head { qkv, length, width, at, columns: head_width } = head;
     let stride = 3 * width;
     // Every score is written by the first product (it does not read its destination).
-    b.scores.resize(length * length, 0.0);
+    let scores = crate::prefix(&mut b.scores, length * length);
     // scores = Q·Kᵀ / √(head width): rows of Q and of K are token rows of qkv.
     Product {
         m: length,
@@ -300,13 +310,13 @@ fn attend_f32(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
         rhs: (&qkv[width + at..], 1, stride),
         scale: 1.0 / (head_width as f32).sqrt(),
     }
-    .run(&mut b.scores, length);
-    exp_rows(&mut b.scores, length, &mut b.inverses);
+    .run(scores, length);
+    exp_rows(scores, length, &mut b.inverses);
     Product {
         m: length,
         n: head_width,
         k: length,
-        lhs: (&b.scores, length, 1),
+        lhs: (scores, length, 1),
         rhs: (&qkv[2 * width + at..], stride, 1),
         scale: 1.0,
     }
@@ -322,16 +332,18 @@ fn attend_f32(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
+    use crate::prefix;
     let (length, d) = (head.length, head.columns);
     let token = |t: usize, part: usize| head.row(t, part);
-    b.row.clear();
-    b.row.resize(d, 0);
+    // Every buffer is used through a prefix of the length it needs here, and grows without
+    // being cut to it; every value this head reads of them is written first.
+    let row = prefix(&mut b.row, d);
 
     // Queries as unsigned bytes (q / scale + 128), keys as signed ones, a scale per row; a
     // score is query scale × key scale × (Σ bytes' products − 128 × Σ key bytes). Keys are
     // padded to whole groups of eight with zeros.
-    b.queries.resize(length * d, 0);
-    b.keys.reset(length, d);
+    let queries = prefix(&mut b.queries, length * d);
+    b.keys.reshape(length, d);
     b.query_scales.clear();
     b.key_scales.clear();
     b.key_offsets.clear();
@@ -341,24 +353,25 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     }
     for t in 0..length {
         head.prefetch(t + PREFETCH_AHEAD);
-        let query = &mut b.queries[t * d..][..d];
+        let query = &mut queries[t * d..][..d];
         b.query_scales.push(quantize(token(t, 0), query));
         query.iter_mut().for_each(|q| *q ^= 0x80);
-        b.key_scales.push(quantize(token(t, 1), &mut b.row) * temperature);
-        b.key_offsets.push(-128 * b.row.iter().map(|&k| i32::from(k as i8)).sum::<i32>());
-        b.keys.set_row(t, &b.row);
+        b.key_scales.push(quantize(token(t, 1), row) * temperature);
+        b.key_offsets.push(-128 * row.iter().map(|&k| i32::from(k as i8)).sum::<i32>());
+        b.keys.set_row(t, row);
     }
+    b.keys.zero_rows_from(length);
     let keys = length.next_multiple_of(GROUP);
     b.key_scales.resize(keys, 0.0);
     b.key_offsets.resize(keys, 0);
-    b.dots.resize(length * keys, 0);
-    int8::dot(Rows { values: &b.queries, rows: length, stride: d }, &b.keys, &mut b.dots, keys);
-    b.scores.resize(length * length, 0.0);
-    scale_scores(&b.dots, keys, &b.query_scales, &b.key_scales, &b.key_offsets, &mut b.scores);
+    let dots = prefix(&mut b.dots, length * keys);
+    int8::dot(Rows { values: queries, rows: length, stride: d }, &b.keys, dots, keys);
+    let scores = prefix(&mut b.scores, length * length);
+    scale_scores(dots, keys, &b.query_scales, &b.key_scales, &b.key_offsets, scores, &mut b.maxima);
     // Probabilities as multiples of 1/255, rows padded with zeros to whole runs of four.
     let depth = length.next_multiple_of(RUN);
-    b.probabilities.resize(length * depth, 0);
-    exp_bytes_rows(&b.scores, length, &mut b.probabilities, depth, &mut b.inverses);
+    let probabilities = prefix(&mut b.probabilities, length * depth);
+    exp_bytes_rows(scores, length, &b.maxima, probabilities, depth, &mut b.inverses);
     // Values as signed bytes with a scale per column over the text's tokens: each token's
     // values are the packed operand's column at its depth.
     b.value_scales.clear();
@@ -371,17 +384,18 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     b.value_inverses.clear();
     b.value_inverses.extend(b.value_scales.iter().map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 }));
     b.value_scales.iter_mut().for_each(|m| *m /= 127.0);
-    b.row.clear();
-    b.row.resize(depth * d, 0);
-    for (t, bytes) in b.row.chunks_exact_mut(d).take(length).enumerate() {
+    // Every token's row is written, the padding rows zeroed.
+    let value_bytes = prefix(&mut b.value_bytes, depth * d);
+    for (t, bytes) in value_bytes.chunks_exact_mut(d).take(length).enumerate() {
         for ((byte, v), inverse) in bytes.iter_mut().zip(token(t, 2)).zip(&b.value_inverses) {
             *byte = (v * inverse + ROUNDING).to_bits() as u8;
         }
     }
-    b.values.set_transposed(&b.row, d);
-    b.dots.resize(length * d, 0);
-    int8::dot(Rows { values: &b.probabilities, rows: length, stride: depth }, &b.values, &mut b.dots, d);
-    for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(b.dots.chunks_exact(d)).zip(&b.inverses) {
+    value_bytes[length * d..].fill(0);
+    b.values.set_transposed(value_bytes, d);
+    let dots = prefix(&mut b.dots, length * d);
+    int8::dot(Rows { values: probabilities, rows: length, stride: depth }, &b.values, dots, d);
+    for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(dots.chunks_exact(d)).zip(&b.inverses) {
         let inverse = inverse / 255.0;
         for ((v, &dot), &scale) in row.iter_mut().zip(dots).zip(&b.value_scales) {
             *v = dot as f32 * scale * inverse;
@@ -416,7 +430,9 @@ fn quantize(values: &[f32], bytes: &mut [u8]) -> f32 {
 }
 
 /// The scores (rows of as many as `query_scales`) from the integer products (rows of
-/// `stride`): query scale × key scale × (product + key offset).
+/// `stride`): query scale × key scale × (product + key offset); `maxima` gets each row's
+/// largest, taken in [`LANES`] lanes as the scores are written (a pass of its own over them
+/// took a sixth of the exponentials' time).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn scale_scores(
@@ -426,15 +442,38 @@ fn scale_scores(
     key_scales: &[f32],
     key_offsets: &[i32],
     scores: &mut [f32],
+    maxima: &mut Vec<f32>,
 ) {
     let length = query_scales.len();
+    let (key_scales, key_offsets) = (&key_scales[..length], &key_offsets[..length]);
+    maxima.clear();
     for ((row, dots), &query) in
         scores.chunks_exact_mut(length).zip(dots.chunks_exact(stride)).zip(query_scales)
     {
-        let terms = row.iter_mut().zip(dots).zip(key_scales).zip(key_offsets);
-        for (((score, &dot), &key), &offset) in terms {
-            *score = (dot + offset) as f32 * (query * key);
+        let score = |dot: i32, offset: i32, key: f32| (dot + offset) as f32 * (query * key);
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut row_chunks = row.chunks_exact_mut(LANES);
+        let runs = (&mut row_chunks).zip(dots.chunks_exact(LANES)).zip(key_scales.chunks_exact(LANES));
+        for (((scores, dots), keys), offsets) in runs.zip(key_offsets.chunks_exact(LANES)) {
+            let scores: &mut [f32; LANES] = scores.try_into().expect("a run of lanes");
+            let values: [f32; LANES] = std::array::from_fn(|l| score(dots[l], offsets[l], keys[l]));
+            *scores = values;
+            // As `lane_max` compares.
+            lanes = std::array::from_fn(|l| if values[l] > lanes[l] { values[l] } else { lanes[l] });
         }
+        let whole = length / LANES * LANES;
+        let mut tail = f32::NEG_INFINITY;
+        for (((s, &dot), &key), &offset) in row_chunks
+            .into_remainder()
+            .iter_mut()
+            .zip(&dots[whole..])
+            .zip(&key_scales[whole..])
+            .zip(&key_offsets[whole..])
+        {
+            *s = score(dot, offset, key);
+            tail = tail.max(*s);
+        }
+        maxima.push(lanes.iter().copied().fold(tail, f32::max));
     }
 }
 
@@ -445,7 +484,8 @@ fn scale_scores(
 struct Buffers {
     /// Scores, then their exponentials (length × length).
     scores: Vec<f32>,
-    /// 1 / each row's sum of exponentials.
+    /// Each row's largest score; 1 / each row's sum of exponentials.
+    maxima: Vec<f32>,
     inverses: Vec<f32>,
     /// The 8-bit path's queries (+ 128), and their scales.
     queries: Vec<u8>,
@@ -454,9 +494,11 @@ struct Buffers {
     keys: int8::Packed,
     key_scales: Vec<f32>,
     key_offsets: Vec<i32>,
-    /// One key's bytes, then every token's values as bytes (rows of the head's width, padded
-    /// with rows of zeros to whole runs), before packing.
+    /// One key's bytes, before packing.
     row: Vec<u8>,
+    /// Every token's values as bytes (rows of the head's width, padded with rows of zeros to
+    /// whole runs), before packing.
+    value_bytes: Vec<u8>,
     /// The integer products.
     dots: Vec<i32>,
     /// Probabilities × 255, rows padded to whole runs.
@@ -474,33 +516,77 @@ thread_local! {
 
 /// Multi-head self-attention within each text: `context` (tokens × width) from `qkv` (each
 /// token's query, key and value rows side by side), texts of `lengths` tokens one after another.
-pub(crate) fn attention(qkv: &[f32], context: &mut Vec<f32>, lengths: &[usize], width: usize, heads: usize) {
+/// `parts` holds each (text, head) pair's context rows while the cores compute them, text after
+/// text and head after head. Neither buffer is cleared: every value of both is written.
+pub(crate) fn attention(
+    qkv: &[f32],
+    context: &mut Vec<f32>,
+    parts: &mut Vec<f32>,
+    lengths: &[usize],
+    width: usize,
+    heads: usize,
+) {
     let head_width = width / heads;
     let tokens: usize = lengths.iter().sum();
-    let starts: Vec<usize> = lengths.iter().scan(0, |at, &l| Some(std::mem::replace(at, *at + l))).collect();
-    let tasks: Vec<(usize, usize)> =
-        (0..lengths.len()).flat_map(|t| (0..heads).map(move |h| (t, h))).collect();
-    let work = |&(text, head): &(usize, usize)| {
-        let (start, length) = (starts[text], lengths[text]);
-        let mut context = vec![0f32; length * head_width];
+    // Growing without clearing: zeroing both buffers was a serial pass over them in every layer,
+    // the cores' other thread waiting.
+    parts.resize(tokens * width, 0.0);
+    context.resize(tokens * width, 0.0);
+    let mut tasks = Vec::with_capacity(lengths.len() * heads);
+    let (mut rest, mut start) = (&mut parts[..], 0);
+    for &length in lengths {
+        for head in 0..heads {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(length * head_width);
+            rest = tail;
+            tasks.push((start, length, head, part));
+        }
+        start += length;
+    }
+    let work = |(start, length, head, part): (usize, usize, usize, &mut [f32])| {
         if length > 0 {
             let qkv = &qkv[start * 3 * width..(start + length) * 3 * width];
-            attend(Head { qkv, length, width, at: head * head_width, columns: head_width }, &mut context);
+            attend(Head { qkv, length, width, at: head * head_width, columns: head_width }, part);
         }
-        context
     };
-    let parts: Vec<Vec<f32>> = if tokens * tokens.min(512) * width >= 1 << 20 {
-        tasks.par_iter().map(work).collect()
+    // Each text's rows from its heads' parts.
+    let gather = |(rows, parts): (&mut [f32], &[f32])| {
+        let length = rows.len() / width;
+        for (head, part) in parts.chunks_exact(length.max(1) * head_width).enumerate() {
+            for (row, values) in rows.chunks_exact_mut(width).zip(part.chunks_exact(head_width)) {
+                copy_head(&mut row[head * head_width..][..head_width], values);
+            }
+        }
+    };
+    let parallel = tokens * tokens.min(512) * width >= 1 << 20;
+    if parallel {
+        tasks.into_par_iter().for_each(work);
     } else {
-        tasks.iter().map(work).collect()
-    };
-    context.clear();
-    context.resize(tokens * width, 0.0);
-    for (&(text, head), part) in tasks.iter().zip(&parts) {
-        let start = starts[text];
-        for (i, values) in part.chunks_exact(head_width).enumerate() {
-            context[(start + i) * width + head * head_width..][..head_width].copy_from_slice(values);
-        }
+        tasks.into_iter().for_each(work);
+    }
+    let mut texts = Vec::with_capacity(lengths.len());
+    let (mut rows, mut rest) = (&mut context[..], &parts[..]);
+    for &length in lengths {
+        let (text, other_rows) = std::mem::take(&mut rows).split_at_mut(length * width);
+        let (text_parts, other_parts) = rest.split_at(length * width);
+        texts.push((text, text_parts));
+        (rows, rest) = (other_rows, other_parts);
+    }
+    if parallel {
+        texts.into_par_iter().for_each(gather);
+    } else {
+        texts.into_iter().for_each(gather);
+    }
+}
+
+/// `to.copy_from_slice(from)`, as moves of known length for heads of 32 values (e5-small's):
+/// a call to `memmove` per token and head took 1 % of an import.
+#[inline(always)]
+fn copy_head(to: &mut [f32], from: &[f32]) {
+    const WIDTH: usize = 32;
+    if let (Ok(to), Ok(from)) = (<&mut [f32; WIDTH]>::try_from(&mut *to), <&[f32; WIDTH]>::try_from(from)) {
+        *to = *from;
+    } else {
+        to.copy_from_slice(from);
     }
 }
 
@@ -548,12 +634,12 @@ mod tests {
 
     #[test]
     fn attention_of_one_token_is_its_value_and_rows_weigh_by_score() {
-        let mut context = Vec::new();
-        attention(&stacked(&[1.0, 0.0], &[5.0, 5.0], &[0.25, -4.0], 2), &mut context, &[1], 2, 1);
+        let (mut context, mut parts) = (Vec::new(), Vec::new());
+        attention(&stacked(&[1.0, 0.0], &[5.0, 5.0], &[0.25, -4.0], 2), &mut context, &mut parts, &[1], 2, 1);
         assert_eq!(context, [0.25, -4.0]);
 
         // Two tokens, one head of width 1: the scores are q·k/1, softmax over the keys.
-        attention(&stacked(&[1.0, 0.0], &[2.0, 0.0], &[10.0, 20.0], 1), &mut context, &[2], 1, 1);
+        attention(&stacked(&[1.0, 0.0], &[2.0, 0.0], &[10.0, 20.0], 1), &mut context, &mut parts, &[2], 1, 1);
         let first = 1.0 / (1.0 + (-2f32).exp());
         assert!((context[0] - (10.0 * first + 20.0 * (1.0 - first))).abs() < 1e-4);
         assert!((context[1] - 15.0).abs() < 1e-4, "equal scores average the values");
@@ -596,7 +682,7 @@ mod tests {
             |seed: f32| -> Vec<f32> { (0..tokens * width).map(|i| (i as f32 * seed).sin() * 2.0).collect() };
         let (q, k, v) = (values(0.37), values(1.13), values(0.71));
         let mut context = Vec::new();
-        attention(&stacked(&q, &k, &v, width), &mut context, &lengths, width, heads);
+        attention(&stacked(&q, &k, &v, width), &mut context, &mut Vec::new(), &lengths, width, heads);
         let mut start = 0;
         for length in lengths {
             let rows = start * width..(start + length) * width;
@@ -635,7 +721,7 @@ mod tests {
             let expected = attention_by_definition(&q, &k, &v, width, heads);
             let largest = v.iter().fold(0f32, |a, x| a.max(x.abs()));
             let mut context = Vec::new();
-            attention(&qkv, &mut context, &[length], width, heads);
+            attention(&qkv, &mut context, &mut Vec::new(), &[length], width, heads);
             for head in 0..heads {
                 let part = Head { qkv: &qkv, length, width, at: head * head_width, columns: head_width };
                 let mut f32_path = vec![f32::NAN; length * head_width];

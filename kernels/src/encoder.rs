@@ -53,6 +53,8 @@ pub struct LayerWeights<'a> {
 pub struct Scratch {
     qkv: Vec<f32>,
     context: Vec<f32>,
+    /// Attention's context rows per text and head, before they are gathered into `context`.
+    heads: Vec<f32>,
     sum: Vec<f32>,
     hidden: Vec<f32>,
 }
@@ -178,7 +180,7 @@ pub fn layer(x: &mut Vec<f32>, lengths: &[usize], weights: &LayerWeights<'_>, s:
     let tokens: usize = lengths.iter().sum();
     let width = x.len() / tokens.max(1);
     dense(weights.qkv, x, tokens, &mut s.qkv);
-    attention(&s.qkv, &mut s.context, lengths, width, weights.heads);
+    attention(&s.qkv, &mut s.context, &mut s.heads, lengths, width, weights.heads);
     dense(weights.output, &s.context, tokens, &mut s.sum);
     add_and_norm(&mut s.sum, x, weights.attention_norm);
     std::mem::swap(x, &mut s.sum);

@@ -23,11 +23,27 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    /// Zeros, `rows` × `depth` of them (rounded up to whole groups and runs), the buffer reused.
-    pub(crate) fn reset(&mut self, rows: usize, depth: usize) {
+    /// Room for `rows` × `depth` bytes (rounded up to whole groups and runs), the buffer reused,
+    /// neither cleared nor shrunk ([`crate::prefix`]): what it held before stays until every
+    /// row is set.
+    pub(crate) fn reshape(&mut self, rows: usize, depth: usize) {
         (self.rows, self.depth) = (rows.next_multiple_of(GROUP), depth.next_multiple_of(RUN));
-        self.bytes.clear();
-        self.bytes.resize(self.rows * self.depth, 0);
+        crate::prefix(&mut self.bytes, self.rows * self.depth);
+    }
+
+    /// The operand's bytes (the buffer may hold more).
+    fn used(&self) -> &[i8] {
+        &self.bytes[..self.rows * self.depth]
+    }
+
+    /// Rows `from..` (to the last of the last group) set to zeros.
+    pub(crate) fn zero_rows_from(&mut self, from: usize) {
+        for row in from..self.rows {
+            for x in (0..self.depth).step_by(RUN) {
+                let at = self.at(row, x);
+                self.bytes[at..at + RUN].fill(0);
+            }
+        }
     }
 
     /// Where row `row`'s bytes `x..x + RUN` (`x` a multiple of [`RUN`]) lie.
@@ -51,13 +67,14 @@ impl Packed {
     /// The operand as the transpose of `matrix`: rows of `rows` bytes (two's complement), as
     /// many as the depth. Four of them at a time, a run of four bytes for each row.
     pub(crate) fn set_transposed(&mut self, matrix: &[u8], rows: usize) {
-        self.reset(rows, matrix.len() / rows.max(1));
+        // Every byte is written below.
+        self.reshape(rows, matrix.len() / rows.max(1));
         assert!(
             rows == self.rows && matrix.len() == rows * self.depth,
             "{rows} rows of {} bytes",
             self.depth
         );
-        let mut out = self.bytes.chunks_exact_mut(RUN);
+        let mut out = self.bytes[..self.rows * self.depth].chunks_exact_mut(RUN);
         for group in 0..rows / GROUP {
             for run in matrix.chunks_exact(RUN * rows) {
                 let [first, second, third, fourth] = [0, 1, 2, 3].map(|i| &run[i * rows..][..rows]);
@@ -84,7 +101,7 @@ pub(crate) struct Rows<'a> {
 /// of the signed operand `b`, over its depth.
 pub(crate) fn dot(a: Rows<'_>, b: &Packed, out: &mut [i32], out_stride: usize) {
     let Rows { values, rows, stride } = a;
-    let (packed, groups, depth) = (&b.bytes[..], b.rows / GROUP, b.depth);
+    let (packed, groups, depth) = (b.used(), b.rows / GROUP, b.depth);
     if rows == 0 || groups == 0 {
         return;
     }
@@ -258,7 +275,7 @@ mod tests {
         let signed = bytes(groups * GROUP * depth, 11);
         let value = |row: usize, x: usize| i32::from(signed[row * depth + x] as i8);
         let mut packed = Packed::default();
-        packed.reset(groups * GROUP, depth);
+        packed.reshape(groups * GROUP, depth);
         for (row, values) in signed.chunks_exact(depth).enumerate() {
             packed.set_row(row, values);
         }
@@ -267,7 +284,7 @@ mod tests {
         dot(Rows { values: &a, rows, stride }, &packed, &mut out, out_stride);
         let mut portable = vec![i32::MIN; rows * out_stride];
         let a = Rows { values: &a, rows, stride };
-        portable_dot(a, &packed.bytes, groups, depth, &mut portable, out_stride);
+        portable_dot(a, packed.used(), groups, depth, &mut portable, out_stride);
         for i in 0..rows {
             for o in 0..groups * GROUP {
                 let want: i32 = (0..depth).map(|x| i32::from(a.values[i * stride + x]) * value(o, x)).sum();
@@ -292,13 +309,17 @@ mod tests {
         let (rows, depth) = (11, 6);
         let signed = bytes(rows * depth, 5);
         let (mut by_rows, mut by_columns) = (Packed::default(), Packed::default());
-        by_rows.reset(rows, depth);
-        // Stale bytes from a larger operand are cleared.
-        by_columns.reset(40, 40);
-        by_columns.bytes.fill(9);
+        // Stale bytes from a larger operand: the padding rows are zeroed, the transpose writes
+        // every byte.
+        for packed in [&mut by_rows, &mut by_columns] {
+            packed.reshape(40, 40);
+            packed.bytes.fill(9);
+        }
+        by_rows.reshape(rows, depth);
         for (row, values) in signed.chunks_exact(depth).enumerate() {
             by_rows.set_row(row, &[values, &[0, 0]].concat());
         }
+        by_rows.zero_rows_from(rows);
         // The transpose: a row per depth (8, two of them padding), a column per row (16).
         let mut transposed = vec![0u8; 8 * 16];
         for (row, values) in signed.chunks_exact(depth).enumerate() {
@@ -307,8 +328,8 @@ mod tests {
             }
         }
         by_columns.set_transposed(&transposed, 16);
-        assert_eq!(by_rows.bytes, by_columns.bytes);
-        assert_eq!((by_rows.rows, by_rows.depth, by_rows.bytes.len()), (16, 8, 128));
+        assert_eq!(by_rows.used(), by_columns.used());
+        assert_eq!((by_rows.rows, by_rows.depth, by_rows.used().len()), (16, 8, 128));
         let a = [1u8; 8];
         let mut out = [0i32; 16];
         dot(Rows { values: &a, rows: 1, stride: 8 }, &by_rows, &mut out, 16);
@@ -328,7 +349,7 @@ mod tests {
         let depth = 512;
         let a = vec![255u8; depth];
         let mut packed = Packed::default();
-        packed.reset(GROUP, depth);
+        packed.reshape(GROUP, depth);
         for row in 0..GROUP {
             packed.set_row(row, &vec![if row % 2 == 0 { 0x80 } else { 127 }; depth]);
         }

@@ -258,15 +258,17 @@ impl Activations {
 
     /// Quantises `x` (`m` rows of `columns`) straight into this layout, in these buffers: every
     /// value is written, so only what they grow by is zeroed first (zeroing fresh buffers for
-    /// every product took 2 % of an import). A long input is shared between the cores, in runs
-    /// of [`BLOCKS_PER_TASK`] blocks.
+    /// every product took 2 % of an import), and they are never shrunk ([`crate::prefix`]). A
+    /// long input is shared between the cores, in runs of [`BLOCKS_PER_TASK`] blocks.
     fn quantize_from(&mut self, x: &[f32], m: usize, columns: usize) {
         use rayon::prelude::*;
         let blocks = m * columns / BLOCK;
         let Activations { values, scales, offsets, .. } = self;
-        values.resize(m * columns, 0);
-        scales.resize(blocks, 0.0);
-        offsets.resize(blocks, 0);
+        let (values, scales, offsets) = (
+            crate::prefix(values, m * columns),
+            crate::prefix(scales, blocks),
+            crate::prefix(offsets, blocks),
+        );
         self.columns = columns;
         if x.len() >= 1 << 16 {
             let per_task = BLOCKS_PER_TASK * BLOCK;
