@@ -341,6 +341,15 @@ impl Encoder {
             Encoder::Quantized(e) => e.pads(),
         }
     }
+
+    /// Frees what the encoder keeps between batches.
+    fn release_buffers(&self) {
+        match self {
+            #[cfg(feature = "minilm")]
+            Encoder::Bert(_) => {}
+            Encoder::Quantized(e) => e.release_buffers(),
+        }
+    }
 }
 
 fn inference_loop(
@@ -366,7 +375,14 @@ fn inference_loop(
         }
     };
     let mut held = None;
-    while let Some(job) = held.take().or_else(|| inbox.recv().ok()) {
+    let next = |held: &mut Option<Job>| {
+        held.take().or_else(|| inbox.try_recv().ok()).or_else(|| {
+            // Nothing waits: the batches' buffers go back before the thread sleeps.
+            encoder.release_buffers();
+            inbox.recv().ok()
+        })
+    };
+    while let Some(job) = next(&mut held) {
         questions_first();
         match job {
             Job::Embed { texts, reply } => {
