@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QMatMul};
@@ -44,10 +44,10 @@ pub(super) struct QuantizedEncoder {
     embed_norm: LayerNormWeights,
     layers: Vec<Layer>,
     heads: usize,
-    /// The plain-slice encoder's buffers, kept from batch to batch: an import's batches are
-    /// alike, and fresh buffers were zeroed and faulted in for every batch on the inference
-    /// thread while the cores waited. Emptied by [`QuantizedEncoder::release_buffers`].
-    scratch: Mutex<Scratch>,
+    /// The plain-slice encoder's buffers, one set per batch running at once, kept from batch to
+    /// batch: an import's batches are alike, and fresh buffers were zeroed and faulted in for
+    /// every batch while the cores waited. Emptied by [`QuantizedEncoder::release_buffers`].
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 struct Linear {
@@ -416,24 +416,19 @@ impl QuantizedEncoder {
             return Err(EmbedError::Inference("a text of no tokens".into()));
         }
         encoder::embeddings(&mut x, &lengths, &self.positions, &self.token_type, self.embed_norm.values());
-        // Batches come from one thread; should another be embedding, this one gets its own.
-        let mut kept = match self.scratch.try_lock() {
-            Ok(kept) => Some(kept),
-            Err(TryLockError::Poisoned(kept)) => Some(kept.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
-        let mut own = Scratch::default();
-        let scratch = kept.as_deref_mut().unwrap_or(&mut own);
+        let kept = || self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scratch = kept().pop().unwrap_or_default();
         for layer in layers {
-            encoder::layer(&mut x, &lengths, layer, scratch);
+            encoder::layer(&mut x, &lengths, layer, &mut scratch);
         }
+        kept().push(scratch);
         Ok(encoder::mean_pool(&x, &lengths))
     }
 
     /// Frees the buffers kept between batches (tens of MB after an import's), for when no
     /// batch waits.
     pub fn release_buffers(&self) {
-        *self.scratch.lock().unwrap_or_else(PoisonError::into_inner) = Scratch::default();
+        self.scratch.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
