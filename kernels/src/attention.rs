@@ -528,12 +528,13 @@ pub(crate) fn attention(
 ) {
     let head_width = width / heads;
     let tokens: usize = lengths.iter().sum();
-    // Growing without clearing: zeroing both buffers was a serial pass over them in every layer,
-    // the cores' other thread waiting.
-    parts.resize(tokens * width, 0.0);
+    // Resized, not cleared: zeroing both buffers was a serial pass over them in every layer, the
+    // cores' other thread waiting. (The context is the next product's input, of exactly its
+    // rows; the parts only grow.)
+    let parts = crate::prefix(parts, tokens * width);
     context.resize(tokens * width, 0.0);
     let mut tasks = Vec::with_capacity(lengths.len() * heads);
-    let (mut rest, mut start) = (&mut parts[..], 0);
+    let (mut rest, mut start) = (&mut *parts, 0);
     for &length in lengths {
         for head in 0..heads {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(length * head_width);
@@ -564,7 +565,7 @@ pub(crate) fn attention(
         tasks.into_iter().for_each(work);
     }
     let mut texts = Vec::with_capacity(lengths.len());
-    let (mut rows, mut rest) = (&mut context[..], &parts[..]);
+    let (mut rows, mut rest) = (&mut context[..], &*parts);
     for &length in lengths {
         let (text, other_rows) = std::mem::take(&mut rows).split_at_mut(length * width);
         let (text_parts, other_parts) = rest.split_at(length * width);
@@ -711,6 +712,8 @@ mod tests {
         let eight_bits = false;
         let vnni = eight_bits && int8::vnni();
         let mut buffers = Buffers::default();
+        // Like the thread's buffers, the context and its parts are kept from text to text.
+        let (mut context, mut parts) = (Vec::new(), Vec::new());
         let mut worst = 0f32;
         for length in [40, 5, 13, 1, 21] {
             let values = |seed: f32| -> Vec<f32> {
@@ -720,8 +723,7 @@ mod tests {
             let qkv = stacked(&q, &k, &v, width);
             let expected = attention_by_definition(&q, &k, &v, width, heads);
             let largest = v.iter().fold(0f32, |a, x| a.max(x.abs()));
-            let mut context = Vec::new();
-            attention(&qkv, &mut context, &mut Vec::new(), &[length], width, heads);
+            attention(&qkv, &mut context, &mut parts, &[length], width, heads);
             for head in 0..heads {
                 let part = Head { qkv: &qkv, length, width, at: head * head_width, columns: head_width };
                 let mut f32_path = vec![f32::NAN; length * head_width];
