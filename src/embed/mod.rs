@@ -33,9 +33,10 @@ pub use tokens::estimate_tokens;
 const BATCH_TOKEN_BUDGET: usize = 8192;
 /// Most tokens forward passes without padding (the CPU's plain-slice encoder) may hold at once
 /// (two side by side hold half each): their buffers take about 15 KiB per token (19 MiB at this
-/// budget), and a batch is what a waiting question may have to wait for. It holds a document of four 256-token chunks, or five one-chunk
-/// documents together (an import's files queue up behind each other); 2,048 took an import of
-/// the 10k-chunk corpus from under to over its 300 MiB bound once files shared batches.
+/// budget), and a batch is what a waiting question may have to wait for. It holds a document of
+/// four 256-token chunks, or five one-chunk documents together (an import's files queue up
+/// behind each other); 2,048 took an import of the 10k-chunk corpus from under to over its
+/// 300 MiB bound once files shared batches.
 const PLAIN_TOKEN_BUDGET: usize = 1280;
 /// Most attention scores per head (batch size × longest text²) one forward pass may hold. The
 /// scores grow with the square of the length: 16 texts of 512 tokens held 200 MB of them per
