@@ -179,23 +179,27 @@ impl Q4Matrix {
             out.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(t, rows)| {
                 let count = rows.len() / n;
                 let mut partial = Vec::new();
+                // The tile's rows packed for the pair kernel, in this thread's buffer.
+                let mut panels = SPARE_PANELS.take();
+                let packed = panels.pack_for_pairs(activations, t * TILE_ROWS, count);
                 for (pair, groups) in groups.chunks(2).enumerate() {
                     let columns = 2 * pair * GROUP;
                     if columns + groups.len() * GROUP <= n {
                         // Full groups write their columns of the output rows themselves.
                         let to = Outputs { rows: count, row_stride: n, group_stride: GROUP };
-                        group_dots(groups, activations, t * TILE_ROWS, &mut rows[columns..], to);
+                        group_dots(groups, activations, packed, t * TILE_ROWS, &mut rows[columns..], to);
                     } else {
                         // The last group, past the matrix's last row: into a buffer, then the
                         // columns that exist.
                         partial.resize(groups.len() * count * GROUP, 0.0);
                         let to = Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP };
-                        group_dots(groups, activations, t * TILE_ROWS, &mut partial, to);
+                        group_dots(groups, activations, packed, t * TILE_ROWS, &mut partial, to);
                         for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
                             scatter(outputs, 2 * pair + g, n, rows);
                         }
                     }
                 }
+                SPARE_PANELS.set(panels);
             });
             return;
         }
@@ -203,14 +207,18 @@ impl Q4Matrix {
         // groups at a time.
         let mut grouped = vec![0f32; groups.len() * m * GROUP];
         let to = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
+        let mut panels = SPARE_PANELS.take();
+        let packed = if groups.len() > 1 { panels.pack_for_pairs(activations, 0, m) } else { None };
         let work = |pair: usize, outputs: &mut [f32]| {
-            group_dots(&groups[2 * pair..(2 * pair + 2).min(groups.len())], activations, 0, outputs, to)
+            let groups = &groups[2 * pair..(2 * pair + 2).min(groups.len())];
+            group_dots(groups, activations, packed, 0, outputs, to)
         };
         if threads > 1 {
             grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
         } else {
             grouped.chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
         }
+        SPARE_PANELS.set(panels);
         for (g, chunk) in grouped.chunks(m * GROUP).enumerate() {
             scatter(chunk, g, n, out);
         }
@@ -286,6 +294,72 @@ impl Activations {
 thread_local! {
     /// Each thread's buffers of quantised activations, kept from product to product.
     static SPARE_ACTIVATIONS: std::cell::Cell<Activations> = std::cell::Cell::new(Activations::default());
+    /// Each thread's buffer of [`Panels`], kept from tile to tile.
+    static SPARE_PANELS: std::cell::Cell<Panels> = std::cell::Cell::new(Panels::default());
+}
+
+/// Input rows of [`Activations`] repacked for the two-group kernel with AVX-512 VNNI: panels of
+/// [`PAIR_STEPS`] rows (twelve while as many are left, then four, then one), and in a panel,
+/// block after block, its rows' values of the block one after another, then the rows' offsets,
+/// then their scales. Everything a block's multiply-adds
+/// broadcast then lies at a fixed distance from one address. In the row-major layout each of
+/// twelve rows needed its own pointer, and the pointers, sums, totals and scales did not fit the
+/// registers: a fifth of the kernel's samples were spills and their reloads.
+#[derive(Debug, Default)]
+struct Panels {
+    bytes: Vec<u8>,
+}
+
+/// Bytes of one row's block in a panel: [`BLOCK`] values, its offset and its scale.
+const PANEL_ROW_BYTES: usize = BLOCK + 8;
+
+impl Panels {
+    /// Rows `first..first + rows` of `x` packed into these panels (the buffer only grows), when
+    /// this CPU runs the kernel that reads them; otherwise nothing is done.
+    fn pack_for_pairs(&mut self, x: &Activations, first: usize, rows: usize) -> Option<&Panels> {
+        #[cfg(target_arch = "x86_64")]
+        let available = avx512::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let available = false;
+        if !available {
+            return None;
+        }
+        self.pack(x, first, rows);
+        Some(self)
+    }
+
+    fn pack(&mut self, x: &Activations, first: usize, rows: usize) {
+        let (k, per_row) = (x.columns, x.columns / BLOCK);
+        let bytes = crate::prefix(&mut self.bytes, rows * per_row * PANEL_ROW_BYTES);
+        let mut t = 0;
+        for height in PAIR_STEPS {
+            while t + height <= rows {
+                let panel = &mut bytes[t * per_row * PANEL_ROW_BYTES..][..height * per_row * PANEL_ROW_BYTES];
+                for (b, block) in panel.chunks_exact_mut(height * PANEL_ROW_BYTES).enumerate() {
+                    for i in 0..height {
+                        let row = first + t + i;
+                        let values: &[i8; BLOCK] =
+                            x.values[row * k + b * BLOCK..][..BLOCK].try_into().expect("a block");
+                        let to: &mut [u8; BLOCK] =
+                            (&mut block[i * BLOCK..][..BLOCK]).try_into().expect("a block");
+                        *to = values.map(|v| v as u8);
+                        let at = row * per_row + b;
+                        block[(BLOCK * height + RUN * i)..][..RUN]
+                            .copy_from_slice(&x.offsets[at].to_le_bytes());
+                        block[((BLOCK + RUN) * height + RUN * i)..][..RUN]
+                            .copy_from_slice(&x.scales[at].to_le_bytes());
+                    }
+                }
+                t += height;
+            }
+        }
+    }
+
+    /// The panel of `height` rows that starts at packed row `t`, for rows of `per_row` blocks.
+    #[cfg(target_arch = "x86_64")]
+    fn panel(&self, t: usize, height: usize, per_row: usize) -> &[u8] {
+        &self.bytes[t * per_row * PANEL_ROW_BYTES..][..height * per_row * PANEL_ROW_BYTES]
+    }
 }
 
 /// Blocks of activations quantised by one task of [`Activations::quantize_from`].
@@ -344,26 +418,44 @@ impl Outputs {
 /// are multiplied together in 512-bit registers, so that each broadcast of an input's four bytes
 /// serves both (a broadcast per multiply-add held the kernel to about half the units' rate);
 /// otherwise one after the other.
-fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], to: Outputs) {
+fn group_dots(
+    groups: &[Group],
+    x: &Activations,
+    packed: Option<&Panels>,
+    first: usize,
+    out: &mut [f32],
+    to: Outputs,
+) {
     let m = to.rows;
     assert!(m == 0 || to.at(groups.len() - 1, m - 1) + GROUP <= out.len(), "outputs out of bounds");
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = packed;
     #[cfg(target_arch = "x86_64")]
     if let [a, b] = groups
         && avx512::available()
     {
+        // The rows as the kernel reads them: packed by the caller for every pair of groups, or
+        // here.
+        let mut own = Panels::default();
+        let panels = packed.unwrap_or_else(|| {
+            own.pack(x, first, m);
+            &own
+        });
+        let per_row = x.columns / BLOCK;
         let mut t = 0;
         for step in PAIR_STEPS {
             while t + step <= m {
                 let at = [to.at(0, t), to.at(1, t)];
                 let stride = to.row_stride;
+                let panel = panels.panel(t, step, per_row);
                 #[allow(unsafe_code)]
                 // SAFETY: the CPU has what the kernel needs, checked just above; the kernel checks
                 // the slices' lengths.
                 unsafe {
                     match step {
-                        12 => avx512::group_pair_dot::<12>([a, b], x, first + t, out, at, stride),
-                        4 => avx512::group_pair_dot::<4>([a, b], x, first + t, out, at, stride),
-                        _ => avx512::group_pair_dot::<1>([a, b], x, first + t, out, at, stride),
+                        12 => avx512::group_pair_dot::<12>([a, b], panel, per_row, out, at, stride),
+                        4 => avx512::group_pair_dot::<4>([a, b], panel, per_row, out, at, stride),
+                        _ => avx512::group_pair_dot::<1>([a, b], panel, per_row, out, at, stride),
                     }
                 }
                 t += step;
@@ -619,7 +711,7 @@ mod avx512 {
 
     use std::arch::x86_64::*;
 
-    use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, RUN};
+    use super::{BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, PANEL_ROW_BYTES, RUN};
 
     /// Whether this CPU runs [`group_pair_dot`]: every CPU with AVX-512 VNNI has the rest.
     pub(super) fn available() -> bool {
@@ -640,41 +732,44 @@ mod avx512 {
         }
     }
 
-    /// Two groups' outputs for `T` input rows from `t` at once, in 512-bit registers: lanes 0..8
-    /// hold the first group's rows, 8..16 the second's. Per block, eight runs of four columns,
-    /// two at a time from one load of each group's nibbles, each a `vpdpbusd` against the input's
-    /// four bytes broadcast from memory (one instruction serves both groups); each row's sums
-    /// start from its block's offset, which takes off every weight's −8, and are scaled by
-    /// weight × input scale into the totals once per block. Against the same loop in 256-bit
-    /// registers (a broadcast, two multiply-adds and the float steps per group) this is about a
-    /// third of the instructions: 5-8 % faster in the first-level cache, where the float steps
-    /// and the multiply-adds share the units (docs/benchmarks.md).
+    /// Two groups' outputs for the `T` input rows of a [`Panels`] panel at once, in 512-bit
+    /// registers: lanes 0..8 hold the first group's rows, 8..16 the second's. Per block, eight
+    /// runs of four columns, two at a time from one load of each group's nibbles, each a
+    /// `vpdpbusd` against an input's four bytes broadcast from memory (one instruction serves both
+    /// groups); each row's sums start from its block's offset, which takes off every weight's −8,
+    /// and are scaled by weight × input scale into the totals once per block. Against the same
+    /// loop in 256-bit registers (a broadcast, two multiply-adds and the float steps per group)
+    /// this is about a third of the instructions: 5-8 % faster in the first-level cache, where
+    /// the float steps and the multiply-adds share the units (docs/benchmarks.md).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     pub(super) unsafe fn group_pair_dot<const T: usize>(
         groups: [&Group; 2],
-        x: &Activations,
-        t: usize,
+        panel: &[u8],
+        per_row: usize,
         out: &mut [f32],
         at: [usize; 2],
         stride: usize,
     ) {
-        let k = x.columns;
-        let per_row = k / BLOCK;
         for (group, at) in groups.iter().zip(at) {
             assert!(
                 group.weights.len() >= per_row * GROUP_BLOCK_BYTES && group.scales.len() >= per_row * GROUP
             );
             assert!(at + (T - 1) * stride + GROUP <= out.len());
         }
-        assert!(x.values.len() >= (t + T) * k && x.scales.len() >= (t + T) * per_row);
+        assert!(panel.len() >= per_row * T * PANEL_ROW_BYTES);
         let mask = _mm512_set1_epi8(0x0F);
         let mut total = [_mm512_setzero_ps(); T];
         let (weights_a, weights_b) = (groups[0].weights.as_ptr(), groups[1].weights.as_ptr());
-        let values = x.values.as_ptr();
+        // Where a panel's block keeps run `v` of row `i`, its offsets and its scales.
+        let run = |v: usize, i: usize| i * BLOCK + v * RUN;
+        let (offsets, scales) = (BLOCK * T, (BLOCK + RUN) * T);
         for b in 0..per_row {
+            // SAFETY: inside the panel, as asserted above.
+            let block = unsafe { panel.as_ptr().add(b * T * PANEL_ROW_BYTES) };
+            // SAFETY: the block's offsets and scales, `T` of each, inside the panel.
+            let read = |at: usize| unsafe { block.add(at).cast::<i32>().read_unaligned() };
             // Each row's sums start from its block's offset (a broadcast load, no arithmetic).
-            let mut acc: [__m512i; T] =
-                std::array::from_fn(|i| _mm512_set1_epi32(x.offsets[(t + i) * per_row + b]));
+            let mut acc: [__m512i; T] = std::array::from_fn(|i| _mm512_set1_epi32(read(offsets + RUN * i)));
             for v in 0..PAIRED_RUNS {
                 let from = b * GROUP_BLOCK_BYTES + v * GROUP * RUN;
                 // SAFETY: inside both groups' weights, as asserted above.
@@ -685,14 +780,7 @@ mod avx512 {
                 let low = _mm512_and_si512(packed, mask);
                 let high = _mm512_and_si512(_mm512_srli_epi16::<4>(packed), mask);
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: inside `values`, as asserted above.
-                    let (x_low, x_high) = unsafe {
-                        let row = values.add((t + i) * k + b * BLOCK);
-                        (
-                            row.add(v * RUN).cast::<i32>().read_unaligned(),
-                            row.add((v + PAIRED_RUNS) * RUN).cast::<i32>().read_unaligned(),
-                        )
-                    };
+                    let (x_low, x_high) = (read(run(v, i)), read(run(v + PAIRED_RUNS, i)));
                     *acc = _mm512_dpbusd_epi32(
                         _mm512_dpbusd_epi32(*acc, low, _mm512_set1_epi32(x_low)),
                         high,
@@ -705,8 +793,10 @@ mod avx512 {
                 pair_ps(groups[0].scales.as_ptr().add(b * GROUP), groups[1].scales.as_ptr().add(b * GROUP))
             };
             for (i, (acc, total)) in acc.iter().zip(&mut total).enumerate() {
-                let block = (t + i) * per_row + b;
-                let scale = _mm512_mul_ps(weight_scales, _mm512_set1_ps(x.scales[block]));
+                let scale = _mm512_mul_ps(
+                    weight_scales,
+                    _mm512_set1_ps(f32::from_bits(read(scales + RUN * i) as u32)),
+                );
                 *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), scale, *total);
             }
         }
@@ -850,16 +940,16 @@ mod tests {
         let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
         let mut dispatched = vec![0f32; m * GROUP];
         let one_group = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
-        group_dots(std::slice::from_ref(group), &activations, 0, &mut dispatched, one_group);
+        group_dots(std::slice::from_ref(group), &activations, None, 0, &mut dispatched, one_group);
         results.push(("dispatched", dispatched));
         let mut pair = vec![0f32; 2 * m * GROUP];
-        group_dots(&groups, &activations, 0, &mut pair, one_group);
+        group_dots(&groups, &activations, None, 0, &mut pair, one_group);
         close("dispatched, two groups", &pair, &both);
         // Straight into rows of a wider output: the two groups' columns side by side at column 3.
         let width = 2 * GROUP + 5;
         let mut wide = vec![f32::NAN; m * width];
         let into_rows = Outputs { rows: m, row_stride: width, group_stride: GROUP };
-        group_dots(&groups, &activations, 0, &mut wide[3..], into_rows);
+        group_dots(&groups, &activations, None, 0, &mut wide[3..], into_rows);
         for (i, row) in wide.chunks_exact(width).enumerate() {
             let wanted = [&both[i * GROUP..][..GROUP], &both[(m + i) * GROUP..][..GROUP]].concat();
             close("dispatched, into rows", &row[3..3 + 2 * GROUP], &wanted);
@@ -885,10 +975,12 @@ mod tests {
                     macro_rules! pair {
                         ($T:literal, $from:expr, $name:expr) => {{
                             let mut ab = vec![0f32; 2 * $T * GROUP];
+                            let mut panels = Panels::default();
+                            panels.pack(&activations, $from, $T);
                             super::avx512::group_pair_dot::<$T>(
                                 [group, second],
-                                &activations,
-                                $from,
+                                panels.panel(0, $T, columns / BLOCK),
+                                columns / BLOCK,
                                 &mut ab,
                                 [0, $T * GROUP],
                                 GROUP,
