@@ -152,8 +152,15 @@ impl Q4Matrix {
         let (n, k) = (self.rows, self.columns);
         assert_eq!(x.len(), m * k, "input of {} values for {m} rows of {k}", x.len());
         assert_eq!(out.len(), m * n, "output of {} values for {m} rows of {n}", out.len());
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), n, "{} biases for {n} outputs", bias.len());
+        }
         if m == 0 || n == 0 {
             return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            return self.multiply_panels(x, m, bias, out);
         }
         // The buffers of this thread's last product, reused.
         let mut activations = SPARE_ACTIVATIONS.take();
@@ -162,66 +169,127 @@ impl Q4Matrix {
         SPARE_ACTIVATIONS.set(activations);
     }
 
-    /// [`Q4Matrix::matmul`] once its input is quantised.
-    fn multiply(&self, activations: &Activations, m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
-        use rayon::prelude::*;
-        let (n, k) = (self.rows, self.columns);
-        // Each group's biases, zero past the matrix's last row.
-        let mut biases = vec![[0f32; GROUP]; n.div_ceil(GROUP)];
+    /// Each group's biases, zero past the matrix's last row (or all zero without a bias).
+    fn group_biases(&self, bias: Option<&[f32]>) -> Vec<[f32; GROUP]> {
+        let mut biases = vec![[0f32; GROUP]; self.rows.div_ceil(GROUP)];
         if let Some(bias) = bias {
-            assert_eq!(bias.len(), n, "{} biases for {n} outputs", bias.len());
             biases.iter_mut().flatten().zip(bias).for_each(|(to, &b)| *to = b);
         }
-        let groups: Vec<Group> =
-            biases.iter().enumerate().map(|(g, bias)| Group { bias, ..self.group(g) }).collect();
-        let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 };
+        biases
+    }
+
+    /// The matrix's groups, each with its biases.
+    fn groups<'a>(&'a self, biases: &'a [[f32; GROUP]]) -> Vec<Group<'a>> {
+        biases.iter().enumerate().map(|(g, bias)| Group { bias, ..self.group(g) }).collect()
+    }
+
+    /// Whether a product of `m` input rows is worth both cores.
+    fn threads(&self, m: usize) -> usize {
+        if m * self.rows * self.columns >= 1 << 18 { rayon::current_num_threads().max(1) } else { 1 }
+    }
+
+    /// [`Q4Matrix::matmul`] once its input is quantised, on the kernels that read rows in place.
+    fn multiply(&self, activations: &Activations, m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        use rayon::prelude::*;
+        let n = self.rows;
+        let biases = self.group_biases(bias);
+        let groups = self.groups(&biases);
+        let threads = self.threads(m);
         if m >= 2 * threads * TILE_ROWS {
             out.par_chunks_mut(TILE_ROWS * n).enumerate().for_each(|(t, rows)| {
-                let count = rows.len() / n;
-                let mut partial = Vec::new();
-                // The tile's rows packed for the pair kernel, in this thread's buffer.
+                tile_outputs(&groups, n, rows, |groups, out, to| {
+                    group_dots(groups, activations, t * TILE_ROWS, out, to)
+                });
+            });
+            return;
+        }
+        grouped_outputs(&groups, m, n, threads > 1, out, |groups, out, to| {
+            group_dots(groups, activations, 0, out, to)
+        });
+    }
+
+    /// [`Q4Matrix::matmul`] on the two-group kernel with AVX-512 VNNI: each tile of a long input
+    /// quantised straight into its [`Panels`] by the core that multiplies it (the tile stays in
+    /// that core's cache, and a product needs no pass of its own over its input first), a short
+    /// input into one set of panels that every pair of groups reads.
+    #[cfg(target_arch = "x86_64")]
+    fn multiply_panels(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.columns);
+        let per_row = k / BLOCK;
+        let biases = self.group_biases(bias);
+        let groups = self.groups(&biases);
+        let threads = self.threads(m);
+        if m >= 2 * threads * TILE_ROWS {
+            out.par_chunks_mut(TILE_ROWS * n).zip(x.par_chunks(TILE_ROWS * k)).for_each(|(rows, x)| {
                 let mut panels = SPARE_PANELS.take();
-                let packed = panels.pack_for_pairs(activations, t * TILE_ROWS, count);
-                for (pair, groups) in groups.chunks(2).enumerate() {
-                    let columns = 2 * pair * GROUP;
-                    if columns + groups.len() * GROUP <= n {
-                        // Full groups write their columns of the output rows themselves.
-                        let to = Outputs { rows: count, row_stride: n, group_stride: GROUP };
-                        group_dots(groups, activations, packed, t * TILE_ROWS, &mut rows[columns..], to);
-                    } else {
-                        // The last group, past the matrix's last row: into a buffer, then the
-                        // columns that exist.
-                        partial.resize(groups.len() * count * GROUP, 0.0);
-                        let to = Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP };
-                        group_dots(groups, activations, packed, t * TILE_ROWS, &mut partial, to);
-                        for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
-                            scatter(outputs, 2 * pair + g, n, rows);
-                        }
-                    }
-                }
+                panels.quantize(x, rows.len() / n, k, false);
+                tile_outputs(&groups, n, rows, |groups, out, to| {
+                    pair_dots(groups, &panels, per_row, out, to)
+                });
                 SPARE_PANELS.set(panels);
             });
             return;
         }
-        // Per group, per input row, the group's outputs: [group][input row][GROUP], computed two
-        // groups at a time.
-        let mut grouped = vec![0f32; groups.len() * m * GROUP];
-        let to = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
         let mut panels = SPARE_PANELS.take();
-        let packed = if groups.len() > 1 { panels.pack_for_pairs(activations, 0, m) } else { None };
-        let work = |pair: usize, outputs: &mut [f32]| {
-            let groups = &groups[2 * pair..(2 * pair + 2).min(groups.len())];
-            group_dots(groups, activations, packed, 0, outputs, to)
-        };
-        if threads > 1 {
-            grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
-        } else {
-            grouped.chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
-        }
+        panels.quantize(x, m, k, threads > 1 && x.len() >= 1 << 16);
+        grouped_outputs(&groups, m, n, threads > 1, out, |groups, out, to| {
+            pair_dots(groups, &panels, per_row, out, to)
+        });
         SPARE_PANELS.set(panels);
-        for (g, chunk) in grouped.chunks(m * GROUP).enumerate() {
-            scatter(chunk, g, n, out);
+    }
+}
+
+/// Every group's outputs for the input rows of one tile, into `rows` (rows of `n`), two groups
+/// at a time by `dots` (given the groups, where to write and how it is laid out).
+fn tile_outputs(groups: &[Group], n: usize, rows: &mut [f32], dots: impl Fn(&[Group], &mut [f32], Outputs)) {
+    let count = rows.len() / n;
+    let mut partial = Vec::new();
+    for (pair, groups) in groups.chunks(2).enumerate() {
+        let columns = 2 * pair * GROUP;
+        if columns + groups.len() * GROUP <= n {
+            // Full groups write their columns of the output rows themselves.
+            dots(groups, &mut rows[columns..], Outputs { rows: count, row_stride: n, group_stride: GROUP });
+        } else {
+            // The last group, past the matrix's last row: into a buffer, then the columns that
+            // exist.
+            partial.resize(groups.len() * count * GROUP, 0.0);
+            dots(
+                groups,
+                &mut partial,
+                Outputs { rows: count, row_stride: GROUP, group_stride: count * GROUP },
+            );
+            for (g, outputs) in partial.chunks(count * GROUP).enumerate() {
+                scatter(outputs, 2 * pair + g, n, rows);
+            }
         }
+    }
+}
+
+/// Every group's outputs for all `m` input rows, into `out` (rows of `n`): the pairs of groups
+/// shared between the cores when `parallel`, each pair's outputs computed by `dots` into a
+/// buffer of [group][input row][GROUP], then put in their columns.
+fn grouped_outputs(
+    groups: &[Group],
+    m: usize,
+    n: usize,
+    parallel: bool,
+    out: &mut [f32],
+    dots: impl Fn(&[Group], &mut [f32], Outputs) + Sync,
+) {
+    use rayon::prelude::*;
+    let mut grouped = vec![0f32; groups.len() * m * GROUP];
+    let to = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
+    let work = |pair: usize, outputs: &mut [f32]| {
+        dots(&groups[2 * pair..(2 * pair + 2).min(groups.len())], outputs, to)
+    };
+    if parallel {
+        grouped.par_chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
+    } else {
+        grouped.chunks_mut(2 * m * GROUP).enumerate().for_each(|(p, chunk)| work(p, chunk));
+    }
+    for (g, chunk) in grouped.chunks(m * GROUP).enumerate() {
+        scatter(chunk, g, n, out);
     }
 }
 
@@ -295,68 +363,61 @@ thread_local! {
     /// Each thread's buffers of quantised activations, kept from product to product.
     static SPARE_ACTIVATIONS: std::cell::Cell<Activations> = std::cell::Cell::new(Activations::default());
     /// Each thread's buffer of [`Panels`], kept from tile to tile.
+    #[cfg(target_arch = "x86_64")]
     static SPARE_PANELS: std::cell::Cell<Panels> = std::cell::Cell::new(Panels::default());
 }
 
-/// Input rows of [`Activations`] repacked for the two-group kernel with AVX-512 VNNI: panels of
-/// [`PAIR_STEPS`] rows (twelve while as many are left, then four, then one), and in a panel,
-/// block after block, its rows' values of the block one after another, then the rows' offsets,
-/// then their scales. Everything a block's multiply-adds
-/// broadcast then lies at a fixed distance from one address. In the row-major layout each of
-/// twelve rows needed its own pointer, and the pointers, sums, totals and scales did not fit the
-/// registers: a fifth of the kernel's samples were spills and their reloads.
+/// Input rows quantised for the two-group kernel with AVX-512 VNNI: panels of [`PAIR_STEPS`]
+/// rows (twelve while as many are left, then four, then one), and in a panel, block after block,
+/// its rows' 32 bytes one after another, then the rows' offsets (as [`Activations`]), then their
+/// scales. Everything a block's multiply-adds broadcast lies at a fixed distance from one
+/// address. (In the row-major layout each of twelve rows needed a pointer of its own, and the
+/// pointers, sums, totals and scales did not fit the registers: a fifth of the kernel's samples
+/// were spills and their reloads.)
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Default)]
 struct Panels {
     bytes: Vec<u8>,
 }
 
 /// Bytes of one row's block in a panel: [`BLOCK`] values, its offset and its scale.
+#[cfg(target_arch = "x86_64")]
 const PANEL_ROW_BYTES: usize = BLOCK + 8;
 
+#[cfg(target_arch = "x86_64")]
 impl Panels {
-    /// Rows `first..first + rows` of `x` packed into these panels (the buffer only grows), when
-    /// this CPU runs the kernel that reads them; otherwise nothing is done.
-    fn pack_for_pairs(&mut self, x: &Activations, first: usize, rows: usize) -> Option<&Panels> {
-        #[cfg(target_arch = "x86_64")]
-        let available = avx512::available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let available = false;
-        if !available {
-            return None;
-        }
-        self.pack(x, first, rows);
-        Some(self)
-    }
-
-    fn pack(&mut self, x: &Activations, first: usize, rows: usize) {
-        let (k, per_row) = (x.columns, x.columns / BLOCK);
-        let bytes = crate::prefix(&mut self.bytes, rows * per_row * PANEL_ROW_BYTES);
+    /// `x` (`rows` of `columns`) quantised into panels, in this buffer (it only grows; every
+    /// byte read is written); the panels shared between the cores when `parallel`.
+    fn quantize(&mut self, x: &[f32], rows: usize, columns: usize, parallel: bool) {
+        use rayon::prelude::*;
+        assert!(avx512::available() && x.len() == rows * columns && columns.is_multiple_of(BLOCK));
+        let per_row = columns / BLOCK;
+        let mut panels = Vec::new();
+        let (mut x, mut bytes) = (x, crate::prefix(&mut self.bytes, rows * per_row * PANEL_ROW_BYTES));
         let mut t = 0;
         for height in PAIR_STEPS {
             while t + height <= rows {
-                let panel = &mut bytes[t * per_row * PANEL_ROW_BYTES..][..height * per_row * PANEL_ROW_BYTES];
-                for (b, block) in panel.chunks_exact_mut(height * PANEL_ROW_BYTES).enumerate() {
-                    for i in 0..height {
-                        let row = first + t + i;
-                        let values: &[i8; BLOCK] =
-                            x.values[row * k + b * BLOCK..][..BLOCK].try_into().expect("a block");
-                        let to: &mut [u8; BLOCK] =
-                            (&mut block[i * BLOCK..][..BLOCK]).try_into().expect("a block");
-                        *to = values.map(|v| v as u8);
-                        let at = row * per_row + b;
-                        block[(BLOCK * height + RUN * i)..][..RUN]
-                            .copy_from_slice(&x.offsets[at].to_le_bytes());
-                        block[((BLOCK + RUN) * height + RUN * i)..][..RUN]
-                            .copy_from_slice(&x.scales[at].to_le_bytes());
-                    }
-                }
-                t += height;
+                let (panel, rest) =
+                    std::mem::take(&mut bytes).split_at_mut(height * per_row * PANEL_ROW_BYTES);
+                let (values, other_rows) = x.split_at(height * columns);
+                panels.push((values, height, panel));
+                (bytes, x, t) = (rest, other_rows, t + height);
             }
+        }
+        // SAFETY: the CPU has AVX-512, so AVX2 (asserted above); `quantize_panel` checks the
+        // lengths.
+        #[allow(unsafe_code)]
+        let work = |(x, height, panel): (&[f32], usize, &mut [u8])| unsafe {
+            avx2::quantize_panel(x, height, columns, panel)
+        };
+        if parallel {
+            panels.into_par_iter().for_each(work);
+        } else {
+            panels.into_iter().for_each(work);
         }
     }
 
-    /// The panel of `height` rows that starts at packed row `t`, for rows of `per_row` blocks.
-    #[cfg(target_arch = "x86_64")]
+    /// The panel of `height` rows that starts at row `t`, for rows of `per_row` blocks.
     fn panel(&self, t: usize, height: usize, per_row: usize) -> &[u8] {
         &self.bytes[t * per_row * PANEL_ROW_BYTES..][..height * per_row * PANEL_ROW_BYTES]
     }
@@ -414,63 +475,56 @@ impl Outputs {
 }
 
 /// The [`GROUP`] outputs of one or two groups of weight rows for input rows `first..`
-/// (`to.rows` of them), written into `out` as `to` lays them out. With AVX-512 VNNI two groups
-/// are multiplied together in 512-bit registers, so that each broadcast of an input's four bytes
-/// serves both (a broadcast per multiply-add held the kernel to about half the units' rate);
-/// otherwise one after the other.
-fn group_dots(
-    groups: &[Group],
-    x: &Activations,
-    packed: Option<&Panels>,
-    first: usize,
-    out: &mut [f32],
-    to: Outputs,
-) {
+/// (`to.rows` of them), written into `out` as `to` lays them out, one group after the other
+/// (where the CPU lacks AVX-512 VNNI; with it, [`pair_dots`]).
+fn group_dots(groups: &[Group], x: &Activations, first: usize, out: &mut [f32], to: Outputs) {
     let m = to.rows;
     assert!(m == 0 || to.at(groups.len() - 1, m - 1) + GROUP <= out.len(), "outputs out of bounds");
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = packed;
-    #[cfg(target_arch = "x86_64")]
-    if let [a, b] = groups
-        && avx512::available()
-    {
-        // The rows as the kernel reads them: packed by the caller for every pair of groups, or
-        // here.
-        let mut own = Panels::default();
-        let panels = packed.unwrap_or_else(|| {
-            own.pack(x, first, m);
-            &own
-        });
-        let per_row = x.columns / BLOCK;
-        let mut t = 0;
-        for step in PAIR_STEPS {
-            while t + step <= m {
-                let at = [to.at(0, t), to.at(1, t)];
-                let stride = to.row_stride;
-                let panel = panels.panel(t, step, per_row);
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU has what the kernel needs, checked just above; the kernel checks
-                // the slices' lengths.
-                unsafe {
-                    match step {
-                        12 => avx512::group_pair_dot::<12>([a, b], panel, per_row, out, at, stride),
-                        4 => avx512::group_pair_dot::<4>([a, b], panel, per_row, out, at, stride),
-                        _ => avx512::group_pair_dot::<1>([a, b], panel, per_row, out, at, stride),
-                    }
-                }
-                t += step;
-            }
-        }
-        return;
-    }
     for (g, group) in groups.iter().enumerate() {
         group_dot_rows(group, x, first, out, g, to);
+    }
+}
+
+/// The [`GROUP`] outputs of one or two groups for every input row of `panels` (`to.rows` of
+/// them, rows of `per_row` blocks), written into `out` as `to` lays them out: two groups
+/// multiplied together in 512-bit registers, so that each broadcast of an input's four bytes
+/// serves both (a broadcast per multiply-add held the kernel to about half the units' rate). A
+/// single group (the last of an odd number) is passed as both halves, which then write the
+/// same outputs.
+#[cfg(target_arch = "x86_64")]
+fn pair_dots(groups: &[Group], panels: &Panels, per_row: usize, out: &mut [f32], to: Outputs) {
+    let m = to.rows;
+    assert!(m == 0 || to.at(groups.len() - 1, m - 1) + GROUP <= out.len(), "outputs out of bounds");
+    let ([a, b], second) = match groups {
+        [a] => ([a, a], 0),
+        [a, b] => ([a, b], 1),
+        _ => panic!("{} groups: the kernel takes one or two", groups.len()),
+    };
+    assert!(avx512::available(), "the two-group kernel needs AVX-512 VNNI");
+    let mut t = 0;
+    for step in PAIR_STEPS {
+        while t + step <= m {
+            let (at, stride) = ([to.at(0, t), to.at(second, t)], to.row_stride);
+            let panel = panels.panel(t, step, per_row);
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has what the kernel needs, asserted above; the kernel checks the
+            // slices' lengths.
+            unsafe {
+                match step {
+                    12 => avx512::group_pair_dot::<12>([a, b], panel, per_row, out, at, stride),
+                    4 => avx512::group_pair_dot::<4>([a, b], panel, per_row, out, at, stride),
+                    _ => avx512::group_pair_dot::<1>([a, b], panel, per_row, out, at, stride),
+                }
+            }
+            t += step;
+        }
     }
 }
 
 /// Input rows per call of the two-group kernel: 12 sums, 12 totals and the two groups' weights
 /// fit the 32 registers; a tile of [`TILE_ROWS`] is four calls. (Six, eight and sixteen rows
 /// ran as fast in the first-level cache.)
+#[cfg(target_arch = "x86_64")]
 const PAIR_STEPS: [usize; 3] = [12, 4, 1];
 
 /// [`group_dots`] for the call's group `g`, up to four input rows at a time.
@@ -480,8 +534,7 @@ fn group_dot_rows(group: &Group, x: &Activations, first: usize, out: &mut [f32],
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         let mut t = 0;
         // Input rows in steps of four (16 vector registers hold four rows' accumulators and
-        // totals), then one by one. With VNNI too: a single group only comes last in a matrix
-        // with an odd number of groups (none of the encoder's), and the integers are the same.
+        // totals), then one by one.
         for step in [4, 1] {
             while t + step <= m {
                 let (at, stride) = (to.at(g, t), to.row_stride);
@@ -557,7 +610,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, RUN};
+    use super::{Activations, BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, PANEL_ROW_BYTES, RUN};
 
     /// The eight lanes' largest.
     #[inline]
@@ -577,7 +630,44 @@ mod avx2 {
         _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32::<1>(v)))
     }
 
-    /// See [`super::quantize_blocks`] (the caller checks the lengths).
+    /// One block of 32 values from `p` quantised: its bytes in order, scale and offset.
+    ///
+    /// # Safety
+    ///
+    /// 32 values must be readable from `p`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_one(p: *const f32) -> (__m256i, f32, i32) {
+        let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+        // SAFETY: 32 values are read, as the caller promises.
+        let v = unsafe {
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
+        };
+        let largest = _mm256_max_ps(
+            _mm256_max_ps(_mm256_and_ps(v[0], magnitude), _mm256_and_ps(v[1], magnitude)),
+            _mm256_max_ps(_mm256_and_ps(v[2], magnitude), _mm256_and_ps(v[3], magnitude)),
+        );
+        let scale = lane_max(largest) / 127.0;
+        let inverse = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let q = [
+            _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inverse)),
+            _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inverse)),
+            _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inverse)),
+            _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inverse)),
+        ];
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        // packs interleaves the 128-bit halves: this puts the four runs of eight back in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        (_mm256_permutevar8x32_epi32(bytes, order), scale, -8 * lane_sum(sum))
+    }
+
+    /// [`super::quantize_blocks`] with AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_blocks(
         x: &[f32],
@@ -585,41 +675,36 @@ mod avx2 {
         scales: &mut [f32],
         offsets: &mut [i32],
     ) {
-        let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
-        // packs interleaves the 128-bit halves: this puts the four runs of eight back in order.
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         let blocks = x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)).zip(scales).zip(offsets);
         for (((x, values), scale), offset) in blocks {
-            // SAFETY: 32 values are read from a block of 32. (No closures here: a closure would
-            // be compiled without this function's AVX2.)
-            let v = unsafe {
-                let p = x.as_ptr();
-                [
-                    _mm256_loadu_ps(p),
-                    _mm256_loadu_ps(p.add(8)),
-                    _mm256_loadu_ps(p.add(16)),
-                    _mm256_loadu_ps(p.add(24)),
-                ]
-            };
-            let largest = _mm256_max_ps(
-                _mm256_max_ps(_mm256_and_ps(v[0], magnitude), _mm256_and_ps(v[1], magnitude)),
-                _mm256_max_ps(_mm256_and_ps(v[2], magnitude), _mm256_and_ps(v[3], magnitude)),
-            );
-            *scale = lane_max(largest) / 127.0;
-            let inverse = _mm256_set1_ps(if *scale > 0.0 { 1.0 / *scale } else { 0.0 });
-            let q = [
-                _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inverse)),
-                _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inverse)),
-                _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inverse)),
-                _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inverse)),
-            ];
-            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-            *offset = -8 * lane_sum(sum);
-            let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-            // SAFETY: 32 bytes are written to a block of 32.
+            // SAFETY: 32 values are read from a block of 32, 32 bytes written to a block of 32.
+            // (No closures here: a closure would be compiled without this function's AVX2.)
             unsafe {
-                _mm256_storeu_si256(values.as_mut_ptr().cast(), _mm256_permutevar8x32_epi32(bytes, order))
-            };
+                let bytes;
+                (bytes, *scale, *offset) = quantize_one(x.as_ptr());
+                _mm256_storeu_si256(values.as_mut_ptr().cast(), bytes);
+            }
+        }
+    }
+
+    /// `x` (`height` rows of `columns`) quantised into one panel of [`super::Panels`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_panel(x: &[f32], height: usize, columns: usize, panel: &mut [u8]) {
+        let per_row = columns / BLOCK;
+        assert!(x.len() == height * columns && panel.len() == per_row * height * PANEL_ROW_BYTES);
+        let (offsets, scales) = (BLOCK * height, (BLOCK + RUN) * height);
+        for (i, row) in x.chunks_exact(columns).enumerate() {
+            for (b, values) in row.chunks_exact(BLOCK).enumerate() {
+                // SAFETY: 32 values are read from a block of 32; the block's bytes, offset and
+                // scale of row `i < height` lie inside the panel, whose length is asserted above.
+                unsafe {
+                    let (bytes, scale, offset) = quantize_one(values.as_ptr());
+                    let block = panel.as_mut_ptr().add(b * height * PANEL_ROW_BYTES);
+                    _mm256_storeu_si256(block.add(i * BLOCK).cast(), bytes);
+                    block.add(offsets + RUN * i).cast::<i32>().write_unaligned(offset);
+                    block.add(scales + RUN * i).cast::<f32>().write_unaligned(scale);
+                }
+            }
         }
     }
 
@@ -913,9 +998,8 @@ mod tests {
     /// or two at once, gives the portable loop's integers.
     #[test]
     fn each_group_kernel_computes_what_the_portable_one_does() {
-        // 13 input rows: dispatched as twelve and one for two groups with AVX-512 VNNI, thrice
-        // four and one for one group (and for two without). The second group is only partly
-        // filled.
+        // 13 input rows: twelve and one for the two-group kernel with AVX-512 VNNI (one group or
+        // two), thrice four and one for AVX2's. The second group is only partly filled.
         let (rows, columns, m) = (2 * GROUP - 3, 768, 13);
         let (bytes, x) = sample(rows, columns, m);
         let matrix = Q4Matrix::from_q4_0(&bytes, rows, columns).unwrap();
@@ -937,46 +1021,61 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs {b}");
             }
         };
+        // One group, two, and two straight into rows of a wider output (the two groups' columns
+        // side by side at column 3), through `dots`.
+        type Dots<'a> = dyn Fn(&[Group], &mut [f32], Outputs) + 'a;
+        let dispatch = |name: &str, dots: &Dots| {
+            let one_group = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
+            let mut alone = vec![0f32; m * GROUP];
+            dots(std::slice::from_ref(group), &mut alone, one_group);
+            close(&format!("{name}, one group"), &alone, &expected);
+            let mut pair = vec![0f32; 2 * m * GROUP];
+            dots(&groups, &mut pair, one_group);
+            close(&format!("{name}, two groups"), &pair, &both);
+            let width = 2 * GROUP + 5;
+            let mut wide = vec![f32::NAN; m * width];
+            dots(&groups, &mut wide[3..], Outputs { rows: m, row_stride: width, group_stride: GROUP });
+            for (i, row) in wide.chunks_exact(width).enumerate() {
+                let wanted = [&both[i * GROUP..][..GROUP], &both[(m + i) * GROUP..][..GROUP]].concat();
+                close(&format!("{name}, into rows"), &row[3..3 + 2 * GROUP], &wanted);
+                assert!(row[..3].iter().chain(&row[3 + 2 * GROUP..]).all(|v| v.is_nan()), "only its columns");
+            }
+        };
+        dispatch("row kernels", &|groups, out, to| group_dots(groups, &activations, 0, out, to));
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut results: Vec<(&str, Vec<f32>)> = Vec::new();
-        let mut dispatched = vec![0f32; m * GROUP];
-        let one_group = Outputs { rows: m, row_stride: GROUP, group_stride: m * GROUP };
-        group_dots(std::slice::from_ref(group), &activations, None, 0, &mut dispatched, one_group);
-        results.push(("dispatched", dispatched));
-        let mut pair = vec![0f32; 2 * m * GROUP];
-        group_dots(&groups, &activations, None, 0, &mut pair, one_group);
-        close("dispatched, two groups", &pair, &both);
-        // Straight into rows of a wider output: the two groups' columns side by side at column 3.
-        let width = 2 * GROUP + 5;
-        let mut wide = vec![f32::NAN; m * width];
-        let into_rows = Outputs { rows: m, row_stride: width, group_stride: GROUP };
-        group_dots(&groups, &activations, None, 0, &mut wide[3..], into_rows);
-        for (i, row) in wide.chunks_exact(width).enumerate() {
-            let wanted = [&both[i * GROUP..][..GROUP], &both[(m + i) * GROUP..][..GROUP]].concat();
-            close("dispatched, into rows", &row[3..3 + 2 * GROUP], &wanted);
-            assert!(row[..3].iter().chain(&row[3 + 2 * GROUP..]).all(|v| v.is_nan()), "only its columns");
-        }
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            let vnni = super::avx512::available();
             let (mut one, mut four) = (vec![0f32; m * GROUP], vec![0f32; 4 * GROUP]);
-            // SAFETY: AVX2 and FMA are there (checked above), the 512-bit kernel's needs when `vnni`.
+            // SAFETY: AVX2 and FMA are there, checked above.
             unsafe {
                 for (t, out) in one.chunks_exact_mut(GROUP).enumerate() {
                     super::avx2::group_dot::<1>(group, &activations, t, out, 0, GROUP);
                 }
                 super::avx2::group_dot::<4>(group, &activations, 1, &mut four, 0, GROUP);
-                if vnni {
-                    // Two groups: one row (the last), four from row 1, twelve from row 1.
-                    let rows_of = |g: usize, from: usize, count: usize| {
-                        both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
-                    };
-                    // `T` rows from row `from`, both groups, against the portable loop's.
-                    macro_rules! pair {
-                        ($T:literal, $from:expr, $name:expr) => {{
-                            let mut ab = vec![0f32; 2 * $T * GROUP];
-                            let mut panels = Panels::default();
-                            panels.pack(&activations, $from, $T);
+            }
+            four.splice(0..0, expected[..GROUP].iter().copied());
+            four.extend_from_slice(&expected[5 * GROUP..]);
+            results.push(("avx2, one row", one));
+            results.push(("avx2, four rows", four));
+            if super::avx512::available() {
+                let mut panels = Panels::default();
+                panels.quantize(&x, m, columns, false);
+                dispatch("two-group kernel", &|groups, out, to| {
+                    pair_dots(groups, &panels, columns / BLOCK, out, to)
+                });
+                // Panels of one row (the last), four from row 1, twelve from row 1, each
+                // quantised on its own, against the portable loop's.
+                let rows_of = |g: usize, from: usize, count: usize| {
+                    both[g * m * GROUP + from * GROUP..][..count * GROUP].to_vec()
+                };
+                macro_rules! pair {
+                    ($T:literal, $from:expr, $name:expr) => {{
+                        let mut ab = vec![0f32; 2 * $T * GROUP];
+                        panels.quantize(&x[$from * columns..($from + $T) * columns], $T, columns, false);
+                        // SAFETY: the CPU has AVX-512 VNNI, checked above.
+                        unsafe {
                             super::avx512::group_pair_dot::<$T>(
                                 [group, second],
                                 panels.panel(0, $T, columns / BLOCK),
@@ -984,25 +1083,19 @@ mod tests {
                                 &mut ab,
                                 [0, $T * GROUP],
                                 GROUP,
-                            );
-                            let wanted = [rows_of(0, $from, $T), rows_of(1, $from, $T)].concat();
-                            close($name, &ab, &wanted);
-                        }};
-                    }
-                    pair!(1, 12, "two groups, one row");
-                    pair!(4, 1, "two groups, four rows");
-                    pair!(12, 1, "two groups, twelve rows");
+                            )
+                        };
+                        let wanted = [rows_of(0, $from, $T), rows_of(1, $from, $T)].concat();
+                        close($name, &ab, &wanted);
+                    }};
                 }
+                pair!(1, 12, "two groups, one row");
+                pair!(4, 1, "two groups, four rows");
+                pair!(12, 1, "two groups, twelve rows");
             }
-            four.splice(0..0, expected[..GROUP].iter().copied());
-            four.extend_from_slice(&expected[5 * GROUP..]);
-            results.push(("avx2, one row", one));
-            results.push(("avx2, four rows", four));
         }
         for (name, got) in &results {
-            for (a, b) in got.iter().zip(&expected) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{name}: {a} vs {b}");
-            }
+            close(name, got, &expected);
         }
     }
 
