@@ -950,6 +950,9 @@ mod tests {
             matrix.matmul(&x, m, None, &mut unbiased);
             let per_row = columns / BLOCK;
             let activations = Activations::quantize(&x, m, columns);
+            // The row kernels' product, which `matmul` takes where the CPU lacks AVX-512 VNNI.
+            let mut row_kernels = vec![f32::NAN; m * rows];
+            matrix.multiply(&activations, m, Some(&bias), &mut row_kernels);
             let mut portable = vec![0f32; m * rows];
             for (g, bias) in biases.iter().enumerate() {
                 let columns = g * GROUP..(g * GROUP + GROUP).min(rows);
@@ -961,8 +964,14 @@ mod tests {
                 }
             }
             // The same integers, summed in another order.
-            for (j, ((a, b), plain)) in fast.iter().zip(&portable).zip(&unbiased).enumerate() {
+            for (j, (((a, b), plain), r)) in
+                fast.iter().zip(&portable).zip(&unbiased).zip(&row_kernels).enumerate()
+            {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{rows}x{columns} m {m}: {a} vs {b}");
+                assert!(
+                    (r - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "row kernels, {rows}x{columns} m {m}: {r} vs {b}"
+                );
                 let b = b - bias[j % rows];
                 assert!((plain - b).abs() <= 1e-4 * (1.0 + b.abs()), "without bias: {plain} vs {b}");
             }
