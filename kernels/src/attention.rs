@@ -84,11 +84,12 @@ fn fused_exp_rows(scores: &mut [f32], width: usize, inverses: &mut Vec<f32>) {
     }
 }
 
-/// The 8-bit path's softmax but for its normalisation: each row of `scores` (rows of `width`)
-/// as e^(score − the row's maximum, from `maxima`) × 255 rounded to the nearest integer, in the
-/// bytes of a row of `bytes` (rows of `stride` ≥ `width`, at most three more, zeroed);
-/// `inverses` gets 1 / each row's sum of exponentials. 32 scores at a time, with AVX2 and FMA
-/// (the four vectors' bytes are packed together, where packing eight at a time took most of the
+/// The 8-bit path's softmax but for its normalisation: each row of `scores` (rows of `width`,
+/// in units of log₂ e: scores × log₂ e) as 255 · 2^(score − the row's maximum, from `maxima`)
+/// rounded to the nearest integer, in the bytes of a row of `bytes` (rows of `stride` ≥
+/// `width`, at most three more, zeroed); `inverses` gets 1 / each row's sum of 255 · 2^(…), so
+/// that the bytes times it are the probabilities. 32 scores at a time, with AVX2 and FMA (the
+/// four vectors' bytes are packed together, where packing eight at a time took most of the
 /// time); a row's tail is padded with −∞ as in [`fused_exp_rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -107,7 +108,7 @@ fn exp_bytes_rows(
     /// Values at a time: four vectors.
     const WIDE: usize = 4 * LANES;
 
-    /// e^(value − max) of 32 scores × 255 into 32 bytes; their sum added to `sum`.
+    /// 255 · 2^(value − max) of 32 scores into 32 bytes; the unrounded values added to `sum`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn exp_into(values: &[f32; WIDE], max: __m256, bytes: &mut [u8; WIDE], sum: &mut __m256) {
@@ -116,10 +117,9 @@ fn exp_bytes_rows(
         unsafe {
             let mut whole = [_mm256_setzero_si256(); 4];
             for (i, whole) in whole.iter_mut().enumerate() {
-                let x = _mm256_sub_ps(_mm256_loadu_ps(values.as_ptr().add(i * LANES)), max);
-                let e = crate::activation::fused::exp_nonpositive(x);
+                let e = exp2_255(_mm256_sub_ps(_mm256_loadu_ps(values.as_ptr().add(i * LANES)), max));
                 *sum = _mm256_add_ps(*sum, e);
-                *whole = _mm256_cvtps_epi32(_mm256_mul_ps(e, _mm256_set1_ps(255.0)));
+                *whole = _mm256_cvtps_epi32(e);
             }
             // Packing works within each 128-bit half: dwords come out as a0 b0 c0 d0 a1 b1 c1 d1
             // (a0 = the first vector's first four values), put back in order by one permutation.
@@ -142,7 +142,7 @@ fn exp_bytes_rows(
             exp_into(chunk, max, out, &mut sum);
         }
         if !tail.is_empty() {
-            // The padding's bytes come out zero (e⁻⁸⁷ × 255 rounds to 0): the row's tail and
+            // The padding's bytes come out zero (255 · 2⁻¹²⁶ rounds to 0): the row's tail and
             // the zeros past it in one copy.
             let (mut padded, mut out) = ([f32::NEG_INFINITY; WIDE], [0u8; WIDE]);
             padded[..tail.len()].copy_from_slice(tail);
@@ -151,6 +151,33 @@ fn exp_bytes_rows(
         }
         inverses.push(inverse_of_sum(sum));
     }
+}
+
+/// 255 · 2^x of eight x ≤ 0 (a score less its row's maximum, in units of log₂ e): x = n + f,
+/// n the nearest integer (from the bits of x + 1.5 · 2²³), 255 · 2^f by a degree-4 polynomial
+/// on |f| ≤ ½ (within 3e-6 relative: a thousandth of a step of the bytes these become), 2ⁿ
+/// added to the float's exponent. Eleven vector operations for eight values, where e^x to full
+/// precision, its conversion to base 2 and the scaling by 255 took sixteen. Below −126 (a
+/// padding's −∞, a NaN) the value is that of −126: a byte of 0, nothing beside the row's
+/// maximum in its sum.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp2_255(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    const C: [f32; 5] = [254.999_82, 176.746_06, 61.263_1, 14.259_044, 2.440_372_2];
+    // `max` returns its second operand when the first is NaN.
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-126.0));
+    let round = _mm256_set1_ps(ROUNDING);
+    let shifted = _mm256_add_ps(x, round);
+    let f = _mm256_sub_ps(x, _mm256_sub_ps(shifted, round));
+    let mut p = _mm256_fmadd_ps(_mm256_set1_ps(C[4]), f, _mm256_set1_ps(C[3]));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(C[2]));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(C[1]));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(C[0]));
+    // n = shifted − ROUNDING in the bits (−126..0), moved into the exponent.
+    let n = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(round));
+    _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32::<23>(n)))
 }
 
 /// 1 / the sum of a row's exponentials, summed in eight lanes.
@@ -347,7 +374,8 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     b.query_scales.clear();
     b.key_scales.clear();
     b.key_offsets.clear();
-    let temperature = 1.0 / (d as f32).sqrt();
+    // The scores in units of log₂ e, for the exponentials in base 2.
+    let temperature = std::f32::consts::LOG2_E / (d as f32).sqrt();
     for t in 0..PREFETCH_AHEAD {
         head.prefetch(t);
     }
@@ -396,7 +424,6 @@ fn attend_int8(head: Head<'_>, context: &mut [f32], b: &mut Buffers) {
     let dots = prefix(&mut b.dots, length * d);
     int8::dot(Rows { values: probabilities, rows: length, stride: depth }, &b.values, dots, d);
     for ((row, dots), &inverse) in context.chunks_exact_mut(d).zip(dots.chunks_exact(d)).zip(&b.inverses) {
-        let inverse = inverse / 255.0;
         for ((v, &dot), &scale) in row.iter_mut().zip(dots).zip(&b.value_scales) {
             *v = dot as f32 * scale * inverse;
         }
@@ -594,6 +621,55 @@ fn copy_head(to: &mut [f32], from: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows of 37 scores in units of log₂ e (a whole run of 32 and a tail), including scores
+    /// far below the maximum, −∞ and NaN: each byte is 255 · 2^(score − max) rounded (off by
+    /// one step at most where the exact value lies within a hundredth of a step of halfway),
+    /// the padding past a row is zero, and each inverse is 1 / the sum of the exact values.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exponentials_in_bytes_are_the_rounded_powers_of_two() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let (width, stride, rows) = (37, 40, 3);
+        let mut scores: Vec<f32> =
+            (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 6.0).collect();
+        scores[5] = -400.0;
+        scores[width + 2] = f32::NEG_INFINITY;
+        scores[2 * width + 36] = f32::NAN;
+        let maxima: Vec<f32> = scores
+            .chunks(width)
+            .map(|row| row.iter().copied().filter(|v| !v.is_nan()).fold(f32::MIN, f32::max))
+            .collect();
+        let (mut bytes, mut inverses) = (vec![7u8; rows * stride], Vec::new());
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 and FMA, checked above.
+        unsafe {
+            exp_bytes_rows(&scores, width, &maxima, &mut bytes, stride, &mut inverses)
+        };
+        let mut near_half = 0;
+        for ((row, bytes), (&max, &inverse)) in
+            scores.chunks(width).zip(bytes.chunks(stride)).zip(maxima.iter().zip(&inverses))
+        {
+            let exact: Vec<f64> = row
+                .iter()
+                .map(|&s| if s.is_nan() { 0.0 } else { 255.0 * 2f64.powf(f64::from(s - max)) })
+                .collect();
+            for (&e, &byte) in exact.iter().zip(bytes) {
+                if (e.fract() - 0.5).abs() < 0.01 {
+                    near_half += 1;
+                    assert!((f64::from(byte) - e).abs() < 0.51, "{byte} for {e}");
+                } else {
+                    assert_eq!(f64::from(byte), e.round(), "{e}");
+                }
+            }
+            assert!(bytes[width..].iter().all(|&b| b == 0), "the padding is zeroed");
+            let sum: f64 = exact.iter().sum();
+            assert!((f64::from(inverse) * sum - 1.0).abs() < 1e-5, "1/{sum} against {inverse}");
+        }
+        assert!(near_half < rows * width / 10);
+    }
 
     #[test]
     fn exponentials_of_rows_cover_each_row_on_its_own() {
