@@ -404,8 +404,8 @@ impl Panels {
                 (bytes, x, t) = (rest, other_rows, t + height);
             }
         }
-        // SAFETY: the CPU has AVX-512, so AVX2 (asserted above); `quantize_panel` checks the
-        // lengths.
+        // SAFETY: the CPU has AVX-512 F, VL and AVX2 (asserted above: the two-group kernel's
+        // needs include them); `quantize_panel` checks the lengths.
         #[allow(unsafe_code)]
         let work = |(x, height, panel): (&[f32], usize, &mut [u8])| unsafe {
             avx2::quantize_panel(x, height, columns, panel)
@@ -687,8 +687,10 @@ mod avx2 {
         }
     }
 
-    /// `x` (`height` rows of `columns`) quantised into one panel of [`super::Panels`].
-    #[target_feature(enable = "avx2")]
+    /// `x` (`height` rows of `columns`) quantised into one panel of [`super::Panels`]. Only the
+    /// two-group kernel reads panels, so the CPU has AVX-512: the AVX2 instructions get its 32
+    /// registers (the same values).
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
     pub(super) unsafe fn quantize_panel(x: &[f32], height: usize, columns: usize, panel: &mut [u8]) {
         let per_row = columns / BLOCK;
         assert!(x.len() == height * columns && panel.len() == per_row * height * PANEL_ROW_BYTES);
@@ -798,11 +800,14 @@ mod avx512 {
 
     use super::{BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, PANEL_ROW_BYTES, RUN};
 
-    /// Whether this CPU runs [`group_pair_dot`]: every CPU with AVX-512 VNNI has the rest.
+    /// Whether this CPU runs [`group_pair_dot`] and [`avx2::quantize_panel`]: every CPU with
+    /// AVX-512 VNNI has the rest.
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
     }
 
