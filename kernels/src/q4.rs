@@ -12,7 +12,9 @@
 //! time in one 512-bit register, so that each broadcast of an input's four bytes serves both;
 //! AVX2's `maddubs` without;
 //! a portable loop computing the same integers elsewhere), the groups or, for long inputs, tiles
-//! of input rows shared between the cores.
+//! of input rows shared between the cores. With VNNI each tile is quantised by the core that
+//! multiplies it, into panels that put everything one block's multiply-adds read at fixed
+//! distances from one address (`Panels`).
 
 use half::f16;
 
@@ -311,8 +313,9 @@ fn scatter(outputs: &[f32], g: usize, n: usize, out: &mut [f32]) {
     }
 }
 
-/// Input rows quantised to 8 bits per block of 32, laid out for [`Q4Matrix::matmul`]:
-/// the values row after row, each block's scale, and each block's offset: −8 × the sum of its
+/// Input rows quantised to 8 bits per block of 32, laid out for the row kernels (AVX2's and the
+/// portable loop; with AVX-512 VNNI, `Panels` instead): the values row after row, each
+/// block's scale, and each block's offset: −8 × the sum of its
 /// values, which added to a block's dot product with weights stored as 0..15 gives the product
 /// with the weights' true values (−8..7), in integers.
 #[derive(Debug, Default)]
