@@ -803,7 +803,7 @@ mod avx512 {
 
     use super::{BLOCK, GROUP, GROUP_BLOCK_BYTES, Group, PAIRED_RUNS, PANEL_ROW_BYTES, RUN};
 
-    /// Whether this CPU runs [`group_pair_dot`] and [`avx2::quantize_panel`]: every CPU with
+    /// Whether this CPU runs [`group_pair_dot`] and [`super::avx2::quantize_panel`]: every CPU with
     /// AVX-512 VNNI has the rest.
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f")
@@ -825,7 +825,7 @@ mod avx512 {
         }
     }
 
-    /// Two groups' outputs for the `T` input rows of a [`Panels`] panel at once, in 512-bit
+    /// Two groups' outputs for the `T` input rows of a [`super::Panels`] panel at once, in 512-bit
     /// registers: lanes 0..8 hold the first group's rows, 8..16 the second's. Per block, eight
     /// runs of four columns, two at a time from one load of each group's nibbles, each a
     /// `vpdpbusd` against an input's four bytes broadcast from memory (one instruction serves both
@@ -859,8 +859,12 @@ mod avx512 {
         for b in 0..per_row {
             // SAFETY: inside the panel, as asserted above.
             let block = unsafe { panel.as_ptr().add(b * T * PANEL_ROW_BYTES) };
-            // SAFETY: the block's offsets and scales, `T` of each, inside the panel.
-            let read = |at: usize| unsafe { block.add(at).cast::<i32>().read_unaligned() };
+            // Four bytes of the block (its values, offsets and scales), by their place in it.
+            let read = |at: usize| {
+                debug_assert!(at + RUN <= T * PANEL_ROW_BYTES, "inside the block");
+                // SAFETY: inside the block, which lies inside the panel (asserted above).
+                unsafe { block.add(at).cast::<i32>().read_unaligned() }
+            };
             // Each row's sums start from its block's offset (a broadcast load, no arithmetic).
             let mut acc: [__m512i; T] = std::array::from_fn(|i| _mm512_set1_epi32(read(offsets + RUN * i)));
             for v in 0..PAIRED_RUNS {
